@@ -1,0 +1,69 @@
+import type { MambaConfig } from './config.js';
+import type { LayerWeights } from './weights.js';
+
+export type BackendName = 'js' | 'wasm' | 'webgpu';
+
+/** The recurrent state of every layer, in host memory: what a snapshot stores. */
+export interface StateData {
+  conv: Float32Array; // [L, E, K-1]  the last K-1 conv inputs per channel, oldest first
+  ssm: Float32Array; // [L, E, N]
+}
+
+/** Opaque per-sequence state owned by a backend. */
+export interface StateHandle {
+  readonly id: number;
+}
+
+/**
+ * What the engine needs from a compute backend: run tokens through the model, advancing a state.
+ * Everything above this (sampling, streaming, sessions) is shared and backend-agnostic.
+ */
+export interface Backend {
+  readonly name: BackendName;
+  readonly config: MambaConfig;
+  /** One line for stats and probes, e.g. "wasm simd, 2 threads, q8". */
+  readonly description: string;
+  createState(): StateHandle;
+  /**
+   * Feeds `tokens` through the model starting from `state`, which advances.
+   * Returns logits `[T, V]` (`want: 'all'`) or `[V]` for the last token (`want: 'last'`).
+   */
+  forward(state: StateHandle, tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array>;
+  readState(state: StateHandle): Promise<StateData>;
+  writeState(state: StateHandle, data: StateData): Promise<void>;
+  releaseState(state: StateHandle): void;
+  dispose(): void;
+}
+
+/**
+ * The kernel set a backend implements so the shared driver (`src/forward.ts`) can run the model.
+ * `A` is an activation/state buffer handle, `W` a weight handle. Calls may execute at once (CPU)
+ * or be recorded and run at `end()` (GPU: one command buffer per chunk).
+ * Shapes: T tokens in the chunk, D model width, E inner width, N state size, K conv width, R Δ-rank.
+ */
+export interface Kernels<A, W> {
+  /** Uploads one float32 weight tensor of shape `[rows, cols]` (vectors: rows = 1). */
+  upload(data: Float32Array, rows: number, cols: number): W;
+  /** A zero-filled buffer of `floats` float32 values. */
+  alloc(floats: number): A;
+  free(buf: A): void;
+  write(buf: A, data: Float32Array): void;
+  read(buf: A, floats: number, offsetFloats?: number): Promise<Float32Array>;
+  /** Called before and after each chunk's kernels. */
+  begin?(): void;
+  end?(): void;
+
+  /** out[t, :] = table[tokens[t], :]          out [T, D] */
+  embed(tokens: Uint8Array, table: W, out: A, T: number, D: number): void;
+  /** out[t, :] = x[t, :] / rms(x[t, :]) · w    x, out [T, dim] */
+  rmsnorm(x: A, w: W, out: A, T: number, dim: number, eps: number): void;
+  /** out[t, n] (+)= Σ_k x[t, k] · w[n, k] + bias[n]    x [T, K], w [N, K], out [T, N] */
+  matmul(x: A, w: W, bias: W | undefined, out: A, T: number, K: number, N: number, accumulate: boolean): void;
+  /** Causal depthwise conv over the sequence continuing `state`, then SiLU.  x, out [T, E]; state [E, K-1] */
+  conv1d(x: A, state: A, w: W, bias: W | undefined, out: A, T: number, E: number, K: number): void;
+  /**
+   * The fused selective scan: Δ = softplus(dt_proj(dbc[:, :R]) + b), state ← exp(Δ·A)·state + Δ·B·u,
+   * y = C·state + D·u, out = y · SiLU(z).    u, z, out [T, E]; dbc [T, R+2N]; state [E, N]
+   */
+  scan(u: A, dbc: A, z: A, layer: LayerWeights<W>, state: A, out: A, T: number, cfg: MambaConfig): void;
+}

@@ -1,0 +1,161 @@
+import { ModelFormatError, UnsupportedModelError } from './errors.js';
+
+/**
+ * Everything about a Mamba-1 model that changes the math, normalised from either
+ * the Hugging Face `MambaConfig` or the original `mamba_ssm` config.
+ */
+export interface MambaConfig {
+  /** D: residual stream width (`hidden_size` / `d_model`). */
+  dModel: number;
+  nLayer: number;
+  /** V: rows of the embedding and of the LM head (after mamba_ssm's padding). */
+  vocabSize: number;
+  /** N: SSM state size per channel. */
+  dState: number;
+  /** K: causal conv1d kernel width. */
+  dConv: number;
+  /** E: inner width (`intermediate_size`, normally expand·D). */
+  dInner: number;
+  /** R: rank of the Δ projection. */
+  dtRank: number;
+  /** in_proj / out_proj carry biases. */
+  bias: boolean;
+  /** conv1d carries a bias. */
+  convBias: boolean;
+  /** RMSNorm epsilon. */
+  eps: number;
+  /** LM head shares the embedding matrix. */
+  tiedEmbeddings: boolean;
+  /** Which tensor naming the checkpoint uses. */
+  naming: 'hf' | 'mamba_ssm';
+}
+
+type Json = Record<string, unknown>;
+
+const FILE = 'config.json';
+
+function int(cfg: Json, key: string, fallback?: number, min = 1): number {
+  const v = cfg[key] ?? fallback;
+  if (v === undefined) throw new ModelFormatError(FILE, 'required field is missing', key);
+  if (typeof v !== 'number' || !Number.isInteger(v)) {
+    throw new ModelFormatError(FILE, `expected an integer, got ${JSON.stringify(v)}`, key);
+  }
+  if (v < min || v > 1 << 24) throw new ModelFormatError(FILE, `value ${v} is out of range`, key);
+  return v;
+}
+
+function num(cfg: Json, key: string, fallback: number): number {
+  const v = cfg[key] ?? fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v)) {
+    throw new ModelFormatError(FILE, `expected a number, got ${JSON.stringify(v)}`, key);
+  }
+  return v;
+}
+
+function bool(cfg: Json, key: string, fallback: boolean): boolean {
+  const v = cfg[key] ?? fallback;
+  if (typeof v !== 'boolean') throw new ModelFormatError(FILE, `expected a boolean, got ${JSON.stringify(v)}`, key);
+  return v;
+}
+
+function dtRankOf(cfg: Json, key: string, dModel: number): number {
+  const v = cfg[key] ?? 'auto';
+  // "auto" is ceil(D / 16) in both transformers and mamba_ssm.
+  return v === 'auto' ? Math.ceil(dModel / 16) : int(cfg, key);
+}
+
+/** Parses and validates `config.json` text. Throws `ModelFormatError` / `UnsupportedModelError`. */
+export function parseConfig(text: string): MambaConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ModelFormatError(FILE, `not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ModelFormatError(FILE, 'top level must be a JSON object');
+  }
+  const cfg = raw as Json;
+  const modelType = cfg.model_type;
+  if (modelType === undefined && 'd_model' in cfg) return parseMambaSsm(cfg);
+  if (modelType !== 'mamba') {
+    throw new UnsupportedModelError(
+      `model_type ${JSON.stringify(modelType)} is not supported: mamba-edge runs Mamba-1 ("mamba", or an original mamba_ssm config)`,
+    );
+  }
+  const act = cfg.hidden_act ?? 'silu';
+  if (act !== 'silu' && act !== 'swish') {
+    throw new UnsupportedModelError(`hidden_act ${JSON.stringify(act)} is not supported (only "silu")`);
+  }
+  const dModel = int(cfg, 'hidden_size');
+  const expand = int(cfg, 'expand', 2);
+  return check({
+    dModel,
+    nLayer: int(cfg, 'num_hidden_layers'),
+    vocabSize: int(cfg, 'vocab_size'),
+    dState: int(cfg, 'state_size', 16),
+    dConv: int(cfg, 'conv_kernel', 4),
+    dInner: int(cfg, 'intermediate_size', expand * dModel),
+    dtRank: dtRankOf(cfg, 'time_step_rank', dModel),
+    bias: bool(cfg, 'use_bias', false),
+    convBias: bool(cfg, 'use_conv_bias', true),
+    eps: num(cfg, 'layer_norm_epsilon', 1e-5),
+    tiedEmbeddings: bool(cfg, 'tie_word_embeddings', true),
+    naming: 'hf',
+  });
+}
+
+function parseMambaSsm(cfg: Json): MambaConfig {
+  const ssm = (cfg.ssm_cfg ?? {}) as Json;
+  if (typeof ssm !== 'object' || ssm === null || Array.isArray(ssm)) {
+    throw new ModelFormatError(FILE, 'expected an object', 'ssm_cfg');
+  }
+  if (ssm.layer !== undefined && ssm.layer !== 'Mamba1') {
+    throw new UnsupportedModelError(`ssm_cfg.layer ${JSON.stringify(ssm.layer)} is not supported (only Mamba1)`);
+  }
+  if (cfg.rms_norm === false) {
+    throw new UnsupportedModelError('rms_norm=false (LayerNorm blocks) is not supported; only RMSNorm Mamba models');
+  }
+  if (cfg.attn_layer_idx !== undefined && Array.isArray(cfg.attn_layer_idx) && cfg.attn_layer_idx.length > 0) {
+    throw new UnsupportedModelError('hybrid attention layers (attn_layer_idx) are not supported');
+  }
+  const dModel = int(cfg, 'd_model');
+  const expand = int(ssm, 'expand', 2);
+  const vocab = int(cfg, 'vocab_size');
+  const multiple = int(cfg, 'pad_vocab_size_multiple', 8);
+  return check({
+    dModel,
+    nLayer: int(cfg, 'n_layer'),
+    // mamba_ssm rounds the vocabulary up so the embedding rows are a multiple of this.
+    vocabSize: Math.ceil(vocab / multiple) * multiple,
+    dState: int(ssm, 'd_state', 16),
+    dConv: int(ssm, 'd_conv', 4),
+    dInner: expand * dModel,
+    dtRank: dtRankOf(ssm, 'dt_rank', dModel),
+    bias: bool(ssm, 'bias', false),
+    convBias: bool(ssm, 'conv_bias', true),
+    eps: num(cfg, 'norm_epsilon', 1e-5),
+    tiedEmbeddings: bool(cfg, 'tie_embeddings', true),
+    naming: 'mamba_ssm',
+  });
+}
+
+function check(c: MambaConfig): MambaConfig {
+  if (!(c.eps > 0 && c.eps < 1)) throw new ModelFormatError(FILE, `epsilon ${c.eps} must be in (0, 1)`, 'layer_norm_epsilon');
+  if (c.dConv < 2) throw new UnsupportedModelError(`conv kernel ${c.dConv} is not supported (need >= 2)`);
+  return c;
+}
+
+/** Parameter count implied by a config (what the loader expects to find). */
+export function parameterCount(c: MambaConfig): number {
+  const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V } = c;
+  const perLayer =
+    D + // norm
+    2 * E * D + (c.bias ? 2 * E : 0) + // in_proj
+    E * K + (c.convBias ? E : 0) + // conv1d
+    (R + 2 * N) * E + // x_proj
+    E * R + E + // dt_proj
+    E * N + E + // A_log, D
+    D * E + (c.bias ? D : 0); // out_proj
+  return V * D + c.nLayer * perLayer + D + (c.tiedEmbeddings ? 0 : V * D);
+}

@@ -1,0 +1,206 @@
+import type { Backend, BackendName, Kernels, StateData, StateHandle } from './backend.js';
+import type { MambaConfig } from './config.js';
+import { DisposedError, MambaError } from './errors.js';
+import type { LayerWeights, ModelWeights } from './weights.js';
+
+/** Prompt tokens processed per chunk: bounds activation memory for any prompt length. */
+export const DEFAULT_CHUNK = 64;
+
+interface LayerState<A> {
+  conv: A; // [E, K-1]
+  ssm: A; // [E, N]
+}
+
+/** Activation buffers for one chunk of up to `chunk` tokens, allocated once per backend. */
+interface Scratch<A> {
+  h: A; // [T, D]   residual stream
+  xn: A; // [T, D]  normalised input of the current block
+  x: A; // [T, E]   conv branch before conv
+  z: A; // [T, E]   gate branch
+  u: A; // [T, E]   conv branch after conv + SiLU
+  dbc: A; // [T, R+2N]
+  y: A; // [T, E]   scan output (already gated)
+  logits: A; // [T, V]
+}
+
+/**
+ * The one path from tokens to logits, shared by every backend: the Mamba-1 block loop,
+ * written once against the `Kernels` interface.
+ */
+export class KernelBackend<A, W> implements Backend {
+  readonly name: BackendName;
+  readonly config: MambaConfig;
+  readonly description: string;
+  protected readonly k: Kernels<A, W>;
+  protected readonly w: ModelWeights<W>;
+  private readonly chunk: number;
+  private readonly scratch: Scratch<A>;
+  private readonly states = new Map<number, LayerState<A>[]>();
+  private nextId = 1;
+  private disposed = false;
+  /** Serialises forward passes: scratch buffers are shared by all states. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    name: BackendName,
+    description: string,
+    kernels: Kernels<A, W>,
+    config: MambaConfig,
+    weights: ModelWeights,
+    chunk = DEFAULT_CHUNK,
+  ) {
+    this.name = name;
+    this.description = description;
+    this.k = kernels;
+    this.config = config;
+    this.chunk = chunk;
+    this.w = uploadWeights(kernels, config, weights);
+    const { dModel: D, dInner: E, dtRank: R, dState: N, vocabSize: V } = config;
+    const k = kernels;
+    this.scratch = {
+      h: k.alloc(chunk * D),
+      xn: k.alloc(chunk * D),
+      x: k.alloc(chunk * E),
+      z: k.alloc(chunk * E),
+      u: k.alloc(chunk * E),
+      dbc: k.alloc(chunk * (R + 2 * N)),
+      y: k.alloc(chunk * E),
+      logits: k.alloc(chunk * V),
+    };
+  }
+
+  createState(): StateHandle {
+    this.check();
+    const { nLayer, dInner: E, dConv: K, dState: N } = this.config;
+    const id = this.nextId++;
+    this.states.set(
+      id,
+      Array.from({ length: nLayer }, () => ({ conv: this.k.alloc(E * (K - 1)), ssm: this.k.alloc(E * N) })),
+    );
+    return { id };
+  }
+
+  forward(state: StateHandle, tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array> {
+    const run = this.queue.then(() => this.forwardNow(this.layerStates(state), tokens, want));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async forwardNow(st: LayerState<A>[], tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array> {
+    this.check();
+    const V = this.config.vocabSize;
+    if (tokens.length === 0) throw new MambaError('EMPTY_INPUT', 'forward needs at least one token');
+    const out = new Float32Array(want === 'all' ? tokens.length * V : V);
+    for (let t0 = 0; t0 < tokens.length; t0 += this.chunk) {
+      const T = Math.min(this.chunk, tokens.length - t0);
+      this.k.begin?.();
+      this.chunkForward(st, tokens.subarray(t0, t0 + T), T);
+      this.k.end?.();
+      const last = t0 + T === tokens.length;
+      if (want === 'all') out.set(await this.k.read(this.scratch.logits, T * V), t0 * V);
+      else if (last) out.set(await this.k.read(this.scratch.logits, V, (T - 1) * V));
+    }
+    return out;
+  }
+
+  /** One chunk of T tokens through every block; leaves logits [T, V] in scratch. */
+  private chunkForward(st: LayerState<A>[], tokens: Uint8Array, T: number): void {
+    const { k, w, scratch: s, config: c } = this;
+    const { dModel: D, dInner: E, dConv: K, dtRank: R, dState: N, vocabSize: V, eps } = c;
+    k.embed(tokens, w.embedding, s.h, T, D);
+    for (let l = 0; l < c.nLayer; l++) {
+      const L = w.layers[l];
+      k.rmsnorm(s.h, L.norm, s.xn, T, D, eps);
+      k.matmul(s.xn, L.inProjX, L.inProjXBias, s.x, T, D, E, false);
+      k.matmul(s.xn, L.inProjZ, L.inProjZBias, s.z, T, D, E, false);
+      k.conv1d(s.x, st[l].conv, L.convW, L.convB, s.u, T, E, K);
+      k.matmul(s.u, L.xProj, undefined, s.dbc, T, E, R + 2 * N, false);
+      k.scan(s.u, s.dbc, s.z, L, st[l].ssm, s.y, T, c);
+      k.matmul(s.y, L.outProj, L.outProjBias, s.h, T, E, D, true); // residual add
+    }
+    k.rmsnorm(s.h, w.normF, s.xn, T, D, eps);
+    k.matmul(s.xn, w.lmHead, undefined, s.logits, T, D, V, false);
+  }
+
+  async readState(state: StateHandle): Promise<StateData> {
+    await this.queue;
+    const st = this.layerStates(state);
+    const { nLayer, dInner: E, dConv: K, dState: N } = this.config;
+    const conv = new Float32Array(nLayer * E * (K - 1));
+    const ssm = new Float32Array(nLayer * E * N);
+    for (let l = 0; l < nLayer; l++) {
+      conv.set(await this.k.read(st[l].conv, E * (K - 1)), l * E * (K - 1));
+      ssm.set(await this.k.read(st[l].ssm, E * N), l * E * N);
+    }
+    return { conv, ssm };
+  }
+
+  async writeState(state: StateHandle, data: StateData): Promise<void> {
+    await this.queue;
+    const st = this.layerStates(state);
+    const { nLayer, dInner: E, dConv: K, dState: N } = this.config;
+    if (data.conv.length !== nLayer * E * (K - 1) || data.ssm.length !== nLayer * E * N) {
+      throw new MambaError('STATE_SHAPE', 'state does not match this model (conv or ssm size differs)');
+    }
+    for (let l = 0; l < nLayer; l++) {
+      this.k.write(st[l].conv, data.conv.subarray(l * E * (K - 1), (l + 1) * E * (K - 1)));
+      this.k.write(st[l].ssm, data.ssm.subarray(l * E * N, (l + 1) * E * N));
+    }
+  }
+
+  releaseState(state: StateHandle): void {
+    const st = this.states.get(state.id);
+    if (!st) return;
+    for (const { conv, ssm } of st) {
+      this.k.free(conv);
+      this.k.free(ssm);
+    }
+    this.states.delete(state.id);
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    for (const id of [...this.states.keys()]) this.releaseState({ id });
+    for (const buf of Object.values(this.scratch)) this.k.free(buf as A);
+    this.disposed = true;
+  }
+
+  private layerStates(state: StateHandle): LayerState<A>[] {
+    this.check();
+    const st = this.states.get(state.id);
+    if (!st) throw new DisposedError(`state ${state.id}`);
+    return st;
+  }
+
+  private check(): void {
+    if (this.disposed) throw new DisposedError(`${this.name} backend`);
+  }
+}
+
+/** Uploads every tensor once, reusing the embedding's handle for a tied head. */
+export function uploadWeights<A, W>(k: Kernels<A, W>, c: MambaConfig, w: ModelWeights): ModelWeights<W> {
+  const { dModel: D, dInner: E, dConv: K, dtRank: R, dState: N, vocabSize: V } = c;
+  const vec = (x: Float32Array) => k.upload(x, 1, x.length);
+  const opt = (x: Float32Array | undefined) => (x ? vec(x) : undefined);
+  const layers = w.layers.map(
+    (L): LayerWeights<W> => ({
+      norm: vec(L.norm),
+      inProjX: k.upload(L.inProjX, E, D),
+      inProjZ: k.upload(L.inProjZ, E, D),
+      inProjXBias: opt(L.inProjXBias),
+      inProjZBias: opt(L.inProjZBias),
+      convW: k.upload(L.convW, E, K),
+      convB: opt(L.convB),
+      xProj: k.upload(L.xProj, R + 2 * N, E),
+      dtProjW: k.upload(L.dtProjW, E, R),
+      dtProjB: vec(L.dtProjB),
+      A: k.upload(L.A, E, N),
+      D: vec(L.D),
+      outProj: k.upload(L.outProj, D, E),
+      outProjBias: opt(L.outProjBias),
+    }),
+  );
+  const embedding = k.upload(w.embedding, V, D);
+  const lmHead = w.lmHead === w.embedding ? embedding : k.upload(w.lmHead, V, D);
+  return { embedding, layers, normF: vec(w.normF), lmHead };
+}

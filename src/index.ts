@@ -1,0 +1,11 @@
+export { loadModel, Model, Session, type LoadOptions, type Snapshot } from './model.js';
+export type { GenerateOptions, GenerationChunk, GenerationStats } from './generate.js';
+export type { SamplingOptions } from './sampler.js';
+export type { ModelSource, LoadProgress } from './loader.js';
+export type { BackendChoice, BackendOptions, WeightDtype } from './backends.js';
+export type { Backend, BackendName, StateData } from './backend.js';
+export type { MambaConfig } from './config.js';
+export { parseConfig, parameterCount } from './config.js';
+export { parseSafetensors, encodeSafetensors } from './safetensors.js';
+export { encode, Utf8Stream } from './tokenizer.js';
+export * from './errors.js';

@@ -1,0 +1,228 @@
+import type { Backend, StateData } from './backend.js';
+import { createBackend, type BackendOptions } from './backends.js';
+import type { MambaConfig } from './config.js';
+import { parameterCount } from './config.js';
+import { DisposedError, MambaError } from './errors.js';
+import { generateTokens, pushHistory, type GenerateOptions, type GenerationChunk, type SequenceState } from './generate.js';
+import { readModel, type ModelSource, type ReadOptions } from './loader.js';
+import { encode } from './tokenizer.js';
+
+export interface LoadOptions extends BackendOptions, ReadOptions {}
+
+/**
+ * A saved conversation: a Mamba state has constant size, so this is all it takes to resume or fork
+ * exactly. Plain data (typed arrays): structured-clone it to a worker or IndexedDB, or use
+ * `encodeSnapshot` for bytes.
+ */
+export interface Snapshot {
+  format: 'mamba-edge-snapshot';
+  version: 1;
+  /** Shape fingerprint of the model the state belongs to. */
+  model: string;
+  conv: Float32Array; // [L, E, K-1]
+  ssm: Float32Array; // [L, E, N]
+  /** Logits predicting the next byte [V], or null for an empty session. */
+  logits: Float32Array | null;
+  /** Recent bytes, for the repetition penalty. */
+  history: Uint8Array;
+}
+
+function fingerprint(c: MambaConfig): string {
+  return `mamba1:D${c.dModel}:L${c.nLayer}:E${c.dInner}:N${c.dState}:K${c.dConv}:R${c.dtRank}:V${c.vocabSize}`;
+}
+
+/** Runs `fn` after every earlier call has finished: one sequence never interleaves two generations. */
+class Mutex {
+  private tail: Promise<unknown> = Promise.resolve();
+  async lock(): Promise<() => void> {
+    let release!: () => void;
+    const next = new Promise<void>((r) => (release = r));
+    const prev = this.tail;
+    this.tail = prev.then(() => next);
+    await prev;
+    return release;
+  }
+}
+
+/** A sequence with its own recurrent state: generate, continue, snapshot, restore, fork. */
+export class Session {
+  private readonly seq: SequenceState;
+  private readonly mutex = new Mutex();
+  private disposed = false;
+
+  /** @internal use `model.createSession()` */
+  constructor(private readonly model: Model) {
+    this.seq = { handle: model.backend.createState(), logits: null, history: new Uint8Array(0) };
+  }
+
+  /** Streams a continuation of everything this session has seen, then `prompt`. */
+  async *generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
+    const release = await this.mutex.lock();
+    try {
+      this.check();
+      yield* generateTokens(this.model.backend, this.seq, prompt, options);
+    } finally {
+      release();
+    }
+  }
+
+  /** Feeds text into the state without generating (e.g. a system prompt). */
+  async feed(text: string | Uint8Array): Promise<void> {
+    const bytes = encode(text);
+    if (bytes.length === 0) return;
+    const release = await this.mutex.lock();
+    try {
+      this.check();
+      this.seq.logits = await this.model.backend.forward(this.seq.handle, bytes, 'last');
+      this.seq.history = pushHistory(this.seq.history, bytes);
+    } finally {
+      release();
+    }
+  }
+
+  async snapshot(): Promise<Snapshot> {
+    const release = await this.mutex.lock();
+    try {
+      this.check();
+      const { conv, ssm } = await this.model.backend.readState(this.seq.handle);
+      return {
+        format: 'mamba-edge-snapshot',
+        version: 1,
+        model: fingerprint(this.model.config),
+        conv,
+        ssm,
+        logits: this.seq.logits?.slice() ?? null,
+        history: this.seq.history.slice(),
+      };
+    } finally {
+      release();
+    }
+  }
+
+  async restore(s: Snapshot): Promise<void> {
+    const release = await this.mutex.lock();
+    try {
+      this.check();
+      if (s?.format !== 'mamba-edge-snapshot' || s.version !== 1) throw new MambaError('SNAPSHOT', 'not a mamba-edge snapshot (version 1)');
+      const want = fingerprint(this.model.config);
+      if (s.model !== want) throw new MambaError('SNAPSHOT', `snapshot is for model ${s.model}, this model is ${want}`);
+      if (s.logits && s.logits.length !== this.model.config.vocabSize) throw new MambaError('SNAPSHOT', 'snapshot logits have the wrong size');
+      const data: StateData = { conv: s.conv, ssm: s.ssm };
+      await this.model.backend.writeState(this.seq.handle, data);
+      this.seq.logits = s.logits ? s.logits.slice() : null;
+      this.seq.history = s.history.slice();
+    } finally {
+      release();
+    }
+  }
+
+  /** A new session starting from this one's current state. */
+  async fork(): Promise<Session> {
+    const copy = this.model.createSession();
+    await copy.restore(await this.snapshot());
+    return copy;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    if (!this.model.disposed) this.model.backend.releaseState(this.seq.handle);
+  }
+
+  private check(): void {
+    if (this.disposed) throw new DisposedError('session');
+    if (this.model.disposed) throw new DisposedError('model');
+  }
+}
+
+export class Model {
+  disposed = false;
+
+  /** @internal use `loadModel()` */
+  constructor(
+    readonly config: MambaConfig,
+    readonly backend: Backend,
+  ) {}
+
+  get parameters(): number {
+    return parameterCount(this.config);
+  }
+
+  /** A one-off generation from an empty state. Concurrent calls each get their own state. */
+  async *generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
+    const session = this.createSession();
+    try {
+      yield* session.generate(prompt, options);
+    } finally {
+      session.dispose();
+    }
+  }
+
+  createSession(snapshot?: Snapshot): Session {
+    this.check();
+    const s = new Session(this);
+    if (snapshot) void s.restore(snapshot);
+    return s;
+  }
+
+  /** Logits for every position of `input`, from an empty state: float32 [T, V]. */
+  async logits(input: string | Uint8Array): Promise<Float32Array> {
+    this.check();
+    const bytes = encode(input);
+    const state = this.backend.createState();
+    try {
+      return await this.backend.forward(state, bytes, 'all');
+    } finally {
+      this.backend.releaseState(state);
+    }
+  }
+
+  /**
+   * Bits per byte of `input` under the model: the mean of −log2 p(byte_t | bytes_<t) over t ≥ 1
+   * (the first byte has no context and is not scored). Streams in blocks, so memory stays bounded.
+   */
+  async bitsPerByte(input: string | Uint8Array, signal?: AbortSignal): Promise<number> {
+    this.check();
+    const bytes = encode(input);
+    if (bytes.length < 2) throw new MambaError('EMPTY_INPUT', 'bits per byte needs at least 2 bytes');
+    const V = this.config.vocabSize;
+    const state = this.backend.createState();
+    const block = 4096;
+    let nats = 0;
+    try {
+      for (let t0 = 0; t0 < bytes.length - 1; t0 += block) {
+        signal?.throwIfAborted();
+        const T = Math.min(block, bytes.length - 1 - t0);
+        const logits = await this.backend.forward(state, bytes.subarray(t0, t0 + T), 'all');
+        for (let t = 0; t < T; t++) {
+          const row = logits.subarray(t * V, (t + 1) * V);
+          let max = -Infinity;
+          for (let v = 0; v < V; v++) max = Math.max(max, row[v]);
+          let sum = 0;
+          for (let v = 0; v < V; v++) sum += Math.exp(row[v] - max);
+          nats += Math.log(sum) + max - row[bytes[t0 + t + 1]];
+        }
+      }
+    } finally {
+      this.backend.releaseState(state);
+    }
+    return nats / (bytes.length - 1) / Math.LN2;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.backend.dispose();
+  }
+
+  private check(): void {
+    if (this.disposed) throw new DisposedError('model');
+  }
+}
+
+/** Loads a model from a directory, a URL or in-memory files, on the chosen (or best available) backend. */
+export async function loadModel(source: ModelSource, options: LoadOptions = {}): Promise<Model> {
+  const { config, weights } = await readModel(source, options);
+  const backend = await createBackend(config, weights, options);
+  return new Model(config, backend);
+}

@@ -1,0 +1,215 @@
+import { ModelFormatError } from './errors.js';
+
+/** Bytes per element of every safetensors dtype (so any valid file parses; the loader decides what it can use). */
+const ITEM_SIZE: Record<string, number> = {
+  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
+  F8_E4M3: 1, F8_E5M2: 1,
+};
+
+/** 100 MiB: far above any real header, low enough that a hostile length cannot make us allocate gigabytes. */
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+const MAX_DIMS = 8;
+
+export interface TensorInfo {
+  name: string;
+  dtype: string;
+  shape: number[];
+  /** Byte view of this tensor's data inside the file. */
+  data: Uint8Array;
+}
+
+export interface SafetensorsFile {
+  file: string;
+  tensors: Map<string, TensorInfo>;
+  metadata: Record<string, string>;
+}
+
+/**
+ * Parses a safetensors file and checks everything that can be checked without the model config:
+ * header bounds, JSON, dtype, shape × item size = byte span, spans inside the data section, no overlaps.
+ */
+export function parseSafetensors(bytes: Uint8Array, file = 'model.safetensors'): SafetensorsFile {
+  const fail = (msg: string, item?: string): never => {
+    throw new ModelFormatError(file, msg, item);
+  };
+  if (bytes.byteLength < 8) fail(`file is ${bytes.byteLength} bytes, too short for a safetensors header`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLen = Number(dv.getBigUint64(0, true));
+  if (headerLen < 2 || headerLen > MAX_HEADER_BYTES) fail(`header length ${headerLen} is out of range`);
+  if (8 + headerLen > bytes.byteLength) {
+    fail(`header length ${headerLen} runs past the end of the file (${bytes.byteLength} bytes): truncated?`);
+  }
+  let header: unknown;
+  try {
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen));
+    header = JSON.parse(text);
+  } catch (e) {
+    fail(`header is not valid UTF-8 JSON (${(e as Error).message})`);
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header must be a JSON object');
+
+  const dataStart = 8 + headerLen;
+  const dataLen = bytes.byteLength - dataStart;
+  const tensors = new Map<string, TensorInfo>();
+  const spans: Array<[number, number, string]> = [];
+  let metadata: Record<string, string> = {};
+
+  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail('__metadata__ must be an object');
+      metadata = Object.fromEntries(Object.entries(entry as object).map(([k, v]) => [k, String(v)]));
+      continue;
+    }
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail('entry must be an object', name);
+    const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
+    if (typeof dtype !== 'string' || !(dtype in ITEM_SIZE)) fail(`unknown dtype ${JSON.stringify(dtype)}`, name);
+    if (!Array.isArray(shape) || shape.length > MAX_DIMS) fail('shape must be an array of at most 8 dimensions', name);
+    const dims = shape as unknown[];
+    let count = 1;
+    for (const d of dims) {
+      if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) fail(`bad dimension ${JSON.stringify(d)} in shape`, name);
+      count *= d as number;
+      if (count > Number.MAX_SAFE_INTEGER / 8) fail('shape is absurdly large', name);
+    }
+    if (!Array.isArray(offsets) || offsets.length !== 2) fail('data_offsets must be [begin, end]', name);
+    const [begin, end] = offsets as unknown[];
+    if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(end) || (begin as number) < 0 || (end as number) < (begin as number)) {
+      fail(`bad data_offsets ${JSON.stringify(offsets)}`, name);
+    }
+    const b = begin as number;
+    const e = end as number;
+    if (e > dataLen) fail(`data_offsets end ${e} is past the data section (${dataLen} bytes): truncated?`, name);
+    const expected = count * ITEM_SIZE[dtype as string];
+    if (e - b !== expected) {
+      fail(`${dtype as string}${JSON.stringify(dims)} needs ${expected} bytes but data_offsets span ${e - b}`, name);
+    }
+    spans.push([b, e, name]);
+    tensors.set(name, {
+      name,
+      dtype: dtype as string,
+      shape: dims as number[],
+      data: bytes.subarray(dataStart + b, dataStart + e),
+    });
+  }
+  spans.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+  for (let i = 1; i < spans.length; i++) {
+    if (spans[i][0] < spans[i - 1][1]) fail(`data overlaps tensor ${spans[i - 1][2]}`, spans[i][2]);
+  }
+  return { file, tensors, metadata };
+}
+
+// --- dtype decoding -------------------------------------------------------------------------
+
+const f16Table = (() => {
+  // All 65536 half values, so decoding a tensor is one table lookup per element.
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >> 10) & 0x1f;
+    const m = h & 0x3ff;
+    t[h] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  return t;
+})();
+
+/** Decodes an F32 / F16 / BF16 tensor to float32 (copying, so the result is aligned and owned). */
+export function toFloat32(t: TensorInfo, file: string): Float32Array {
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  const out = new Float32Array(n);
+  const dv = new DataView(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+  switch (t.dtype) {
+    case 'F32':
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat32(4 * i, true);
+      break;
+    case 'F16':
+      for (let i = 0; i < n; i++) out[i] = f16Table[dv.getUint16(2 * i, true)];
+      break;
+    case 'BF16': {
+      const u = new Uint32Array(out.buffer);
+      for (let i = 0; i < n; i++) u[i] = dv.getUint16(2 * i, true) << 16;
+      break;
+    }
+    default:
+      throw new ModelFormatError(file, `dtype ${t.dtype} is not supported (F32, F16, BF16)`, t.name);
+  }
+  return out;
+}
+
+/** Encodes float32 values as safetensors bytes (used by tests and tools that write checkpoints). */
+export function encodeSafetensors(
+  tensors: Record<string, { dtype: 'F32' | 'F16' | 'BF16'; shape: number[]; data: Float32Array }>,
+  metadata: Record<string, string> = { format: 'pt' },
+): Uint8Array {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  const parts: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    const bytes = encodeDtype(t.data, t.dtype);
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
+    parts.push(bytes);
+    offset += bytes.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((json.length + 8) % 8)) % 8);
+  const head = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + head.byteLength + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(head.byteLength), true);
+  out.set(head, 8);
+  let p = 8 + head.byteLength;
+  for (const part of parts) {
+    out.set(part, p);
+    p += part.byteLength;
+  }
+  return out;
+}
+
+function encodeDtype(data: Float32Array, dtype: 'F32' | 'F16' | 'BF16'): Uint8Array {
+  if (dtype === 'F32') return new Uint8Array(data.slice().buffer);
+  const out = new Uint16Array(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = dtype === 'F16' ? f32ToF16(data[i]) : f32ToBf16(data[i]);
+  return new Uint8Array(out.buffer);
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** Round-to-nearest-even float32 → bfloat16 bits. */
+export function f32ToBf16(x: number): number {
+  f32Scratch[0] = x;
+  const u = u32Scratch[0];
+  if ((u & 0x7fffffff) > 0x7f800000) return (u >>> 16) | 0x40; // keep NaN a NaN
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** Round-to-nearest-even float32 → IEEE half bits. */
+export function f32ToF16(x: number): number {
+  f32Scratch[0] = x;
+  const u = u32Scratch[0];
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  let mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    let r = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    if (rem > half || (rem === half && r & 1)) r++;
+    return sign | r;
+  }
+  let r = mant >>> 13;
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && r & 1)) {
+    r++;
+    if (r === 0x400) {
+      r = 0;
+      e++;
+      if (e >= 31) return sign | 0x7c00;
+    }
+  }
+  return sign | (e << 10) | r;
+}
