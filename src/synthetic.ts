@@ -1,0 +1,101 @@
+import { encodeSafetensors } from './safetensors.js';
+
+/** Shape of a synthetic Mamba-1 model (HF field names). */
+export interface SyntheticSpec {
+  hidden_size: number;
+  num_hidden_layers: number;
+  state_size?: number;
+  expand?: number;
+  conv_kernel?: number;
+  time_step_rank?: number | 'auto';
+  vocab_size?: number;
+  use_bias?: boolean;
+  use_conv_bias?: boolean;
+  tie_word_embeddings?: boolean;
+  naming?: 'hf' | 'mamba_ssm';
+  dtype?: 'F32' | 'F16' | 'BF16';
+  seed?: number;
+}
+
+/**
+ * Builds `config.json` + `model.safetensors` for a random Mamba-1 with realistic value ranges
+ * (mamba's own initialisation scales): for tests, fuzzing and benchmarks without a checkpoint.
+ */
+export function syntheticModel(spec: SyntheticSpec): { 'config.json': string; 'model.safetensors': Uint8Array } {
+  const D = spec.hidden_size;
+  const N = spec.state_size ?? 16;
+  const expand = spec.expand ?? 2;
+  const E = expand * D;
+  const K = spec.conv_kernel ?? 4;
+  const rank = spec.time_step_rank ?? 'auto';
+  const R = rank === 'auto' ? Math.ceil(D / 16) : rank;
+  const V = spec.vocab_size ?? 256;
+  const bias = spec.use_bias ?? false;
+  const convBias = spec.use_conv_bias ?? true;
+  const tied = spec.tie_word_embeddings ?? true;
+  const naming = spec.naming ?? 'hf';
+  const dtype = spec.dtype ?? 'F32';
+
+  let s = (spec.seed ?? 1) >>> 0;
+  const rand = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+  const uniform = (n: number, scale: number) => Float32Array.from({ length: n }, () => (rand() * 2 - 1) * scale);
+  const tensors: Record<string, { dtype: typeof dtype; shape: number[]; data: Float32Array }> = {};
+  const put = (name: string, shape: number[], data: Float32Array) => (tensors[name] = { dtype, shape, data });
+
+  put(naming === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight', [V, D], uniform(V * D, 1));
+  for (let l = 0; l < spec.num_hidden_layers; l++) {
+    const p = `backbone.layers.${l}.`;
+    const m = `${p}mixer.`;
+    put(`${p}norm.weight`, [D], Float32Array.from({ length: D }, () => 0.8 + 0.4 * rand()));
+    put(`${m}in_proj.weight`, [2 * E, D], uniform(2 * E * D, 1 / Math.sqrt(D)));
+    if (bias) put(`${m}in_proj.bias`, [2 * E], uniform(2 * E, 0.1));
+    put(`${m}conv1d.weight`, [E, 1, K], uniform(E * K, 1 / Math.sqrt(K)));
+    if (convBias) put(`${m}conv1d.bias`, [E], uniform(E, 0.1));
+    put(`${m}x_proj.weight`, [R + 2 * N, E], uniform((R + 2 * N) * E, 1 / Math.sqrt(E)));
+    put(`${m}dt_proj.weight`, [E, R], uniform(E * R, 1 / Math.sqrt(R)));
+    // dt bias = softplus⁻¹(Δ) for Δ log-uniform in [1e-3, 1e-1], as mamba initialises it.
+    put(`${m}dt_proj.bias`, [E], Float32Array.from({ length: E }, () => {
+      const dt = Math.exp(Math.log(1e-3) + rand() * Math.log(100));
+      return dt + Math.log(-Math.expm1(-dt));
+    }));
+    put(`${m}A_log`, [E, N], Float32Array.from({ length: E * N }, (_, i) => Math.log(1 + (i % N))));
+    put(`${m}D`, [E], Float32Array.from({ length: E }, () => 0.5 + rand()));
+    put(`${m}out_proj.weight`, [D, E], uniform(D * E, 1 / Math.sqrt(E) / Math.sqrt(spec.num_hidden_layers)));
+    if (bias) put(`${m}out_proj.bias`, [D], uniform(D, 0.1));
+  }
+  put('backbone.norm_f.weight', [D], Float32Array.from({ length: D }, () => 0.8 + 0.4 * rand()));
+  if (!tied) put('lm_head.weight', [V, D], uniform(V * D, 1 / Math.sqrt(D)));
+
+  const config =
+    naming === 'hf'
+      ? {
+          model_type: 'mamba',
+          architectures: ['MambaForCausalLM'],
+          hidden_size: D,
+          num_hidden_layers: spec.num_hidden_layers,
+          state_size: N,
+          expand,
+          intermediate_size: E,
+          conv_kernel: K,
+          time_step_rank: rank,
+          vocab_size: V,
+          use_bias: bias,
+          use_conv_bias: convBias,
+          tie_word_embeddings: tied,
+          layer_norm_epsilon: 1e-5,
+          hidden_act: 'silu',
+        }
+      : {
+          d_model: D,
+          n_layer: spec.num_hidden_layers,
+          vocab_size: V,
+          pad_vocab_size_multiple: 1,
+          tie_embeddings: tied,
+          rms_norm: true,
+          ssm_cfg: { d_state: N, d_conv: K, expand, dt_rank: rank, bias, conv_bias: convBias },
+        };
+  return { 'config.json': JSON.stringify(config, null, 2), 'model.safetensors': encodeSafetensors(tensors) };
+}

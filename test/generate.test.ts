@@ -1,0 +1,244 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { InvalidOptionError, loadModel, Utf8Stream, type GenerationChunk, type Model } from '../src/index.js';
+import { Sampler, resolveSampling } from '../src/sampler.js';
+import { incompleteTail } from '../src/tokenizer.js';
+import { FIXTURE_ROOT, loadFixtures } from './helpers/fixtures.js';
+
+const enc = (s: string) => new TextEncoder().encode(s);
+
+async function collect(it: AsyncIterable<GenerationChunk>) {
+  const chunks: GenerationChunk[] = [];
+  for await (const c of it) chunks.push(c);
+  const bytes = Uint8Array.from(chunks.flatMap((c) => [...c.bytes]));
+  return { chunks, bytes, text: chunks.map((c) => c.text).join(''), stats: chunks.at(-1)!.stats! };
+}
+
+describe('streaming UTF-8 decoder', () => {
+  const text = 'aé€😀日本語 ✓\u{10FFFF}z';
+  const bytes = enc(text);
+
+  test('never splits a character, whatever the split points', () => {
+    for (let i = 0; i <= bytes.length; i++) {
+      for (let j = i; j <= bytes.length; j++) {
+        const d = new Utf8Stream();
+        const parts = [d.push(bytes.subarray(0, i)), d.push(bytes.subarray(i, j)), d.push(bytes.subarray(j)), d.flush()];
+        for (const p of parts) expect(p.text).not.toContain('\uFFFD');
+        for (const p of parts) expect(new TextDecoder().decode(p.bytes)).toBe(p.text);
+        expect(parts.map((p) => p.text).join('')).toBe(text);
+      }
+    }
+  });
+
+  test('byte by byte', () => {
+    const d = new Utf8Stream();
+    let out = '';
+    for (const b of bytes) out += d.push(Uint8Array.of(b)).text;
+    expect(out + d.flush().text).toBe(text);
+  });
+
+  test('invalid sequences become U+FFFD as soon as they are certainly invalid', () => {
+    const d = new Utf8Stream();
+    expect(d.push(Uint8Array.of(0xe2, 0x82)).text).toBe(''); // could still become €
+    expect(d.push(Uint8Array.of(0x41)).text).toBe('\uFFFDA'); // now certainly broken
+    expect(d.push(Uint8Array.of(0xff)).text).toBe('\uFFFD'); // never valid
+    expect(d.push(Uint8Array.of(0xed, 0xa0)).text).toBe('\uFFFD\uFFFD'); // surrogate range: invalid at once
+    expect(d.push(Uint8Array.of(0xf0)).text).toBe('');
+    expect(d.flush().text).toBe('\uFFFD'); // stream ended inside a character
+    expect(incompleteTail(Uint8Array.of(0xf0, 0x9f, 0x98))).toBe(3);
+    expect(incompleteTail(Uint8Array.of(0xf0, 0x8f))).toBe(0); // overlong: invalid
+  });
+});
+
+describe('sampler', () => {
+  const logits = Float32Array.from({ length: 256 }, (_, i) => Math.sin(i * 1.7) * 3);
+
+  test('temperature 0 is argmax', () => {
+    const s = new Sampler(resolveSampling({ temperature: 0 }));
+    const best = logits.indexOf(Math.max(...logits));
+    expect(s.sample(logits, [])).toBe(best);
+  });
+
+  test('same seed → same draws; different seed → different draws', () => {
+    const draw = (seed: number) => {
+      const s = new Sampler(resolveSampling({ temperature: 1, topP: 1, seed }));
+      return Array.from({ length: 50 }, () => s.sample(logits, []));
+    };
+    expect(draw(7)).toEqual(draw(7));
+    expect(draw(7)).not.toEqual(draw(8));
+  });
+
+  test('top-k and top-p restrict the candidates', () => {
+    const order = [...logits.keys()].sort((a, b) => logits[b] - logits[a]);
+    const k = new Sampler(resolveSampling({ temperature: 5, topK: 3, topP: 1, seed: 1 }));
+    const seenK = new Set(Array.from({ length: 300 }, () => k.sample(logits, [])));
+    expect([...seenK].every((t) => order.slice(0, 3).includes(t))).toBe(true);
+    expect(seenK.size).toBe(3);
+    const p = new Sampler(resolveSampling({ temperature: 1, topP: 1e-6, seed: 1 }));
+    expect(new Set(Array.from({ length: 50 }, () => p.sample(logits, [])))).toEqual(new Set([order[0]]));
+  });
+
+  test('repetition penalty discourages recent tokens', () => {
+    const l = new Float32Array(256);
+    l[65] = 2;
+    l[66] = 1.5;
+    const s = new Sampler(resolveSampling({ temperature: 0, repetitionPenalty: 2 }));
+    expect(s.sample(l, [])).toBe(65);
+    expect(s.sample(l, [65])).toBe(66); // 2 / 2 = 1 < 1.5
+  });
+
+  test.each([
+    [{ temperature: -1 }, 'temperature'],
+    [{ temperature: NaN }, 'temperature'],
+    [{ topK: 1.5 }, 'topK'],
+    [{ topP: 0 }, 'topP'],
+    [{ topP: 1.5 }, 'topP'],
+    [{ repetitionPenalty: 0 }, 'repetitionPenalty'],
+    [{ seed: -3 }, 'seed'],
+  ])('rejects %o', (opts, option) => {
+    expect(() => resolveSampling(opts)).toThrow(InvalidOptionError);
+    expect(() => resolveSampling(opts)).toThrow(option);
+  });
+});
+
+describe('generation API', () => {
+  let model: Model;
+  const [tiny] = loadFixtures().filter((f) => f.name === 'small-hf-f16-untied');
+  beforeAll(async () => {
+    model = await loadModel(`${FIXTURE_ROOT}small-hf-f16-untied`, { backend: 'js' });
+  });
+  afterAll(() => model.dispose());
+
+  test('streams complete characters and reports stats', async () => {
+    const r = await collect(model.generate('Hello', { maxTokens: 40, temperature: 1, seed: 3 }));
+    expect(r.bytes.length).toBe(40);
+    for (const c of r.chunks) expect(new TextDecoder().decode(c.bytes)).toBe(c.text);
+    expect(r.stats).toMatchObject({ promptTokens: 5, generatedTokens: 40, finishReason: 'length', seed: 3 });
+    expect(r.stats.decodeTokensPerSecond).toBeGreaterThan(0);
+    expect(r.stats.prefillTokensPerSecond).toBeGreaterThan(0);
+    expect(r.stats.timeToFirstTokenMs).toBeGreaterThan(0);
+  });
+
+  test('same seed → same bytes', async () => {
+    const a = await collect(model.generate('abc', { maxTokens: 30, temperature: 0.9, seed: 11 }));
+    const b = await collect(model.generate('abc', { maxTokens: 30, temperature: 0.9, seed: 11 }));
+    const c = await collect(model.generate('abc', { maxTokens: 30, temperature: 0.9, seed: 12 }));
+    expect(a.bytes).toEqual(b.bytes);
+    expect(a.bytes).not.toEqual(c.bytes);
+  });
+
+  test('stop strings end generation without emitting the stop string, across token boundaries', async () => {
+    const full = await collect(model.generate('Hello', { temperature: 0, maxTokens: 64 }));
+    // The first two consecutive printable ASCII bytes of the greedy continuation make a 2-token stop string.
+    const printable = (b: number) => b >= 0x20 && b < 0x7f;
+    const at = [...full.bytes].findIndex((b, i) => i + 1 < full.bytes.length && printable(b) && printable(full.bytes[i + 1]));
+    expect(at).toBeGreaterThanOrEqual(0);
+    const stop = String.fromCharCode(full.bytes[at], full.bytes[at + 1]);
+    const r = await collect(model.generate('Hello', { temperature: 0, maxTokens: 64, stop: ['\u0000never', stop] }));
+    expect(r.stats.finishReason).toBe('stop');
+    expect(r.bytes).toEqual(full.bytes.subarray(0, at));
+    expect(r.stats.generatedTokens).toBe(at + 2);
+
+    // A stop string that starts to match and then does not must release the held-back bytes.
+    const partial = await collect(model.generate('Hello', { temperature: 0, maxTokens: 64, stop: [`${stop[0]}\u0001`] }));
+    expect(partial.stats.finishReason).toBe('length');
+    expect(partial.bytes).toEqual(full.bytes);
+  });
+
+  test('abort ends the stream within one token and the model stays usable', async () => {
+    const ctrl = new AbortController();
+    let n = 0;
+    const chunks: GenerationChunk[] = [];
+    for await (const c of model.generate('x', { maxTokens: 1000, temperature: 0, signal: ctrl.signal })) {
+      chunks.push(c);
+      n += c.bytes.length;
+      if (n >= 5 && !ctrl.signal.aborted) ctrl.abort();
+    }
+    const stats = chunks.at(-1)!.stats!;
+    expect(stats.finishReason).toBe('abort');
+    expect(stats.generatedTokens).toBeLessThanOrEqual(n + 4); // at most the bytes held back for UTF-8 + one step
+    expect(stats.generatedTokens).toBeLessThan(20);
+    const again = await collect(model.generate(tiny.input, { temperature: 0, maxTokens: 48 }));
+    expect(again.bytes).toEqual(tiny.greedy);
+  });
+
+  test('already-aborted signal generates nothing', async () => {
+    const r = await collect(model.generate('x', { signal: AbortSignal.abort() }));
+    expect(r.stats).toMatchObject({ generatedTokens: 0, finishReason: 'abort' });
+  });
+
+  test('sessions continue; snapshot/restore and fork resume exactly', async () => {
+    const one = model.createSession();
+    const first = await collect(one.generate(tiny.input.subarray(0, 40), { temperature: 0, maxTokens: 10 }));
+    const snap = await one.snapshot();
+    const cont = await collect(one.generate(' more', { temperature: 0, maxTokens: 20 }));
+
+    // Equals doing it in one pass from scratch.
+    const whole = new Uint8Array([...tiny.input.subarray(0, 40), ...first.bytes, ...enc(' more')]);
+    const direct = await collect(model.generate(whole, { temperature: 0, maxTokens: 20 }));
+    expect(cont.bytes).toEqual(direct.bytes);
+
+    // Restored into a fresh session (also after a structured clone, as across a worker or IndexedDB).
+    const two = model.createSession();
+    await two.restore(structuredClone(snap));
+    expect((await collect(two.generate(' more', { temperature: 0, maxTokens: 20 }))).bytes).toEqual(cont.bytes);
+
+    const three = model.createSession();
+    await three.restore(snap);
+    const fork = await three.fork();
+    expect((await collect(fork.generate(' more', { temperature: 0, maxTokens: 20 }))).bytes).toEqual(cont.bytes);
+    expect((await collect(three.generate(' more', { temperature: 0, maxTokens: 20 }))).bytes).toEqual(cont.bytes);
+    // A snapshot is small and constant-size: L·E·(K-1 + N) floats + logits, whatever the length of the conversation.
+    const c = model.config;
+    expect(snap.conv.length + snap.ssm.length).toBe(c.nLayer * c.dInner * (c.dConv - 1 + c.dState));
+    for (const s of [one, two, three, fork]) s.dispose();
+  });
+
+  test('snapshot of another model is refused', async () => {
+    const other = await loadModel(`${FIXTURE_ROOT}tiny-hf-f32`, { backend: 'js' });
+    const snap = await other.createSession().snapshot();
+    await expect(model.createSession().restore(snap)).rejects.toThrow(/snapshot is for model/);
+    other.dispose();
+  });
+
+  test('concurrent generate calls on one session are queued, never interleaved', async () => {
+    const s = model.createSession();
+    await s.feed('Once upon');
+    const snap = await s.snapshot();
+    const [a, b] = await Promise.all([
+      collect(s.generate(' a', { temperature: 0, maxTokens: 8 })),
+      collect(s.generate(' b', { temperature: 0, maxTokens: 8 })),
+    ]);
+    const ref = model.createSession();
+    await ref.restore(snap);
+    const a2 = await collect(ref.generate(' a', { temperature: 0, maxTokens: 8 }));
+    const b2 = await collect(ref.generate(' b', { temperature: 0, maxTokens: 8 }));
+    expect(a.bytes).toEqual(a2.bytes);
+    expect(b.bytes).toEqual(b2.bytes);
+  });
+
+  test('impossible options are refused with a typed error', async () => {
+    await expect(collect(model.generate('x', { maxTokens: -1 }))).rejects.toThrow(InvalidOptionError);
+    await expect(collect(model.generate('x', { stop: [''] }))).rejects.toThrow(/stop/);
+    await expect(collect(model.generate('', {}))).rejects.toThrow(/prompt/);
+    await expect(loadModel(`${FIXTURE_ROOT}tiny-hf-f32`, { backend: 'cuda' as never })).rejects.toThrow(/backend/);
+  });
+
+  test('bits per byte agrees with the fixture logits', async () => {
+    let nats = 0;
+    const V = tiny.vocab;
+    for (let t = 0; t + 1 < tiny.input.length; t++) {
+      const row = tiny.logits.subarray(t * V, (t + 1) * V);
+      const max = Math.max(...row);
+      const lse = Math.log(row.reduce((a, v) => a + Math.exp(v - max), 0)) + max;
+      nats += lse - row[tiny.input[t + 1]];
+    }
+    const expected = nats / (tiny.input.length - 1) / Math.LN2;
+    expect(await model.bitsPerByte(tiny.input)).toBeCloseTo(expected, 4);
+  });
+
+  test('disposed model refuses work', async () => {
+    const m = await loadModel(`${FIXTURE_ROOT}tiny-hf-f32`, { backend: 'js' });
+    m.dispose();
+    await expect(m.logits('abc')).rejects.toThrow(/disposed/);
+  });
+});
