@@ -1,10 +1,69 @@
 import type { Backend } from '../backend.js';
 import type { BackendOptions } from '../backends.js';
 import type { MambaConfig } from '../config.js';
-import { BackendUnavailableError } from '../errors.js';
+import { InvalidOptionError, OutOfMemoryError } from '../errors.js';
+import { KernelBackend } from '../forward.js';
 import type { ModelWeights } from '../weights.js';
+import { acquireDevice, type GpuContext } from './device.js';
+import { WebGPUKernels, type GpuBuf, type GpuWeight } from './kernels.js';
+import { loadShaderSources } from './wgsl.js';
 
-// Placeholder until the WGSL kernels land (issue 5).
-export async function createWebGPUBackend(_c: MambaConfig, _w: ModelWeights, _o: BackendOptions): Promise<Backend> {
-  throw new BackendUnavailableError('webgpu', 'the WebGPU kernels are not built yet');
+/**
+ * The shared layer loop (`KernelBackend`) over the WGSL kernels, plus what only a GPU needs:
+ * weights are laid out on the device once at creation (host copies dropped), and `dispose()`
+ * also destroys weights, caches and the device.
+ */
+export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
+  readonly gpu: GpuContext;
+  readonly kernels: WebGPUKernels;
+
+  constructor(ctx: GpuContext, kernels: WebGPUKernels, description: string, config: MambaConfig, weights: ModelWeights) {
+    super('webgpu', description, kernels, config, weights);
+    this.gpu = ctx;
+    this.kernels = kernels;
+    kernels.prepare(this.w, config);
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.kernels.destroy();
+  }
+}
+
+export async function createWebGPUBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<Backend> {
+  const dtype = o.dtype ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'f16') throw new InvalidOptionError('dtype', `the webgpu backend stores f32 or f16 weights, got ${dtype}`);
+  return createWebGPUBackendWith(config, weights, { dtype });
+}
+
+/** As `createWebGPUBackend`, with knobs for tests (forced weight splitting). */
+export async function createWebGPUBackendWith(
+  config: MambaConfig,
+  weights: ModelWeights,
+  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number },
+): Promise<WebGPUBackend> {
+  const [ctx, shaders] = await Promise.all([acquireDevice(o.dtype === 'f16'), loadShaderSources()]);
+  const { device } = ctx;
+  const kernels = new WebGPUKernels(device, shaders, { dtype: o.dtype, shaderF16: ctx.hasF16, maxBindingBytes: o.maxBindingBytes });
+  const f16 = o.dtype === 'f16' ? (ctx.hasF16 ? 'f16 (shader-f16)' : 'f16 (packed u32)') : 'f32';
+  const description = `webgpu ${ctx.source}, ${ctx.adapterName}, ${f16}`;
+  device.pushErrorScope('out-of-memory');
+  device.pushErrorScope('validation');
+  let backend: WebGPUBackend;
+  try {
+    backend = new WebGPUBackend(ctx, kernels, description, config, weights);
+  } catch (e) {
+    await device.popErrorScope();
+    await device.popErrorScope();
+    kernels.destroy();
+    throw e;
+  }
+  const validation = await device.popErrorScope();
+  const oom = await device.popErrorScope();
+  if (oom || validation) {
+    backend.dispose();
+    if (oom) throw new OutOfMemoryError(`the model does not fit in GPU memory: ${oom.message}`);
+    throw new OutOfMemoryError(`GPU rejected the model's buffers (limits?): ${validation!.message}`);
+  }
+  return backend;
 }

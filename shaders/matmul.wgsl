@@ -1,0 +1,137 @@
+// out[t, n0 + n] (+)= Σ_k x[t, k] · w[n, k] + bias[n0 + n]
+// x [T, K] f32; w [N, KS] one part of a (possibly split) weight, rows padded to an even KS so a
+// row is a whole number of pairs; out [T, ldo]; bias [n0 + N].
+//
+// Weights are read two at a time (`w2`): the natural unit of packed f16 and of vec2<f32>, so the
+// f32, packed-f16 and shader-f16 variants share one kernel body. Accumulation is always f32: the
+// f16 variants only narrow what is stored, which is where decode time goes (it is bandwidth-bound).
+// The backend picks the variant with `#if F16` (adapter has shader-f16) / `#elif PACKED`.
+
+#if F16
+enable f16;
+@group(0) @binding(1) var<storage, read> w: array<vec2<f16>>;
+fn w2(i: u32) -> vec2<f32> { return vec2<f32>(w[i]); }
+#elif PACKED
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+fn w2(i: u32) -> vec2<f32> { return unpack2x16float(w[i]); }
+#else
+@group(0) @binding(1) var<storage, read> w: array<vec2<f32>>;
+fn w2(i: u32) -> vec2<f32> { return w[i]; }
+#endif
+
+struct Params {
+  T: u32,
+  K: u32,
+  N: u32,     // rows of this weight part
+  n0: u32,    // first output column this part writes
+  ldo: u32,   // row stride of out (the full N)
+  ks2: u32,   // row stride of w in pairs
+  flags: u32, // 1: add bias, 2: accumulate into out
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+fn finish(t: u32, n: u32, acc: f32) {
+  var v = acc;
+  if ((p.flags & 1u) != 0u) { v += bias[p.n0 + n]; }
+  let o = t * p.ldo + p.n0 + n;
+  if ((p.flags & 2u) != 0u) { v += out[o]; }
+  out[o] = v;
+}
+
+// ---- GEMV (decode, T = 1): 8 rows per workgroup, 32 lanes per row -------------------------------
+// 32 lanes reading consecutive pairs of one row keep the loads coalesced; the per-row partial sums
+// meet in workgroup memory because subgroup ops are not available everywhere.
+
+const LANES: u32 = 32u;
+const ROWS: u32 = 8u;
+var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn gemv(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+  let lane = li % LANES;
+  // Large N is dispatched as a 2-D grid (at most 65535 workgroups per dimension).
+  let n = (wid.y * nwg.x + wid.x) * ROWS + li / LANES;
+  let valid = n < p.N;
+  var acc = 0.0;
+  if (valid) {
+    let pairs = (p.K + 1u) / 2u;
+    let odd = (p.K & 1u) != 0u;
+    let wrow = n * p.ks2;
+    for (var q = lane; q < pairs; q += LANES) {
+      let k = 2u * q;
+      // The padding half of an odd row is zero in w, but x[K] belongs to the next row (or lies
+      // past the end), so mask it rather than trust 0 · x.
+      let x1 = select(x[k + 1u], 0.0, odd && k + 1u == p.K);
+      let wv = w2(wrow + q);
+      acc += wv.x * x[k] + wv.y * x1;
+    }
+  }
+  red[li] = acc;
+  workgroupBarrier();
+  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) { red[li] += red[li + s]; }
+    workgroupBarrier();
+  }
+  if (valid && lane == 0u) { finish(0u, n, red[li]); }
+}
+
+// ---- GEMM (prefill, T > 1): 32 tokens × 64 outputs per workgroup, 16-wide k tiles ---------------
+// Each weight tile is loaded once per 32 tokens instead of once per token, which is the whole
+// point of processing a prompt in chunks.
+
+const BT: u32 = 32u;
+const BN: u32 = 64u;
+const BK: u32 = 16u; // elements; BK / 2 pairs
+var<workgroup> xs: array<f32, 512>;  // [BK, BT]
+var<workgroup> ws: array<f32, 1024>; // [BK, BN]
+
+@compute @workgroup_size(16, 16)
+fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(workgroup_id) wid: vec3<u32>) {
+  let n0 = wid.x * BN;
+  let t0 = wid.y * BT;
+  var acc: array<array<f32, 4>, 2>;
+  for (var k0 = 0u; k0 < p.K; k0 += BK) {
+    for (var i = 0u; i < 2u; i++) {
+      let idx = li + 256u * i;
+      // x tile: 32 tokens × 16 k, zero outside [T, K]
+      let r = idx / BK;
+      let kk = idx % BK;
+      var xv = 0.0;
+      if (t0 + r < p.T && k0 + kk < p.K) { xv = x[(t0 + r) * p.K + k0 + kk]; }
+      xs[kk * BT + r] = xv;
+      // w tile: 64 rows × 8 pairs; the pad half of odd rows is stored as zero
+      let row = idx / (BK / 2u);
+      let q = idx % (BK / 2u);
+      var wv = vec2<f32>(0.0);
+      let qg = k0 / 2u + q;
+      if (n0 + row < p.N && qg < p.ks2) { wv = w2((n0 + row) * p.ks2 + qg); }
+      ws[(2u * q) * BN + row] = wv.x;
+      ws[(2u * q + 1u) * BN + row] = wv.y;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      let xa = xs[kk * BT + lid.y * 2u];
+      let xb = xs[kk * BT + lid.y * 2u + 1u];
+      for (var j = 0u; j < 4u; j++) {
+        let wv = ws[kk * BN + lid.x + 16u * j];
+        acc[0][j] += xa * wv;
+        acc[1][j] += xb * wv;
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 2u; i++) {
+    let t = t0 + lid.y * 2u + i;
+    for (var j = 0u; j < 4u; j++) {
+      let n = n0 + lid.x + 16u * j;
+      if (t < p.T && n < p.N) { finish(t, n, acc[i][j]); }
+    }
+  }
+}

@@ -1,0 +1,120 @@
+import { BackendUnavailableError } from '../errors.js';
+
+/** Where a GPUDevice came from: for the backend description and for tests. */
+export interface GpuContext {
+  device: GPUDevice;
+  adapter: GPUAdapter;
+  /** "dawn (node)" or "navigator.gpu". */
+  source: string;
+  /** Adapter description (vendor/device/driver), best effort. */
+  adapterName: string;
+  hasF16: boolean;
+}
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node && !('Deno' in globalThis);
+
+/**
+ * Software Vulkan drivers known to work with Dawn when the system's default ICD does not
+ * (Debian 12's lavapipe is too old for Dawn). Tried only when the caller set no ICD of its own.
+ */
+const FALLBACK_ICDS = ['/usr/lib/chromium/vk_swiftshader_icd.json'];
+
+let dawnGpu: Promise<GPU | undefined> | undefined;
+
+/** Dawn for Node (`webgpu` package), created once per process; undefined when not installed. */
+async function dawn(): Promise<GPU | undefined> {
+  dawnGpu ??= (async () => {
+    try {
+      const name = 'webgpu'; // a variable: keeps bundlers for browsers from resolving it
+      const mod = (await import(name)) as { create(flags: string[]): GPU; globals: Record<string, unknown> };
+      // Dawn's objects check `instanceof GPUBufferUsage`-style globals; browsers and Deno have them.
+      for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
+      return mod.create(dawnFlags());
+    } catch {
+      return undefined;
+    }
+  })();
+  return dawnGpu;
+}
+
+function dawnFlags(): string[] {
+  const extra = process.env.MAMBA_EDGE_DAWN_FLAGS; // e.g. "backend=opengles" (comma separated)
+  return extra ? extra.split(',').filter(Boolean) : [];
+}
+
+async function requestAdapter(gpu: GPU): Promise<GPUAdapter | null> {
+  return (
+    (await gpu.requestAdapter({ powerPreference: 'high-performance' })) ??
+    (await gpu.requestAdapter({ forceFallbackAdapter: true }).catch(() => null))
+  );
+}
+
+/** Finds an adapter: `navigator.gpu` (browsers, Deno) first, then Dawn in Node. */
+async function findAdapter(): Promise<{ adapter: GPUAdapter; source: string }> {
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
+  if (nav) {
+    const adapter = await requestAdapter(nav);
+    if (adapter) return { adapter, source: 'navigator.gpu' };
+    if (!isNode) throw new BackendUnavailableError('webgpu', 'navigator.gpu returned no adapter');
+  }
+  if (!isNode) throw new BackendUnavailableError('webgpu', 'navigator.gpu is not available in this runtime');
+  let gpu = await dawn();
+  if (!gpu) throw new BackendUnavailableError('webgpu', "no navigator.gpu, and the 'webgpu' (Dawn) package is not installed");
+  let adapter = await requestAdapter(gpu);
+  if (!adapter && !process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES) {
+    // The Vulkan loader reads these variables at every instance creation, so a second Dawn
+    // instance can still see a software driver the first one did not.
+    const fs = await import('node:fs');
+    const icd = FALLBACK_ICDS.find((f) => fs.existsSync(f));
+    if (icd) {
+      process.env.VK_ICD_FILENAMES = icd;
+      const mod = (await import('webgpu' as string)) as { create(flags: string[]): GPU };
+      gpu = mod.create(dawnFlags());
+      dawnGpu = Promise.resolve(gpu);
+      adapter = await requestAdapter(gpu);
+    }
+  }
+  if (!adapter) {
+    throw new BackendUnavailableError(
+      'webgpu',
+      'Dawn found no GPU adapter (no Vulkan driver it accepts; for a software one set VK_ICD_FILENAMES, e.g. to SwiftShader)',
+    );
+  }
+  return { adapter, source: 'dawn (node)' };
+}
+
+/** Raises each limit we depend on to what the adapter offers (defaults are far below real GPUs). */
+function wantedLimits(a: GPUAdapter): Record<string, number> {
+  const names = [
+    'maxStorageBufferBindingSize',
+    'maxBufferSize',
+    'maxStorageBuffersPerShaderStage',
+    'maxComputeWorkgroupStorageSize',
+    'maxComputeInvocationsPerWorkgroup',
+    'maxComputeWorkgroupsPerDimension',
+  ] as const;
+  const out: Record<string, number> = {};
+  for (const n of names) {
+    const v = a.limits[n];
+    if (typeof v === 'number') out[n] = v;
+  }
+  return out;
+}
+
+export async function acquireDevice(wantF16: boolean): Promise<GpuContext> {
+  const { adapter, source } = await findAdapter();
+  const hasF16 = wantF16 && adapter.features.has('shader-f16');
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({
+      requiredFeatures: hasF16 ? ['shader-f16'] : [],
+      requiredLimits: wantedLimits(adapter),
+    });
+  } catch (e) {
+    throw new BackendUnavailableError('webgpu', `requestDevice failed: ${(e as Error).message}`);
+  }
+  const info = (adapter as { info?: GPUAdapterInfo }).info;
+  const adapterName =
+    [info?.vendor, info?.architecture, info?.device, info?.description].filter((s) => s && s !== '0').join(' ') || 'unknown adapter';
+  return { device, adapter, source, adapterName, hasF16 };
+}

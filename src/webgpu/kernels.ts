@@ -1,0 +1,438 @@
+import type { Kernels } from '../backend.js';
+import { DeviceLostError, OutOfMemoryError } from '../errors.js';
+import { f32ToF16 } from '../safetensors.js';
+import type { LayerWeights, ModelWeights } from '../weights.js';
+import type { MambaConfig } from '../config.js';
+import { preprocess, type ShaderName } from './wgsl.js';
+
+/** An activation or state buffer: f32, STORAGE | COPY_SRC | COPY_DST. */
+export interface GpuBuf {
+  readonly id: number;
+  buffer: GPUBuffer;
+  readonly floats: number;
+}
+
+/** One row range of a matrix stored for matmul/embed: rows [rowStart, rowStart + rows). */
+interface MatPart {
+  id: number;
+  buffer: GPUBuffer;
+  rowStart: number;
+  rows: number;
+}
+
+/** How a matrix sits on the GPU for matmul/embed: rows padded to an even length `ks`, split by rows. */
+interface MatLayout {
+  fmt: 'f32' | 'f16';
+  ks: number;
+  parts: MatPart[];
+}
+
+/**
+ * A weight tensor. The `Kernels` interface uploads tensors without saying what they are for, and
+ * the same tensor may be needed in two layouts (matrices for matmul in the model's dtype, A and
+ * vectors as plain f32), so the host copy is kept until `prepare()` (or first use) materialises
+ * the layouts the kernels ask for, then dropped.
+ */
+export interface GpuWeight {
+  readonly id: number;
+  readonly rows: number;
+  readonly cols: number;
+  data?: Float32Array;
+  raw?: GpuBuf; // plain f32 [rows, cols]
+  mat?: MatLayout;
+}
+
+export interface WebGPUKernelOptions {
+  /** Storage format of matrices: 'f16' halves memory and bandwidth; state, A and Δ stay f32. */
+  dtype: 'f32' | 'f16';
+  /** The adapter has shader-f16 and the device was created with it. */
+  shaderF16: boolean;
+  /** Upper bound for one weight part in bytes (tests force splitting with a small value). */
+  maxBindingBytes?: number;
+}
+
+type Shaders = Record<ShaderName, string>;
+
+interface Cached {
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  workgroups: [number, number, number];
+}
+
+const USAGE_RW = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_DST */
+const USAGE_UNIFORM = 0x40 /* UNIFORM */ | 0x08;
+const USAGE_MAP_READ = 0x01 /* MAP_READ */ | 0x08;
+const MAP_MODE_READ = 0x1;
+const MAX_WG_PER_DIM = 65535;
+
+/**
+ * The Mamba kernels on WebGPU. Calls between `begin()` and `end()` are recorded into one compute
+ * pass and submitted as one command buffer (one token step = one submit); a call outside that
+ * window is submitted by itself (kernel tests).
+ *
+ * Everything a call needs — pipeline, uniform buffer, bind group — is created on the first call
+ * with those buffers and parameters and cached: a decode step repeats exactly the calls of the
+ * previous step, so after the first token nothing is allocated and no uniform is written.
+ */
+export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
+  readonly device: GPUDevice;
+  private readonly opts: WebGPUKernelOptions;
+  private readonly shaders: Shaders;
+  private readonly modules = new Map<string, GPUShaderModule>();
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly calls = new Map<string, Cached>();
+  private readonly owned = new Set<GPUBuffer>(); // uniforms, weights, staging: destroyed by destroy()
+  private readonly scanParams = new WeakMap<object, GpuBuf>();
+  private nextId = 1;
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private tokens: GpuBuf;
+  private dummy: GpuBuf;
+  private staging: GPUBuffer | null = null;
+  private readLock: Promise<unknown> = Promise.resolve();
+  private failure: Error | null = null;
+  private readonly lost: Promise<never>;
+  private readonly maxPartBytes: number;
+  private destroyed = false;
+
+  constructor(device: GPUDevice, shaders: Shaders, opts: WebGPUKernelOptions) {
+    this.device = device;
+    this.shaders = shaders;
+    this.opts = opts;
+    const lim = device.limits;
+    this.maxPartBytes = Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize, opts.maxBindingBytes ?? Infinity);
+    // A lost device rejects every later call (and any read in flight) instead of hanging.
+    this.lost = device.lost.then((info) => {
+      const err = new DeviceLostError(`WebGPU device lost (${info.reason}): ${info.message}`);
+      if (!this.destroyed) this.failure ??= err;
+      throw err;
+    });
+    this.lost.catch(() => undefined);
+    device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
+      this.failure ??= new DeviceLostError(`WebGPU error: ${ev.error.message}`, { cause: ev.error });
+    };
+    this.tokens = this.alloc(64);
+    this.dummy = this.alloc(4);
+  }
+
+  // ---- memory -----------------------------------------------------------------------------------
+
+  private buffer(bytes: number, usage: number, label: string): GPUBuffer {
+    // Sizes must be multiples of 4; 16 also keeps bindings of vec types valid for tiny tensors.
+    return this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage, label });
+  }
+
+  upload(data: Float32Array, rows: number, cols: number): GpuWeight {
+    if (data.length !== rows * cols) throw new Error(`upload: ${data.length} values for [${rows}, ${cols}]`);
+    return { id: this.nextId++, rows, cols, data };
+  }
+
+  alloc(floats: number): GpuBuf {
+    this.check();
+    const buffer = this.buffer(floats * 4, USAGE_RW, 'activation');
+    return { id: this.nextId++, buffer, floats };
+  }
+
+  free(buf: GpuBuf): void {
+    buf.buffer.destroy();
+  }
+
+  write(buf: GpuBuf, data: Float32Array): void {
+    this.check();
+    this.device.queue.writeBuffer(buf.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  /** The plain f32 copy of a weight (vectors, A, conv taps, dt_proj). */
+  private raw(w: GpuWeight): GpuBuf {
+    if (w.raw) return w.raw;
+    const data = this.hostData(w);
+    const buffer = this.buffer(data.byteLength, USAGE_RW, 'weight');
+    this.owned.add(buffer);
+    this.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    w.raw = { id: this.nextId++, buffer, floats: data.length };
+    return w.raw;
+  }
+
+  /** The matmul/embed layout: rows padded to even length, in the model dtype, split to fit a binding. */
+  private mat(w: GpuWeight): MatLayout {
+    if (w.mat) return w.mat;
+    const data = this.hostData(w);
+    const fmt = this.opts.dtype;
+    const ks = w.cols + (w.cols & 1);
+    const rowBytes = ks * (fmt === 'f16' ? 2 : 4);
+    const perPart = Math.floor(this.maxPartBytes / rowBytes);
+    if (perPart < 1) throw new OutOfMemoryError(`a weight row of ${rowBytes} bytes exceeds the GPU binding limit`);
+    const parts: MatPart[] = [];
+    for (let r0 = 0; r0 < w.rows; r0 += perPart) {
+      const rows = Math.min(perPart, w.rows - r0);
+      let bytes: ArrayBufferView;
+      if (fmt === 'f16') {
+        const h = new Uint16Array(rows * ks);
+        for (let r = 0; r < rows; r++) {
+          const src = (r0 + r) * w.cols;
+          for (let c = 0; c < w.cols; c++) h[r * ks + c] = f32ToF16(data[src + c]);
+        }
+        bytes = h;
+      } else if (ks === w.cols) {
+        bytes = data.subarray(r0 * ks, (r0 + rows) * ks);
+      } else {
+        const f = new Float32Array(rows * ks);
+        for (let r = 0; r < rows; r++) f.set(data.subarray((r0 + r) * w.cols, (r0 + r + 1) * w.cols), r * ks);
+        bytes = f;
+      }
+      const buffer = this.buffer(bytes.byteLength, USAGE_RW, 'matrix');
+      this.owned.add(buffer);
+      this.device.queue.writeBuffer(buffer, 0, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      parts.push({ id: this.nextId++, buffer, rowStart: r0, rows });
+    }
+    w.mat = { fmt, ks, parts };
+    return w.mat;
+  }
+
+  private hostData(w: GpuWeight): Float32Array {
+    if (!w.data) throw new Error('weight was released from host memory before the GPU layout it needs was built');
+    return w.data;
+  }
+
+  /**
+   * Builds every GPU layout the model's kernels use, then drops the host copies: after this the
+   * weights live only on the GPU.
+   */
+  prepare(w: ModelWeights<GpuWeight>, cfg: MambaConfig): void {
+    const vec = (x: GpuWeight | undefined) => x && this.raw(x);
+    this.mat(w.embedding);
+    this.mat(w.lmHead);
+    vec(w.normF);
+    for (const L of w.layers) {
+      vec(L.norm);
+      for (const m of [L.inProjX, L.inProjZ, L.xProj, L.outProj]) this.mat(m);
+      for (const v of [L.inProjXBias, L.inProjZBias, L.convB, L.outProjBias]) vec(v);
+      this.raw(L.convW);
+      this.scanPack(L, cfg);
+    }
+    const all = [w.embedding, w.lmHead, w.normF, ...w.layers.flatMap((L) => Object.values(L) as GpuWeight[])];
+    for (const x of all) if (x) delete x.data;
+  }
+
+  /** [dt_proj.weight [E, R] | dt_proj.bias [E] | A [E, N] | D [E]] as one f32 buffer (see scan.wgsl). */
+  private scanPack(L: LayerWeights<GpuWeight>, cfg: MambaConfig): GpuBuf {
+    const hit = this.scanParams.get(L);
+    if (hit) return hit;
+    const { dInner: E, dtRank: R, dState: N } = cfg;
+    const packed = new Float32Array(E * R + E + E * N + E);
+    packed.set(this.hostData(L.dtProjW), 0);
+    packed.set(this.hostData(L.dtProjB), E * R);
+    packed.set(this.hostData(L.A), E * R + E);
+    packed.set(this.hostData(L.D), E * R + E + E * N);
+    const buffer = this.buffer(packed.byteLength, USAGE_RW, 'scan params');
+    this.owned.add(buffer);
+    this.device.queue.writeBuffer(buffer, 0, packed.buffer, packed.byteOffset, packed.byteLength);
+    const buf = { id: this.nextId++, buffer, floats: packed.length };
+    this.scanParams.set(L, buf);
+    return buf;
+  }
+
+  // ---- recording --------------------------------------------------------------------------------
+
+  begin(): void {
+    this.check();
+    this.encoder = this.device.createCommandEncoder();
+    this.pass = this.encoder.beginComputePass();
+  }
+
+  end(): void {
+    if (!this.encoder || !this.pass) return;
+    this.pass.end();
+    const cmd = this.encoder.finish();
+    this.encoder = null;
+    this.pass = null;
+    this.device.queue.submit([cmd]);
+  }
+
+  private dispatch(c: Cached): void {
+    const auto = !this.pass;
+    if (auto) this.begin();
+    const pass = this.pass!;
+    pass.setPipeline(c.pipeline);
+    pass.setBindGroup(0, c.bindGroup);
+    pass.dispatchWorkgroups(...c.workgroups);
+    if (auto) this.end();
+  }
+
+  private pipeline(shader: ShaderName, entry: string, defines: Record<string, string | number | boolean>): GPUComputePipeline {
+    const key = `${shader}:${entry}:${JSON.stringify(defines)}`;
+    let p = this.pipelines.get(key);
+    if (!p) {
+      const mkey = `${shader}:${JSON.stringify(defines)}`;
+      let module = this.modules.get(mkey);
+      if (!module) {
+        module = this.device.createShaderModule({ code: preprocess(this.shaders[shader], defines), label: shader });
+        this.modules.set(mkey, module);
+      }
+      p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: entry }, label: `${shader}.${entry}` });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** Looks a call up by `key`, building its uniform buffer and bind group the first time. */
+  private call(
+    key: string,
+    build: () => { pipeline: GPUComputePipeline; buffers: GPUBuffer[]; params: ArrayBuffer; workgroups: [number, number, number] },
+  ): void {
+    this.check();
+    let c = this.calls.get(key);
+    if (!c) {
+      const b = build();
+      const uniform = this.buffer(b.params.byteLength, USAGE_UNIFORM, 'params');
+      this.owned.add(uniform);
+      this.device.queue.writeBuffer(uniform, 0, b.params);
+      const entries: GPUBindGroupEntry[] = b.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+      entries.push({ binding: b.buffers.length, resource: { buffer: uniform } });
+      const bindGroup = this.device.createBindGroup({ layout: b.pipeline.getBindGroupLayout(0), entries });
+      c = { pipeline: b.pipeline, bindGroup, workgroups: b.workgroups };
+      this.calls.set(key, c);
+    }
+    this.dispatch(c);
+  }
+
+  private weightDefines(fmt: 'f32' | 'f16'): Record<string, boolean> {
+    return { F16: fmt === 'f16' && this.opts.shaderF16, PACKED: fmt === 'f16' && !this.opts.shaderF16 };
+  }
+
+  // ---- kernels ----------------------------------------------------------------------------------
+
+  embed(tokens: Uint8Array, table: GpuWeight, out: GpuBuf, T: number, D: number): void {
+    if (this.tokens.floats < T) {
+      this.tokens.buffer.destroy();
+      this.tokens = this.alloc(T);
+    }
+    this.check();
+    const ids = Uint32Array.from(tokens.subarray(0, T));
+    this.device.queue.writeBuffer(this.tokens.buffer, 0, ids);
+    const m = this.mat(table);
+    for (const part of m.parts) {
+      this.call(`embed:${this.tokens.id}:${part.id}:${out.id}:${T}:${D}`, () => ({
+        pipeline: this.pipeline('embed', 'embed', this.weightDefines(m.fmt)),
+        buffers: [this.tokens.buffer, part.buffer, out.buffer],
+        params: new Uint32Array([T, D, m.ks / 2, part.rowStart, part.rowStart + part.rows, 0, 0, 0]).buffer,
+        workgroups: [Math.ceil(Math.ceil(D / 2) / 64), T, 1],
+      }));
+    }
+  }
+
+  rmsnorm(x: GpuBuf, w: GpuWeight, out: GpuBuf, T: number, dim: number, eps: number): void {
+    const wb = this.raw(w);
+    this.call(`norm:${x.id}:${wb.id}:${out.id}:${T}:${dim}:${eps}`, () => {
+      const params = new ArrayBuffer(16);
+      new Uint32Array(params, 0, 2).set([T, dim]);
+      new Float32Array(params, 8, 1)[0] = eps;
+      return { pipeline: this.pipeline('norm', 'rmsnorm', {}), buffers: [x.buffer, wb.buffer, out.buffer], params, workgroups: [T, 1, 1] };
+    });
+  }
+
+  matmul(x: GpuBuf, w: GpuWeight, bias: GpuWeight | undefined, out: GpuBuf, T: number, K: number, N: number, accumulate: boolean): void {
+    if (w.cols !== K || w.rows !== N) throw new Error(`matmul: weight [${w.rows}, ${w.cols}] used as [${N}, ${K}]`);
+    const m = this.mat(w);
+    const b = bias ? this.raw(bias) : this.dummy;
+    const entry = T === 1 ? 'gemv' : 'gemm';
+    for (const part of m.parts) {
+      this.call(`mm:${x.id}:${part.id}:${b.id}:${out.id}:${T}:${accumulate}`, () => {
+        let workgroups: [number, number, number];
+        if (T === 1) {
+          const groups = Math.ceil(part.rows / 8);
+          const gx = Math.min(groups, MAX_WG_PER_DIM);
+          workgroups = [gx, Math.ceil(groups / gx), 1];
+        } else {
+          workgroups = [Math.ceil(part.rows / 64), Math.ceil(T / 32), 1];
+        }
+        const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
+        return {
+          pipeline: this.pipeline('matmul', entry, this.weightDefines(m.fmt)),
+          buffers: [x.buffer, part.buffer, b.buffer, out.buffer],
+          params: new Uint32Array([T, K, part.rows, part.rowStart, N, m.ks / 2, flags, 0]).buffer,
+          workgroups,
+        };
+      });
+    }
+  }
+
+  conv1d(x: GpuBuf, state: GpuBuf, w: GpuWeight, bias: GpuWeight | undefined, out: GpuBuf, T: number, E: number, K: number): void {
+    const wb = this.raw(w);
+    const b = bias ? this.raw(bias) : this.dummy;
+    this.call(`conv:${x.id}:${state.id}:${wb.id}:${b.id}:${out.id}:${T}:${E}:${K}`, () => ({
+      pipeline: this.pipeline('conv', 'conv1d', { K }),
+      buffers: [x.buffer, state.buffer, wb.buffer, b.buffer, out.buffer],
+      params: new Uint32Array([T, E, bias ? 1 : 0, 0]).buffer,
+      workgroups: [Math.ceil(E / 64), 1, 1],
+    }));
+  }
+
+  scan(u: GpuBuf, dbc: GpuBuf, z: GpuBuf, L: LayerWeights<GpuWeight>, state: GpuBuf, out: GpuBuf, T: number, cfg: MambaConfig): void {
+    const { dInner: E, dtRank: R, dState: N } = cfg;
+    const prm = this.scanPack(L, cfg);
+    this.call(`scan:${u.id}:${dbc.id}:${z.id}:${prm.id}:${state.id}:${out.id}:${T}`, () => ({
+      pipeline: this.pipeline('scan', 'scan', { N, R, S: R + 2 * N }),
+      buffers: [u.buffer, dbc.buffer, z.buffer, prm.buffer, state.buffer, out.buffer],
+      params: new Uint32Array([T, E, 0, 0]).buffer,
+      workgroups: [Math.ceil(E / 64), 1, 1],
+    }));
+  }
+
+  // ---- read back --------------------------------------------------------------------------------
+
+  read(buf: GpuBuf, floats: number, offsetFloats = 0): Promise<Float32Array> {
+    const run = this.readLock.then(() => this.readNow(buf.buffer, floats, offsetFloats));
+    this.readLock = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Greedy decoding on the GPU: the index of the largest of `V` logits starting at `offsetFloats`. */
+  argmax(logits: GpuBuf, V: number, offsetFloats = 0): Promise<{ index: number; value: number }> {
+    const result = (this.argmaxOut ??= this.alloc(4));
+    this.call(`argmax:${logits.id}:${V}:${offsetFloats}`, () => ({
+      pipeline: this.pipeline('sample', 'argmax', {}),
+      buffers: [logits.buffer, result.buffer],
+      params: new Uint32Array([V, offsetFloats, 0, 0]).buffer,
+      workgroups: [1, 1, 1],
+    }));
+    return this.read(result, 2).then((f) => ({ index: new Uint32Array(f.buffer)[0], value: f[1] }));
+  }
+  private argmaxOut: GpuBuf | undefined;
+
+  private async readNow(src: GPUBuffer, floats: number, offsetFloats: number): Promise<Float32Array> {
+    this.check();
+    const bytes = floats * 4;
+    if (!this.staging || this.staging.size < bytes) {
+      this.staging?.destroy();
+      this.staging = this.buffer(bytes, USAGE_MAP_READ, 'staging');
+    }
+    const staging = this.staging;
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(src, offsetFloats * 4, staging, 0, bytes);
+    this.device.queue.submit([enc.finish()]);
+    await Promise.race([staging.mapAsync(MAP_MODE_READ, 0, bytes), this.lost]);
+    const out = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
+    staging.unmap();
+    this.check(); // an error raised by the work just read makes its result untrustworthy
+    return out;
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  /** Destroys every buffer this object created, and the device. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    for (const b of this.owned) b.destroy();
+    this.owned.clear();
+    this.staging?.destroy();
+    this.tokens.buffer.destroy();
+    this.dummy.buffer.destroy();
+    this.argmaxOut?.buffer.destroy();
+    this.calls.clear();
+    this.device.destroy();
+  }
+}

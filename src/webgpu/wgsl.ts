@@ -1,0 +1,54 @@
+import { readAssetText } from '../assets.js';
+
+/**
+ * The few compile-time choices a shader file makes, resolved before `createShaderModule`:
+ * `#if NAME` / `#elif NAME` / `#else` / `#endif` lines keep or drop blocks by the truthiness of
+ * `defines[NAME]` (no nesting needed so far, but nesting works), and `{{NAME}}` is replaced by
+ * the value (array sizes such as the state width N must be constants in WGSL).
+ */
+export function preprocess(source: string, defines: Record<string, string | number | boolean>): string {
+  const out: string[] = [];
+  // One frame per open #if: whether its enclosing block is live, whether a branch was taken, whether the current branch is live.
+  const stack: { parent: boolean; taken: boolean; live: boolean }[] = [];
+  const live = () => (stack.length === 0 ? true : stack[stack.length - 1].live);
+  const truthy = (name: string) => {
+    const v = defines[name];
+    return v !== undefined && v !== false && v !== 0 && v !== '';
+  };
+  for (const line of source.split('\n')) {
+    const m = /^\s*#(if|elif|else|endif)\b\s*(\w*)/.exec(line);
+    if (!m) {
+      if (live()) out.push(line);
+      continue;
+    }
+    const [, dir, name] = m;
+    if (dir === 'if') {
+      const parent = live();
+      const cond = parent && truthy(name);
+      stack.push({ parent, taken: cond, live: cond });
+    } else {
+      const top = stack[stack.length - 1];
+      if (!top) throw new Error(`WGSL preprocessor: #${dir} without #if`);
+      if (dir === 'endif') stack.pop();
+      else {
+        const cond = dir === 'else' ? true : truthy(name);
+        top.live = top.parent && !top.taken && cond;
+        top.taken ||= top.live;
+      }
+    }
+  }
+  if (stack.length) throw new Error('WGSL preprocessor: unterminated #if');
+  return out.join('\n').replace(/\{\{(\w+)\}\}/g, (_, name: string) => {
+    if (!(name in defines)) throw new Error(`WGSL preprocessor: {{${name}}} is not defined`);
+    return String(defines[name]);
+  });
+}
+
+export const SHADER_FILES = ['matmul', 'norm', 'conv', 'scan', 'embed', 'sample'] as const;
+export type ShaderName = (typeof SHADER_FILES)[number];
+
+/** Loads every kernel's WGSL source once (file system in Node/Deno, fetch in browsers). */
+export async function loadShaderSources(): Promise<Record<ShaderName, string>> {
+  const texts = await Promise.all(SHADER_FILES.map((f) => readAssetText(`shaders/${f}.wgsl`)));
+  return Object.fromEntries(SHADER_FILES.map((f, i) => [f, texts[i]])) as Record<ShaderName, string>;
+}
