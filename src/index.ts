@@ -1,4 +1,4 @@
-export { loadModel, Model, Session, type LoadOptions, type Snapshot } from './model.js';
+export { loadModel, Model, Session, encodeSnapshot, decodeSnapshot, type LoadOptions, type Snapshot } from './model.js';
 export type { GenerateOptions, GenerationChunk, GenerationStats } from './generate.js';
 export type { SamplingOptions } from './sampler.js';
 export type { ModelSource, LoadProgress } from './loader.js';

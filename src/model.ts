@@ -27,6 +27,70 @@ export interface Snapshot {
   history: Uint8Array;
 }
 
+function checkSnapshot(s: Snapshot, c: MambaConfig): void {
+  if (s?.format !== 'mamba-edge-snapshot' || s.version !== 1) throw new MambaError('SNAPSHOT', 'not a mamba-edge snapshot (version 1)');
+  const want = fingerprint(c);
+  if (s.model !== want) throw new MambaError('SNAPSHOT', `snapshot is for model ${s.model}, this model is ${want}`);
+  if (s.logits && s.logits.length !== c.vocabSize) throw new MambaError('SNAPSHOT', 'snapshot logits have the wrong size');
+  if (s.conv.length !== c.nLayer * c.dInner * (c.dConv - 1) || s.ssm.length !== c.nLayer * c.dInner * c.dState) {
+    throw new MambaError('SNAPSHOT', 'snapshot state has the wrong size for this model');
+  }
+}
+
+const SNAPSHOT_MAGIC = 0x5353454d; // "MESS" little-endian: Mamba-Edge Session State
+
+/**
+ * A snapshot as bytes, for files or the network:
+ * u32 magic, u32 header length, JSON header {model, version, sizes}, then conv, ssm, logits as f32 LE, history bytes.
+ */
+export function encodeSnapshot(s: Snapshot): Uint8Array {
+  const header = new TextEncoder().encode(
+    JSON.stringify({ model: s.model, version: s.version, conv: s.conv.length, ssm: s.ssm.length, logits: s.logits?.length ?? 0, history: s.history.length }),
+  );
+  const pad = (4 - (header.length % 4)) % 4;
+  const floats = s.conv.length + s.ssm.length + (s.logits?.length ?? 0);
+  const out = new Uint8Array(8 + header.length + pad + 4 * floats + s.history.length);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, SNAPSHOT_MAGIC, true);
+  dv.setUint32(4, header.length + pad, true);
+  out.set(header, 8);
+  out.fill(0x20, 8 + header.length, 8 + header.length + pad);
+  let p = 8 + header.length + pad;
+  for (const a of [s.conv, s.ssm, s.logits ?? new Float32Array(0)]) {
+    for (let i = 0; i < a.length; i++, p += 4) dv.setFloat32(p, a[i], true);
+  }
+  out.set(s.history, p);
+  return out;
+}
+
+export function decodeSnapshot(bytes: Uint8Array): Snapshot {
+  const bad = (why: string) => new MambaError('SNAPSHOT', `not a valid encoded snapshot: ${why}`);
+  if (bytes.length < 8) throw bad('too short');
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (dv.getUint32(0, true) !== SNAPSHOT_MAGIC) throw bad('wrong magic');
+  const hlen = dv.getUint32(4, true);
+  if (8 + hlen > bytes.length) throw bad('truncated header');
+  let h: { model: string; version: number; conv: number; ssm: number; logits: number; history: number };
+  try {
+    h = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + hlen)));
+  } catch {
+    throw bad('header is not JSON');
+  }
+  const sizes = [h.conv, h.ssm, h.logits, h.history];
+  if (!sizes.every((n) => Number.isSafeInteger(n) && n >= 0)) throw bad('bad sizes');
+  if (bytes.length !== 8 + hlen + 4 * (h.conv + h.ssm + h.logits) + h.history) throw bad('length does not match the header');
+  let p = 8 + hlen;
+  const floats = (n: number) => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++, p += 4) a[i] = dv.getFloat32(p, true);
+    return a;
+  };
+  const conv = floats(h.conv);
+  const ssm = floats(h.ssm);
+  const logits = h.logits ? floats(h.logits) : null;
+  return { format: 'mamba-edge-snapshot', version: 1, model: h.model, conv, ssm, logits, history: bytes.slice(p) };
+}
+
 function fingerprint(c: MambaConfig): string {
   return `mamba1:D${c.dModel}:L${c.nLayer}:E${c.dInner}:N${c.dState}:K${c.dConv}:R${c.dtRank}:V${c.vocabSize}`;
 }
@@ -103,10 +167,7 @@ export class Session {
     const release = await this.mutex.lock();
     try {
       this.check();
-      if (s?.format !== 'mamba-edge-snapshot' || s.version !== 1) throw new MambaError('SNAPSHOT', 'not a mamba-edge snapshot (version 1)');
-      const want = fingerprint(this.model.config);
-      if (s.model !== want) throw new MambaError('SNAPSHOT', `snapshot is for model ${s.model}, this model is ${want}`);
-      if (s.logits && s.logits.length !== this.model.config.vocabSize) throw new MambaError('SNAPSHOT', 'snapshot logits have the wrong size');
+      checkSnapshot(s, this.model.config);
       const data: StateData = { conv: s.conv, ssm: s.ssm };
       await this.model.backend.writeState(this.seq.handle, data);
       this.seq.logits = s.logits ? s.logits.slice() : null;
@@ -129,7 +190,15 @@ export class Session {
     if (!this.model.disposed) this.model.backend.releaseState(this.seq.handle);
   }
 
+  private failure: unknown;
+
+  /** @internal a restore that was started by `createSession(snapshot)` failed: later calls report it. */
+  fail(e: unknown): void {
+    this.failure = e;
+  }
+
   private check(): void {
+    if (this.failure) throw this.failure;
     if (this.disposed) throw new DisposedError('session');
     if (this.model.disposed) throw new DisposedError('model');
   }
@@ -158,10 +227,12 @@ export class Model {
     }
   }
 
+  /** A new, empty sequence; or one resuming `snapshot` (checked at once, applied before the first call). */
   createSession(snapshot?: Snapshot): Session {
     this.check();
+    if (snapshot) checkSnapshot(snapshot, this.config);
     const s = new Session(this);
-    if (snapshot) void s.restore(snapshot);
+    if (snapshot) s.restore(snapshot).catch((e) => s.fail(e));
     return s;
   }
 

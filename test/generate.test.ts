@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { InvalidOptionError, loadModel, Utf8Stream, type GenerationChunk, type Model } from '../src/index.js';
+import { decodeSnapshot, encodeSnapshot, InvalidOptionError, loadModel, Utf8Stream, type GenerationChunk, type Model } from '../src/index.js';
 import { Sampler, resolveSampling } from '../src/sampler.js';
 import { incompleteTail } from '../src/tokenizer.js';
 import { FIXTURE_ROOT, loadFixtures } from './helpers/fixtures.js';
@@ -161,6 +161,27 @@ describe('generation API', () => {
     expect(again.bytes).toEqual(tiny.greedy);
   });
 
+  test('abort during a long prefill lands within one slice and leaves the session consistent', async () => {
+    const s = model.createSession();
+    const ctrl = new AbortController();
+    const prompt = new Uint8Array(32 * 1024).fill(97);
+    setTimeout(() => ctrl.abort(), 30);
+    const r = await collect(s.generate(prompt, { signal: ctrl.signal, maxTokens: 5 }));
+    expect(r.stats.finishReason).toBe('abort');
+    expect(r.stats.promptTokens).toBeLessThan(prompt.length);
+    // The session holds exactly the consumed prefix: continuing equals feeding that prefix from scratch.
+    const cont = await collect(s.generate('b', { temperature: 0, maxTokens: 8 }));
+    const ref = model.createSession();
+    if (r.stats.promptTokens > 0) await ref.feed(prompt.subarray(0, r.stats.promptTokens));
+    const expected = await collect(ref.generate('b', { temperature: 0, maxTokens: 8 }));
+    expect(cont.bytes).toEqual(expected.bytes);
+  });
+
+  test('a timer can abort decoding (the loop yields to the event loop)', async () => {
+    const r = await collect(model.generate('x', { maxTokens: 1e6, signal: AbortSignal.timeout(50) }));
+    expect(r.stats.finishReason).toBe('abort');
+  });
+
   test('already-aborted signal generates nothing', async () => {
     const r = await collect(model.generate('x', { signal: AbortSignal.abort() }));
     expect(r.stats).toMatchObject({ generatedTokens: 0, finishReason: 'abort' });
@@ -182,8 +203,7 @@ describe('generation API', () => {
     await two.restore(structuredClone(snap));
     expect((await collect(two.generate(' more', { temperature: 0, maxTokens: 20 }))).bytes).toEqual(cont.bytes);
 
-    const three = model.createSession();
-    await three.restore(snap);
+    const three = model.createSession(decodeSnapshot(encodeSnapshot(snap)));
     const fork = await three.fork();
     expect((await collect(fork.generate(' more', { temperature: 0, maxTokens: 20 }))).bytes).toEqual(cont.bytes);
     expect((await collect(three.generate(' more', { temperature: 0, maxTokens: 20 }))).bytes).toEqual(cont.bytes);
@@ -193,10 +213,13 @@ describe('generation API', () => {
     for (const s of [one, two, three, fork]) s.dispose();
   });
 
-  test('snapshot of another model is refused', async () => {
+  test('snapshot of another model, or corrupt snapshot bytes, are refused', async () => {
     const other = await loadModel(`${FIXTURE_ROOT}tiny-hf-f32`, { backend: 'js' });
     const snap = await other.createSession().snapshot();
     await expect(model.createSession().restore(snap)).rejects.toThrow(/snapshot is for model/);
+    expect(() => model.createSession(snap)).toThrow(/snapshot is for model/);
+    const bytes = encodeSnapshot(snap);
+    expect(() => decodeSnapshot(bytes.subarray(0, bytes.length - 1))).toThrow(/length does not match/);
     other.dispose();
   });
 
