@@ -1,10 +1,206 @@
-import type { Backend } from '../backend.js';
-import type { BackendOptions } from '../backends.js';
+/**
+ * The WASM SIMD CPU backend: AssemblyScript kernels (assembly/) on one linear memory, split over worker
+ * threads by output rows / channels. The layer loop is the shared driver (`KernelBackend`); this file
+ * only maps the `Kernels` calls onto memory offsets and jobs.
+ */
+import type { Kernels } from '../backend.js';
+import type { BackendOptions, WeightDtype } from '../backends.js';
 import type { MambaConfig } from '../config.js';
-import { BackendUnavailableError } from '../errors.js';
-import type { ModelWeights } from '../weights.js';
+import { DEFAULT_CHUNK, KernelBackend, uploadWeights } from '../forward.js';
+import type { LayerWeights, ModelWeights } from '../weights.js';
+import { DTYPE_CODE, KERNEL, quantizeQ8, tensorBytes, toHalfArray, type DtypeCode } from './layout.js';
+import { defaultThreads, WasmRuntime } from './runtime.js';
 
-// Placeholder until the AssemblyScript kernels land (issue 4).
-export async function createWasmBackend(_c: MambaConfig, _w: ModelWeights, _o: BackendOptions): Promise<Backend> {
-  throw new BackendUnavailableError('wasm', 'the WASM SIMD kernels are not built yet');
+/** A weight tensor in linear memory. */
+export interface WasmTensor {
+  dtype: DtypeCode;
+  ptr: number; // data [rows, cols] (q8: rows padded to whole blocks)
+  scales: number; // q8 block scales [rows, ceil(cols/32)], else 0
+  rows: number;
+  cols: number;
+  /** A float32 copy for kernels that read the tensor directly (scan, conv, norms); -1 if none. */
+  f32: number;
+  bytes: number;
+}
+
+/** Activation / state buffers are plain byte offsets of float32 arrays. */
+type Ptr = number;
+
+// Below this many multiply-adds a job is not worth waking the workers (a wake-up costs ~1-5 µs).
+const PARALLEL_MIN_WORK = 48 * 1024;
+
+/**
+ * Which tensors are stored in the requested dtype: the projection and embedding matrices (cols = D or E),
+ * which are nearly all the bytes. Vectors and the small per-channel tensors of conv and scan
+ * (conv [E, K], A [E, N], dt_proj [E, R]) stay float32; `upload` only sees shapes, so a tensor whose
+ * width matches both kinds (tiny models) keeps both forms.
+ */
+function storagePlan(c: MambaConfig, dtype: DtypeCode, rows: number, cols: number): { dtype: DtypeCode; f32: boolean } {
+  const matrix = rows > 1 && (cols === c.dModel || cols === c.dInner);
+  if (!matrix || dtype === DTYPE_CODE.f32) return { dtype: DTYPE_CODE.f32, f32: true };
+  const small = cols === c.dConv || cols === c.dState || cols === c.dtRank;
+  return { dtype, f32: small };
+}
+
+function planBytes(c: MambaConfig, dtype: DtypeCode, rows: number, cols: number): number {
+  const p = storagePlan(c, dtype, rows, cols);
+  const t = tensorBytes(p.dtype, rows, cols);
+  const pad = (n: number) => (n === 0 ? 0 : Math.ceil(n / 64) * 64);
+  return pad(t.data) + pad(t.scales) + (p.f32 && p.dtype !== DTYPE_CODE.f32 ? pad(rows * cols * 4) : 0);
+}
+
+class WasmKernels implements Kernels<Ptr, WasmTensor> {
+  private tokens: Ptr;
+  private tokenCap = DEFAULT_CHUNK;
+  /** Bytes of every uploaded tensor, and of those read for each decoded token (all but the embedding rows). */
+  weightBytes = 0;
+
+  constructor(
+    private readonly rt: WasmRuntime,
+    private readonly config: MambaConfig,
+    private readonly dtype: DtypeCode,
+  ) {
+    this.tokens = rt.allocBytes(this.tokenCap);
+  }
+
+  upload(data: Float32Array, rows: number, cols: number): WasmTensor {
+    const rt = this.rt;
+    const plan = storagePlan(this.config, this.dtype, rows, cols);
+    const size = tensorBytes(plan.dtype, rows, cols);
+    const ptr = rt.allocBytes(size.data);
+    const scales = size.scales > 0 ? rt.allocBytes(size.scales) : 0;
+    const v = rt.views();
+    if (plan.dtype === DTYPE_CODE.f32) v.f32.set(data, ptr >> 2);
+    else if (plan.dtype === DTYPE_CODE.f16) toHalfArray(data, new Uint16Array(v.u8.buffer, ptr, rows * cols));
+    else quantizeQ8(data, rows, cols, new Int8Array(v.u8.buffer, ptr, size.data), new Float32Array(v.u8.buffer, scales, size.scales / 4));
+    let f32 = plan.dtype === DTYPE_CODE.f32 ? ptr : -1;
+    if (plan.f32 && f32 < 0) {
+      f32 = rt.allocBytes(rows * cols * 4);
+      rt.views().f32.set(data, f32 >> 2);
+    }
+    const bytes = size.data + size.scales;
+    this.weightBytes += bytes;
+    return { dtype: plan.dtype, ptr, scales, rows, cols, f32, bytes };
+  }
+
+  alloc(floats: number): Ptr {
+    return this.rt.allocBytes(floats * 4);
+  }
+
+  free(buf: Ptr): void {
+    this.rt.free(buf);
+  }
+
+  write(buf: Ptr, data: Float32Array): void {
+    this.rt.views().f32.set(data, buf >> 2);
+  }
+
+  async read(buf: Ptr, floats: number, offsetFloats = 0): Promise<Float32Array> {
+    const start = (buf >> 2) + offsetFloats;
+    return this.rt.views().f32.slice(start, start + floats);
+  }
+
+  embed(tokens: Uint8Array, table: WasmTensor, out: Ptr, T: number, D: number): void {
+    if (T > this.tokenCap) {
+      this.rt.free(this.tokens);
+      this.tokenCap = T;
+      this.tokens = this.rt.allocBytes(T);
+    }
+    this.rt.views().u8.set(tokens.subarray(0, T), this.tokens);
+    this.rt.run(KERNEL.EMBED, [table.dtype, this.tokens, table.ptr, table.scales, out, D, T], 1);
+  }
+
+  rmsnorm(x: Ptr, w: WasmTensor, out: Ptr, T: number, dim: number, eps: number): void {
+    this.rt.run(KERNEL.NORM, [x, w.f32, out, dim, WasmRuntime.floatArg(eps), T], this.parts(T * dim));
+  }
+
+  matmul(x: Ptr, w: WasmTensor, bias: WasmTensor | undefined, out: Ptr, T: number, K: number, N: number, accumulate: boolean): void {
+    const args = [w.dtype, x, K, w.ptr, w.scales, bias?.f32 ?? 0, out, N, T, K, N, accumulate ? 1 : 0];
+    this.rt.run(KERNEL.MATMUL, args, this.parts(T * K * N, N));
+  }
+
+  conv1d(x: Ptr, state: Ptr, w: WasmTensor, bias: WasmTensor | undefined, out: Ptr, T: number, E: number, K: number): void {
+    // SiLU costs about as much as a dozen multiply-adds per output.
+    this.rt.run(KERNEL.CONV, [x, state, w.f32, bias?.f32 ?? 0, out, T, E, K], this.parts(T * E * (K + 12), E));
+  }
+
+  scan(u: Ptr, dbc: Ptr, z: Ptr, L: LayerWeights<WasmTensor>, state: Ptr, out: Ptr, T: number, c: MambaConfig): void {
+    const { dInner: E, dtRank: R, dState: N } = c;
+    const args = [u, dbc, z, L.dtProjW.f32, L.dtProjB.f32, L.A.f32, L.D.f32, state, out, T, E, R, N];
+    // Each state element costs an exp (~20 SIMD ops for 4 lanes) plus the update.
+    this.rt.run(KERNEL.SCAN, args, this.parts(T * E * (R + 8 * N), E));
+  }
+
+  /** Threads for a job of `work` multiply-adds over `rows` independent rows (split in runs of 4). */
+  private parts(work: number, rows = Infinity): number {
+    if (work < PARALLEL_MIN_WORK) return 1;
+    return Math.min(this.rt.threads, Math.ceil(rows / 4));
+  }
+}
+
+/** KernelBackend that also owns the runtime, so dispose() stops the worker threads. */
+export class WasmBackend extends KernelBackend<Ptr, WasmTensor> {
+  constructor(
+    readonly runtime: WasmRuntime,
+    private readonly kernels: WasmKernels,
+    description: string,
+    config: MambaConfig,
+    weights: ModelWeights,
+  ) {
+    super('wasm', description, kernels, config, weights);
+  }
+
+  /** Bytes of all uploaded weights (in their storage dtype). */
+  get weightBytes(): number {
+    return this.kernels.weightBytes;
+  }
+
+  /** Bytes streamed for each decoded token: every weight except the embedding (one row), unless it is the tied head. */
+  get decodeWeightBytes(): number {
+    const { embedding, lmHead } = this.w;
+    return this.kernels.weightBytes - (embedding === lmHead ? 0 : embedding.bytes);
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.runtime.dispose();
+  }
+}
+
+/**
+ * Creates the wasm backend: `dtype` is the storage of the projection/embedding matrices, `threads` the
+ * number of threads including the caller's (default: available cores; 1 without SharedArrayBuffer).
+ */
+export async function createWasmBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<WasmBackend> {
+  const dtypeName: WeightDtype = o.dtype ?? 'f32';
+  const dtype = DTYPE_CODE[dtypeName];
+  const { dModel: D, dInner: E, dtRank: R, dState: N, vocabSize: V, nLayer, dConv: K } = config;
+
+  // Size the memory before creating it: a dry run of the upload counts every tensor's bytes.
+  let weightBytes = 0;
+  const sizer = {
+    upload: (_d: Float32Array, rows: number, cols: number) => {
+      weightBytes += planBytes(config, dtype, rows, cols);
+      return 0;
+    },
+  } as unknown as Kernels<number, number>;
+  uploadWeights(sizer, config, weights);
+  const C = DEFAULT_CHUNK;
+  const activationBytes = 4 * C * (2 * D + 4 * E + R + 2 * N + V) + 16 * 64;
+  const stateBytes = 4 * nLayer * E * (K - 1 + N) + 2 * nLayer * 64;
+  const runtime = await WasmRuntime.create({
+    threads: o.threads ?? (await defaultThreads()),
+    reserveBytes: weightBytes + activationBytes + 4 * stateBytes + 4096,
+    growBytes: Math.max(256 * 2 ** 20, 32 * stateBytes),
+    scratchBytesPerThread: 4 * 4 * Math.max(D, E),
+  });
+  try {
+    const kernels = new WasmKernels(runtime, config, dtype);
+    const threads = runtime.threads;
+    const description = `wasm simd, ${threads} thread${threads === 1 ? '' : 's'}, ${dtypeName}${runtime.threadNote ? ` (${runtime.threadNote})` : ''}`;
+    return new WasmBackend(runtime, kernels, description, config, weights);
+  } catch (e) {
+    runtime.dispose();
+    throw e;
+  }
 }

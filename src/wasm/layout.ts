@@ -1,0 +1,89 @@
+/**
+ * What TypeScript and the AssemblyScript kernels (assembly/) agree on: weight formats, the job control
+ * block, kernel ids, and the conversions of float32 weights to f16 / q8 at upload.
+ */
+
+/** Weight storage codes (assembly/math.ts F32/F16/Q8). */
+export const DTYPE_CODE = { f32: 0, f16: 1, q8: 2 } as const;
+export type DtypeCode = (typeof DTYPE_CODE)[keyof typeof DTYPE_CODE];
+
+/** q8: int8 weights in blocks of 32 along K with one f32 scale per block (rows padded to whole blocks). */
+export const QBLOCK = 32;
+
+/** Control block words (i32), shared by assembly/index.ts and workers/wasm-thread.js. */
+export const CTL = {
+  SEQ: 0, // job generation: the coordinator bumps it to publish a job
+  PENDING: 1, // workers still running the current job
+  KERNEL: 2,
+  NPARTS: 3, // threads taking part in the current job (coordinator = part 0)
+  SCRATCH: 4, // byte offset of the per-thread scratch areas
+  SCRATCH_STRIDE: 5, // bytes of scratch per thread
+  RESULT: 6, // byte offset of per-thread f32 results (bandwidth probe)
+  // word 7 unused
+  ARGS: 8, // kernel arguments, ARGS .. ARGS+15
+  SLEEPERS: 24, // workers blocked in Atomics.wait on SEQ (notify only when > 0)
+  COORD_SLEEPING: 25, // 1 while the coordinator is blocked in Atomics.wait on PENDING
+  ERROR: 26, // set by a worker whose kernel threw
+  WORDS: 32,
+} as const;
+
+export const KERNEL = { EXIT: -1, MATMUL: 1, CONV: 2, SCAN: 3, NORM: 4, EMBED: 5, READ: 6 } as const;
+
+/** Bytes of a [rows, cols] tensor stored as `dtype`, including q8 block scales. */
+export function tensorBytes(dtype: DtypeCode, rows: number, cols: number): { data: number; scales: number } {
+  if (dtype === DTYPE_CODE.f32) return { data: rows * cols * 4, scales: 0 };
+  if (dtype === DTYPE_CODE.f16) return { data: rows * cols * 2, scales: 0 };
+  const blocks = Math.ceil(cols / QBLOCK);
+  return { data: rows * blocks * QBLOCK, scales: rows * blocks * 4 };
+}
+
+const f32buf = new Float32Array(1);
+const u32buf = new Uint32Array(f32buf.buffer);
+
+/**
+ * float32 → IEEE half bits, round to nearest even. Magnitudes beyond the f16 range saturate at ±65504
+ * (weights are finite; an infinity would poison every dot product it enters).
+ */
+export function toHalf(value: number): number {
+  f32buf[0] = value;
+  const u = u32buf[0];
+  const sign = (u >>> 16) & 0x8000;
+  const x = u & 0x7fffffff;
+  if (x >= 0x477ff000) return sign | 0x7bff; // ≥ 65520 would round to infinity
+  if (x >= 0x38800000) {
+    // Normal in f16: rebias the exponent (127 → 15) and round the 13 dropped mantissa bits to even.
+    return sign | ((x - 0x38000000 + 0xfff + ((x >>> 13) & 1)) >>> 13);
+  }
+  // Subnormal (or zero) in f16: units of 2^-24, rounded half to even.
+  const a = Math.abs(value) * 16777216;
+  let r = Math.floor(a);
+  const frac = a - r;
+  if (frac > 0.5 || (frac === 0.5 && (r & 1) === 1)) r++;
+  return sign | r;
+}
+
+/** Converts `src` to half bits into `dst` (same length). */
+export function toHalfArray(src: Float32Array, dst: Uint16Array): void {
+  for (let i = 0; i < src.length; i++) dst[i] = toHalf(src[i]);
+}
+
+/**
+ * Symmetric per-block int8: scale = max|w| / 127 per 32 weights of a row, q = round(w / scale).
+ * w [rows, cols] → q [rows, blocks·32] (zero padded), scales [rows, blocks].
+ */
+export function quantizeQ8(w: Float32Array, rows: number, cols: number, q: Int8Array, scales: Float32Array): void {
+  const blocks = Math.ceil(cols / QBLOCK);
+  const stride = blocks * QBLOCK;
+  for (let r = 0; r < rows; r++) {
+    for (let b = 0; b < blocks; b++) {
+      const k0 = b * QBLOCK;
+      const k1 = Math.min(cols, k0 + QBLOCK);
+      let amax = 0;
+      for (let k = k0; k < k1; k++) amax = Math.max(amax, Math.abs(w[r * cols + k]));
+      const scale = amax / 127;
+      scales[r * blocks + b] = scale;
+      const inv = scale > 0 ? 1 / scale : 0;
+      for (let k = k0; k < k1; k++) q[r * stride + k] = Math.max(-127, Math.min(127, Math.round(w[r * cols + k] * inv)));
+    }
+  }
+}

@@ -1,0 +1,348 @@
+/**
+ * The WebAssembly side of the CPU backend: one linear memory laid out by TypeScript (a bump allocator
+ * with exact-size free lists), the kernel module from build/mamba.wasm, and a pool of worker threads
+ * that instantiate the same module on the same shared memory.
+ *
+ * Jobs: the coordinating thread (where the synchronous kernel calls happen) writes a kernel id and its
+ * arguments into a control block in shared memory, bumps SEQ, runs part 0 itself through the module's
+ * `runJob`, then waits for PENDING to reach 0. Workers spin briefly on SEQ, then Atomics.wait on it.
+ */
+import { assetUrl, readAsset } from '../assets.js';
+import { BackendUnavailableError, MambaError, OutOfMemoryError } from '../errors.js';
+import { CTL, KERNEL } from './layout.js';
+
+const PAGE = 65536;
+const MAX_PAGES = 65536; // wasm32: 4 GiB
+const ALIGN = 64; // cache line: keeps SIMD rows and per-thread areas from sharing lines
+
+/** The kernel exports of build/mamba.wasm that TypeScript calls directly. */
+export interface KernelExports {
+  runJob(ctl: number, part: number): void;
+  heapBase(): number;
+  argmax(logits: number, n: number): number;
+  topk(logits: number, n: number, k: number, outIdx: number, outVal: number): number;
+}
+
+/** `WebAssembly.validate` of a minimal function returning a v128 constant. */
+export function simdSupported(): boolean {
+  // prettier-ignore
+  const probe = new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+    0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b, // type: () -> v128
+    0x03, 0x02, 0x01, 0x00, // one function of type 0
+    0x0a, 0x16, 0x01, 0x14, 0x00, 0xfd, 0x0c, ...new Array(16).fill(0), 0x0b, // v128.const 0; end
+  ]);
+  try {
+    return typeof WebAssembly === 'object' && WebAssembly.validate(probe);
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a shared WebAssembly.Memory can be created (SharedArrayBuffer; cross-origin isolation in browsers). */
+function sharedMemorySupported(): boolean {
+  if (typeof SharedArrayBuffer === 'undefined') return false;
+  try {
+    return new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer instanceof SharedArrayBuffer;
+  } catch {
+    return false;
+  }
+}
+
+const isNode = typeof process === 'object' && typeof process.versions?.node === 'string' && typeof (globalThis as { Deno?: unknown }).Deno === 'undefined';
+
+/** Available cores: os.availableParallelism() in Node, navigator.hardwareConcurrency elsewhere. */
+export async function defaultThreads(): Promise<number> {
+  if (isNode) {
+    const os = await import('node:os');
+    return os.availableParallelism?.() ?? os.cpus().length;
+  }
+  return (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1;
+}
+
+/** Whether this thread may block in Atomics.wait (not on a browser's main thread). */
+function canBlock(): boolean {
+  try {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let moduleCache: Promise<{ shared: WebAssembly.Module | null; single: WebAssembly.Module | null }> | undefined;
+
+async function compile(file: string): Promise<WebAssembly.Module | null> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readAsset(file);
+  } catch {
+    return null;
+  }
+  return WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+}
+
+function loadModules() {
+  moduleCache ??= Promise.all([compile('build/mamba.wasm'), compile('build/mamba-st.wasm')]).then(([shared, single]) => ({ shared, single }));
+  return moduleCache;
+}
+
+interface ThreadHandle {
+  terminate(): void;
+}
+
+export interface RuntimeOptions {
+  /** Threads including the coordinating one; 1 = no workers. */
+  threads: number;
+  /** Bytes the caller will allocate up front (weights, activations): the initial memory. */
+  reserveBytes: number;
+  /** Extra room for later allocations (recurrent states): memory may grow up to reserve + this. */
+  growBytes: number;
+  /** Bytes of private scratch per thread (q8/f16 prefill tiles). */
+  scratchBytesPerThread: number;
+}
+
+export class WasmRuntime {
+  readonly memory: WebAssembly.Memory;
+  readonly exports: KernelExports;
+  readonly threads: number;
+  /** Why fewer threads than asked for run (no SharedArrayBuffer, ...), or ''. */
+  readonly threadNote: string;
+  f32!: Float32Array;
+  i32!: Int32Array;
+  u8!: Uint8Array;
+  private top: number;
+  private readonly freeLists = new Map<number, number[]>();
+  private readonly sizes = new Map<number, number>();
+  private readonly ctlPtr: number;
+  private ctl!: Int32Array; // the control block; re-created with the other views
+  private readonly workers: ThreadHandle[];
+  private readonly block: boolean;
+  private disposed = false;
+
+  private constructor(memory: WebAssembly.Memory, instance: WebAssembly.Instance, threads: number, note: string, o: RuntimeOptions) {
+    this.memory = memory;
+    this.exports = instance.exports as unknown as KernelExports;
+    this.threads = threads;
+    this.threadNote = note;
+    this.refreshViews();
+    this.top = align(this.exports.heapBase() + 1024);
+    this.ctlPtr = this.allocBytes(CTL.WORDS * 4);
+    this.refreshViews();
+    this.ctl[CTL.SCRATCH_STRIDE] = align(o.scratchBytesPerThread);
+    this.ctl[CTL.SCRATCH] = this.allocBytes(threads * align(o.scratchBytesPerThread));
+    this.ctl[CTL.RESULT] = this.allocBytes(threads * 4);
+    this.workers = [];
+    this.block = canBlock();
+  }
+
+  /** Creates the memory, instantiates the module and starts `threads - 1` workers. */
+  static async create(o: RuntimeOptions): Promise<WasmRuntime> {
+    if (!simdSupported()) throw new BackendUnavailableError('wasm', 'this WebAssembly engine has no SIMD (v128) support');
+    const mods = await loadModules();
+    if (!mods.shared && !mods.single) {
+      throw new BackendUnavailableError('wasm', 'build/mamba.wasm is missing: run `npm run build:wasm`');
+    }
+    let threads = Math.max(1, Math.floor(o.threads));
+    let note = '';
+    const shared = mods.shared !== null && sharedMemorySupported();
+    if (!shared && threads > 1) {
+      note = 'SharedArrayBuffer unavailable: 1 thread';
+      threads = 1;
+    }
+    const fixed = 64 * 1024 + threads * (align(o.scratchBytesPerThread) + 64) + 4 * ALIGN;
+    const initialBytes = o.reserveBytes + fixed + 1024 * 1024;
+    const initial = Math.ceil(initialBytes / PAGE);
+    if (initial > MAX_PAGES) {
+      throw new OutOfMemoryError(
+        `the model needs ${(initialBytes / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, more than the 4 GiB wasm32 limit: use dtype 'f16' or 'q8'`,
+      );
+    }
+    const maximum = Math.min(MAX_PAGES, initial + Math.ceil(o.growBytes / PAGE));
+    let memory: WebAssembly.Memory;
+    try {
+      memory = new WebAssembly.Memory({ initial, maximum, shared });
+    } catch (e) {
+      throw new OutOfMemoryError(`cannot reserve ${(initial * PAGE / 2 ** 20).toFixed(0)} MiB of WebAssembly memory: ${(e as Error).message}`);
+    }
+    const mod = (shared ? mods.shared : mods.single)!;
+    const instance = await WebAssembly.instantiate(mod, imports(memory));
+    const rt = new WasmRuntime(memory, instance, threads, note, o);
+    try {
+      await rt.startWorkers(mod);
+    } catch (e) {
+      rt.dispose();
+      throw e;
+    }
+    return rt;
+  }
+
+  private async startWorkers(mod: WebAssembly.Module): Promise<void> {
+    const url = assetUrl('workers/wasm-thread.js');
+    const init = (index: number) => ({ module: mod, memory: this.memory, ctl: this.ctlPtr, index });
+    const started: Promise<void>[] = [];
+    for (let i = 1; i < this.threads; i++) {
+      if (isNode) {
+        const { Worker } = await import('node:worker_threads');
+        const w = new Worker(url, { workerData: init(i) });
+        w.unref(); // a blocked compute thread must never keep the process alive
+        this.workers.push(w);
+        started.push(
+          new Promise((resolve, reject) => {
+            w.once('message', () => resolve());
+            w.once('error', (e) => reject(new BackendUnavailableError('wasm', `worker failed to start: ${e.message}`)));
+          }),
+        );
+      } else {
+        const w = new Worker(url, { type: 'module' });
+        this.workers.push(w);
+        started.push(
+          new Promise((resolve, reject) => {
+            w.onmessage = () => resolve();
+            w.onerror = (e) => reject(new BackendUnavailableError('wasm', `worker failed to start: ${e.message}`));
+          }),
+        );
+        w.postMessage(init(i));
+      }
+    }
+    await Promise.all(started);
+  }
+
+  // ---- memory ----
+
+  private refreshViews(): void {
+    const buf = this.memory.buffer;
+    this.f32 = new Float32Array(buf);
+    this.i32 = new Int32Array(buf);
+    this.u8 = new Uint8Array(buf);
+    // A non-shared memory detaches its old buffer on growth, so even the control block's view is renewed.
+    if (this.ctlPtr !== undefined) this.ctl = new Int32Array(buf, this.ctlPtr, CTL.WORDS);
+  }
+
+  /** Views over the whole memory, re-created if it grew (views keep the old length otherwise). */
+  views(): this {
+    if (this.u8.byteLength !== this.memory.buffer.byteLength) this.refreshViews();
+    return this;
+  }
+
+  /** Zero-filled, 64-byte aligned bytes; reuses freed blocks of the same size. */
+  allocBytes(bytes: number): number {
+    const size = align(Math.max(bytes, 4));
+    const reuse = this.freeLists.get(size)?.pop();
+    if (reuse !== undefined) {
+      this.views().u8.fill(0, reuse, reuse + size);
+      this.sizes.set(reuse, size);
+      return reuse;
+    }
+    const ptr = this.top;
+    const end = ptr + size;
+    if (end > this.memory.buffer.byteLength) {
+      const pages = Math.ceil((end - this.memory.buffer.byteLength) / PAGE);
+      try {
+        this.memory.grow(pages);
+      } catch {
+        throw new OutOfMemoryError(
+          `WebAssembly memory is exhausted (${(this.memory.buffer.byteLength / 2 ** 20).toFixed(0)} MiB): release sessions you no longer need`,
+        );
+      }
+      this.refreshViews();
+    }
+    this.top = end;
+    this.sizes.set(ptr, size);
+    return ptr;
+  }
+
+  free(ptr: number): void {
+    const size = this.sizes.get(ptr);
+    if (size === undefined) return;
+    this.sizes.delete(ptr);
+    const list = this.freeLists.get(size);
+    if (list) list.push(ptr);
+    else this.freeLists.set(size, [ptr]);
+  }
+
+  /** Bytes of linear memory currently in use. */
+  get usedBytes(): number {
+    return this.top;
+  }
+
+  // ---- jobs ----
+
+  /**
+   * Runs `kernel` with `args` split over `parts` threads (clamped to the pool), synchronously.
+   * Integer args are written as i32; floats must be passed through `floatArg`.
+   */
+  run(kernel: number, args: ArrayLike<number>, parts: number): void {
+    if (this.disposed) throw new MambaError('DISPOSED', 'wasm runtime has been disposed');
+    const ctl = this.ctl;
+    const n = Math.max(1, Math.min(parts, this.threads));
+    ctl[CTL.KERNEL] = kernel;
+    ctl[CTL.NPARTS] = n;
+    for (let i = 0; i < args.length; i++) ctl[CTL.ARGS + i] = args[i];
+    if (n === 1) {
+      this.exports.runJob(this.ctlPtr, 0);
+      return;
+    }
+    Atomics.store(ctl, CTL.PENDING, n - 1);
+    Atomics.add(ctl, CTL.SEQ, 1);
+    if (Atomics.load(ctl, CTL.SLEEPERS) > 0) Atomics.notify(ctl, CTL.SEQ);
+    this.exports.runJob(this.ctlPtr, 0);
+    this.join();
+    if (ctl[CTL.ERROR] !== 0) {
+      ctl[CTL.ERROR] = 0;
+      throw new MambaError('WASM_WORKER', `a wasm worker thread failed in kernel ${kernel}`);
+    }
+  }
+
+  /** Waits for PENDING = 0: spin first (the workers' share is about as long as ours), then block. */
+  private join(): void {
+    const ctl = this.ctl;
+    for (let i = 0; i < 1 << 20; i++) if (Atomics.load(ctl, CTL.PENDING) === 0) return;
+    while (true) {
+      const pending = Atomics.load(ctl, CTL.PENDING);
+      if (pending === 0) return;
+      if (!this.block) continue; // a browser main thread may only spin
+      Atomics.store(ctl, CTL.COORD_SLEEPING, 1);
+      Atomics.wait(ctl, CTL.PENDING, pending, 50);
+      Atomics.store(ctl, CTL.COORD_SLEEPING, 0);
+    }
+  }
+
+  /** The bits of float32 `x` as an i32 argument. */
+  static floatArg(x: number): number {
+    F32[0] = x;
+    return I32[0];
+  }
+
+  /** Stops the workers (they may be blocked in Atomics.wait) and makes the runtime unusable. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    const ctl = this.ctl;
+    if (this.workers.length > 0) {
+      ctl[CTL.KERNEL] = KERNEL.EXIT;
+      Atomics.add(ctl, CTL.SEQ, 1);
+      Atomics.notify(ctl, CTL.SEQ);
+    }
+    for (const w of this.workers) void w.terminate();
+    this.workers.length = 0;
+  }
+}
+
+const F32 = new Float32Array(1);
+const I32 = new Int32Array(F32.buffer);
+
+function align(n: number): number {
+  return Math.ceil(n / ALIGN) * ALIGN;
+}
+
+export function imports(memory: WebAssembly.Memory): WebAssembly.Imports {
+  return {
+    env: {
+      memory,
+      abort: () => {
+        throw new MambaError('WASM_ABORT', 'wasm kernel aborted');
+      },
+    },
+  };
+}
