@@ -24,6 +24,18 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     kernels.prepare(this.w, config);
   }
 
+  /**
+   * Greedy next token after the last `forward`, computed on the GPU: reads back 8 bytes instead of
+   * V floats. `lastChunkTokens` is the length of that forward's final chunk (1 for a decode step).
+   * Not yet used by the shared driver (it would need a `want: 'argmax'` mode in forward.ts).
+   */
+  argmaxLast(lastChunkTokens: number): Promise<{ index: number; value: number }> {
+    // KernelBackend keeps its scratch private; the logits buffer is what the LM head wrote last.
+    const logits = (this as unknown as { scratch: { logits: GpuBuf } }).scratch.logits;
+    const V = this.config.vocabSize;
+    return this.kernels.argmax(logits, V, (lastChunkTokens - 1) * V);
+  }
+
   override dispose(): void {
     super.dispose();
     this.kernels.destroy();

@@ -1,8 +1,8 @@
 import type { Kernels } from '../backend.js';
 import { DeviceLostError, OutOfMemoryError } from '../errors.js';
-import { f32ToF16 } from '../safetensors.js';
 import type { LayerWeights, ModelWeights } from '../weights.js';
 import type { MambaConfig } from '../config.js';
+import { f32ToF16Bits } from './half.js';
 import { preprocess, type ShaderName } from './wgsl.js';
 
 /** An activation or state buffer: f32, STORAGE | COPY_SRC | COPY_DST. */
@@ -117,7 +117,11 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
 
   // ---- memory -----------------------------------------------------------------------------------
 
+  /** Buffers and bind groups created so far: tests check that a decode step creates none. */
+  readonly stats = { buffers: 0, bindGroups: 0, pipelines: 0 };
+
   private buffer(bytes: number, usage: number, label: string): GPUBuffer {
+    this.stats.buffers++;
     // Sizes must be multiples of 4; 16 also keeps bindings of vec types valid for tiny tensors.
     return this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage, label });
   }
@@ -130,10 +134,12 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   alloc(floats: number): GpuBuf {
     this.check();
     const buffer = this.buffer(floats * 4, USAGE_RW, 'activation');
+    this.owned.add(buffer);
     return { id: this.nextId++, buffer, floats };
   }
 
   free(buf: GpuBuf): void {
+    this.owned.delete(buf.buffer);
     buf.buffer.destroy();
   }
 
@@ -170,7 +176,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
         const h = new Uint16Array(rows * ks);
         for (let r = 0; r < rows; r++) {
           const src = (r0 + r) * w.cols;
-          for (let c = 0; c < w.cols; c++) h[r * ks + c] = f32ToF16(data[src + c]);
+          for (let c = 0; c < w.cols; c++) h[r * ks + c] = f32ToF16Bits(data[src + c]);
         }
         bytes = h;
       } else if (ks === w.cols) {
@@ -269,6 +275,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
         module = this.device.createShaderModule({ code: preprocess(this.shaders[shader], defines), label: shader });
         this.modules.set(mkey, module);
       }
+      this.stats.pipelines++;
       p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: entry }, label: `${shader}.${entry}` });
       this.pipelines.set(key, p);
     }
@@ -289,6 +296,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       this.device.queue.writeBuffer(uniform, 0, b.params);
       const entries: GPUBindGroupEntry[] = b.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
       entries.push({ binding: b.buffers.length, resource: { buffer: uniform } });
+      this.stats.bindGroups++;
       const bindGroup = this.device.createBindGroup({ layout: b.pipeline.getBindGroupLayout(0), entries });
       c = { pipeline: b.pipeline, bindGroup, workgroups: b.workgroups };
       this.calls.set(key, c);
@@ -304,7 +312,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
 
   embed(tokens: Uint8Array, table: GpuWeight, out: GpuBuf, T: number, D: number): void {
     if (this.tokens.floats < T) {
-      this.tokens.buffer.destroy();
+      this.free(this.tokens);
       this.tokens = this.alloc(T);
     }
     this.check();
@@ -405,13 +413,19 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     const bytes = floats * 4;
     if (!this.staging || this.staging.size < bytes) {
       this.staging?.destroy();
-      this.staging = this.buffer(bytes, USAGE_MAP_READ, 'staging');
+      // Grow geometrically: want:'all' reads of different chunk lengths must not reallocate each time.
+      this.staging = this.buffer(Math.max(bytes, 2 * (this.staging?.size ?? 0)), USAGE_MAP_READ, 'staging');
     }
     const staging = this.staging;
     const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(src, offsetFloats * 4, staging, 0, bytes);
     this.device.queue.submit([enc.finish()]);
-    await Promise.race([staging.mapAsync(MAP_MODE_READ, 0, bytes), this.lost]);
+    try {
+      await Promise.race([staging.mapAsync(MAP_MODE_READ, 0, bytes), this.lost]);
+    } catch (e) {
+      // mapAsync fails when the device went away under it; report that, not the bare AbortError.
+      throw this.failure ?? (e instanceof DeviceLostError ? e : new DeviceLostError(`WebGPU read-back failed: ${(e as Error).message}`, { cause: e }));
+    }
     const out = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
     staging.unmap();
     this.check(); // an error raised by the work just read makes its result untrustworthy
@@ -422,17 +436,20 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     if (this.failure) throw this.failure;
   }
 
+  /** Destroys every buffer this object created; the device stays (tests share one). */
+  release(): void {
+    for (const b of this.owned) b.destroy();
+    this.owned.clear();
+    this.staging?.destroy();
+    this.staging = null;
+    this.calls.clear();
+  }
+
   /** Destroys every buffer this object created, and the device. */
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    for (const b of this.owned) b.destroy();
-    this.owned.clear();
-    this.staging?.destroy();
-    this.tokens.buffer.destroy();
-    this.dummy.buffer.destroy();
-    this.argmaxOut?.buffer.destroy();
-    this.calls.clear();
+    this.release();
     this.device.destroy();
   }
 }

@@ -1,0 +1,258 @@
+// Each WGSL kernel against its readable specification in src/reference/, on random inputs with
+// odd sizes, for T = 1 (decode: GEMV path) and T > 1 (prefill: GEMM path), in every weight format
+// the adapter supports (f32, f16 packed in u32, and f16 with shader-f16 where available).
+import { afterAll, describe, expect, test } from 'vitest';
+import type { MambaConfig } from '../src/config.js';
+import { BackendUnavailableError } from '../src/errors.js';
+import { conv1d } from '../src/reference/conv.js';
+import { embed } from '../src/reference/embed.js';
+import { matmul } from '../src/reference/matmul.js';
+import { rmsnorm } from '../src/reference/norm.js';
+import { scan } from '../src/reference/scan.js';
+import type { LayerWeights } from '../src/weights.js';
+import { acquireDevice, type GpuContext } from '../src/webgpu/device.js';
+import { WebGPUKernels, type GpuWeight } from '../src/webgpu/kernels.js';
+import { f16BitsToF32, f32ToF16Bits, roundToF16 } from '../src/webgpu/half.js';
+import { loadShaderSources, preprocess } from '../src/webgpu/wgsl.js';
+
+let ctx: GpuContext | undefined;
+try {
+  ctx = await acquireDevice(true);
+} catch (e) {
+  if (!(e instanceof BackendUnavailableError)) throw e;
+  console.warn(`webgpu kernel tests skipped: ${e.message}`);
+}
+const shaders = await loadShaderSources();
+afterAll(() => ctx?.device.destroy());
+
+/** Deterministic uniform values in [lo, hi). */
+function rand(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  let s = seed >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = lo + ((s >>> 0) / 2 ** 32) * (hi - lo);
+  }
+  return out;
+}
+
+/** max |a − b| / max |b|: the one error measure used throughout (Infinity on NaN). */
+function rel(a: Float32Array, b: Float32Array): number {
+  let d = 0;
+  let m = 1e-6;
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) return Infinity;
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    m = Math.max(m, Math.abs(b[i]));
+  }
+  return d / m;
+}
+
+type Variant = { name: string; dtype: 'f32' | 'f16'; shaderF16: boolean };
+const variants: Variant[] = [
+  { name: 'f32', dtype: 'f32', shaderF16: false },
+  { name: 'f16 packed', dtype: 'f16', shaderF16: false },
+  ...(ctx?.hasF16 ? [{ name: 'f16 shader-f16', dtype: 'f16' as const, shaderF16: true }] : []),
+];
+
+describe('half conversion', () => {
+  test('round-to-nearest-even, subnormals, overflow, all halves round-trip', () => {
+    for (let h = 0; h < 0x10000; h++) {
+      if ((h & 0x7c00) === 0x7c00 && h & 0x3ff) continue; // NaN payloads
+      expect(f32ToF16Bits(f16BitsToF32(h))).toBe(h);
+    }
+    expect(f32ToF16Bits(1 + 2 ** -11)).toBe(0x3c00); // tie → even
+    expect(f32ToF16Bits(1 + 3 * 2 ** -11)).toBe(0x3c02);
+    expect(f32ToF16Bits(65520)).toBe(0x7c00);
+    expect(f32ToF16Bits(2 ** -25)).toBe(0); // tie → even (zero)
+    expect(f32ToF16Bits(2 ** -25 * 1.5)).toBe(1);
+    expect(Number.isNaN(f16BitsToF32(f32ToF16Bits(NaN)))).toBe(true);
+  });
+});
+
+describe('wgsl preprocessor', () => {
+  test('#if/#elif/#else and {{NAME}}', () => {
+    const src = '#if A\na\n#elif B\nb\n#else\nc\n#endif\nn={{N}}';
+    expect(preprocess(src, { A: true, N: 3 })).toBe('a\nn=3');
+    expect(preprocess(src, { B: true, N: 3 })).toBe('b\nn=3');
+    expect(preprocess(src, { N: 3 })).toBe('c\nn=3');
+    expect(() => preprocess('{{X}}', {})).toThrow();
+  });
+});
+
+describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
+  const mk = (maxBindingBytes?: number) => new WebGPUKernels(ctx!.device, shaders, { dtype: v.dtype, shaderF16: v.shaderF16, maxBindingBytes });
+  // Weights the GPU stores in f16 are compared with the reference run on the same rounded values.
+  const wq = (x: Float32Array) => (v.dtype === 'f16' ? roundToF16(x) : x);
+  const tol = 2e-5;
+
+  test.each([
+    { T: 1, K: 37, N: 71, bias: true, acc: false },
+    { T: 1, K: 128, N: 256, bias: false, acc: true },
+    { T: 1, K: 1, N: 3, bias: true, acc: true },
+    { T: 2, K: 37, N: 71, bias: true, acc: true },
+    { T: 33, K: 130, N: 65, bias: false, acc: false },
+    { T: 64, K: 64, N: 200, bias: true, acc: false },
+  ])('matmul T=$T K=$K N=$N bias=$bias accumulate=$acc', async ({ T, K, N, bias, acc }) => {
+    const k = mk();
+    const x = rand(T * K, 1 + K);
+    const w = rand(N * K, 2 + N);
+    const b = rand(N, 3);
+    const init = rand(T * N, 4);
+    const want = init.slice();
+    matmul(x, wq(w), bias ? b : undefined, want, T, K, N, acc);
+    const xb = k.alloc(T * K);
+    k.write(xb, x);
+    const ob = k.alloc(T * N);
+    k.write(ob, init);
+    k.matmul(xb, k.upload(w, N, K), bias ? k.upload(b, 1, N) : undefined, ob, T, K, N, acc);
+    expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
+    k.release();
+  });
+
+  test.each([1, 5])('matmul over a weight split into parts (T=%i)', async (T) => {
+    const K = 19;
+    const N = 50;
+    const ks = K + 1;
+    const k = mk(ks * (v.dtype === 'f16' ? 2 : 4) * 16); // 16 rows per part: 4 parts
+    const x = rand(T * K, 7);
+    const w = rand(N * K, 8);
+    const want = new Float32Array(T * N);
+    matmul(x, wq(w), undefined, want, T, K, N, false);
+    const xb = k.alloc(T * K);
+    k.write(xb, x);
+    const ob = k.alloc(T * N);
+    const wb = k.upload(w, N, K);
+    k.matmul(xb, wb, undefined, ob, T, K, N, false);
+    expect((wb as GpuWeight).mat!.parts.length).toBe(4);
+    expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
+    // the split embedding table: every part writes only its own tokens
+    const tokens = Uint8Array.from({ length: T }, (_, i) => (i * 17 + 3) % N);
+    const wantE = new Float32Array(T * K);
+    embed(tokens, wq(w), wantE, T, K);
+    const eb = k.alloc(T * K);
+    k.embed(tokens, wb, eb, T, K);
+    expect(await k.read(eb, T * K)).toEqual(wantE);
+    k.release();
+  });
+
+  test.each([
+    { T: 1, D: 67 },
+    { T: 6, D: 64 },
+  ])('embed T=$T D=$D', async ({ T, D }) => {
+    const k = mk();
+    const V = 23;
+    const table = rand(V * D, 11);
+    const tokens = Uint8Array.from({ length: T }, (_, i) => (i * 5 + 22) % V);
+    const want = new Float32Array(T * D);
+    embed(tokens, wq(table), want, T, D);
+    const out = k.alloc(T * D);
+    k.embed(tokens, k.upload(table, V, D), out, T, D);
+    expect(await k.read(out, T * D)).toEqual(want);
+    k.release();
+  });
+
+  test.each([
+    { T: 1, dim: 67 },
+    { T: 3, dim: 768 },
+    { T: 64, dim: 5 },
+  ])('rmsnorm T=$T dim=$dim', async ({ T, dim }) => {
+    const k = mk();
+    const x = rand(T * dim, 21, -3, 3);
+    const w = rand(dim, 22);
+    const want = new Float32Array(T * dim);
+    rmsnorm(x, w, want, T, dim, 1e-5);
+    const xb = k.alloc(T * dim);
+    k.write(xb, x);
+    const out = k.alloc(T * dim);
+    k.rmsnorm(xb, k.upload(w, 1, dim), out, T, dim, 1e-5);
+    expect(rel(await k.read(out, T * dim), want)).toBeLessThan(1e-5);
+    k.release();
+  });
+
+  test.each([
+    { T: 1, E: 70, K: 4, bias: true },
+    { T: 7, E: 70, K: 4, bias: false },
+    { T: 64, E: 129, K: 3, bias: true },
+  ])('conv1d T=$T E=$E K=$K bias=$bias, continuing the state twice', async ({ T, E, K, bias }) => {
+    const k = mk();
+    const w = rand(E * K, 31);
+    const b = rand(E, 32);
+    const state = rand(E * (K - 1), 33);
+    const wantState = state.slice();
+    const sb = k.alloc(E * (K - 1));
+    k.write(sb, state);
+    const wb = k.upload(w, E, K);
+    const bb = bias ? k.upload(b, 1, E) : undefined;
+    for (const seed of [34, 35]) {
+      const x = rand(T * E, seed, -2, 2);
+      const want = new Float32Array(T * E);
+      conv1d(x, wantState, w, bias ? b : undefined, want, T, E, K);
+      const xb = k.alloc(T * E);
+      k.write(xb, x);
+      const out = k.alloc(T * E);
+      k.conv1d(xb, sb, wb, bb, out, T, E, K);
+      expect(rel(await k.read(out, T * E), want)).toBeLessThan(1e-5);
+      expect(rel(await k.read(sb, E * (K - 1)), wantState)).toBe(0);
+    }
+    k.release();
+  });
+
+  test.each([
+    { T: 1, E: 70, R: 5, N: 16 },
+    { T: 9, E: 70, R: 5, N: 16 },
+    { T: 64, E: 130, R: 8, N: 4 },
+  ])('fused scan T=$T E=$E R=$R N=$N, continuing the state', async ({ T, E, R, N }) => {
+    const k = mk();
+    const cfg = { dInner: E, dtRank: R, dState: N } as MambaConfig;
+    // Δ spans softplus's regimes (tiny, ~1, linear above 20) via a wide dt_proj bias.
+    const L = {
+      dtProjW: rand(E * R, 41, -0.5, 0.5),
+      dtProjB: rand(E, 42, -12, 22),
+      A: rand(E * N, 43, -8, -0.05),
+      D: rand(E, 44),
+    } as LayerWeights;
+    const LW = {
+      dtProjW: k.upload(L.dtProjW, E, R),
+      dtProjB: k.upload(L.dtProjB, 1, E),
+      A: k.upload(L.A, E, N),
+      D: k.upload(L.D, 1, E),
+    } as LayerWeights<GpuWeight>;
+    const h = rand(E * N, 45);
+    const wantH = h.slice();
+    const hb = k.alloc(E * N);
+    k.write(hb, h);
+    for (const seed of [50, 60]) {
+      const u = rand(T * E, seed, -2, 2);
+      const dbc = rand(T * (R + 2 * N), seed + 1, -1, 1);
+      const z = rand(T * E, seed + 2, -4, 4);
+      const want = new Float32Array(T * E);
+      scan(u, dbc, z, L, wantH, want, T, cfg);
+      const [ub, db, zb, ob] = [k.alloc(T * E), k.alloc(dbc.length), k.alloc(T * E), k.alloc(T * E)];
+      k.write(ub, u);
+      k.write(db, dbc);
+      k.write(zb, z);
+      k.scan(ub, db, zb, LW, hb, ob, T, cfg);
+      expect(rel(await k.read(ob, T * E), want)).toBeLessThan(1e-5);
+      expect(rel(await k.read(hb, E * N), wantH)).toBeLessThan(1e-5);
+    }
+    k.release();
+  });
+
+  test('argmax picks the first of the largest logits', async () => {
+    const k = mk();
+    const V = 1000;
+    const x = rand(3 * V, 71);
+    x[V + 777] = 5;
+    x[V + 901] = 5;
+    const b = k.alloc(3 * V);
+    k.write(b, x);
+    expect(await k.argmax(b, V, V)).toEqual({ index: 777, value: 5 });
+    let best = 0;
+    for (let i = 1; i < V; i++) if (x[i] > x[best]) best = i;
+    expect((await k.argmax(b, V, 0)).index).toBe(best);
+    k.release();
+  });
+});
