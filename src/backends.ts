@@ -1,6 +1,8 @@
 import type { Backend, BackendName } from './backend.js';
 import type { MambaConfig } from './config.js';
+import { parameterCount } from './config.js';
 import { BackendUnavailableError, InvalidOptionError } from './errors.js';
+import type { ProbeReport } from './probe.js';
 import { createReferenceBackend } from './reference/backend.js';
 import type { ModelWeights } from './weights.js';
 
@@ -31,20 +33,135 @@ export function checkBackendOptions(o: BackendOptions): void {
   }
 }
 
-/** Creates the requested backend; 'auto' tries the faster ones first and falls back to the reference. */
-export async function createBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<Backend> {
+/** Why a backend was picked: exposed as `backend.selection` (in-process) and `model.selection` (worker). */
+export interface BackendSelection {
+  /** The backend that runs the model. */
+  backend: BackendName;
+  /** One sentence: why this one, e.g. "software WebGPU adapter (SwiftShader) is slower than WASM SIMD". */
+  reason: string;
+  /** Candidates in order of preference; 'auto' falls through this list when one turns out unavailable. */
+  order: BackendName[];
+  /** The CPU backend that takes over if the GPU is lost mid-generation (webgpu picks only). */
+  fallback?: BackendName;
+}
+
+/** wasm32 addresses 4 GiB; keep room for activations, states and the allocator. */
+export const WASM_MEMORY_BUDGET = 3.5 * 2 ** 30;
+
+const BYTES_PER_WEIGHT: Record<WeightDtype, number> = { f32: 4, f16: 2, q8: 1.0625 }; // q8: 1 byte + a f32 scale per 64
+
+/** Bytes the weights take in `dtype`, and the largest single tensor (what one GPU buffer must hold). */
+export function weightFootprint(c: MambaConfig, dtype: WeightDtype): { total: number; largestTensor: number } {
+  const b = BYTES_PER_WEIGHT[dtype];
+  const { dModel: D, dInner: E, dState: N, dtRank: R, vocabSize: V } = c;
+  const largest = Math.max(V * D, 2 * E * D, D * E, (R + 2 * N) * E, E * R, E * N);
+  return { total: parameterCount(c) * b, largestTensor: largest * b };
+}
+
+/**
+ * The pure decision behind `backend: 'auto'`: which backend should be fastest for this model on
+ * this device, and why. An explicit `backend` wins. Otherwise, in order:
+ *  - a hardware GPU (WebGPU adapter that is not software) when the model fits its buffers and the
+ *    dtype is one the GPU stores (f32/f16);
+ *  - WASM SIMD when the weights fit wasm32's 4 GiB (a software adapter — SwiftShader, lavapipe,
+ *    llvmpipe, `isFallbackAdapter` — is ~10x slower than WASM SIMD, so it loses here);
+ *  - the plain-JS reference (f32 only) as the last CPU resort;
+ *  - a software GPU only after that (per-dispatch overhead makes it slower than JS on small models),
+ *    or first when the model is too big for wasm32 but fits the GPU.
+ */
+export function chooseBackend(report: ProbeReport, config: MambaConfig, options: BackendOptions = {}): BackendSelection {
+  const dtype = options.dtype ?? 'f32';
+  const cpuFallback: BackendName = report.wasm.simd ? 'wasm' : 'js';
+  if (options.backend && options.backend !== 'auto') {
+    const b = options.backend;
+    return { backend: b, reason: `requested backend '${b}'`, order: [b], fallback: b === 'webgpu' ? cpuFallback : undefined };
+  }
+  const size = weightFootprint(config, dtype);
+  const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
+  const gpu = report.webgpu;
+  const adapterName = gpu.adapter ? [gpu.adapter.vendor, gpu.adapter.architecture, gpu.adapter.description].filter(Boolean).join(' ') || 'unnamed adapter' : '';
+
+  // Why each path can or cannot run this model; '' = it can.
+  const gpuMaxBuffer = gpu.limits?.maxBufferSize ?? 0;
+  const noGpu = !gpu.available
+    ? `no WebGPU adapter (${gpu.reason ?? 'unavailable'})`
+    : dtype === 'q8'
+      ? 'the webgpu backend stores f32/f16 weights, not q8'
+      : size.largestTensor > gpuMaxBuffer
+        ? `its largest tensor (${gib(size.largestTensor)}) exceeds the GPU's maxBufferSize (${gib(gpuMaxBuffer)})`
+        : '';
+  const noWasm = !report.wasm.simd
+    ? 'no WASM SIMD'
+    : size.total > WASM_MEMORY_BUDGET
+      ? `${dtype} weights (${gib(size.total)}) do not fit wasm32's 4 GiB memory`
+      : '';
+  const noJs = dtype !== 'f32' ? `the js reference computes f32 only (dtype ${dtype})` : size.total > WASM_MEMORY_BUDGET * 4 ? 'too large for host arrays' : '';
+  const software = !!gpu.adapter?.software;
+
+  const order: BackendName[] = [];
+  let reason: string;
+  if (!noGpu && !software) {
+    order.push('webgpu');
+    reason = `hardware WebGPU adapter (${adapterName})`;
+  } else if (!noGpu && software && noWasm && size.total > WASM_MEMORY_BUDGET) {
+    order.push('webgpu');
+    reason = `${noWasm}; the software WebGPU adapter (${adapterName}) can hold it`;
+  } else if (!noWasm) {
+    reason = noGpu ? `WASM SIMD (${noGpu})` : `software WebGPU adapter (${adapterName}) is slower than WASM SIMD`;
+  } else {
+    reason = `plain JS: ${noWasm}${noGpu ? `; ${noGpu}` : software ? '; a software WebGPU adapter has too much overhead' : ''}`;
+  }
+  if (!noWasm) order.push('wasm');
+  if (!noJs || order.length === 0) order.push('js');
+  if (!noGpu && !order.includes('webgpu')) order.push('webgpu');
+  return { backend: order[0], reason, order, fallback: order[0] === 'webgpu' ? cpuFallback : undefined };
+}
+
+/** `backend.selection`, set on backends made by `createBackend`. */
+export type SelectedBackend = Backend & { readonly selection?: BackendSelection };
+
+/** Creates the requested backend; 'auto' probes the device, ranks the candidates and takes the first that starts. */
+export async function createBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<SelectedBackend> {
   checkBackendOptions(o);
   const choice = o.backend ?? 'auto';
-  if (choice === 'js') {
+  if (choice !== 'auto') {
+    const backend = await createNamed(choice, config, weights, o);
+    return withSelection(backend, { backend: choice, reason: `requested backend '${choice}'`, order: [choice] });
+  }
+  const { probe } = await import('./probe.js');
+  const selection = chooseBackend(await probe(), config, o);
+  const skipped: string[] = [];
+  for (const name of selection.order) {
+    try {
+      // The js reference ignores dtype in auto mode (it always computes f32).
+      let backend: Backend = await createNamed(name, config, weights, name === 'js' ? { ...o, dtype: 'f32' } : o);
+      if (name === 'webgpu') {
+        // Keep generating on the CPU if the GPU is lost mid-run (see fallback.ts).
+        const cpu = selection.order.find((b) => b !== 'webgpu') ?? 'js';
+        const { FallbackBackend } = await import('./fallback.js');
+        backend = new FallbackBackend(backend, () => createNamed(cpu, config, weights, cpu === 'js' ? { ...o, dtype: 'f32' } : o));
+        selection.fallback = cpu;
+      }
+      const reason = skipped.length ? `${selection.reason}; ${skipped.join('; ')}` : selection.reason;
+      return withSelection(backend, { ...selection, backend: name, reason });
+    } catch (e) {
+      if (!(e instanceof BackendUnavailableError)) throw e;
+      skipped.push(`${name} unavailable (${e.message})`);
+    }
+  }
+  throw new BackendUnavailableError('auto', skipped.join('; '));
+}
+
+async function createNamed(name: BackendName, config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<Backend> {
+  if (name === 'js') {
     if (o.dtype && o.dtype !== 'f32') throw new InvalidOptionError('dtype', `the js reference backend computes in f32 only, got ${o.dtype}`);
     return createReferenceBackend(config, weights);
   }
-  if (choice === 'wasm') return (await import('./wasm/backend.js')).createWasmBackend(config, weights, o);
-  if (choice === 'webgpu') return (await import('./webgpu/backend.js')).createWebGPUBackend(config, weights, o);
-  try {
-    return (await import('./wasm/backend.js')).createWasmBackend(config, weights, o);
-  } catch (e) {
-    if (!(e instanceof BackendUnavailableError)) throw e;
-    return createReferenceBackend(config, weights);
-  }
+  if (name === 'wasm') return (await import('./wasm/backend.js')).createWasmBackend(config, weights, o);
+  return (await import('./webgpu/backend.js')).createWebGPUBackend(config, weights, o);
+}
+
+function withSelection(backend: Backend, selection: BackendSelection): SelectedBackend {
+  Object.defineProperty(backend, 'selection', { value: selection, enumerable: false, configurable: true });
+  return backend;
 }
