@@ -34,34 +34,69 @@ type Json = Record<string, unknown>;
 
 const FILE = 'config.json';
 
-function int(cfg: Json, key: string, fallback?: number, min = 1): number {
+/**
+ * Sanity bounds on every size field. config.json is untrusted input: these caps keep every product
+ * of sizes far inside safe-integer range and refuse absurd models (hidden_size 1e9) from the config
+ * alone, before any weight is read or allocated. Each is >10x the largest published Mamba.
+ */
+export const CONFIG_LIMITS = {
+  hidden_size: 1 << 16,
+  num_hidden_layers: 1 << 12,
+  vocab_size: 1 << 21,
+  intermediate_size: 1 << 18,
+  expand: 64,
+  state_size: 1 << 12,
+  conv_kernel: 1 << 10,
+  time_step_rank: 1 << 16,
+  pad_vocab_size_multiple: 1 << 16,
+} as const;
+const L = CONFIG_LIMITS;
+
+/** A short, safe rendering of an untrusted JSON value for an error message (never throws, bounded). */
+export function preview(v: unknown, max = 60): string {
+  let s: string;
+  try {
+    // JSON.stringify recurses: a deeply nested value from a hostile file overflows the stack.
+    s = JSON.stringify(v) ?? String(v);
+  } catch {
+    s = Array.isArray(v) ? '[...]' : typeof v === 'object' && v !== null ? '{...}' : typeof v;
+  }
+  return s.length > max ? `${s.slice(0, max)}...` : s;
+}
+
+function int(cfg: Json, key: string, max: number, fallback?: number, min = 1): number {
   const v = cfg[key] ?? fallback;
   if (v === undefined) throw new ModelFormatError(FILE, 'required field is missing', key);
   if (typeof v !== 'number' || !Number.isInteger(v)) {
-    throw new ModelFormatError(FILE, `expected an integer, got ${JSON.stringify(v)}`, key);
+    throw new ModelFormatError(FILE, `expected an integer, got ${preview(v)}`, key);
   }
-  if (v < min || v > 1 << 24) throw new ModelFormatError(FILE, `value ${v} is out of range`, key);
+  if (v < min || v > max) throw new ModelFormatError(FILE, `value ${v} is out of range [${min}, ${max}]`, key);
   return v;
 }
 
 function num(cfg: Json, key: string, fallback: number): number {
   const v = cfg[key] ?? fallback;
   if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new ModelFormatError(FILE, `expected a number, got ${JSON.stringify(v)}`, key);
+    throw new ModelFormatError(FILE, `expected a number, got ${preview(v)}`, key);
   }
   return v;
 }
 
 function bool(cfg: Json, key: string, fallback: boolean): boolean {
   const v = cfg[key] ?? fallback;
-  if (typeof v !== 'boolean') throw new ModelFormatError(FILE, `expected a boolean, got ${JSON.stringify(v)}`, key);
+  if (typeof v !== 'boolean') throw new ModelFormatError(FILE, `expected a boolean, got ${preview(v)}`, key);
   return v;
 }
 
 function dtRankOf(cfg: Json, key: string, dModel: number): number {
   const v = cfg[key] ?? 'auto';
   // "auto" is ceil(D / 16) in both transformers and mamba_ssm.
-  return v === 'auto' ? Math.ceil(dModel / 16) : int(cfg, key);
+  return v === 'auto' ? Math.ceil(dModel / 16) : int(cfg, key, CONFIG_LIMITS.time_step_rank);
+}
+
+/** Unsupported-model messages name the file too, so every load failure says where to look. */
+function unsupported(message: string): UnsupportedModelError {
+  return new UnsupportedModelError(`${FILE}: ${message}`);
 }
 
 /** Parses and validates `config.json` text. Throws `ModelFormatError` / `UnsupportedModelError`. */
@@ -79,23 +114,23 @@ export function parseConfig(text: string): MambaConfig {
   const modelType = cfg.model_type;
   if (modelType === undefined && 'd_model' in cfg) return parseMambaSsm(cfg);
   if (modelType !== 'mamba') {
-    throw new UnsupportedModelError(
-      `model_type ${JSON.stringify(modelType)} is not supported: mamba-edge runs Mamba-1 ("mamba", or an original mamba_ssm config)`,
+    throw unsupported(
+      `model_type ${preview(modelType)} is not supported: mamba-edge runs Mamba-1 ("mamba", or an original mamba_ssm config)`,
     );
   }
   const act = cfg.hidden_act ?? 'silu';
   if (act !== 'silu' && act !== 'swish') {
-    throw new UnsupportedModelError(`hidden_act ${JSON.stringify(act)} is not supported (only "silu")`);
+    throw unsupported(`hidden_act ${preview(act)} is not supported (only "silu")`);
   }
-  const dModel = int(cfg, 'hidden_size');
-  const expand = int(cfg, 'expand', 2);
+  const dModel = int(cfg, 'hidden_size', L.hidden_size);
+  const expand = int(cfg, 'expand', L.expand, 2);
   return check({
     dModel,
-    nLayer: int(cfg, 'num_hidden_layers'),
-    vocabSize: int(cfg, 'vocab_size'),
-    dState: int(cfg, 'state_size', 16),
-    dConv: int(cfg, 'conv_kernel', 4),
-    dInner: int(cfg, 'intermediate_size', expand * dModel),
+    nLayer: int(cfg, 'num_hidden_layers', L.num_hidden_layers),
+    vocabSize: int(cfg, 'vocab_size', L.vocab_size),
+    dState: int(cfg, 'state_size', L.state_size, 16),
+    dConv: int(cfg, 'conv_kernel', L.conv_kernel, 4),
+    dInner: int(cfg, 'intermediate_size', L.intermediate_size, expand * dModel),
     dtRank: dtRankOf(cfg, 'time_step_rank', dModel),
     bias: bool(cfg, 'use_bias', false),
     convBias: bool(cfg, 'use_conv_bias', true),
@@ -108,28 +143,28 @@ export function parseConfig(text: string): MambaConfig {
 function parseMambaSsm(cfg: Json): MambaConfig {
   const ssm = (cfg.ssm_cfg ?? {}) as Json;
   if (typeof ssm !== 'object' || ssm === null || Array.isArray(ssm)) {
-    throw new ModelFormatError(FILE, 'expected an object', 'ssm_cfg');
+    throw new ModelFormatError(FILE, `expected an object, got ${preview(ssm)}`, 'ssm_cfg');
   }
   if (ssm.layer !== undefined && ssm.layer !== 'Mamba1') {
-    throw new UnsupportedModelError(`ssm_cfg.layer ${JSON.stringify(ssm.layer)} is not supported (only Mamba1)`);
+    throw unsupported(`ssm_cfg.layer ${preview(ssm.layer)} is not supported (only Mamba1)`);
   }
   if (cfg.rms_norm === false) {
-    throw new UnsupportedModelError('rms_norm=false (LayerNorm blocks) is not supported; only RMSNorm Mamba models');
+    throw unsupported('rms_norm=false (LayerNorm blocks) is not supported; only RMSNorm Mamba models');
   }
   if (cfg.attn_layer_idx !== undefined && Array.isArray(cfg.attn_layer_idx) && cfg.attn_layer_idx.length > 0) {
-    throw new UnsupportedModelError('hybrid attention layers (attn_layer_idx) are not supported');
+    throw unsupported('hybrid attention layers (attn_layer_idx) are not supported');
   }
-  const dModel = int(cfg, 'd_model');
-  const expand = int(ssm, 'expand', 2);
-  const vocab = int(cfg, 'vocab_size');
-  const multiple = int(cfg, 'pad_vocab_size_multiple', 8);
+  const dModel = int(cfg, 'd_model', L.hidden_size);
+  const expand = int(ssm, 'expand', L.expand, 2);
+  const vocab = int(cfg, 'vocab_size', L.vocab_size);
+  const multiple = int(cfg, 'pad_vocab_size_multiple', L.pad_vocab_size_multiple, 8);
   return check({
     dModel,
-    nLayer: int(cfg, 'n_layer'),
+    nLayer: int(cfg, 'n_layer', L.num_hidden_layers),
     // mamba_ssm rounds the vocabulary up so the embedding rows are a multiple of this.
     vocabSize: Math.ceil(vocab / multiple) * multiple,
-    dState: int(ssm, 'd_state', 16),
-    dConv: int(ssm, 'd_conv', 4),
+    dState: int(ssm, 'd_state', L.state_size, 16),
+    dConv: int(ssm, 'd_conv', L.conv_kernel, 4),
     dInner: expand * dModel,
     dtRank: dtRankOf(ssm, 'dt_rank', dModel),
     bias: bool(ssm, 'bias', false),
@@ -141,8 +176,20 @@ function parseMambaSsm(cfg: Json): MambaConfig {
 }
 
 function check(c: MambaConfig): MambaConfig {
-  if (!(c.eps > 0 && c.eps < 1)) throw new ModelFormatError(FILE, `epsilon ${c.eps} must be in (0, 1)`, 'layer_norm_epsilon');
-  if (c.dConv < 2) throw new UnsupportedModelError(`conv kernel ${c.dConv} is not supported (need >= 2)`);
+  const naming = (hf: string, ssm: string) => (c.naming === 'hf' ? hf : ssm);
+  if (!(c.eps > 0 && c.eps < 1)) {
+    throw new ModelFormatError(FILE, `epsilon ${c.eps} must be in (0, 1)`, naming('layer_norm_epsilon', 'norm_epsilon'));
+  }
+  if (c.dConv < 2) throw unsupported(`conv kernel ${c.dConv} is not supported (need >= 2)`);
+  // Derived sizes get the same caps as stated ones (mamba_ssm's expand * d_model, the padded vocabulary).
+  if (c.dInner > CONFIG_LIMITS.intermediate_size) {
+    throw new ModelFormatError(FILE, `inner width ${c.dInner} (expand x hidden size) is out of range [1, ${CONFIG_LIMITS.intermediate_size}]`, naming('intermediate_size', 'ssm_cfg.expand'));
+  }
+  if (c.vocabSize > CONFIG_LIMITS.vocab_size) {
+    throw new ModelFormatError(FILE, `padded vocabulary ${c.vocabSize} is out of range [256, ${CONFIG_LIMITS.vocab_size}]`, 'vocab_size');
+  }
+  // Tokens are UTF-8 bytes 0..255: a smaller embedding would be indexed past its end.
+  if (c.vocabSize < 256) throw unsupported(`vocab_size ${c.vocabSize} is too small: mamba-edge feeds UTF-8 bytes, ids 0..255 (need >= 256)`);
   return c;
 }
 

@@ -1,5 +1,8 @@
-import { parseConfig, type MambaConfig } from './config.js';
-import { FetchError, MambaError, ModelFormatError } from './errors.js';
+import type { BackendOptions } from './backends.js';
+import { parameterCount, parseConfig, preview, type MambaConfig } from './config.js';
+import { InvalidOptionError, MambaError, ModelFormatError, OutOfMemoryError } from './errors.js';
+import { checkFetchOptions, fetchModelFile, sha256Hex, type FetchOptions } from './fetch.js';
+import { DEFAULT_CHUNK } from './forward.js';
 import { parseSafetensors } from './safetensors.js';
 import { buildWeights, type ModelWeights, type TensorSource } from './weights.js';
 
@@ -14,11 +17,21 @@ export interface LoadProgress {
   total?: number;
 }
 
-export interface ReadOptions {
+/**
+ * How to read a model. The network options (`cache`, `retries`, `stallTimeoutMs`, ...) only matter
+ * for http(s) sources; see `FetchOptions`. `sha256` is checked for every source.
+ */
+export interface ReadOptions extends FetchOptions {
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
   /** Extra `fetch` init for URL sources (headers, credentials). */
   fetchInit?: RequestInit;
+  /**
+   * Memory budget in bytes. The need is estimated from config.json alone (weights at the chosen
+   * `dtype`, a float32 staging copy for non-js backends, one state, activation scratch), so a model
+   * that cannot fit is refused with `OutOfMemoryError` before its weights are downloaded or allocated.
+   */
+  maxMemoryBytes?: number;
 }
 
 export interface LoadedFiles {
@@ -28,14 +41,35 @@ export interface LoadedFiles {
   weightBytes: number;
 }
 
-type Reader = (name: string) => Promise<Uint8Array | undefined>;
+/** Reads one model file; undefined when it does not exist (a 404 is an error for a required URL file). */
+type Reader = (name: string, required: boolean) => Promise<Uint8Array | undefined>;
 
 /** Reads config.json + safetensors (single or sharded) from any source and validates them. */
-export async function readModel(source: ModelSource, opts: ReadOptions = {}): Promise<LoadedFiles> {
-  const read = readerFor(source, opts);
-  const configBytes = await read('config.json');
+export async function readModel(source: ModelSource, opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {}): Promise<LoadedFiles> {
+  checkReadOptions(opts);
+  const isUrl = isUrlSource(source);
+  const baseRead = readerFor(source, opts);
+  const seen: string[] = [];
+  // Every file passes here: abort between files, and hashes for local and in-memory files
+  // (downloads are verified inside fetchModelFile, which can then drop a bad cached copy).
+  const read: Reader = async (name, required) => {
+    opts.signal?.throwIfAborted();
+    const bytes = await baseRead(name, required);
+    if (!bytes) return undefined;
+    seen.push(name);
+    const expected = opts.sha256?.[name];
+    if (expected && !isUrl) {
+      const actual = await sha256Hex(bytes);
+      if (actual !== expected.toLowerCase()) throw new ModelFormatError(name, `sha256 mismatch: expected ${expected.toLowerCase()}, got ${actual}`);
+    }
+    return bytes;
+  };
+
+  const configBytes = await read('config.json', true);
   if (!configBytes) throw new ModelFormatError('config.json', `not found in ${describe(source)}`);
   const config = parseConfig(new TextDecoder().decode(configBytes));
+  // Before any weight byte is fetched or allocated.
+  if (opts.maxMemoryBytes !== undefined) checkMemoryBudget(config, opts.maxMemoryBytes, opts);
 
   const tensors: TensorSource = new Map();
   let weightBytes = 0;
@@ -48,21 +82,75 @@ export async function readModel(source: ModelSource, opts: ReadOptions = {}): Pr
     }
   };
 
-  const index = await read('model.safetensors.index.json');
+  const index = await read('model.safetensors.index.json', false);
   if (index) {
     for (const file of shardFiles(index)) {
-      const bytes = await read(file);
+      const bytes = await read(file, true);
       if (!bytes) throw new ModelFormatError(file, `shard listed in model.safetensors.index.json is missing`);
       addFile(file, bytes);
     }
   } else {
-    const bytes = await read('model.safetensors');
+    const bytes = await read('model.safetensors', true);
     if (!bytes) {
       throw new ModelFormatError('model.safetensors', `not found in ${describe(source)} (mamba-edge reads safetensors only, never pickle .bin files)`);
     }
     addFile('model.safetensors', bytes);
   }
+  // A digest for a file that was never read would silently verify nothing: say so.
+  for (const name of Object.keys(opts.sha256 ?? {})) {
+    if (!seen.includes(name)) throw new InvalidOptionError('sha256', `names ${name}, which this model does not have (read: ${seen.join(', ')})`);
+  }
   return { config, weights: buildWeights(config, tensors), weightBytes };
+}
+
+function checkReadOptions(o: ReadOptions): void {
+  if (typeof o !== 'object' || o === null) throw new InvalidOptionError('options', 'must be an object');
+  checkFetchOptions(o);
+  const m = o.maxMemoryBytes;
+  if (m !== undefined && (typeof m !== 'number' || !(m > 0) || !Number.isFinite(m))) {
+    throw new InvalidOptionError('maxMemoryBytes', `must be a positive number of bytes, got ${String(m)}`);
+  }
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new InvalidOptionError('onProgress', 'must be a function');
+}
+
+/** Memory a model needs on a backend, estimated from its config. */
+export interface MemoryEstimate {
+  /** Everything below, summed: compare with a budget. */
+  total: number;
+  /** Weights in the backend's storage format. */
+  weights: number;
+  /** Float32 copies decoded from the files, alive until a non-js backend has its own copy. */
+  staging: number;
+  /** One sequence's recurrent state (conv + SSM); each extra session adds this much. */
+  state: number;
+  /** Activation scratch for one prompt chunk, including its logits. */
+  activations: number;
+}
+
+/** Bytes per weight for each backend storage format (q8: int8 plus a float32 scale per 32 weights). */
+const BYTES_PER_WEIGHT = { f32: 4, f16: 2, q8: 1.125 } as const;
+
+export function estimateMemoryBytes(c: MambaConfig, o: Pick<BackendOptions, 'dtype' | 'backend'> = {}): MemoryEstimate {
+  const params = parameterCount(c);
+  const perWeight = BYTES_PER_WEIGHT[o.dtype ?? 'f32'] ?? 4;
+  const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V, nLayer } = c;
+  const weights = Math.ceil(params * perWeight);
+  // The js backend computes on the decoded float32 arrays themselves; the others copy them.
+  const staging = o.backend === 'js' ? 0 : params * 4;
+  const state = nLayer * E * (K - 1 + N) * 4;
+  const activations = DEFAULT_CHUNK * (2 * D + 4 * E + R + 2 * N + V) * 4;
+  return { total: weights + staging + state + activations, weights, staging, state, activations };
+}
+
+function checkMemoryBudget(c: MambaConfig, limit: number, o: Pick<BackendOptions, 'dtype' | 'backend'>): void {
+  const e = estimateMemoryBytes(c, o);
+  if (e.total <= limit) return;
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  throw new OutOfMemoryError(
+    `config.json describes a model of ${parameterCount(c)} parameters that needs about ${mib(e.total)} (${e.total} bytes: ` +
+      `weights ${mib(e.weights)} as ${o.dtype ?? 'f32'}, float32 staging ${mib(e.staging)}, state ${mib(e.state)}, ` +
+      `activations ${mib(e.activations)}), more than maxMemoryBytes ${mib(limit)} (${limit} bytes)`,
+  );
 }
 
 function shardFiles(indexBytes: Uint8Array): string[] {
@@ -78,7 +166,7 @@ function shardFiles(indexBytes: Uint8Array): string[] {
   const files = new Set<string>();
   for (const [tensor, f] of Object.entries(map)) {
     // Shard names are joined onto a directory or URL: refuse anything that could escape it.
-    if (typeof f !== 'string' || !/^[\w.-]+\.safetensors$/.test(f)) throw new ModelFormatError(file, `bad shard file name ${JSON.stringify(f)}`, tensor);
+    if (typeof f !== 'string' || !/^[\w.-]+\.safetensors$/.test(f)) throw new ModelFormatError(file, `bad shard file name ${preview(f)}`, tensor);
     files.add(f);
   }
   return [...files].sort();
@@ -88,25 +176,46 @@ function describe(source: ModelSource): string {
   return typeof source === 'string' || source instanceof URL ? String(source) : 'the in-memory files';
 }
 
+function isUrlSource(source: ModelSource): boolean {
+  return (typeof source === 'string' || source instanceof URL) && /^https?:\/\//i.test(String(source));
+}
+
 function readerFor(source: ModelSource, opts: ReadOptions): Reader {
-  if (typeof source === 'object' && !(source instanceof URL)) {
-    const files = source.files;
+  if (typeof source === 'object' && source !== null && !(source instanceof URL)) {
+    const files = (source as { files?: unknown }).files;
+    if (typeof files !== 'object' || files === null) {
+      throw new InvalidOptionError('source', 'an in-memory source must be { files: { "config.json": ..., "model.safetensors": ... } }');
+    }
     return async (name) => {
-      const f = files[name];
+      // Own properties only: "constructor" or "__proto__" must not resolve through the prototype.
+      const f = Object.hasOwn(files, name) ? (files as Record<string, unknown>)[name] : undefined;
       if (f === undefined) return undefined;
       if (typeof f === 'string') return new TextEncoder().encode(f);
       if (f instanceof Uint8Array) return f;
       if (f instanceof ArrayBuffer) return new Uint8Array(f);
-      return new Uint8Array(await f.arrayBuffer());
+      if (ArrayBuffer.isView(f)) return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+      if (typeof Blob !== 'undefined' && f instanceof Blob) return new Uint8Array(await f.arrayBuffer());
+      throw new ModelFormatError(name, `in-memory file must be a string, Uint8Array, ArrayBuffer or Blob, got ${f === null ? 'null' : typeof f}`);
     };
   }
+  if (typeof source !== 'string' && !(source instanceof URL)) {
+    throw new InvalidOptionError('source', `must be a directory path, an http(s) URL or { files }, got ${source === null ? 'null' : typeof source}`);
+  }
   const s = String(source);
-  if (/^https?:\/\//i.test(s)) {
+  if (isUrlSource(source)) {
     const base = s.endsWith('/') ? s : `${s}/`;
-    return (name) => fetchFile(new URL(name, base).href, name, opts);
+    // Shard names were restricted by shardFiles, so joining cannot leave the model's URL directory.
+    return (name, required) => fetchModelFile(new URL(name, base).href, name, opts, !required);
+  }
+  if (/^[a-z][a-z\d+.-]*:\/\//i.test(s) && !s.startsWith('file:')) {
+    throw new InvalidOptionError('source', `unsupported URL scheme in ${s} (use http, https, file or a path)`);
   }
   const dir = s.startsWith('file:') ? decodeURIComponent(new URL(s).pathname) : s;
-  return (name) => readLocalFile(dir, name);
+  return async (name) => {
+    const bytes = await readLocalFile(dir, name);
+    if (bytes) opts.onProgress?.({ file: name, loaded: bytes.byteLength, total: bytes.byteLength });
+    return bytes;
+  };
 }
 
 async function readLocalFile(dir: string, name: string): Promise<Uint8Array | undefined> {
@@ -121,43 +230,7 @@ async function readLocalFile(dir: string, name: string): Promise<Uint8Array | un
     const code = (e as { code?: string; name?: string }).code ?? (e as { name?: string }).name;
     if (code === 'ENOENT' || code === 'NotFound') return undefined;
     if (code === 'ENOTDIR' || code === 'EISDIR') throw new ModelFormatError(name, `${path} is not a readable model file (${code})`);
+    // ERR_FS_FILE_TOO_LARGE: Node reads at most 2 GiB into one buffer.
     throw new MambaError('IO', `cannot read ${path}: ${(e as Error).message}`, { cause: e });
   }
-}
-
-/** Fetches one file, reporting progress; 404 means "absent" (optional files), other failures are errors. */
-async function fetchFile(url: string, name: string, opts: ReadOptions): Promise<Uint8Array | undefined> {
-  let res: Response;
-  try {
-    res = await fetch(url, { ...opts.fetchInit, signal: opts.signal });
-  } catch (e) {
-    if (opts.signal?.aborted) throw opts.signal.reason ?? e;
-    throw new FetchError(url, `request failed (${(e as Error).message})`, undefined, { cause: e });
-  }
-  if (res.status === 404) return undefined;
-  if (!res.ok) throw new FetchError(url, `HTTP ${res.status} ${res.statusText}`, res.status);
-  const header = res.headers.get('content-length');
-  const total = header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
-  const reader = res.body?.getReader();
-  if (!reader) return new Uint8Array(await res.arrayBuffer());
-  const parts: Uint8Array[] = [];
-  let loaded = 0;
-  opts.onProgress?.({ file: name, loaded, total });
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    parts.push(value);
-    loaded += value.byteLength;
-    opts.onProgress?.({ file: name, loaded, total });
-  }
-  if (total !== undefined && loaded !== total) {
-    throw new FetchError(url, `response truncated: got ${loaded} of ${total} bytes`, res.status);
-  }
-  const out = new Uint8Array(loaded);
-  let p = 0;
-  for (const part of parts) {
-    out.set(part, p);
-    p += part.byteLength;
-  }
-  return out;
 }

@@ -1,3 +1,4 @@
+import { preview } from './config.js';
 import { ModelFormatError } from './errors.js';
 
 /** Bytes per element of every safetensors dtype (so any valid file parses; the loader decides what it can use). */
@@ -30,7 +31,8 @@ export interface SafetensorsFile {
  */
 export function parseSafetensors(bytes: Uint8Array, file = 'model.safetensors'): SafetensorsFile {
   const fail = (msg: string, item?: string): never => {
-    throw new ModelFormatError(file, msg, item);
+    // Tensor names come from the file: keep a hostile megabyte-long name out of the message.
+    throw new ModelFormatError(file, msg, item !== undefined && item.length > 200 ? `${item.slice(0, 200)}...` : item);
   };
   if (bytes.byteLength < 8) fail(`file is ${bytes.byteLength} bytes, too short for a safetensors header`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -40,13 +42,18 @@ export function parseSafetensors(bytes: Uint8Array, file = 'model.safetensors'):
     fail(`header length ${headerLen} runs past the end of the file (${bytes.byteLength} bytes): truncated?`);
   }
   let header: unknown;
+  let text = '';
   try {
-    const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen));
     header = JSON.parse(text);
   } catch (e) {
-    fail(`header is not valid UTF-8 JSON (${(e as Error).message})`);
+    fail(`header is not valid UTF-8 JSON (${preview((e as Error).message, 120)})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header must be a JSON object');
+  // JSON.parse keeps the last of duplicate keys; another reader may keep the first. Refuse the
+  // ambiguity rather than run weights that differ from what other tools show for the same file.
+  const dup = duplicateKey(text);
+  if (dup !== undefined) fail('key appears more than once in the header', dup);
 
   const dataStart = 8 + headerLen;
   const dataLen = bytes.byteLength - dataStart;
@@ -57,24 +64,26 @@ export function parseSafetensors(bytes: Uint8Array, file = 'model.safetensors'):
   for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
       if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail('__metadata__ must be an object');
-      metadata = Object.fromEntries(Object.entries(entry as object).map(([k, v]) => [k, String(v)]));
+      // Spec: string values. Others are tolerated but rendered safely (String() recurses on nested arrays).
+      metadata = Object.fromEntries(Object.entries(entry as object).map(([k, v]) => [k, typeof v === 'string' ? v : preview(v, 1000)]));
       continue;
     }
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail('entry must be an object', name);
     const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
-    if (typeof dtype !== 'string' || !(dtype in ITEM_SIZE)) fail(`unknown dtype ${JSON.stringify(dtype)}`, name);
+    // hasOwn, not `in`: "toString" or "__proto__" must not pass as a dtype.
+    if (typeof dtype !== 'string' || !Object.hasOwn(ITEM_SIZE, dtype)) fail(`unknown dtype ${preview(dtype)}`, name);
     if (!Array.isArray(shape) || shape.length > MAX_DIMS) fail('shape must be an array of at most 8 dimensions', name);
     const dims = shape as unknown[];
     let count = 1;
     for (const d of dims) {
-      if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) fail(`bad dimension ${JSON.stringify(d)} in shape`, name);
+      if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) fail(`bad dimension ${preview(d)} in shape`, name);
       count *= d as number;
       if (count > Number.MAX_SAFE_INTEGER / 8) fail('shape is absurdly large', name);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2) fail('data_offsets must be [begin, end]', name);
     const [begin, end] = offsets as unknown[];
     if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(end) || (begin as number) < 0 || (end as number) < (begin as number)) {
-      fail(`bad data_offsets ${JSON.stringify(offsets)}`, name);
+      fail(`bad data_offsets ${preview(offsets)}`, name);
     }
     const b = begin as number;
     const e = end as number;
@@ -96,6 +105,46 @@ export function parseSafetensors(bytes: Uint8Array, file = 'model.safetensors'):
     if (spans[i][0] < spans[i - 1][1]) fail(`data overlaps tensor ${spans[i - 1][2]}`, spans[i][2]);
   }
   return { file, tensors, metadata };
+}
+
+/**
+ * The first key that occurs twice in one object of a (valid) JSON text, at any depth, or undefined.
+ * A linear scan: strings are skipped whole, so braces inside names do not count.
+ */
+function duplicateKey(text: string): string | undefined {
+  const objects: Array<Set<string> | null> = []; // null: an array level
+  const n = text.length;
+  for (let i = 0; i < n; ) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let j = i + 1;
+      let escaped = false;
+      while (j < n && text.charCodeAt(j) !== 0x22) {
+        if (text.charCodeAt(j) === 0x5c /* \ */) {
+          escaped = true;
+          j++;
+        }
+        j++;
+      }
+      const raw = text.slice(i, j + 1);
+      i = j + 1;
+      const keys = objects[objects.length - 1];
+      if (!keys) continue;
+      let k = i;
+      while (k < n && (text[k] === ' ' || text[k] === '\n' || text[k] === '\r' || text[k] === '\t')) k++;
+      if (text.charCodeAt(k) !== 0x3a /* : */) continue; // a value, not a key
+      // Compare decoded keys: "a" and "\u0061" are the same name.
+      const key = escaped ? (JSON.parse(raw) as string) : raw.slice(1, -1);
+      if (keys.has(key)) return key;
+      keys.add(key);
+      continue;
+    }
+    if (c === 0x7b /* { */) objects.push(new Set());
+    else if (c === 0x5b /* [ */) objects.push(null);
+    else if (c === 0x7d || c === 0x5d) objects.pop();
+    i++;
+  }
+  return undefined;
 }
 
 // --- dtype decoding -------------------------------------------------------------------------

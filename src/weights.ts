@@ -33,16 +33,44 @@ export type TensorSource = Map<string, { info: TensorInfo; file: string }>;
 /**
  * Maps checkpoint tensors to `ModelWeights`, checking that every tensor the config implies is
  * present with the right shape, that nothing unexpected is left over, and that all values are finite.
+ * Presence and shapes are checked for every tensor before any is decoded, so a file that does not
+ * match its config fails before a single large allocation.
  */
 export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeights {
   const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V } = cfg;
-  const used = new Set<string>();
   const anyFile = source.values().next().value?.file ?? 'model.safetensors';
 
-  const take = (name: string, shape: number[], optional = false): Float32Array | undefined => {
+  // Pass 1: names and shapes only (no allocation), in the order the tensors are used below.
+  const embName = cfg.naming === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
+  const expected: Array<{ name: string; shape: number[]; optional?: boolean }> = [{ name: embName, shape: [V, D] }];
+  for (let l = 0; l < cfg.nLayer; l++) {
+    const p = `backbone.layers.${l}.`;
+    const m = `${p}mixer.`;
+    expected.push({ name: `${m}in_proj.weight`, shape: [2 * E, D] });
+    if (cfg.bias) expected.push({ name: `${m}in_proj.bias`, shape: [2 * E] });
+    expected.push(
+      { name: `${m}A_log`, shape: [E, N] },
+      { name: `${p}norm.weight`, shape: [D] },
+      { name: `${m}conv1d.weight`, shape: [E, 1, K] },
+    );
+    if (cfg.convBias) expected.push({ name: `${m}conv1d.bias`, shape: [E] });
+    expected.push(
+      { name: `${m}x_proj.weight`, shape: [R + 2 * N, E] },
+      { name: `${m}dt_proj.weight`, shape: [E, R] },
+      { name: `${m}dt_proj.bias`, shape: [E] },
+      { name: `${m}D`, shape: [E] },
+      { name: `${m}out_proj.weight`, shape: [D, E] },
+    );
+    if (cfg.bias) expected.push({ name: `${m}out_proj.bias`, shape: [D] });
+  }
+  // A checkpoint may carry lm_head even when tied (transformers sometimes saves both): use it if present.
+  expected.push({ name: 'backbone.norm_f.weight', shape: [D] }, { name: 'lm_head.weight', shape: [V, D], optional: cfg.tiedEmbeddings });
+
+  const used = new Set<string>();
+  for (const { name, shape, optional } of expected) {
     const entry = source.get(name);
     if (!entry) {
-      if (optional) return undefined;
+      if (optional) continue;
       throw new ModelFormatError(anyFile, `missing tensor (expected shape [${shape.join(', ')}])`, name);
     }
     used.add(name);
@@ -51,47 +79,7 @@ export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeigh
     if (!same) {
       throw new ModelFormatError(file, `shape [${info.shape.join(', ')}] does not match the config, expected [${shape.join(', ')}]`, name);
     }
-    const data = toFloat32(info, file);
-    for (let i = 0; i < data.length; i++) {
-      if (!Number.isFinite(data[i])) {
-        throw new ModelFormatError(file, `non-finite value ${data[i]} at element ${i}`, name);
-      }
-    }
-    return data;
-  };
-  const need = (name: string, shape: number[]) => take(name, shape)!;
-
-  const embName = cfg.naming === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
-  const embedding = need(embName, [V, D]);
-  const layers: LayerWeights[] = [];
-  for (let l = 0; l < cfg.nLayer; l++) {
-    const p = `backbone.layers.${l}.`;
-    const m = `${p}mixer.`;
-    const inProj = need(`${m}in_proj.weight`, [2 * E, D]);
-    const inBias = cfg.bias ? need(`${m}in_proj.bias`, [2 * E]) : undefined;
-    const ALog = need(`${m}A_log`, [E, N]);
-    layers.push({
-      norm: need(`${p}norm.weight`, [D]),
-      inProjX: inProj.subarray(0, E * D),
-      inProjZ: inProj.subarray(E * D),
-      inProjXBias: inBias?.subarray(0, E),
-      inProjZBias: inBias?.subarray(E),
-      convW: need(`${m}conv1d.weight`, [E, 1, K]),
-      convB: cfg.convBias ? need(`${m}conv1d.bias`, [E]) : undefined,
-      xProj: need(`${m}x_proj.weight`, [R + 2 * N, E]),
-      dtProjW: need(`${m}dt_proj.weight`, [E, R]),
-      dtProjB: need(`${m}dt_proj.bias`, [E]),
-      A: ALog.map((a) => -Math.exp(a)),
-      D: need(`${m}D`, [E]),
-      outProj: need(`${m}out_proj.weight`, [D, E]),
-      outProjBias: cfg.bias ? need(`${m}out_proj.bias`, [D]) : undefined,
-    });
   }
-  const normF = need('backbone.norm_f.weight', [D]);
-  // A checkpoint may carry lm_head even when tied (transformers sometimes saves both): use it if present.
-  const head = take('lm_head.weight', [V, D], cfg.tiedEmbeddings);
-  const lmHead = head ?? embedding;
-
   const unused = [...source.keys()].filter((k) => !used.has(k));
   if (unused.length > 0) {
     const entry = source.get(unused[0])!;
@@ -101,5 +89,47 @@ export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeigh
       unused[0],
     );
   }
+
+  // Pass 2: decode to float32 and reject non-finite values.
+  const finite = (data: Float32Array, file: string, name: string, what = 'value') => {
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i])) throw new ModelFormatError(file, `non-finite ${what} ${data[i]} at element ${i}`, name);
+    }
+    return data;
+  };
+  const take = (name: string): Float32Array | undefined => {
+    const entry = source.get(name);
+    return entry && finite(toFloat32(entry.info, entry.file), entry.file, name);
+  };
+  const need = (name: string) => take(name)!;
+
+  const embedding = need(embName);
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < cfg.nLayer; l++) {
+    const p = `backbone.layers.${l}.`;
+    const m = `${p}mixer.`;
+    const inProj = need(`${m}in_proj.weight`);
+    const inBias = cfg.bias ? need(`${m}in_proj.bias`) : undefined;
+    // A = -exp(A_log) overflows float32 for A_log > ~88.7: a finite file can still give an infinite A.
+    const A = finite(need(`${m}A_log`).map((a) => -Math.exp(a)), source.get(`${m}A_log`)!.file, `${m}A_log`, 'A = -exp(A_log) =');
+    layers.push({
+      norm: need(`${p}norm.weight`),
+      inProjX: inProj.subarray(0, E * D),
+      inProjZ: inProj.subarray(E * D),
+      inProjXBias: inBias?.subarray(0, E),
+      inProjZBias: inBias?.subarray(E),
+      convW: need(`${m}conv1d.weight`),
+      convB: cfg.convBias ? need(`${m}conv1d.bias`) : undefined,
+      xProj: need(`${m}x_proj.weight`),
+      dtProjW: need(`${m}dt_proj.weight`),
+      dtProjB: need(`${m}dt_proj.bias`),
+      A,
+      D: need(`${m}D`),
+      outProj: need(`${m}out_proj.weight`),
+      outProjBias: cfg.bias ? need(`${m}out_proj.bias`) : undefined,
+    });
+  }
+  const normF = need('backbone.norm_f.weight');
+  const lmHead = take('lm_head.weight') ?? embedding;
   return { embedding, layers, normF, lmHead };
 }
