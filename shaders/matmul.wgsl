@@ -43,12 +43,14 @@ fn finish(t: u32, n: u32, acc: f32) {
   out[o] = v;
 }
 
-// ---- GEMV (decode, T = 1): 8 rows per workgroup, 32 lanes per row -------------------------------
-// 32 lanes reading consecutive pairs of one row keep the loads coalesced; the per-row partial sums
-// meet in workgroup memory because subgroup ops are not available everywhere.
+// ---- GEMV (decode, T = 1): 256 / LANES rows per workgroup, LANES lanes per row -----------------
+// On a GPU, 32 lanes reading consecutive pairs of one row keep the loads coalesced; the per-row
+// partial sums meet in workgroup memory because subgroup ops are not available everywhere.
+// CPU implementations of WebGPU (SwiftShader, lavapipe) pay per workgroup and per barrier, not for
+// coalescing, so the backend sets LANES = 1 there: one row per invocation, no reduction.
 
-const LANES: u32 = 32u;
-const ROWS: u32 = 8u;
+override LANES: u32 = 32u;
+const ROWS_ALL: u32 = 256u;
 var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(256)
@@ -56,7 +58,7 @@ fn gemv(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
         @builtin(num_workgroups) nwg: vec3<u32>) {
   let lane = li % LANES;
   // Large N is dispatched as a 2-D grid (at most 65535 workgroups per dimension).
-  let n = (wid.y * nwg.x + wid.x) * ROWS + li / LANES;
+  let n = (wid.y * nwg.x + wid.x) * (ROWS_ALL / LANES) + li / LANES;
   let valid = n < p.N;
   var acc = 0.0;
   if (valid) {
@@ -71,6 +73,10 @@ fn gemv(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
       let wv = w2(wrow + q);
       acc += wv.x * x[k] + wv.y * x1;
     }
+  }
+  if (LANES == 1u) {
+    if (valid) { finish(0u, n, acc); }
+    return;
   }
   red[li] = acc;
   workgroupBarrier();

@@ -83,7 +83,8 @@ describe('wgsl preprocessor', () => {
 });
 
 describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
-  const mk = (maxBindingBytes?: number) => new WebGPUKernels(ctx!.device, shaders, { dtype: v.dtype, shaderF16: v.shaderF16, maxBindingBytes });
+  const mk = (maxBindingBytes?: number, gemvLanes = 32) =>
+    new WebGPUKernels(ctx!.device, shaders, { dtype: v.dtype, shaderF16: v.shaderF16, maxBindingBytes, gemvLanes });
   // Weights the GPU stores in f16 are compared with the reference run on the same rounded values.
   const wq = (x: Float32Array) => (v.dtype === 'f16' ? roundToF16(x) : x);
   const tol = 2e-5;
@@ -92,11 +93,15 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     { T: 1, K: 37, N: 71, bias: true, acc: false },
     { T: 1, K: 128, N: 256, bias: false, acc: true },
     { T: 1, K: 1, N: 3, bias: true, acc: true },
+    { T: 1, K: 37, N: 300, bias: true, acc: true, lanes: 1 },
+    { T: 1, K: 130, N: 71, bias: false, acc: false, lanes: 4 },
     { T: 2, K: 37, N: 71, bias: true, acc: true },
     { T: 33, K: 130, N: 65, bias: false, acc: false },
     { T: 64, K: 64, N: 200, bias: true, acc: false },
-  ])('matmul T=$T K=$K N=$N bias=$bias accumulate=$acc', async ({ T, K, N, bias, acc }) => {
-    const k = mk();
+  ] as { T: number; K: number; N: number; bias: boolean; acc: boolean; lanes?: number }[])(
+    'matmul T=$T K=$K N=$N bias=$bias accumulate=$acc lanes=$lanes',
+    async ({ T, K, N, bias, acc, lanes }) => {
+    const k = mk(undefined, lanes);
     const x = rand(T * K, 1 + K);
     const w = rand(N * K, 2 + N);
     const b = rand(N, 3);
@@ -110,7 +115,8 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     k.matmul(xb, k.upload(w, N, K), bias ? k.upload(b, 1, N) : undefined, ob, T, K, N, acc);
     expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
     k.release();
-  });
+    },
+  );
 
   test.each([1, 5])('matmul over a weight split into parts (T=%i)', async (T) => {
     const K = 19;

@@ -52,13 +52,18 @@ export async function createWebGPUBackend(config: MambaConfig, weights: ModelWei
 export async function createWebGPUBackendWith(
   config: MambaConfig,
   weights: ModelWeights,
-  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number },
+  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number },
 ): Promise<WebGPUBackend> {
   const [ctx, shaders] = await Promise.all([acquireDevice(o.dtype === 'f16'), loadShaderSources()]);
   const { device } = ctx;
-  const kernels = new WebGPUKernels(device, shaders, { dtype: o.dtype, shaderF16: ctx.hasF16, maxBindingBytes: o.maxBindingBytes });
+  const kernels = new WebGPUKernels(device, shaders, {
+    dtype: o.dtype,
+    shaderF16: ctx.hasF16,
+    maxBindingBytes: o.maxBindingBytes,
+    gemvLanes: o.gemvLanes ?? (ctx.software ? 1 : 32),
+  });
   const f16 = o.dtype === 'f16' ? (ctx.hasF16 ? 'f16 (shader-f16)' : 'f16 (packed u32)') : 'f32';
-  const description = `webgpu ${ctx.source}, ${ctx.adapterName}, ${f16}`;
+  const description = `webgpu ${ctx.source}, ${ctx.adapterName}${ctx.software ? ' (software)' : ''}, ${f16}`;
   device.pushErrorScope('out-of-memory');
   device.pushErrorScope('validation');
   let backend: WebGPUBackend;

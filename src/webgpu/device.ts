@@ -9,6 +9,8 @@ export interface GpuContext {
   /** Adapter description (vendor/device/driver), best effort. */
   adapterName: string;
   hasF16: boolean;
+  /** A CPU implementation (SwiftShader, lavapipe/llvmpipe, WARP): kernels pick CPU-friendly shapes. */
+  software: boolean;
 }
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node && !('Deno' in globalThis);
@@ -116,5 +118,8 @@ export async function acquireDevice(wantF16: boolean): Promise<GpuContext> {
   const info = (adapter as { info?: GPUAdapterInfo }).info;
   const adapterName =
     [info?.vendor, info?.architecture, info?.device, info?.description].filter((s) => s && s !== '0').join(' ') || 'unknown adapter';
-  return { device, adapter, source, adapterName, hasF16 };
+  const software =
+    !!(info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter ||
+    /swiftshader|llvmpipe|lavapipe|software|basic render/i.test(adapterName);
+  return { device, adapter, source, adapterName, hasF16, software };
 }

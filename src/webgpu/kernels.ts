@@ -49,6 +49,11 @@ export interface WebGPUKernelOptions {
   shaderF16: boolean;
   /** Upper bound for one weight part in bytes (tests force splitting with a small value). */
   maxBindingBytes?: number;
+  /**
+   * Invocations that share one output row in the decode GEMV (a power of two ≤ 256): 32 suits GPUs
+   * (coalesced loads); 1 suits CPU implementations, where each barrier costs more than it saves.
+   */
+  gemvLanes?: number;
 }
 
 type Shaders = Record<ShaderName, string>;
@@ -93,6 +98,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   private failure: Error | null = null;
   private readonly lost: Promise<never>;
   private readonly maxPartBytes: number;
+  private readonly gemvLanes: number;
   private destroyed = false;
 
   constructor(device: GPUDevice, shaders: Shaders, opts: WebGPUKernelOptions) {
@@ -100,6 +106,10 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     this.shaders = shaders;
     this.opts = opts;
     const lim = device.limits;
+    this.gemvLanes = opts.gemvLanes ?? 32;
+    if (!(this.gemvLanes >= 1 && this.gemvLanes <= 256 && (this.gemvLanes & (this.gemvLanes - 1)) === 0)) {
+      throw new Error(`gemvLanes must be a power of two in [1, 256], got ${this.gemvLanes}`);
+    }
     this.maxPartBytes = Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize, opts.maxBindingBytes ?? Infinity);
     // A lost device rejects every later call (and any read in flight) instead of hanging.
     this.lost = device.lost.then((info) => {
@@ -265,8 +275,13 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     if (auto) this.end();
   }
 
-  private pipeline(shader: ShaderName, entry: string, defines: Record<string, string | number | boolean>): GPUComputePipeline {
-    const key = `${shader}:${entry}:${JSON.stringify(defines)}`;
+  private pipeline(
+    shader: ShaderName,
+    entry: string,
+    defines: Record<string, string | number | boolean>,
+    constants?: Record<string, number>,
+  ): GPUComputePipeline {
+    const key = `${shader}:${entry}:${JSON.stringify(defines)}:${JSON.stringify(constants ?? {})}`;
     let p = this.pipelines.get(key);
     if (!p) {
       const mkey = `${shader}:${JSON.stringify(defines)}`;
@@ -276,7 +291,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
         this.modules.set(mkey, module);
       }
       this.stats.pipelines++;
-      p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: entry }, label: `${shader}.${entry}` });
+      p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: entry, ...(constants ? { constants } : {}) }, label: `${shader}.${entry}` });
       this.pipelines.set(key, p);
     }
     return p;
@@ -348,7 +363,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       this.call(`mm:${x.id}:${part.id}:${b.id}:${out.id}:${T}:${accumulate}`, () => {
         let workgroups: [number, number, number];
         if (T === 1) {
-          const groups = Math.ceil(part.rows / 8);
+          const groups = Math.ceil(part.rows / (256 / this.gemvLanes));
           const gx = Math.min(groups, MAX_WG_PER_DIM);
           workgroups = [gx, Math.ceil(groups / gx), 1];
         } else {
@@ -356,7 +371,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
         }
         const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
         return {
-          pipeline: this.pipeline('matmul', entry, this.weightDefines(m.fmt)),
+          pipeline: this.pipeline('matmul', entry, this.weightDefines(m.fmt), T === 1 ? { LANES: this.gemvLanes } : undefined),
           buffers: [x.buffer, part.buffer, b.buffer, out.buffer],
           params: new Uint32Array([T, K, part.rows, part.rowStart, N, m.ks / 2, flags, 0]).buffer,
           workgroups,

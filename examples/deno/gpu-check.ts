@@ -1,0 +1,74 @@
+// Runs the WebGPU backend under Deno (navigator.gpu: wgpu over Vulkan, e.g. Mesa lavapipe) on the
+// test fixtures and checks the logits against the float64 reference.
+//
+//   deno run -A --unstable-sloppy-imports examples/deno/gpu-check.ts [fixture-dir ...]
+//
+// Prints one JSON line per fixture and dtype; exits 1 when f32 misses 1e-4·max|logit|, 2 when
+// there is no adapter. (--unstable-sloppy-imports lets Deno resolve the sources' `.js`
+// specifiers to the `.ts` files, so no build step is needed.)
+import { BackendUnavailableError } from '../../src/errors.ts';
+import { loadModel } from '../../src/model.ts';
+
+const root = new URL('../../test/fixtures/hf-mamba/', import.meta.url);
+const dirs = Deno.args.length
+  ? Deno.args
+  : [...Deno.readDirSync(root)].filter((e) => e.isDirectory).map((e) => new URL(`${e.name}/`, root).pathname).sort();
+
+let failed = false;
+for (const dir of dirs) {
+  const exp = JSON.parse(await Deno.readTextFile(`${dir}/expected.json`));
+  const raw = await Deno.readFile(`${dir}/${exp.logits_file ?? 'logits.f32'}`);
+  const ref = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+  const bytes = Uint8Array.from(exp.input_bytes as number[]);
+  const V = exp.logits_shape[1] as number;
+  for (const dtype of ['f32', 'f16'] as const) {
+    let model;
+    try {
+      model = await loadModel(dir, { backend: 'webgpu', dtype });
+    } catch (e) {
+      if (e instanceof BackendUnavailableError) {
+        console.log(JSON.stringify({ fixture: dir, dtype, unavailable: e.message }));
+        Deno.exit(2);
+      }
+      throw e;
+    }
+    const t0 = performance.now();
+    const got = await model.logits(bytes);
+    const prefillMs = performance.now() - t0;
+    // token-by-token decode over the first 16 bytes
+    const b = model.backend;
+    const s = b.createState();
+    const steps = 16;
+    const t1 = performance.now();
+    const dec = new Float32Array(steps * V);
+    for (let t = 0; t < steps; t++) dec.set(await b.forward(s, bytes.subarray(t, t + 1), 'last'), t * V);
+    const stepMs = (performance.now() - t1) / steps;
+    const rel = (a: Float32Array, r: Float32Array) => {
+      let d = 0;
+      let m = 0;
+      for (let i = 0; i < r.length; i++) {
+        d = Math.max(d, Math.abs(a[i] - r[i]));
+        m = Math.max(m, Math.abs(r[i]));
+      }
+      return d / m;
+    };
+    const prefill = rel(got, ref);
+    const decode = rel(dec, ref.subarray(0, steps * V));
+    const ok = dtype === 'f16' || (prefill < 1e-4 && decode < 1e-4);
+    failed ||= !ok;
+    console.log(
+      JSON.stringify({
+        fixture: dir.split('/').filter(Boolean).pop(),
+        dtype,
+        backend: b.description,
+        prefillRel: prefill,
+        decodeRel: decode,
+        prefillMs: Math.round(prefillMs),
+        stepMs: Math.round(stepMs * 10) / 10,
+        ok,
+      }),
+    );
+    model.dispose();
+  }
+}
+Deno.exit(failed ? 1 : 0);
