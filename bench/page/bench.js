@@ -1,0 +1,218 @@
+// The cross-device benchmark page: probe the device, run one workload on each backend, show, export, compare.
+//
+// Query parameters preset the form (and let tests drive the page):
+//   ?model=URL&prompt=128&tokens=64&threads=N&dtype=f32&backends=webgpu,wasm,js&autorun=1
+import { BackendUnavailableError, loadModel, probe } from '../../dist/browser/mamba-edge.js';
+import { FORMAT, VERSION, deviceLabel, renderCharts, renderLegend, renderTable, validateReport } from './report.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+/** Everything the page shows: this device's run (if any) and imported reports, in legend order. */
+const state = { current: null, imported: [], running: false };
+// For tests and the console: the latest report of this device, and a promise for the running benchmark.
+window.mambaBench = { state, done: null };
+
+const DEFAULT_MODELS = ['../../models/mambabyte-fortunes/', '../../test/fixtures/hf-mamba/small-hf-f16-untied/'];
+
+function log(line) {
+  const el = $('status');
+  el.textContent += `${line}\n`;
+  el.scrollTop = el.scrollHeight;
+}
+
+/** The first default model that is actually served here (the bundled one is still being trained). */
+async function defaultModel() {
+  for (const m of DEFAULT_MODELS) {
+    const url = new URL(m, location.href);
+    const res = await fetch(new URL('config.json', url), { method: 'HEAD' }).catch(() => null);
+    if (res?.ok) return url.href;
+  }
+  return new URL(DEFAULT_MODELS[0], location.href).href;
+}
+
+/** A deterministic ASCII prompt of exactly `n` bytes (one byte = one token for byte-level models). */
+function promptOfLength(n) {
+  const base = 'The quick brown fox jumps over the lazy dog while the fortune teller reads the stars. ';
+  return base.repeat(Math.ceil(n / base.length)).slice(0, n);
+}
+
+const BYTES_PER_WEIGHT = { f32: 4, f16: 2, q8: 1 };
+
+/**
+ * Memory in use after a run: the page-wide measurement when the browser offers one (it needs cross-origin
+ * isolation and may wait for a garbage collection, hence the time limit), else the JS heap (Chromium only),
+ * else the size of the weights on the backend.
+ */
+async function measureMemory(weightBytes) {
+  if (typeof performance.measureUserAgentSpecificMemory === 'function' && self.crossOriginIsolated) {
+    const m = await Promise.race([
+      performance.measureUserAgentSpecificMemory().catch(() => null),
+      new Promise((r) => setTimeout(() => r(null), 1500)),
+    ]);
+    if (m?.bytes) return { memoryBytes: m.bytes, memorySource: 'measureUserAgentSpecificMemory' };
+  }
+  if (performance.memory?.usedJSHeapSize) return { memoryBytes: performance.memory.usedJSHeapSize, memorySource: 'performance.memory' };
+  return { memoryBytes: weightBytes, memorySource: 'weights' };
+}
+
+/** Loads the model on one backend, warms it up, then measures one generation. Never throws: errors become rows. */
+async function runBackend(backend, cfg) {
+  const row = { backend, dtype: backend === 'js' ? 'f32' : cfg.dtype, threads: backend === 'wasm' ? cfg.threads : 1 };
+  let model;
+  try {
+    const t0 = performance.now();
+    model = await loadModel(cfg.model, { backend, dtype: row.dtype, threads: backend === 'wasm' ? cfg.threads : undefined });
+    row.loadMs = performance.now() - t0;
+    row.description = model.backend.description;
+    row.parameters = model.parameters;
+    row.weightBytes = model.parameters * BYTES_PER_WEIGHT[row.dtype];
+    const prompt = promptOfLength(cfg.prompt);
+    const opts = { temperature: 0, seed: 1 };
+    // Warm-up: compiles shaders / JITs the kernels, so the timed run measures steady state.
+    for await (const _ of model.generate(prompt.slice(0, 8), { ...opts, maxTokens: 2 }));
+    let stats;
+    for await (const c of model.generate(prompt, { ...opts, maxTokens: cfg.tokens })) if (c.stats) stats = c.stats;
+    Object.assign(row, {
+      decodeTokPerSec: stats.decodeTokensPerSecond,
+      prefillTokPerSec: stats.prefillTokensPerSecond,
+      timeToFirstTokenMs: stats.timeToFirstTokenMs,
+      promptTokens: stats.promptTokens,
+      generatedTokens: stats.generatedTokens,
+      totalMs: stats.totalMs,
+    });
+    Object.assign(row, await measureMemory(row.weightBytes));
+    log(`${backend}: decode ${row.decodeTokPerSec.toFixed(1)} tok/s, prefill ${row.prefillTokPerSec.toFixed(1)} tok/s, first token ${row.timeToFirstTokenMs.toFixed(1)} ms`);
+  } catch (e) {
+    row.error = `${e instanceof BackendUnavailableError ? 'unavailable: ' : ''}${e?.message ?? e}`;
+    log(`${backend}: ${row.error}`);
+  } finally {
+    model?.dispose();
+  }
+  return row;
+}
+
+function readForm() {
+  return {
+    model: new URL($('model').value, location.href).href,
+    prompt: Math.max(1, Number($('prompt').value) | 0),
+    tokens: Math.max(1, Number($('tokens').value) | 0),
+    threads: Math.max(1, Number($('threads').value) | 0 || navigator.hardwareConcurrency || 1),
+    dtype: $('dtype').value,
+    backends: [...$('backends').querySelectorAll('input:checked')].map((i) => i.value),
+  };
+}
+
+async function run() {
+  if (state.running) return;
+  state.running = true;
+  $('run').disabled = true;
+  $('status').textContent = '';
+  try {
+    const cfg = readForm();
+    log(`probing the device…`);
+    const device = await probe();
+    showDevice(device);
+    const results = [];
+    for (const backend of cfg.backends) {
+      log(`${backend}: loading ${cfg.model}`);
+      results.push(await runBackend(backend, cfg));
+      // Let the page repaint between backends.
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    state.current = {
+      source: 'this device',
+      report: {
+        format: FORMAT,
+        version: VERSION,
+        tool: 'bench-page',
+        createdAt: new Date().toISOString(),
+        model: { source: cfg.model, parameters: results.find((r) => r.parameters)?.parameters ?? null },
+        workload: { promptTokens: cfg.prompt, maxTokens: cfg.tokens, temperature: 0, warmup: true },
+        device,
+        results,
+      },
+    };
+    state.current.label = `${deviceLabel(state.current.report)} (this device)`;
+    $('export').disabled = false;
+    render();
+    log('done');
+  } finally {
+    state.running = false;
+    $('run').disabled = false;
+  }
+}
+
+function showDevice(d) {
+  const gpu = d.webgpu.available
+    ? `${d.webgpu.adapter?.description || [d.webgpu.adapter?.vendor, d.webgpu.adapter?.architecture].filter(Boolean).join(' ') || 'adapter'}${d.webgpu.adapter?.software ? ' (software)' : ''}${d.webgpu.shaderF16 ? ', shader-f16' : ''}`
+    : `none (${d.webgpu.reason ?? 'unavailable'})`;
+  const items = [
+    ['runtime', `${d.runtime} ${d.version ?? ''}`],
+    ['WebGPU', gpu],
+    ['WASM', `SIMD ${d.wasm.simd ? 'yes' : 'no'}, relaxed SIMD ${d.wasm.relaxedSimd ? 'yes' : 'no'}, threads ${d.wasm.threads ? 'yes' : 'no'}`],
+    ['cross-origin isolated', String(d.crossOriginIsolated)],
+    ['logical cores', String(d.logicalCores ?? '?')],
+    ['device memory', d.deviceMemoryBytes ? `${(d.deviceMemoryBytes / 2 ** 30).toFixed(1)} GiB` : '?'],
+  ];
+  $('device').innerHTML = items.map(([k, v]) => `<dt>${k}</dt><dd>${String(v).replace(/</g, '&lt;')}</dd>`).join('');
+}
+
+function runs() {
+  return [...(state.current ? [state.current] : []), ...state.imported];
+}
+
+function render() {
+  const all = runs();
+  renderLegend($('legend'), all);
+  renderTable($('results').tBodies[0], all);
+  renderCharts($('charts'), all);
+}
+
+function exportJson() {
+  if (!state.current) return;
+  const blob = new Blob([JSON.stringify(state.current.report, null, 2)], { type: 'application/json' });
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  const stamp = state.current.report.createdAt.replace(/[:.]/g, '-');
+  a.download = `mamba-edge-bench-${state.current.report.device.runtime}-${stamp}.json`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+async function importFiles(files) {
+  for (const file of files) {
+    try {
+      const report = validateReport(JSON.parse(await file.text()), file.name);
+      state.imported.push({ source: 'import', file: file.name, report, label: deviceLabel(report) });
+      log(`imported ${file.name}: ${report.results.length} results from ${deviceLabel(report)}`);
+    } catch (e) {
+      log(`cannot import ${file.name}: ${e.message}`);
+    }
+  }
+  render();
+}
+
+async function init() {
+  $('model').value = params.get('model') ?? (await defaultModel());
+  for (const k of ['prompt', 'tokens', 'threads', 'dtype']) if (params.has(k)) $(k).value = params.get(k);
+  if (!$('threads').value) $('threads').value = navigator.hardwareConcurrency || 1;
+  if (params.has('backends')) {
+    const want = params.get('backends').split(',');
+    for (const box of $('backends').querySelectorAll('input')) box.checked = want.includes(box.value);
+  }
+  $('run').addEventListener('click', () => (window.mambaBench.done = run()));
+  $('export').addEventListener('click', exportJson);
+  $('import').addEventListener('change', (e) => importFiles([...e.target.files]).then(() => (e.target.value = '')));
+  $('clear').addEventListener('click', () => {
+    state.imported = [];
+    render();
+  });
+  render();
+  if (!self.crossOriginIsolated) log('note: not cross-origin isolated (no COOP/COEP headers): the wasm backend runs on 1 thread');
+  if (params.get('autorun') === '1') window.mambaBench.done = run();
+}
+
+window.mambaBench.ready = init();

@@ -1,0 +1,26 @@
+// Shared by the surfaces tests: headless Chromium (playwright-core + Debian's chromium) and the COOP/COEP server.
+import { existsSync } from 'node:fs';
+import { chromium, type Browser } from 'playwright-core';
+import { startServer, type StartedServer } from '../scripts/serve.js';
+
+export const CHROMIUM = '/usr/bin/chromium';
+export const BUNDLE = new URL('../dist/browser/mamba-edge.js', import.meta.url);
+
+/** Why browser tests cannot run here, or null when they can. */
+export function browserSkipReason(): string | null {
+  if (!existsSync(CHROMIUM)) return `no Chromium at ${CHROMIUM}`;
+  if (!existsSync(BUNDLE)) return 'dist/browser/mamba-edge.js is missing: run `npm run build`';
+  return null;
+}
+
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+}
+
+/** The repository root served on 127.0.0.1 with an ephemeral port. */
+export function serveRepo(): Promise<StartedServer> {
+  return startServer({ root: new URL('..', import.meta.url).pathname, port: 0 });
+}
