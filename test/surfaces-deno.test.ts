@@ -1,0 +1,59 @@
+// Deno surface: examples/deno/main.ts streams text from the default model (or the small fixture until the
+// bundled model exists), choosing WebGPU (Deno's navigator.gpu) or WASM; and Deno can import the browser bundle.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const DENO = 'node_modules/.bin/deno';
+const skip = !existsSync(DENO) ? 'deno is not installed' : !existsSync('dist/src/index.js') ? 'run `npm run build` first' : null;
+
+// wgpu complains on stderr when XDG_RUNTIME_DIR is unset (harmless, but noisy).
+const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? mkdtempSync(join(tmpdir(), 'xdg-')), NO_COLOR: '1' };
+
+function deno(args: string[], input?: string) {
+  const r = spawnSync(DENO, args, { encoding: 'utf8', env, input, timeout: 90_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function stats(stderr: string) {
+  const line = stderr.split('\n').find((l) => l.startsWith('stats '));
+  expect(line, stderr).toBeDefined();
+  return JSON.parse(line!.slice('stats '.length));
+}
+
+describe.skipIf(skip)('Deno', () => {
+  for (const backend of ['auto', 'webgpu']) {
+    it(`examples/deno/main.ts --backend ${backend} streams 32 bytes with stats`, () => {
+      const prompt = 'Q: What does the fortune say?\nA:';
+      const r = deno(['run', '--allow-read', '--allow-env', 'examples/deno/main.ts', '--max-tokens', '32', '--prompt', prompt, '--backend', backend]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.startsWith(prompt)).toBe(true);
+      expect(Buffer.byteLength(r.stdout.slice(prompt.length))).toBeGreaterThan(1);
+      const s = stats(r.stderr);
+      expect(s.generatedTokens).toBe(32);
+      expect(s.finishReason).toBe('length');
+      expect(s.decodeTokensPerSecond).toBeGreaterThan(0);
+      expect(s.timeToFirstTokenMs).toBeGreaterThan(0);
+      // An explicit backend either ran or said why it fell back.
+      if (backend === 'webgpu' && !s.backend.startsWith('webgpu')) expect(r.stderr).toContain('unavailable');
+      console.log(`deno --backend ${backend}: ${s.backend}, decode ${s.decodeTokensPerSecond.toFixed(0)} tok/s`);
+    });
+  }
+
+  it.skipIf(!existsSync('dist/browser/mamba-edge.js'))('imports the browser bundle (inlined wasm, blob worker threads)', () => {
+    const code = `
+      import { loadModel } from './dist/browser/mamba-edge.js';
+      const model = await loadModel('test/fixtures/hf-mamba/tiny-hf-f32', { backend: 'wasm', threads: 2 });
+      let n = 0, s;
+      for await (const c of model.generate('Hello', { maxTokens: 8, temperature: 0 })) { n += c.bytes.length; s = c.stats ?? s; }
+      model.dispose();
+      console.log(JSON.stringify({ n, backend: s.backend }));`;
+    const r = deno(['run', '--allow-read', '--allow-env', '--ext=js', '-'], code);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(out.n).toBe(8);
+    expect(out.backend).toMatch(/^wasm/);
+  });
+});
