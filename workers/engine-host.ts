@@ -1,0 +1,204 @@
+/**
+ * The engine as it runs inside the worker: an in-process `Model` plus the id tables the main thread
+ * addresses it by. Independent of how messages arrive (comlink wiring is in engine-worker.ts).
+ */
+import type { Backend, StateData, StateHandle } from '../src/backend.js';
+import type { SelectedBackend } from '../src/backends.js';
+import { createBackend } from '../src/backends.js';
+import { DisposedError, MambaError } from '../src/errors.js';
+import type { GenerationChunk } from '../src/generate.js';
+import type { LoadProgress } from '../src/loader.js';
+import { readModel } from '../src/loader.js';
+import { Model, type Session, type Snapshot } from '../src/model.js';
+import { probe } from '../src/probe.js';
+import type { EngineApi, LoadInfo, StreamBatch, WireGenerateOptions, WireLoadOptions, WireSource } from './engine-protocol.js';
+
+/** A stream round trip ends after this long or this many bytes, whichever comes first. */
+export const BATCH_MS = 16;
+export const BATCH_BYTES = 64;
+
+/** How long the engine may compute before letting queued messages (aborts) in. */
+const YIELD_EVERY_MS = 8;
+
+const now = () => performance.now();
+
+/** Lets the event loop deliver pending messages. setImmediate in Node; a MessageChannel hop elsewhere (setTimeout is clamped to 4 ms). */
+function yieldToEventLoop(): Promise<void> {
+  const si = (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate;
+  if (si) return new Promise((r) => si(r));
+  return new Promise((r) => {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => {
+      ch.port1.close();
+      r();
+    };
+    ch.port2.postMessage(null);
+  });
+}
+
+/**
+ * The backend, except that a forward first yields to the event loop when the engine has been busy
+ * for a while. The CPU backends compute inside promise chains (microtasks only), so without this an
+ * `abort` message could not be handled until a long `bitsPerByte` or a pull had finished.
+ */
+class YieldingBackend implements Backend {
+  private lastYield = now();
+  constructor(readonly inner: Backend) {}
+  get name() {
+    return this.inner.name;
+  }
+  get config() {
+    return this.inner.config;
+  }
+  get description() {
+    return this.inner.description;
+  }
+  createState(): StateHandle {
+    return this.inner.createState();
+  }
+  async forward(state: StateHandle, tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array> {
+    if (now() - this.lastYield >= YIELD_EVERY_MS) {
+      await yieldToEventLoop();
+      this.lastYield = now();
+    }
+    return this.inner.forward(state, tokens, want);
+  }
+  readState(state: StateHandle): Promise<StateData> {
+    return this.inner.readState(state);
+  }
+  writeState(state: StateHandle, data: StateData): Promise<void> {
+    return this.inner.writeState(state, data);
+  }
+  releaseState(state: StateHandle): void {
+    this.inner.releaseState(state);
+  }
+  dispose(): void {
+    this.inner.dispose();
+  }
+}
+
+interface Stream {
+  gen: AsyncGenerator<GenerationChunk>;
+  controller: AbortController;
+}
+
+/** Everything except the transfer lists (added by the comlink wiring). */
+export class EngineHost implements EngineApi {
+  private model: Model | null = null;
+  private readonly sessions = new Map<number, Session>();
+  private readonly streams = new Map<number, Stream>();
+  /** Abort controllers of operations in flight (streams and bitsPerByte), by id. */
+  private readonly aborts = new Map<number, AbortController>();
+
+  async load(source: WireSource, options: WireLoadOptions, onProgress?: (p: LoadProgress) => void): Promise<LoadInfo> {
+    if (this.model) throw new MambaError('LOADED', 'this worker already holds a model');
+    const { config, weights } = await readModel(source, { ...options, onProgress: onProgress && ((p) => void onProgress(p)) });
+    const backend = (await createBackend(config, weights, options)) as SelectedBackend;
+    this.model = new Model(config, new YieldingBackend(backend));
+    return { config, backend: backend.name, description: backend.description, selection: backend.selection };
+  }
+
+  probe() {
+    return probe();
+  }
+
+  async logits(input: string | Uint8Array): Promise<Float32Array> {
+    return this.loaded().logits(input);
+  }
+
+  async bitsPerByte(input: string | Uint8Array, opId: number): Promise<number> {
+    const controller = new AbortController();
+    this.aborts.set(opId, controller);
+    try {
+      return await this.loaded().bitsPerByte(input, controller.signal);
+    } finally {
+      this.aborts.delete(opId);
+    }
+  }
+
+  async createSession(id: number, snapshot?: Snapshot): Promise<void> {
+    const s = this.loaded().createSession();
+    this.sessions.set(id, s);
+    if (snapshot) await s.restore(snapshot);
+  }
+
+  feed(id: number, text: string | Uint8Array): Promise<void> {
+    return this.session(id).feed(text);
+  }
+
+  snapshot(id: number): Promise<Snapshot> {
+    return this.session(id).snapshot();
+  }
+
+  restore(id: number, snapshot: Snapshot): Promise<void> {
+    return this.session(id).restore(snapshot);
+  }
+
+  async fork(id: number, newId: number): Promise<void> {
+    this.sessions.set(newId, await this.session(id).fork());
+  }
+
+  disposeSession(id: number): void {
+    this.sessions.get(id)?.dispose();
+    this.sessions.delete(id);
+  }
+
+  startGenerate(streamId: number, sessionId: number | null, prompt: string | Uint8Array, options: WireGenerateOptions): void {
+    const controller = new AbortController();
+    const opts = { ...options, signal: controller.signal };
+    // Generators are lazy: option errors surface at the first pull, as they would in-process.
+    const gen = sessionId === null ? this.loaded().generate(prompt, opts) : this.session(sessionId).generate(prompt, opts);
+    this.streams.set(streamId, { gen, controller });
+    this.aborts.set(streamId, controller);
+  }
+
+  async pull(streamId: number): Promise<StreamBatch> {
+    const stream = this.streams.get(streamId);
+    if (!stream) return { chunks: [], done: true };
+    const start = now();
+    const chunks: GenerationChunk[] = [];
+    let bytes = 0;
+    try {
+      for (;;) {
+        const r = await stream.gen.next();
+        if (r.done) {
+          this.endStream(streamId);
+          return { chunks, done: true };
+        }
+        chunks.push(r.value);
+        bytes += r.value.bytes.length;
+        // A long prefill makes the first chunk arrive late: it goes out at once (time to first token).
+        if (bytes >= BATCH_BYTES || now() - start >= BATCH_MS) return { chunks, done: false };
+      }
+    } catch (e) {
+      this.endStream(streamId);
+      throw e;
+    }
+  }
+
+  async closeStream(streamId: number): Promise<void> {
+    const stream = this.streams.get(streamId);
+    this.endStream(streamId);
+    await stream?.gen.return(undefined);
+  }
+
+  abort(id: number): void {
+    this.aborts.get(id)?.abort(new DOMException('aborted', 'AbortError'));
+  }
+
+  private endStream(id: number): void {
+    this.streams.delete(id);
+    this.aborts.delete(id);
+  }
+
+  private loaded(): Model {
+    if (!this.model) throw new DisposedError('model (not loaded)');
+    return this.model;
+  }
+
+  private session(id: number): Session {
+    const s = this.sessions.get(id);
+    if (!s) throw new DisposedError(`session ${id}`);
+    return s;
+  }
+}
