@@ -141,3 +141,26 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_
     }
   }
 }
+
+// ---- flat GEMM (prefill on software adapters): one invocation per output, no workgroup memory ---
+// CPU implementations emulate barriers with fibers, which costs more than the reuse the tiles buy;
+// their caches give the reuse anyway.
+
+@compute @workgroup_size(64)
+fn gemm_flat(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let n = gid.x;
+  let t = gid.y;
+  if (n >= p.N || t >= p.T) { return; }
+  let pairs = (p.K + 1u) / 2u;
+  let odd = (p.K & 1u) != 0u;
+  let xrow = t * p.K;
+  let wrow = n * p.ks2;
+  var acc = 0.0;
+  for (var q = 0u; q < pairs; q++) {
+    let k = 2u * q;
+    let x1 = select(x[xrow + k + 1u], 0.0, odd && k + 1u == p.K);
+    let wv = w2(wrow + q);
+    acc += wv.x * x[xrow + k] + wv.y * x1;
+  }
+  finish(t, n, acc);
+}

@@ -83,8 +83,8 @@ describe('wgsl preprocessor', () => {
 });
 
 describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
-  const mk = (maxBindingBytes?: number, gemvLanes = 32) =>
-    new WebGPUKernels(ctx!.device, shaders, { dtype: v.dtype, shaderF16: v.shaderF16, maxBindingBytes, gemvLanes });
+  const mk = (maxBindingBytes?: number, gemvLanes = 32, flatGemm = false) =>
+    new WebGPUKernels(ctx!.device, shaders, { dtype: v.dtype, shaderF16: v.shaderF16, maxBindingBytes, gemvLanes, flatGemm });
   // Weights the GPU stores in f16 are compared with the reference run on the same rounded values.
   const wq = (x: Float32Array) => (v.dtype === 'f16' ? roundToF16(x) : x);
   const tol = 2e-5;
@@ -98,10 +98,12 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     { T: 2, K: 37, N: 71, bias: true, acc: true },
     { T: 33, K: 130, N: 65, bias: false, acc: false },
     { T: 64, K: 64, N: 200, bias: true, acc: false },
-  ] as { T: number; K: number; N: number; bias: boolean; acc: boolean; lanes?: number }[])(
-    'matmul T=$T K=$K N=$N bias=$bias accumulate=$acc lanes=$lanes',
-    async ({ T, K, N, bias, acc, lanes }) => {
-    const k = mk(undefined, lanes);
+    { T: 5, K: 37, N: 71, bias: true, acc: true, flat: true },
+    { T: 64, K: 130, N: 65, bias: false, acc: false, flat: true },
+  ] as { T: number; K: number; N: number; bias: boolean; acc: boolean; lanes?: number; flat?: boolean }[])(
+    'matmul T=$T K=$K N=$N bias=$bias accumulate=$acc lanes=$lanes flat=$flat',
+    async ({ T, K, N, bias, acc, lanes, flat }) => {
+    const k = mk(undefined, lanes, flat);
     const x = rand(T * K, 1 + K);
     const w = rand(N * K, 2 + N);
     const b = rand(N, 3);

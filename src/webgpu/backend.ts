@@ -52,7 +52,7 @@ export async function createWebGPUBackend(config: MambaConfig, weights: ModelWei
 export async function createWebGPUBackendWith(
   config: MambaConfig,
   weights: ModelWeights,
-  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number },
+  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean },
 ): Promise<WebGPUBackend> {
   const [ctx, shaders] = await Promise.all([acquireDevice(o.dtype === 'f16'), loadShaderSources()]);
   const { device } = ctx;
@@ -60,7 +60,9 @@ export async function createWebGPUBackendWith(
     dtype: o.dtype,
     shaderF16: ctx.hasF16,
     maxBindingBytes: o.maxBindingBytes,
+    // CPU adapters: barrier-free kernel shapes (see matmul.wgsl).
     gemvLanes: o.gemvLanes ?? (ctx.software ? 1 : 32),
+    flatGemm: o.flatGemm ?? ctx.software,
   });
   const f16 = o.dtype === 'f16' ? (ctx.hasF16 ? 'f16 (shader-f16)' : 'f16 (packed u32)') : 'f32';
   const description = `webgpu ${ctx.source}, ${ctx.adapterName}${ctx.software ? ' (software)' : ''}, ${f16}`;

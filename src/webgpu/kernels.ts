@@ -54,6 +54,8 @@ export interface WebGPUKernelOptions {
    * (coalesced loads); 1 suits CPU implementations, where each barrier costs more than it saves.
    */
   gemvLanes?: number;
+  /** Prefill matmul without workgroup tiles (one invocation per output): faster on CPU adapters. */
+  flatGemm?: boolean;
 }
 
 type Shaders = Record<ShaderName, string>;
@@ -358,7 +360,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     if (w.cols !== K || w.rows !== N) throw new Error(`matmul: weight [${w.rows}, ${w.cols}] used as [${N}, ${K}]`);
     const m = this.mat(w);
     const b = bias ? this.raw(bias) : this.dummy;
-    const entry = T === 1 ? 'gemv' : 'gemm';
+    const entry = T === 1 ? 'gemv' : this.opts.flatGemm ? 'gemm_flat' : 'gemm';
     for (const part of m.parts) {
       this.call(`mm:${x.id}:${part.id}:${b.id}:${out.id}:${T}:${accumulate}`, () => {
         let workgroups: [number, number, number];
@@ -366,6 +368,8 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
           const groups = Math.ceil(part.rows / (256 / this.gemvLanes));
           const gx = Math.min(groups, MAX_WG_PER_DIM);
           workgroups = [gx, Math.ceil(groups / gx), 1];
+        } else if (this.opts.flatGemm) {
+          workgroups = [Math.ceil(part.rows / 64), T, 1];
         } else {
           workgroups = [Math.ceil(part.rows / 64), Math.ceil(T / 32), 1];
         }
