@@ -1,4 +1,8 @@
 export { loadModel, Model, Session, encodeSnapshot, decodeSnapshot, type LoadOptions, type Snapshot } from './model.js';
+export { loadModelInWorker, WorkerModel, WorkerSession, type WorkerLoadOptions, type WorkerBackendInfo } from './runtime.js';
+export { probe, type ProbeReport, type ProbeOptions, type WebGPUReport } from './probe.js';
+export { chooseBackend, type BackendSelection } from './backends.js';
+export { FallbackBackend, type FallbackOptions } from './fallback.js';
 export type { GenerateOptions, GenerationChunk, GenerationStats } from './generate.js';
 export type { SamplingOptions } from './sampler.js';
 export type { ModelSource, LoadProgress } from './loader.js';
