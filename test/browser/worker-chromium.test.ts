@@ -53,6 +53,7 @@ describe.skipIf(!ready)('loadModelInWorker in headless Chromium', () => {
     expect(report.wasm.simd).toBe(true);
     expect(report.wasm.threads).toBe(true);
     expect(report.logicalCores).toBeGreaterThan(0);
+    console.log(`chromium probe: ${JSON.stringify(report.webgpu.adapter ?? report.webgpu.reason)}`);
     if (report.webgpu.available) expect(report.webgpu.limits.maxBufferSize).toBeGreaterThan(0);
     else expect(report.webgpu.reason).toBeTruthy();
   });
@@ -61,6 +62,7 @@ describe.skipIf(!ready)('loadModelInWorker in headless Chromium', () => {
     { label: 'auto', options: {} },
     { label: 'wasm, 2 threads', options: { backend: 'wasm', threads: 2 } },
     { label: 'js', options: { backend: 'js' } },
+    { label: 'webgpu', options: { backend: 'webgpu' } },
   ];
   for (const { label, options } of cases) {
     test.each(fixtures)(`${label} · $name: logits from a worker match transformers`, async (fx, ctx) => {
