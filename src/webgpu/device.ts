@@ -47,7 +47,10 @@ function dawnFlags(): string[] {
 async function requestAdapter(gpu: GPU): Promise<GPUAdapter | null> {
   return (
     (await gpu.requestAdapter({ powerPreference: 'high-performance' })) ??
-    (await gpu.requestAdapter({ forceFallbackAdapter: true }).catch(() => null))
+    (await gpu.requestAdapter({ forceFallbackAdapter: true }).catch(() => null)) ??
+    // OpenGL ES-class devices (Dawn's GLES backend, older Android) only offer compatibility mode;
+    // the kernels fit it (at most 6 storage buffers, no f16 requirement).
+    (await gpu.requestAdapter({ featureLevel: 'compatibility' } as GPURequestAdapterOptions).catch(() => null))
   );
 }
 
@@ -76,10 +79,19 @@ async function findAdapter(): Promise<{ adapter: GPUAdapter; source: string }> {
       adapter = await requestAdapter(gpu);
     }
   }
+  if (!adapter && !dawnFlags().some((f) => f.startsWith('backend='))) {
+    // Last resort: Dawn's OpenGL ES backend (compatibility mode), e.g. over Mesa's llvmpipe. Without
+    // a display, EGL must be told to run surfaceless.
+    if (!process.env.EGL_PLATFORM && !process.env.DISPLAY && !process.env.WAYLAND_DISPLAY) process.env.EGL_PLATFORM = 'surfaceless';
+    const mod = (await import('webgpu' as string)) as { create(flags: string[]): GPU };
+    const gles = mod.create([...dawnFlags(), 'backend=opengles']);
+    adapter = await requestAdapter(gles);
+    if (adapter) dawnGpu = Promise.resolve(gles);
+  }
   if (!adapter) {
     throw new BackendUnavailableError(
       'webgpu',
-      'Dawn found no GPU adapter (no Vulkan driver it accepts; for a software one set VK_ICD_FILENAMES, e.g. to SwiftShader)',
+      'Dawn found no GPU adapter (no Vulkan driver it accepts, no OpenGL ES; for a software one set VK_ICD_FILENAMES, e.g. to SwiftShader)',
     );
   }
   return { adapter, source: 'dawn (node)' };
@@ -94,17 +106,34 @@ function wantedLimits(a: GPUAdapter): Record<string, number> {
     'maxComputeWorkgroupStorageSize',
     'maxComputeInvocationsPerWorkgroup',
     'maxComputeWorkgroupsPerDimension',
+    'maxComputeWorkgroupSizeX',
+    'maxComputeWorkgroupSizeY',
+    'maxStorageBuffersInComputeStage', // compatibility mode only
   ] as const;
   const out: Record<string, number> = {};
   for (const n of names) {
-    const v = a.limits[n];
+    const v = (a.limits as unknown as Record<string, number | undefined>)[n];
     if (typeof v === 'number') out[n] = v;
   }
   return out;
 }
 
+/** What the kernels assume (workgroups of 256 and 16×16, 6 storage buffers, ~8 KiB workgroup memory). */
+const NEEDED: [string, number][] = [
+  ['maxComputeInvocationsPerWorkgroup', 256],
+  ['maxComputeWorkgroupSizeX', 256],
+  ['maxComputeWorkgroupSizeY', 16],
+  ['maxStorageBuffersPerShaderStage', 6],
+  ['maxStorageBuffersInComputeStage', 6],
+  ['maxComputeWorkgroupStorageSize', 8192],
+];
+
 export async function acquireDevice(wantF16: boolean): Promise<GpuContext> {
   const { adapter, source } = await findAdapter();
+  for (const [name, min] of NEEDED) {
+    const v = (adapter.limits as unknown as Record<string, number | undefined>)[name];
+    if (v !== undefined && v < min) throw new BackendUnavailableError('webgpu', `adapter limit ${name} is ${v}, the kernels need ${min}`);
+  }
   const hasF16 = wantF16 && adapter.features.has('shader-f16');
   let device: GPUDevice;
   try {
