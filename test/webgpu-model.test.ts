@@ -164,6 +164,25 @@ describe.skipIf(!available)('webgpu backend behaviour', () => {
     }
   });
 
+  test('released states leave no cached bind groups behind', async () => {
+    const { config, weights } = await readModel(fx.dir);
+    const b = await createWebGPUBackendWith(config, weights, { dtype: 'f32' });
+    try {
+      const run = async () => {
+        const s = b.createState();
+        await b.forward(s, fx.bytes.subarray(0, 3), 'last');
+        await b.forward(s, fx.bytes.subarray(3, 4), 'last');
+        b.releaseState(s);
+      };
+      await run();
+      const cached = (b.kernels as unknown as { calls: Map<string, unknown> }).calls.size;
+      for (let i = 0; i < 3; i++) await run();
+      expect((b.kernels as unknown as { calls: Map<string, unknown> }).calls.size).toBe(cached);
+    } finally {
+      b.dispose();
+    }
+  });
+
   test('on-GPU argmax agrees with the logits read back', async () => {
     const { config, weights } = await readModel(fx.dir);
     const b = await createWebGPUBackendWith(config, weights, { dtype: 'f32' });

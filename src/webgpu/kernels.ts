@@ -64,6 +64,8 @@ interface Cached {
   pipeline: GPUComputePipeline;
   bindGroup: GPUBindGroup;
   workgroups: [number, number, number];
+  uniform: GPUBuffer;
+  buffers: GPUBuffer[];
 }
 
 const USAGE_RW = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_DST */
@@ -88,6 +90,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   private readonly modules = new Map<string, GPUShaderModule>();
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly calls = new Map<string, Cached>();
+  private readonly callsByBuffer = new Map<GPUBuffer, Set<string>>();
   private readonly owned = new Set<GPUBuffer>(); // uniforms, weights, staging: destroyed by destroy()
   private readonly scanParams = new WeakMap<object, GpuBuf>();
   private nextId = 1;
@@ -151,6 +154,16 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   }
 
   free(buf: GpuBuf): void {
+    // Calls cached with this buffer (a released session's conv/scan state) can never recur.
+    for (const key of this.callsByBuffer.get(buf.buffer) ?? []) {
+      const c = this.calls.get(key);
+      if (!c) continue;
+      this.calls.delete(key);
+      this.owned.delete(c.uniform);
+      c.uniform.destroy();
+      for (const other of c.buffers) if (other !== buf.buffer) this.callsByBuffer.get(other)?.delete(key);
+    }
+    this.callsByBuffer.delete(buf.buffer);
     this.owned.delete(buf.buffer);
     buf.buffer.destroy();
   }
@@ -315,8 +328,13 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       entries.push({ binding: b.buffers.length, resource: { buffer: uniform } });
       this.stats.bindGroups++;
       const bindGroup = this.device.createBindGroup({ layout: b.pipeline.getBindGroupLayout(0), entries });
-      c = { pipeline: b.pipeline, bindGroup, workgroups: b.workgroups };
+      c = { pipeline: b.pipeline, bindGroup, workgroups: b.workgroups, uniform, buffers: b.buffers };
       this.calls.set(key, c);
+      for (const buf of b.buffers) {
+        let keys = this.callsByBuffer.get(buf);
+        if (!keys) this.callsByBuffer.set(buf, (keys = new Set()));
+        keys.add(key);
+      }
     }
     this.dispatch(c);
   }
@@ -462,6 +480,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     this.staging?.destroy();
     this.staging = null;
     this.calls.clear();
+    this.callsByBuffer.clear();
   }
 
   /** Destroys every buffer this object created, and the device. */
