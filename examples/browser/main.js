@@ -1,0 +1,30 @@
+// The smallest browser app: load a model in a Web Worker and stream text into the page.
+// Serve the repository root with COOP/COEP headers (`node scripts/serve.js`) and open /examples/browser/.
+// In your app: `import { loadModelInWorker } from 'mamba-edge'` (bundlers pick dist/browser/mamba-edge.js,
+// its worker and assets), or copy dist/browser/ next to your page and import it by path as here.
+import { loadModelInWorker } from '../../dist/browser/mamba-edge.js';
+
+const params = new URLSearchParams(location.search);
+// Any directory with config.json + model.safetensors, as an absolute URL (here: ?model=…, else the bundled model).
+const modelUrl = new URL(params.get('model') ?? '../../models/mambabyte-fortunes/', location.href).href;
+
+const out = document.getElementById('out');
+const statsLine = document.getElementById('stats');
+let model;
+
+async function generate() {
+  // 'auto': WebGPU on a hardware GPU, else WASM SIMD (multi-threaded when the page is cross-origin isolated).
+  model ??= await loadModelInWorker(modelUrl, { backend: params.get('backend') ?? 'auto' });
+  const prompt = document.getElementById('prompt').value;
+  out.textContent = prompt;
+  for await (const chunk of model.generate(prompt, { maxTokens: Number(params.get('maxTokens') ?? 200), temperature: 0.8 })) {
+    out.append(chunk.text);
+    if (chunk.stats) {
+      const s = chunk.stats;
+      statsLine.textContent = `${s.backend}: first token ${s.timeToFirstTokenMs.toFixed(0)} ms, ${s.decodeTokensPerSecond.toFixed(0)} tok/s`;
+    }
+  }
+}
+
+document.getElementById('go').addEventListener('click', () => (window.done = generate()));
+if (params.get('autorun') === '1') window.done = generate();

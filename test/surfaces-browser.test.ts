@@ -1,0 +1,86 @@
+// Browser surface: examples/browser served as static files, and the same app bundled by an app bundler
+// (Vite, as a user would) — the engine worker, .wasm and WGSL must still load from wherever it puts them.
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startServer, type StartedServer } from '../scripts/serve.js';
+import { browserSkipReason, launchChromium, serveRepo } from './surfaces-helpers.js';
+
+const skip = browserSkipReason();
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** Opens `url` (the example page with ?autorun=1), waits for the stream to finish, returns text and stats. */
+async function runPage(browser: Browser, url: string) {
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(url);
+  await page.waitForFunction(() => (window as any).done, undefined, { timeout: 30_000 });
+  await page.evaluate(() => (window as any).done);
+  const result = {
+    out: (await page.textContent('#out'))!,
+    stats: (await page.textContent('#stats'))!,
+    isolated: await page.evaluate(() => crossOriginIsolated),
+    errors,
+  };
+  await page.close();
+  return result;
+}
+
+describe.skipIf(skip)('browser example (headless Chromium)', () => {
+  let browser: Browser;
+  let server: StartedServer;
+  beforeAll(async () => {
+    [server, browser] = await Promise.all([serveRepo(), launchChromium()]);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  it('static files: examples/browser/ streams text from the browser bundle', async () => {
+    const model = new URL('test/fixtures/hf-mamba/tiny-hf-f32/', server.url).href;
+    const r = await runPage(browser, `${server.url}examples/browser/?model=${encodeURIComponent(model)}&maxTokens=32&autorun=1`);
+    expect(r.errors).toEqual([]);
+    expect(r.isolated).toBe(true);
+    expect(r.out.length).toBeGreaterThan('The fortune says: '.length);
+    expect(r.stats).toMatch(/tok\/s/);
+    console.log(`browser example (static): ${r.stats}`);
+  });
+
+  it('bundled by Vite: the worker is copied as an asset and still finds its wasm and shaders', async () => {
+    const { build } = await import('vite');
+    const out = mkdtempSync(join(tmpdir(), 'mamba-edge-vite-'));
+    try {
+      await build({
+        root: join(ROOT, 'examples/browser'),
+        base: './',
+        configFile: false,
+        logLevel: 'silent',
+        build: { outDir: out, emptyOutDir: true },
+      });
+      const assets = readdirSync(join(out, 'assets'));
+      expect(assets.some((f) => /^engine-worker-.*\.js$/.test(f))).toBe(true);
+      // The app's own server: only the build output and a model, nothing from the package.
+      cpSync(join(ROOT, 'test/fixtures/hf-mamba/tiny-hf-f32'), join(out, 'model'), { recursive: true });
+      const app = await startServer({ root: out, port: 0 });
+      try {
+        // wasm: the inlined kernels and blob: compute threads; webgpu: the inlined WGSL.
+        for (const backend of ['wasm', 'webgpu']) {
+          const r = await runPage(browser, `${app.url}?model=${encodeURIComponent(`${app.url}model/`)}&backend=${backend}&maxTokens=16&autorun=1`);
+          expect(r.errors).toEqual([]);
+          expect(r.out.length).toBeGreaterThan('The fortune says: '.length);
+          expect(r.stats.startsWith(backend)).toBe(true);
+          console.log(`browser example (vite build, ${backend}): ${r.stats}`);
+        }
+      } finally {
+        await app.close();
+      }
+    } finally {
+      if (existsSync(out)) rmSync(out, { recursive: true, force: true });
+    }
+  });
+});
