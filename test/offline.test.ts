@@ -1,0 +1,120 @@
+/**
+ * Offline by default: loading from a directory or from memory, generating, and the CLI `generate`
+ * path never open a network connection. Every way out (fetch, sockets, http(s), tls, dns) is
+ * replaced by a spy that throws, and each test asserts that none was called.
+ */
+import dns from 'node:dns';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import tls from 'node:tls';
+import { existsSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, test, vi, type MockInstance } from 'vitest';
+import { main } from '../src/cli.js';
+import { defaultModelSource } from '../src/defaults.js';
+import { loadModel, type Model } from '../src/index.js';
+import { syntheticModel } from '../src/synthetic.js';
+import { FIXTURE_ROOT } from './helpers/fixtures.js';
+
+const tinyDir = `${FIXTURE_ROOT}tiny-hf-f32`;
+const blocked = () => {
+  throw new Error('network access in an offline test');
+};
+
+let spies: MockInstance[] = [];
+const realFetch = globalThis.fetch;
+let fetchSpy: ReturnType<typeof vi.fn>;
+
+beforeAll(() => {
+  fetchSpy = vi.fn(blocked);
+  globalThis.fetch = fetchSpy as unknown as typeof fetch;
+  spies = [
+    vi.spyOn(net.Socket.prototype, 'connect').mockImplementation(blocked),
+    vi.spyOn(net, 'connect').mockImplementation(blocked),
+    vi.spyOn(net, 'createConnection').mockImplementation(blocked),
+    vi.spyOn(tls, 'connect').mockImplementation(blocked),
+    vi.spyOn(http, 'request').mockImplementation(blocked),
+    vi.spyOn(http, 'get').mockImplementation(blocked),
+    vi.spyOn(https, 'request').mockImplementation(blocked),
+    vi.spyOn(https, 'get').mockImplementation(blocked),
+    vi.spyOn(dns, 'lookup').mockImplementation(blocked),
+    vi.spyOn(dns.promises, 'lookup').mockImplementation(blocked),
+  ];
+});
+
+afterAll(() => {
+  globalThis.fetch = realFetch;
+  for (const s of spies) s.mockRestore();
+});
+
+/** After every test: not one attempt to reach the network. */
+afterEach(() => {
+  expect(fetchSpy).not.toHaveBeenCalled();
+  for (const s of spies) expect(s, s.getMockName()).not.toHaveBeenCalled();
+});
+
+async function generateText(m: Model, prompt: string): Promise<string> {
+  let text = '';
+  for await (const chunk of m.generate(prompt, { maxTokens: 16, temperature: 0 })) text += chunk.text;
+  return text;
+}
+
+describe('offline by default', () => {
+  test('the spies work: fetch and sockets are blocked', async () => {
+    expect(() => fetch('http://127.0.0.1:9/')).toThrow(/network access/);
+    expect(() => new net.Socket().connect(9, '127.0.0.1')).toThrow(/network access/);
+    fetchSpy.mockClear();
+    for (const s of spies) s.mockClear();
+  });
+
+  test('loading from a directory (path and file: URL) and generating', async () => {
+    const m = await loadModel(tinyDir, { backend: 'js' });
+    const text = await generateText(m, 'Hello');
+    m.dispose();
+    const u = await loadModel(pathToFileURL(`${tinyDir}/`), { backend: 'js' });
+    expect(await generateText(u, 'Hello')).toBe(text);
+    u.dispose();
+  });
+
+  test('loading from memory and generating, in a session', async () => {
+    const m = await loadModel({ files: syntheticModel({ hidden_size: 16, num_hidden_layers: 1 }) }, { backend: 'js' });
+    const s = m.createSession();
+    await s.feed('A system prompt. ');
+    for await (const _ of s.generate('Go', { maxTokens: 8 })) void _;
+    await m.bitsPerByte('offline evaluation');
+    s.dispose();
+    m.dispose();
+  });
+
+  test('the automatic backend choice (device probe included) stays offline', async () => {
+    const m = await loadModel(tinyDir);
+    expect((await generateText(m, 'Hi')).length).toBeGreaterThanOrEqual(0);
+    m.dispose();
+  });
+
+  test('the CLI generate path', async () => {
+    let out = '';
+    const write = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      out += typeof chunk === 'string' ? chunk : new TextDecoder().decode(chunk);
+      return true;
+    });
+    try {
+      const code = await main(['generate', '--model', tinyDir, '--prompt', 'Hello', '--max-tokens', '12', '--temperature', '0']);
+      expect(code).toBe(0);
+    } finally {
+      write.mockRestore();
+    }
+    expect(out.startsWith('Hello')).toBe(true);
+    expect(out.length).toBeGreaterThan('Hello'.length);
+  });
+
+  test.skipIf(!existsSync(`${defaultModelSource()}/config.json`))('the CLI with the bundled default model', async () => {
+    const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    try {
+      expect(await main(['generate', '--prompt', 'Q: ', '--max-tokens', '8', '--backend', 'js'])).toBe(0);
+    } finally {
+      write.mockRestore();
+    }
+  });
+});
