@@ -13,3 +13,5 @@ export { parseConfig, parameterCount } from './config.js';
 export { parseSafetensors, encodeSafetensors } from './safetensors.js';
 export { encode, Utf8Stream } from './tokenizer.js';
 export * from './errors.js';
+export { estimateMemoryBytes, type MemoryEstimate, type ReadOptions } from './loader.js';
+export type { FetchOptions } from './fetch.js';

@@ -277,7 +277,7 @@ function shardIndex(b: Base, map: (name: string, i: number) => unknown): string 
 
 const fileMutators: Array<(r: Rng, b: Base) => Files> = [
   // a required file missing
-  (r, b) => (r.next() < 0.5 ? { 'model.safetensors': b.st } : { 'config.json': JSON.stringify(b.config) }),
+  (r, b): Files => (r.next() < 0.5 ? { 'model.safetensors': b.st } : { 'config.json': JSON.stringify(b.config) }),
   // wrong JS types where bytes belong (callers in plain JS can pass anything)
   (r, b) => ({
     'config.json': JSON.stringify(b.config),
