@@ -21,22 +21,29 @@ const isNode = typeof process !== 'undefined' && !!process.versions?.node && !('
  */
 const FALLBACK_ICDS = ['/usr/lib/chromium/vk_swiftshader_icd.json'];
 
-let dawnGpu: Promise<GPU | undefined> | undefined;
+type DawnModule = { create(flags: string[]): GPU; globals: Record<string, unknown> };
 
-/** Dawn for Node (`webgpu` package), created once per process; undefined when not installed. */
-async function dawn(): Promise<GPU | undefined> {
-  dawnGpu ??= (async () => {
+let dawnModule: Promise<DawnModule | undefined> | undefined;
+let dawnGpu: GPU | undefined;
+
+/**
+ * Dawn for Node (the `webgpu` package), imported once; undefined when not installed. The specifier
+ * is computed: a literal `import('webgpu')` would make app bundlers (esbuild, Vite, webpack) pull
+ * the native addon into browser bundles.
+ */
+function importDawn(): Promise<DawnModule | undefined> {
+  dawnModule ??= (async () => {
     try {
-      const name = 'webgpu'; // a variable: keeps bundlers for browsers from resolving it
-      const mod = (await import(name)) as { create(flags: string[]): GPU; globals: Record<string, unknown> };
-      // Dawn's objects check `instanceof GPUBufferUsage`-style globals; browsers and Deno have them.
+      const name = ['web', 'gpu'].join('');
+      const mod = (await import(/* @vite-ignore */ /* webpackIgnore: true */ name)) as DawnModule;
+      // Dawn's objects expect the WebGPU globals (GPUBufferUsage, ...); browsers and Deno have them.
       for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
-      return mod.create(dawnFlags());
+      return mod;
     } catch {
       return undefined;
     }
   })();
-  return dawnGpu;
+  return dawnModule;
 }
 
 function dawnFlags(): string[] {
@@ -63,9 +70,16 @@ async function findAdapter(): Promise<{ adapter: GPUAdapter; source: string }> {
     if (!isNode) throw new BackendUnavailableError('webgpu', 'navigator.gpu returned no adapter');
   }
   if (!isNode) throw new BackendUnavailableError('webgpu', 'navigator.gpu is not available in this runtime');
-  let gpu = await dawn();
-  if (!gpu) throw new BackendUnavailableError('webgpu', "no navigator.gpu, and the 'webgpu' (Dawn) package is not installed");
-  let adapter = await requestAdapter(gpu);
+  const dawn = await importDawn();
+  if (!dawn) throw new BackendUnavailableError('webgpu', "no navigator.gpu, and the 'webgpu' (Dawn) package is not installed");
+  // One Dawn instance per process once one has found an adapter.
+  const tryDawn = async (flags: string[]) => {
+    const gpu = dawn.create(flags);
+    const adapter = await requestAdapter(gpu);
+    if (adapter) dawnGpu = gpu;
+    return adapter;
+  };
+  let adapter = dawnGpu ? await requestAdapter(dawnGpu) : await tryDawn(dawnFlags());
   if (!adapter && !process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES) {
     // The Vulkan loader reads these variables at every instance creation, so a second Dawn
     // instance can still see a software driver the first one did not.
@@ -73,20 +87,14 @@ async function findAdapter(): Promise<{ adapter: GPUAdapter; source: string }> {
     const icd = FALLBACK_ICDS.find((f) => fs.existsSync(f));
     if (icd) {
       process.env.VK_ICD_FILENAMES = icd;
-      const mod = (await import('webgpu' as string)) as { create(flags: string[]): GPU };
-      gpu = mod.create(dawnFlags());
-      dawnGpu = Promise.resolve(gpu);
-      adapter = await requestAdapter(gpu);
+      adapter = await tryDawn(dawnFlags());
     }
   }
   if (!adapter && !dawnFlags().some((f) => f.startsWith('backend='))) {
     // Last resort: Dawn's OpenGL ES backend (compatibility mode), e.g. over Mesa's llvmpipe. Without
     // a display, EGL must be told to run surfaceless.
     if (!process.env.EGL_PLATFORM && !process.env.DISPLAY && !process.env.WAYLAND_DISPLAY) process.env.EGL_PLATFORM = 'surfaceless';
-    const mod = (await import('webgpu' as string)) as { create(flags: string[]): GPU };
-    const gles = mod.create([...dawnFlags(), 'backend=opengles']);
-    adapter = await requestAdapter(gles);
-    if (adapter) dawnGpu = Promise.resolve(gles);
+    adapter = await tryDawn([...dawnFlags(), 'backend=opengles']);
   }
   if (!adapter) {
     throw new BackendUnavailableError(
