@@ -197,6 +197,22 @@ describe.skipIf(!available)('webgpu backend behaviour', () => {
     }
   });
 
+  test('an uncaptured GPU error makes later calls reject with DeviceLostError', async () => {
+    const { config, weights } = await readModel(fx.dir);
+    const b = await createWebGPUBackendWith(config, weights, { dtype: 'f32' });
+    try {
+      const s = b.createState();
+      await b.forward(s, fx.bytes.subarray(0, 2), 'last');
+      // MAP_READ | STORAGE is invalid: a validation error nobody captures, as a driver bug would be.
+      b.gpu.device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE });
+      await b.gpu.device.queue.onSubmittedWorkDone();
+      await new Promise((r) => setTimeout(r, 50));
+      await expect(b.forward(s, fx.bytes.subarray(2, 3), 'last')).rejects.toBeInstanceOf(DeviceLostError);
+    } finally {
+      b.dispose();
+    }
+  });
+
   test('device loss rejects with DeviceLostError; use after dispose with DisposedError', async () => {
     const m = await loadModel(fx.dir, { backend: 'webgpu' });
     const b = m.backend as WebGPUBackend;
