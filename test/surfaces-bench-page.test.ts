@@ -102,13 +102,26 @@ describe.skipIf(skip)('bench page (headless Chromium)', () => {
     await page.close();
   });
 
-  it('rejects a file that is not a benchmark report, without breaking the page', async () => {
+  it('rejects a file that is not a report; imports a report from the Node bench CLI', async () => {
     const page = await browser.newPage();
     await page.goto(`${server.url}bench/page/?backends=js`);
     await page.evaluate(() => (window as any).mambaBench.ready);
     await page.setInputFiles('#import', { name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from('{"results": 3}') });
     await page.waitForFunction(() => document.getElementById('status')!.textContent!.includes('cannot import bad.json'));
     expect(await page.locator('#results tbody tr[data-run]').count()).toBe(0);
+
+    // A report from `npm run bench -- --json` (bench/run.js): machine facts instead of a probe report.
+    const cli = {
+      device: { cpu: 'Test CPU @ 3GHz', cores: 8, memoryGiB: 16, node: 'v20.20.2', platform: 'linux x64' },
+      results: [{ backend: 'wasm', dtype: 'q8', threads: 8, description: 'wasm simd, 8 threads, q8', decodeTokPerSec: 123.4, prefillTokPerSec: 456.7, timeToFirstTokenMs: 89, weightBytes: 1e8, decodeGBps: 12.3, readGBps: 20 }],
+    };
+    await page.setInputFiles('#import', { name: 'cli.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(cli)) });
+    await page.waitForSelector('#results tbody tr[data-run="0"]');
+    const rows = await tableRows(page);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ backend: 'wasm', ok: true, decode: 123.4, prefill: 456.7, ttft: 89 });
+    expect(await page.textContent('#legend')).toContain('Test CPU @ 3GHz');
+    expect(await page.locator('#charts figure').count()).toBe(3);
     await page.close();
   });
 });

@@ -38,6 +38,8 @@ export function validateReport(data, name = 'file') {
 export function deviceLabel(report) {
   const d = report.device ?? {};
   if (report.label) return report.label;
+  // `npm run bench` (bench/run.js) describes the machine rather than embedding a probe report.
+  if (d.cpu || d.node) return [d.node ? `Node ${d.node}` : null, d.cpu, d.cores ? `${d.cores} cores` : null].filter(Boolean).join(' · ');
   const a = d.webgpu?.adapter;
   const gpu = d.webgpu?.available ? `${a?.description || [a?.vendor, a?.architecture].filter(Boolean).join(' ') || 'GPU'}${a?.software ? ' (software)' : ''}` : 'no WebGPU';
   const runtime = d.runtime === 'browser' || d.runtime === 'browser-worker' ? browserName(d.version) : (d.version ?? d.runtime ?? '?');
@@ -66,7 +68,7 @@ export function renderTable(tbody, runs) {
     for (const r of run.report.results) {
       const note = r.error ? `<td class="err">${esc(r.error)}</td>` : `<td class="l note">${esc(r.description ?? '')}</td>`;
       rows.push(`<tr data-run="${i}" data-backend="${esc(r.backend)}" data-ok="${r.error ? 0 : 1}">
-        <td class="l"><span class="swatch" style="background:${COLORS[i % COLORS.length]}"></span>${esc(run.label)}</td>
+        <td class="dev" title="${esc(run.label)}"><span class="swatch" style="background:${COLORS[i % COLORS.length]}"></span>${esc(run.label)}</td>
         <td class="l">${esc(r.backend)}</td><td>${esc(r.dtype ?? '–')}</td><td>${esc(r.threads ?? '–')}</td>
         <td>${fmt(r.loadMs, 0)}</td><td class="ttft">${fmt(r.timeToFirstTokenMs, 1)}</td>
         <td class="prefill">${fmt(r.prefillTokPerSec, 1)}</td><td class="decode">${fmt(r.decodeTokPerSec, 1)}</td>
