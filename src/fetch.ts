@@ -30,6 +30,8 @@ export interface FetchOptions {
   retryDelayMs?: number;
   /** An attempt that receives no bytes (headers or body) for this long is aborted and retried. Default 30 s. */
   stallTimeoutMs?: number;
+  /** @internal Refuse a file larger than this (the loader derives it from config.json). */
+  maxBytes?: number;
 }
 
 const DEFAULTS = { retries: 4, retryDelayMs: 500, stallTimeoutMs: 30_000 };
@@ -139,12 +141,12 @@ async function download(url: string, name: string, opts: FetchOptions, store: Ca
   const stallMs = opts.stallTimeoutMs ?? DEFAULTS.stallTimeoutMs;
   const { signal } = opts;
 
-  const sink = new Sink(url);
+  const sink = new Sink(url, opts.maxBytes ?? Number.MAX_SAFE_INTEGER);
   // What the bytes in `sink` belong to: the validator (strong ETag or Last-Modified) and full size.
   let validator: string | undefined;
   let total: number | undefined;
   const part = await store?.readPart(url);
-  if (part) {
+  if (part && part.bytes.byteLength <= (opts.maxBytes ?? Number.MAX_SAFE_INTEGER)) {
     sink.append(part.bytes);
     validator = part.validator;
     total = part.total;
@@ -319,10 +321,14 @@ class Sink {
   private buf: Uint8Array | undefined;
   private chunks: Uint8Array[] = [];
   length = 0;
-  constructor(private readonly url: string) {}
+  constructor(
+    private readonly url: string,
+    private readonly maxBytes: number,
+  ) {}
 
   reserve(total: number | undefined): void {
     if (total === undefined || this.buf?.byteLength === total) return;
+    if (total > this.maxBytes) throw this.tooLarge(total);
     let buf: Uint8Array;
     try {
       buf = new Uint8Array(total);
@@ -335,7 +341,12 @@ class Sink {
     this.chunks = [];
   }
 
+  private tooLarge(n: number): AttemptFailed {
+    return new AttemptFailed(`file is ${n} bytes, more than the ${this.maxBytes} a model of this config can need`, false);
+  }
+
   append(chunk: Uint8Array): void {
+    if (this.length + chunk.byteLength > this.maxBytes) throw this.tooLarge(this.length + chunk.byteLength);
     if (this.buf) {
       if (this.length + chunk.byteLength > this.buf.byteLength) {
         throw new AttemptFailed(`server sent more than the ${this.buf.byteLength} bytes it announced`, false);

@@ -3,7 +3,7 @@ import { parameterCount, parseConfig, preview, type MambaConfig } from './config
 import { InvalidOptionError, MambaError, ModelFormatError, OutOfMemoryError } from './errors.js';
 import { checkFetchOptions, fetchModelFile, sha256Hex, type FetchOptions } from './fetch.js';
 import { DEFAULT_CHUNK } from './forward.js';
-import { parseSafetensors } from './safetensors.js';
+import { MAX_HEADER_BYTES, parseSafetensors } from './safetensors.js';
 import { buildWeights, type ModelWeights, type TensorSource } from './weights.js';
 
 /** Where a model comes from: a directory path (Node, Deno), an http(s) URL, or files already in memory. */
@@ -41,8 +41,20 @@ export interface LoadedFiles {
   weightBytes: number;
 }
 
-/** Reads one model file; undefined when it does not exist (a 404 is an error for a required URL file). */
-type Reader = (name: string, required: boolean) => Promise<Uint8Array | undefined>;
+/**
+ * Reads one model file; undefined when it does not exist (a 404 is an error for a required URL file).
+ * `maxBytes` bounds what a download may deliver, so a hostile server cannot make us buffer without end.
+ */
+type Reader = (name: string, required: boolean, maxBytes: number) => Promise<Uint8Array | undefined>;
+
+/** No real config.json or shard index comes near these. */
+const MAX_CONFIG_BYTES = 16 * 2 ** 20;
+const MAX_INDEX_BYTES = 64 * 2 ** 20;
+
+/** The largest safetensors file a config can need: every tensor (and an lm_head) in float32, plus the header. */
+function maxWeightFileBytes(c: MambaConfig): number {
+  return (parameterCount(c) + c.vocabSize * c.dModel) * 4 + MAX_HEADER_BYTES + 8;
+}
 
 /** Reads config.json + safetensors (single or sharded) from any source and validates them. */
 export async function readModel(source: ModelSource, opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {}): Promise<LoadedFiles> {
@@ -52,9 +64,9 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
   const seen: string[] = [];
   // Every file passes here: abort between files, and hashes for local and in-memory files
   // (downloads are verified inside fetchModelFile, which can then drop a bad cached copy).
-  const read: Reader = async (name, required) => {
+  const read: Reader = async (name, required, maxBytes) => {
     opts.signal?.throwIfAborted();
-    const bytes = await baseRead(name, required);
+    const bytes = await baseRead(name, required, maxBytes);
     if (!bytes) return undefined;
     seen.push(name);
     const expected = opts.sha256?.[name];
@@ -65,7 +77,7 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
     return bytes;
   };
 
-  const configBytes = await read('config.json', true);
+  const configBytes = await read('config.json', true, MAX_CONFIG_BYTES);
   if (!configBytes) throw new ModelFormatError('config.json', `not found in ${describe(source)}`);
   const config = parseConfig(new TextDecoder().decode(configBytes));
   // Before any weight byte is fetched or allocated.
@@ -82,15 +94,24 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
     }
   };
 
-  const index = await read('model.safetensors.index.json', false);
+  const maxWeights = maxWeightFileBytes(config);
+  const index = await read('model.safetensors.index.json', false, MAX_INDEX_BYTES);
   if (index) {
-    for (const file of shardFiles(index)) {
-      const bytes = await read(file, true);
+    const map = shardMap(index);
+    for (const file of [...new Set(map.values())].sort()) {
+      const bytes = await read(file, true, maxWeights);
       if (!bytes) throw new ModelFormatError(file, `shard listed in model.safetensors.index.json is missing`);
       addFile(file, bytes);
     }
+    // Other tools locate tensors through the index: a tensor found elsewhere than the index says
+    // would make them and us read different weights from the same checkpoint.
+    for (const [name, file] of map) {
+      const found = tensors.get(name);
+      if (!found) throw new ModelFormatError(file, 'tensor listed in model.safetensors.index.json is not in this shard', name);
+      if (found.file !== file) throw new ModelFormatError(found.file, `tensor is listed under ${file} in model.safetensors.index.json`, name);
+    }
   } else {
-    const bytes = await read('model.safetensors', true);
+    const bytes = await read('model.safetensors', true, maxWeights);
     if (!bytes) {
       throw new ModelFormatError('model.safetensors', `not found in ${describe(source)} (mamba-edge reads safetensors only, never pickle .bin files)`);
     }
@@ -100,7 +121,15 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
   for (const name of Object.keys(opts.sha256 ?? {})) {
     if (!seen.includes(name)) throw new InvalidOptionError('sha256', `names ${name}, which this model does not have (read: ${seen.join(', ')})`);
   }
-  return { config, weights: buildWeights(config, tensors), weightBytes };
+  let weights: ModelWeights;
+  try {
+    weights = buildWeights(config, tensors);
+  } catch (e) {
+    // Decoding allocates float32 copies of every tensor: running out of memory there is a RangeError.
+    if (e instanceof RangeError) throw new OutOfMemoryError(`decoding ${parameterCount(config)} weights to float32 failed (${e.message})`);
+    throw e;
+  }
+  return { config, weights, weightBytes };
 }
 
 function checkReadOptions(o: ReadOptions): void {
@@ -153,23 +182,26 @@ function checkMemoryBudget(c: MambaConfig, limit: number, o: Pick<BackendOptions
   );
 }
 
-function shardFiles(indexBytes: Uint8Array): string[] {
+/** Tensor name → shard file, from model.safetensors.index.json. */
+function shardMap(indexBytes: Uint8Array): Map<string, string> {
   const file = 'model.safetensors.index.json';
   let index: unknown;
   try {
     index = JSON.parse(new TextDecoder().decode(indexBytes));
   } catch (e) {
-    throw new ModelFormatError(file, `not valid JSON (${(e as Error).message})`);
+    throw new ModelFormatError(file, `not valid JSON (${preview((e as Error).message, 120)})`);
   }
   const map = (index as { weight_map?: unknown })?.weight_map;
   if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new ModelFormatError(file, 'weight_map must be an object', 'weight_map');
-  const files = new Set<string>();
+  const out = new Map<string, string>();
   for (const [tensor, f] of Object.entries(map)) {
-    // Shard names are joined onto a directory or URL: refuse anything that could escape it.
+    // Shard names are joined onto a directory or URL: refuse anything that could escape it
+    // (no separators, so no "..", no absolute paths, no other hosts).
     if (typeof f !== 'string' || !/^[\w.-]+\.safetensors$/.test(f)) throw new ModelFormatError(file, `bad shard file name ${preview(f)}`, tensor);
-    files.add(f);
+    out.set(tensor, f);
   }
-  return [...files].sort();
+  if (out.size === 0) throw new ModelFormatError(file, 'weight_map lists no tensors', 'weight_map');
+  return out;
 }
 
 function describe(source: ModelSource): string {
@@ -204,8 +236,8 @@ function readerFor(source: ModelSource, opts: ReadOptions): Reader {
   const s = String(source);
   if (isUrlSource(source)) {
     const base = s.endsWith('/') ? s : `${s}/`;
-    // Shard names were restricted by shardFiles, so joining cannot leave the model's URL directory.
-    return (name, required) => fetchModelFile(new URL(name, base).href, name, opts, !required);
+    // Shard names were restricted by shardMap, so joining cannot leave the model's URL directory.
+    return (name, required, maxBytes) => fetchModelFile(new URL(name, base).href, name, { ...opts, maxBytes }, !required);
   }
   if (/^[a-z][a-z\d+.-]*:\/\//i.test(s) && !s.startsWith('file:')) {
     throw new InvalidOptionError('source', `unsupported URL scheme in ${s} (use http, https, file or a path)`);

@@ -8,7 +8,7 @@ const ITEM_SIZE: Record<string, number> = {
 };
 
 /** 100 MiB: far above any real header, low enough that a hostile length cannot make us allocate gigabytes. */
-const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 const MAX_DIMS = 8;
 
 export interface TensorInfo {

@@ -93,6 +93,9 @@ function handle(req: IncomingMessage, res: ServerResponse) {
     }
     case 'no-range': // truncates once, and never honours Range: the client must start over
       return n === 1 ? send(req, res, body, { cutAt: 5000, ranges: false }) : send(req, res, body, { ranges: false });
+    case 'huge-length': // announces a terabyte, then hangs up
+      res.writeHead(200, { 'content-length': String(1e12) }).flushHeaders();
+      return void setTimeout(() => res.socket?.destroy(), 50);
     case 'slow': // 256 bytes every 20 ms, for the abort test
       res.writeHead(200, { 'content-length': String(SIZE) });
       for (let i = 0, p = 0; p < SIZE; i++, p += 256) {
@@ -218,6 +221,13 @@ describe('fetching a model over http', () => {
     expect(e).toBeInstanceOf(FetchError);
     expect(e.message).toBe(`${base}/stall-always/model.safetensors: stalled: no data for 150 ms (after 2 attempts)`);
     expect(count('/stall-always/model.safetensors')).toBe(2);
+  });
+
+  test('a file larger than the config can need is refused before it is buffered', async () => {
+    const e = await loadModel(`${base}/huge-length`, FAST).catch((x) => x);
+    expect(e).toBeInstanceOf(FetchError);
+    expect(e.message).toMatch(/huge-length\/model\.safetensors: file is 1000000000000 bytes, more than the \d+ a model of this config can need$/);
+    expect(count('/huge-length/model.safetensors')).toBe(1);
   });
 
   test('sha256: the right file passes, wrong content fails with both digests', async () => {

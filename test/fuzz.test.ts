@@ -371,7 +371,7 @@ describe('hostile inputs found or targeted by the fuzzer', () => {
     const h = cloneHeader(b);
     h['backbone.norm_f.weight'].shape = '__RAW__0';
     await expect(load({ 'config.json': cfg({}), 'model.safetensors': assemble(withRaw(h, [deep(30_000)]), b.data) })).rejects.toThrow(
-      /norm_f\.weight\]: shape must be an array/,
+      /norm_f\.weight\]: bad dimension \[\.\.\.\] in shape/,
     );
     h['backbone.norm_f.weight'].shape = [8];
     h.__metadata__ = { x: '__RAW__0' };
@@ -456,6 +456,17 @@ describe('hostile inputs found or targeted by the fuzzer', () => {
     // Any typed-array view of the bytes is accepted.
     const view = new DataView(b.st.buffer, b.st.byteOffset, b.st.byteLength);
     await expect(load({ 'config.json': cfg({}), 'model.safetensors': view as never })).resolves.toBeDefined();
+  });
+
+  test('a shard index that disagrees with the shards is refused', async () => {
+    const names = tensorNames(b.header);
+    // Every tensor is in model.safetensors, but the index puts one in another shard (which holds nothing else).
+    const empty = assemble('{}', new Uint8Array(0));
+    const index = JSON.stringify({ weight_map: Object.fromEntries(names.map((n, i) => [n, i === 0 ? 'other.safetensors' : 'model.safetensors'])) });
+    await expect(load({ 'config.json': cfg({}), 'model.safetensors.index.json': index, 'model.safetensors': b.st, 'other.safetensors': empty })).rejects.toThrow(
+      new RegExp(`model\\.safetensors \\[${names[0].replace(/\./g, '\\.')}\\]: tensor is listed under other\\.safetensors`),
+    );
+    await expect(load({ 'config.json': cfg({}), 'model.safetensors.index.json': '{"weight_map":{}}', 'model.safetensors': b.st })).rejects.toThrow(/weight_map lists no tensors/);
   });
 
   test('shard names that could leave the model directory are refused', async () => {
