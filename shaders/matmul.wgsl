@@ -19,6 +19,22 @@ fn w2(i: u32) -> vec2<f32> { return unpack2x16float(w[i]); }
 fn w2(i: u32) -> vec2<f32> { return w[i]; }
 #endif
 
+// The same bindings viewed four elements at a time, for `gemv4` (K % 4 == 0, so rows start on a
+// 4-element boundary): wider loads keep more bytes in flight per lane, which is what a
+// bandwidth-bound decode step needs. WGSL lets entry points that never share a variable alias a
+// binding with different types.
+#if F16
+@group(0) @binding(1) var<storage, read> wq: array<vec4<f16>>;
+fn w4(i: u32) -> vec4<f32> { return vec4<f32>(wq[i]); }
+#elif PACKED
+@group(0) @binding(1) var<storage, read> wq: array<vec2<u32>>;
+fn w4(i: u32) -> vec4<f32> { let v = wq[i]; return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); }
+#else
+@group(0) @binding(1) var<storage, read> wq: array<vec4<f32>>;
+fn w4(i: u32) -> vec4<f32> { return wq[i]; }
+#endif
+@group(0) @binding(0) var<storage, read> xq: array<vec4<f32>>;
+
 struct Params {
   T: u32,
   K: u32,
@@ -74,6 +90,29 @@ fn gemv(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
       acc += wv.x * x[k] + wv.y * x1;
     }
   }
+  reduce_rows(li, n, valid, acc);
+}
+
+@compute @workgroup_size(256)
+fn gemv4(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>,
+         @builtin(num_workgroups) nwg: vec3<u32>) {
+  let lane = li % LANES;
+  let n = (wid.y * nwg.x + wid.x) * (ROWS_ALL / LANES) + li / LANES;
+  let valid = n < p.N;
+  var acc = 0.0;
+  if (valid) {
+    let quads = p.K / 4u;
+    let wrow = n * (p.ks2 / 2u);
+    for (var q = lane; q < quads; q += LANES) {
+      acc += dot(w4(wrow + q), xq[q]);
+    }
+  }
+  reduce_rows(li, n, valid, acc);
+}
+
+/** Sums the LANES partial dot products of each row and writes the row. Called by every lane. */
+fn reduce_rows(li: u32, n: u32, valid: bool, acc: f32) {
+  let lane = li % LANES;
   if (LANES == 1u) {
     if (valid) { finish(0u, n, acc); }
     return;

@@ -95,6 +95,8 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     { T: 1, K: 1, N: 3, bias: true, acc: true },
     { T: 1, K: 37, N: 300, bias: true, acc: true, lanes: 1 },
     { T: 1, K: 130, N: 71, bias: false, acc: false, lanes: 4 },
+    { T: 1, K: 64, N: 33, bias: true, acc: true, lanes: 1 },
+    { T: 1, K: 4, N: 9, bias: false, acc: false, lanes: 2 },
     { T: 2, K: 37, N: 71, bias: true, acc: true },
     { T: 33, K: 130, N: 65, bias: false, acc: false },
     { T: 64, K: 64, N: 200, bias: true, acc: false },

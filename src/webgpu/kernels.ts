@@ -378,7 +378,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     if (w.cols !== K || w.rows !== N) throw new Error(`matmul: weight [${w.rows}, ${w.cols}] used as [${N}, ${K}]`);
     const m = this.mat(w);
     const b = bias ? this.raw(bias) : this.dummy;
-    const entry = T === 1 ? 'gemv' : this.opts.flatGemm ? 'gemm_flat' : 'gemm';
+    const entry = T === 1 ? (K % 4 === 0 ? 'gemv4' : 'gemv') : this.opts.flatGemm ? 'gemm_flat' : 'gemm';
     for (const part of m.parts) {
       this.call(`mm:${x.id}:${part.id}:${b.id}:${out.id}:${T}:${accumulate}`, () => {
         let workgroups: [number, number, number];
