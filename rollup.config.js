@@ -190,13 +190,20 @@ function browserEntry() {
   if (existsSync(runtime) && /export\s+(async\s+)?function\s+loadModelInWorker\b/.test(readFileSync(runtime, 'utf8'))) {
     parts.push(['runtime.js', 'loadModelInWorker']);
   }
+  // Type-only names the declaration file adds (when the module declares them).
+  const TYPE_EXPORTS = {};
+  for (const [file, names] of [['probe.js', ['ProbeReport', 'ProbeOptions']], ['runtime.js', ['WorkerModel', 'WorkerSession', 'WorkerLoadOptions']]]) {
+    const dts = join(DIST, 'src', file.replace(/\.js$/, '.d.ts'));
+    const text = existsSync(dts) ? readFileSync(dts, 'utf8') : '';
+    TYPE_EXPORTS[file] = names.filter((n) => new RegExp(`export (declare )?(interface|class|type) ${n}\\b`).test(text));
+  }
   // Explicit exports shadow `export *`, so this stays valid if index.js starts exporting the same names.
   const reexports = (dir, types) =>
     parts
       .map(([file, names]) => {
         const from = JSON.stringify(`${dir}/${file}`);
         if (names === '*') return `export * from ${from};`;
-        const typeNames = file === 'probe.js' && types ? ', type ProbeReport, type ProbeOptions' : '';
+        const typeNames = types ? (TYPE_EXPORTS[file] ?? []).map((t) => `, type ${t}`).join('') : '';
         return `export { ${names}${typeNames} } from ${from};`;
       })
       .join('\n') + '\n';
