@@ -2,8 +2,9 @@
 //   x [T, K] (row stride ldx floats), w [N, K] (PyTorch Linear layout), bias [N] or 0, out [T, N] (stride ldo)
 // Every entry point computes only output rows [rowStart, rowEnd) so threads can split N.
 //
-// T = 1 (decode) is a GEMV that streams each weight exactly once: it is bound by memory bandwidth,
-// so it dequantises in registers and keeps four rows in flight. T > 1 (prefill) is compute-bound: a
+// T = 1 (decode) is a GEMV that streams each weight exactly once, four rows in flight: it should be bound
+// by memory bandwidth, so the compact formats are consumed with few SIMD ops per byte (f16: shift/mask
+// unpacking of 8 halves per load; q8: integer dot products against x quantised to int16). T > 1 (prefill) is compute-bound: a
 // 4-row tile is dequantised once into per-thread f32 scratch and reused for every token, two tokens at
 // a time (8 accumulators + 4 weight vectors fit the 16 SIMD registers V8 uses on x64).
 import { F16, F32, Q8, QBLOCK, rowBytes, w1, w4 } from './math';
@@ -44,51 +45,31 @@ import { F16, F32, Q8, QBLOCK, rowBytes, w1, w4 } from './math';
 }
 
 /**
- * Σ_k x[k] · w_i[k] for four rows (pointers r0..r3; q8 block scales at q0..q3), as one f32x4.
- * The q8 scale is applied per weight vector so the same loop body serves every format.
+ * Σ_k x[k] · w_i[k] for four f32 rows r0..r3, as one f32x4. Eight columns per step with two accumulators
+ * per row: the four rows are four independent streams for the prefetcher, and the two chains per row hide
+ * the latency of the adds.
  */
 // @ts-ignore: decorator
-@inline function dot4(
-  dtype: i32, x: usize, K: i32,
-  r0: usize, r1: usize, r2: usize, r3: usize,
-  q0: usize, q1: usize, q2: usize, q3: usize,
-): v128 {
+@inline function dot4(x: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize): v128 {
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-  let s0 = f32x4.splat(1), s1 = s0, s2 = s0, s3 = s0;
-  const Kv = K & ~3; // columns covered by whole vectors
-  for (let kb = 0; kb < Kv; kb += QBLOCK) {
-    if (dtype == Q8) {
-      const b = <usize>(kb / QBLOCK) << 2;
-      s0 = v128.load32_splat(q0 + b); s1 = v128.load32_splat(q1 + b);
-      s2 = v128.load32_splat(q2 + b); s3 = v128.load32_splat(q3 + b);
-    }
-    const kEnd = min(kb + QBLOCK, Kv);
-    for (let k = kb; k < kEnd; k += 4) {
-      const xv = v128.load(x + (<usize>k << 2));
-      a0 = f32x4.add(a0, f32x4.mul(xv, w4(dtype, r0, k, s0)));
-      a1 = f32x4.add(a1, f32x4.mul(xv, w4(dtype, r1, k, s1)));
-      a2 = f32x4.add(a2, f32x4.mul(xv, w4(dtype, r2, k, s2)));
-      a3 = f32x4.add(a3, f32x4.mul(xv, w4(dtype, r3, k, s3)));
-    }
+  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  const K8 = K & ~7;
+  const end = x + (<usize>K8 << 2);
+  let px = x, p0 = r0, p1 = r1, p2 = r2, p3 = r3;
+  while (px < end) {
+    const xa = v128.load(px), xb = v128.load(px, 16);
+    a0 = f32x4.add(a0, f32x4.mul(xa, v128.load(p0)));
+    a1 = f32x4.add(a1, f32x4.mul(xa, v128.load(p1)));
+    a2 = f32x4.add(a2, f32x4.mul(xa, v128.load(p2)));
+    a3 = f32x4.add(a3, f32x4.mul(xa, v128.load(p3)));
+    b0 = f32x4.add(b0, f32x4.mul(xb, v128.load(p0, 16)));
+    b1 = f32x4.add(b1, f32x4.mul(xb, v128.load(p1, 16)));
+    b2 = f32x4.add(b2, f32x4.mul(xb, v128.load(p2, 16)));
+    b3 = f32x4.add(b3, f32x4.mul(xb, v128.load(p3, 16)));
+    px += 32; p0 += 32; p1 += 32; p2 += 32; p3 += 32;
   }
-  let sums = sum4(a0, a1, a2, a3);
-  if (Kv < K) {
-    // The < 4 leftover columns all lie in the block that holds Kv.
-    let c0: f32 = 0, c1: f32 = 0, c2: f32 = 0, c3: f32 = 0;
-    let t0: f32 = 1, t1: f32 = 1, t2: f32 = 1, t3: f32 = 1;
-    if (dtype == Q8) {
-      const b = <usize>(Kv / QBLOCK) << 2;
-      t0 = load<f32>(q0 + b); t1 = load<f32>(q1 + b); t2 = load<f32>(q2 + b); t3 = load<f32>(q3 + b);
-    }
-    for (let k = Kv; k < K; k++) {
-      const xk = load<f32>(x + (<usize>k << 2));
-      c0 += xk * w1(dtype, r0, k, t0);
-      c1 += xk * w1(dtype, r1, k, t1);
-      c2 += xk * w1(dtype, r2, k, t2);
-      c3 += xk * w1(dtype, r3, k, t3);
-    }
-    sums = f32x4.add(sums, f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(c0), 1, c1), 2, c2), 3, c3));
-  }
+  let sums = sum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
+  if (K8 < K) sums = f32x4.add(sums, tail4(x, K8, K, r0, r1, r2, r3));
   return sums;
 }
 
@@ -127,7 +108,7 @@ import { F16, F32, Q8, QBLOCK, rowBytes, w1, w4 } from './math';
   store4(out1, bias, n, nv, sb, accumulate);
 }
 
-/** Columns [k0, K) of four f32 rows against x, scalar (k0 = K rounded down to 4). */
+/** Columns [k0, K) of four f32 rows against x, scalar (k0 = K rounded down to 4 or 8). */
 // @ts-ignore: decorator
 @inline function tail4(x: usize, k0: i32, K: i32, r0: usize, r1: usize, r2: usize, r3: usize): v128 {
   let c0: f32 = 0, c1: f32 = 0, c2: f32 = 0, c3: f32 = 0;
@@ -140,6 +121,125 @@ import { F16, F32, Q8, QBLOCK, rowBytes, w1, w4 } from './math';
     c3 += xk * load<f32>(r3 + o);
   }
   return f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(c0), 1, c1), 2, c2), 3, c3);
+}
+
+// ---- decode GEMVs for the compact formats: the same 4-row skeleton, with x prepared once per call ----
+
+/** The f16 GEMV unpacks 8 halves per load as even and odd lanes, so x is reordered to match, per 8 columns. */
+// @ts-ignore: decorator
+@inline function interleaveX(x: usize, K: i32, dst: usize): void {
+  for (let k = 0; k + 8 <= K; k += 8) {
+    const o = <usize>k << 2;
+    const a = v128.load(x + o), b = v128.load(x + o, 16);
+    v128.store(dst + o, f32x4.shuffle(a, b, 0, 2, 4, 6));
+    v128.store(dst + o, f32x4.shuffle(a, b, 1, 3, 5, 7), 16);
+  }
+}
+
+/**
+ * Eight halves → two f32x4 without widening: with h in the top 16 bits of a lane, an arithmetic shift by
+ * 3 puts the exponent and mantissa where f32 keeps them; the mask drops the sign copies and whatever sat
+ * below, and × 2^112 rebiases the exponent (15 → 127), which also maps f16 subnormals exactly.
+ */
+// @ts-ignore: decorator
+@inline function halfHi(v: v128): v128 {
+  return f32x4.mul(v128.and(i32x4.shr_s(v, 3), i32x4.splat(0x8fffe000)), f32x4.splat(5.192296858534828e33));
+}
+
+/** Σ_k x[k]·w_i[k] for four f16 rows; xp = x reordered by `interleaveX`. */
+// @ts-ignore: decorator
+@inline function dot4f16(x: usize, xp: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize): v128 {
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  const K8 = K & ~7;
+  for (let k = 0; k < K8; k += 8) {
+    const xe = v128.load(xp + (<usize>k << 2)), xo = v128.load(xp + (<usize>k << 2), 16);
+    const o = <usize>k << 1;
+    const v0 = v128.load(r0 + o), v1 = v128.load(r1 + o), v2 = v128.load(r2 + o), v3 = v128.load(r3 + o);
+    a0 = f32x4.add(a0, f32x4.add(f32x4.mul(xe, halfHi(i32x4.shl(v0, 16))), f32x4.mul(xo, halfHi(v0))));
+    a1 = f32x4.add(a1, f32x4.add(f32x4.mul(xe, halfHi(i32x4.shl(v1, 16))), f32x4.mul(xo, halfHi(v1))));
+    a2 = f32x4.add(a2, f32x4.add(f32x4.mul(xe, halfHi(i32x4.shl(v2, 16))), f32x4.mul(xo, halfHi(v2))));
+    a3 = f32x4.add(a3, f32x4.add(f32x4.mul(xe, halfHi(i32x4.shl(v3, 16))), f32x4.mul(xo, halfHi(v3))));
+  }
+  let sums = sum4(a0, a1, a2, a3);
+  if (K8 < K) {
+    let c0: f32 = 0, c1: f32 = 0, c2: f32 = 0, c3: f32 = 0;
+    for (let k = K8; k < K; k++) {
+      const xk = load<f32>(x + (<usize>k << 2));
+      c0 += xk * w1(F16, r0, k, 1);
+      c1 += xk * w1(F16, r1, k, 1);
+      c2 += xk * w1(F16, r2, k, 1);
+      c3 += xk * w1(F16, r3, k, 1);
+    }
+    sums = f32x4.add(sums, f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(c0), 1, c1), 2, c2), 3, c3));
+  }
+  return sums;
+}
+
+/**
+ * x as int16 per 32-block (scale = max|x| / 32767, relative error ≤ 2^-16 of the block's largest value),
+ * so q8 weights can be multiplied in integers (i32x4.dot_i16x8_s) instead of being converted to floats.
+ * dst: xq i16 [blocks·32] zero padded, then the scales f32 [blocks].
+ */
+// @ts-ignore: decorator
+@inline function quantizeX16(x: usize, K: i32, dst: usize): void {
+  const blocks = (K + QBLOCK - 1) / QBLOCK;
+  const xs = dst + (<usize>blocks << 6);
+  for (let b = 0; b < blocks; b++) {
+    const k0 = b * QBLOCK;
+    const src = x + (<usize>k0 << 2);
+    const q = dst + (<usize>k0 << 1);
+    if (k0 + QBLOCK <= K) {
+      let m = f32x4.splat(0);
+      for (let j = 0; j < QBLOCK; j += 4) m = f32x4.max(m, f32x4.abs(v128.load(src + (<usize>j << 2))));
+      m = f32x4.max(m, f32x4.shuffle(m, m, 2, 3, 0, 1));
+      const amax = max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1));
+      const inv = f32x4.splat(amax > 0 ? <f32>32767 / amax : 0);
+      for (let j = 0; j < QBLOCK; j += 8) {
+        const lo = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(src + (<usize>j << 2)), inv)));
+        const hi = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(src + (<usize>j << 2), 16), inv)));
+        v128.store(q + (<usize>j << 1), i16x8.narrow_i32x4_s(lo, hi));
+      }
+      store<f32>(xs + (<usize>b << 2), amax / 32767);
+    } else {
+      const n = K - k0;
+      let amax: f32 = 0;
+      for (let j = 0; j < n; j++) amax = max(amax, abs(load<f32>(src + (<usize>j << 2))));
+      const inv: f32 = amax > 0 ? <f32>32767 / amax : 0;
+      for (let j = 0; j < QBLOCK; j++) {
+        store<i16>(q + (<usize>j << 1), j < n ? <i16>nearest(load<f32>(src + (<usize>j << 2)) * inv) : 0);
+      }
+      store<f32>(xs + (<usize>b << 2), amax / 32767);
+    }
+  }
+}
+
+/** One 32-block of a q8 row against the int16 block x0..x3: four i32 partial sums. */
+// @ts-ignore: decorator
+@inline function blockDot(w: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  const lo = v128.load(w), hi = v128.load(w, 16);
+  return i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(lo), x0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(lo), x1)),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(hi), x2), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(hi), x3)),
+  );
+}
+
+/** Σ_k x[k]·w_i[k] for four q8 rows (scales at q0..q3) against x quantised by `quantizeX16` at xq. */
+// @ts-ignore: decorator
+@inline function dot4q8(xq: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize, q0: usize, q1: usize, q2: usize, q3: usize): v128 {
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  const blocks = (K + QBLOCK - 1) / QBLOCK;
+  const xs = xq + (<usize>blocks << 6);
+  for (let b = 0; b < blocks; b++) {
+    const xb = xq + (<usize>b << 6);
+    const x0 = v128.load(xb), x1 = v128.load(xb, 16), x2 = v128.load(xb, 32), x3 = v128.load(xb, 48);
+    const s = load<f32>(xs + (<usize>b << 2));
+    const o = <usize>b << 5, so = <usize>b << 2;
+    a0 = f32x4.add(a0, f32x4.mul(f32x4.convert_i32x4_s(blockDot(r0 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q0 + so))));
+    a1 = f32x4.add(a1, f32x4.mul(f32x4.convert_i32x4_s(blockDot(r1 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q1 + so))));
+    a2 = f32x4.add(a2, f32x4.mul(f32x4.convert_i32x4_s(blockDot(r2 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q2 + so))));
+    a3 = f32x4.add(a3, f32x4.mul(f32x4.convert_i32x4_s(blockDot(r3 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q3 + so))));
+  }
+  return sum4(a0, a1, a2, a3);
 }
 
 /** Row n of a `dtype` matrix as K f32 values at `dst` (also serves the embedding lookup). */
@@ -175,16 +275,22 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
   const rb = rowBytes(dtype, K);
   const qb = <usize>((K + QBLOCK - 1) / QBLOCK) << 2; // q8 scale bytes per row
   const xs = <usize>ldx << 2, os = <usize>ldo << 2;
+  // Decode: x is prepared once per call (each thread does it for itself: K values, no synchronisation).
+  if (T == 1 && dtype == F16) interleaveX(x, K, scratch);
+  if (T == 1 && dtype == Q8) quantizeX16(x, K, scratch);
   for (let n = rowStart; n < rowEnd; n += 4) {
     // A partial tile repeats its last row in the missing lanes; those sums are never stored.
     const nv = min(4, rowEnd - n);
     const n1 = n + min(1, nv - 1), n2 = n + min(2, nv - 1), n3 = n + min(3, nv - 1);
     if (T == 1) {
-      const sums = dot4(
-        dtype, x, K,
-        w + <usize>n * rb, w + <usize>n1 * rb, w + <usize>n2 * rb, w + <usize>n3 * rb,
-        scales + <usize>n * qb, scales + <usize>n1 * qb, scales + <usize>n2 * qb, scales + <usize>n3 * qb,
-      );
+      const w0 = w + <usize>n * rb, w1r = w + <usize>n1 * rb, w2 = w + <usize>n2 * rb, w3 = w + <usize>n3 * rb;
+      let sums: v128;
+      if (dtype == F32) sums = dot4(x, K, w0, w1r, w2, w3);
+      else if (dtype == F16) sums = dot4f16(x, scratch, K, w0, w1r, w2, w3);
+      else {
+        sums = dot4q8(scratch, K, w0, w1r, w2, w3,
+          scales + <usize>n * qb, scales + <usize>n1 * qb, scales + <usize>n2 * qb, scales + <usize>n3 * qb);
+      }
       store4(out, bias, n, nv, sums, accumulate);
       continue;
     }
@@ -205,7 +311,7 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
       gemm2x4(xa, xa + xs, K, r0, r1, r2, r3, oa, oa + os, bias, n, nv, accumulate);
     }
     if (t < T) {
-      const sums = dot4(F32, x + <usize>t * xs, K, r0, r1, r2, r3, 0, 0, 0, 0);
+      const sums = dot4(x + <usize>t * xs, K, r0, r1, r2, r3);
       store4(out + <usize>t * os, bias, n, nv, sums, accumulate);
     }
   }

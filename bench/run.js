@@ -1,0 +1,206 @@
+#!/usr/bin/env node
+// Speed of the wasm backend on a 130m-shaped byte model: decode and prefill tok/s per dtype and thread
+// count, next to the machine's read bandwidth measured by the same WASM SIMD code path.
+//
+//   npm run bench -- [--backend wasm] [--dtype f32,f16,q8] [--threads 1,2] [--model DIR]
+//                    [--decode 128] [--prompt 512] [--bandwidth-mib 1024] [--json out.json]
+//
+// Runs against the built package (dist/, build/): `npm run bench` builds first.
+import { execSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+
+const dist = new URL('../dist/src/', import.meta.url);
+const { createWasmBackend } = await import(new URL('wasm/backend.js', dist).href);
+const { WasmRuntime } = await import(new URL('wasm/runtime.js', dist).href);
+const { KERNEL } = await import(new URL('wasm/layout.js', dist).href);
+
+const { values } = parseArgs({
+  options: {
+    backend: { type: 'string', default: 'wasm' },
+    dtype: { type: 'string', default: 'f32,f16,q8' },
+    threads: { type: 'string', default: `1,${os.availableParallelism()}` },
+    model: { type: 'string' },
+    decode: { type: 'string', default: '128' },
+    prompt: { type: 'string', default: '512' },
+    'bandwidth-mib': { type: 'string', default: '1024' },
+    json: { type: 'string' },
+  },
+});
+if (values.backend !== 'wasm') throw new Error(`bench/run.js measures the wasm backend only, got --backend ${values.backend}`);
+const dtypes = values.dtype.split(',');
+const threadCounts = [...new Set(values.threads.split(',').map(Number))];
+const decodeTokens = Number(values.decode);
+const promptTokens = Number(values.prompt);
+
+// ---- model ----
+
+/** mamba-130m's shapes with a byte vocabulary (what the default model of this package looks like). */
+const SHAPE = { dModel: 768, nLayer: 24, vocabSize: 256, dState: 16, dConv: 4, dInner: 1536, dtRank: 48, bias: false, convBias: true, eps: 1e-5, tiedEmbeddings: true, naming: 'hf' };
+
+/** Random weights in the ranges a trained Mamba has (init scheme of mamba_ssm), from a fixed seed. */
+function randomWeights(c) {
+  let s = 0x9e3779b9;
+  const rnd = () => {
+    s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+    return (s >>> 0) / 4294967296;
+  };
+  const uniform = (n, a) => {
+    const x = new Float32Array(n);
+    for (let i = 0; i < n; i++) x[i] = (rnd() * 2 - 1) * a;
+    return x;
+  };
+  const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V } = c;
+  const layers = [];
+  for (let l = 0; l < c.nLayer; l++) {
+    const dtB = new Float32Array(E);
+    for (let e = 0; e < E; e++) {
+      const dt = Math.exp(Math.log(1e-3) + rnd() * (Math.log(0.1) - Math.log(1e-3))); // Δ in [1e-3, 0.1]
+      dtB[e] = dt + Math.log(-Math.expm1(-dt)); // inverse softplus
+    }
+    const A = new Float32Array(E * N);
+    for (let i = 0; i < E * N; i++) A[i] = -((i % N) + 1); // S4D-real init
+    layers.push({
+      norm: new Float32Array(D).fill(1),
+      inProjX: uniform(E * D, 1 / Math.sqrt(D)),
+      inProjZ: uniform(E * D, 1 / Math.sqrt(D)),
+      convW: uniform(E * K, 1 / Math.sqrt(K)),
+      convB: uniform(E, 1 / Math.sqrt(K)),
+      xProj: uniform((R + 2 * N) * E, 1 / Math.sqrt(E)),
+      dtProjW: uniform(E * R, 1 / Math.sqrt(R)),
+      dtProjB: dtB,
+      A,
+      D: new Float32Array(E).fill(1),
+      outProj: uniform(D * E, 1 / Math.sqrt(E) / Math.sqrt(c.nLayer)),
+    });
+  }
+  const embedding = uniform(V * D, 0.02 * Math.sqrt(3));
+  return { embedding, layers, normF: new Float32Array(D).fill(1), lmHead: embedding };
+}
+
+let config;
+let weights;
+let modelName;
+if (values.model) {
+  const { readModel } = await import(new URL('loader.js', dist).href);
+  ({ config, weights } = await readModel(values.model));
+  modelName = values.model;
+} else {
+  config = SHAPE;
+  weights = randomWeights(config);
+  modelName = 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)';
+}
+
+// ---- bandwidth ----
+
+/** GB/s of a WASM SIMD read loop over `mib` MiB (written first so no page is the shared zero page). */
+async function readBandwidth(threads, mib) {
+  const bytes = mib * 2 ** 20;
+  const rt = await WasmRuntime.create({ threads, reserveBytes: bytes, growBytes: 0, scratchBytesPerThread: 64 });
+  try {
+    const buf = rt.allocBytes(bytes);
+    const f32 = rt.views().f32;
+    for (let i = buf >> 2, end = (buf + bytes) >> 2; i < end; i += 1024) f32[i] = 1;
+    let best = Infinity;
+    for (let rep = 0; rep < 6; rep++) {
+      const t0 = performance.now();
+      rt.run(KERNEL.READ, [buf, bytes], threads);
+      best = Math.min(best, performance.now() - t0);
+    }
+    return bytes / (best / 1000) / 1e9;
+  } finally {
+    rt.dispose();
+  }
+}
+
+// ---- runs ----
+
+function argmax(x) {
+  let b = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[b]) b = i;
+  return b;
+}
+
+async function measure(dtype, threads) {
+  const backend = await createWasmBackend(config, weights, { dtype, threads });
+  try {
+    const prompt = new Uint8Array(promptTokens);
+    for (let i = 0; i < promptTokens; i++) prompt[i] = 32 + ((i * 7919) % 95);
+    // Warm-up: lets V8 tier the kernels up from its baseline compiler.
+    const warm = backend.createState();
+    await backend.forward(warm, prompt.subarray(0, 128), 'last');
+    for (let i = 0; i < 8; i++) await backend.forward(warm, prompt.subarray(i, i + 1), 'last');
+    backend.releaseState(warm);
+
+    const st = backend.createState();
+    let t0 = performance.now();
+    let logits = await backend.forward(st, prompt, 'last');
+    const prefillMs = performance.now() - t0;
+    t0 = performance.now();
+    for (let i = 0; i < decodeTokens; i++) logits = await backend.forward(st, Uint8Array.of(argmax(logits)), 'last');
+    const decodeMs = performance.now() - t0;
+    backend.releaseState(st);
+    const decodeTokPerSec = decodeTokens / (decodeMs / 1000);
+    return {
+      backend: 'wasm',
+      dtype,
+      threads: backend.runtime.threads,
+      description: backend.description,
+      decodeTokPerSec,
+      prefillTokPerSec: promptTokens / (prefillMs / 1000),
+      timeToFirstTokenMs: prefillMs,
+      weightBytes: backend.decodeWeightBytes,
+      decodeGBps: (backend.decodeWeightBytes * decodeTokPerSec) / 1e9,
+    };
+  } finally {
+    backend.dispose();
+  }
+}
+
+const trainers = (() => {
+  try {
+    return execSync('pgrep -f train.py', { encoding: 'utf8' }).trim().split('\n').filter(Boolean).length;
+  } catch {
+    return 0;
+  }
+})();
+const device = {
+  cpu: os.cpus()[0]?.model ?? 'unknown',
+  cores: os.availableParallelism(),
+  memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+  node: process.version,
+  platform: `${os.platform()} ${os.arch()}`,
+  loadAverage1m: +os.loadavg()[0].toFixed(2),
+  otherLoad: trainers ? `${trainers} train.py process(es) running` : 'none detected',
+  model: modelName,
+  promptTokens,
+  decodeTokens,
+  date: new Date().toISOString(),
+};
+console.log(`${device.cpu}, ${device.cores} cores, ${device.node}; load ${device.loadAverage1m} (${device.otherLoad})`);
+console.log(`model: ${modelName}; prompt ${promptTokens}, decode ${decodeTokens}`);
+
+const mib = Number(values['bandwidth-mib']);
+const readGBps = {};
+for (const t of threadCounts) readGBps[t] = await readBandwidth(t, mib);
+device.readGBps = readGBps;
+console.log(`WASM SIMD read bandwidth over ${mib} MiB: ${threadCounts.map((t) => `${t} thr ${readGBps[t].toFixed(1)} GB/s`).join(', ')}`);
+
+const results = [];
+const pad = (s, n) => String(s).padStart(n);
+console.log(`\n${pad('dtype', 5)} ${pad('thr', 3)} ${pad('decode tok/s', 12)} ${pad('prefill tok/s', 13)} ${pad('TTFT ms', 8)} ${pad('weights MB', 10)} ${pad('decode GB/s', 11)} ${pad('read GB/s', 9)} ${pad('of read', 7)}`);
+for (const dtype of dtypes) {
+  for (const threads of threadCounts) {
+    const r = await measure(dtype, threads);
+    r.readGBps = readGBps[threads] ?? readGBps[r.threads];
+    results.push(r);
+    console.log(
+      `${pad(dtype, 5)} ${pad(r.threads, 3)} ${pad(r.decodeTokPerSec.toFixed(1), 12)} ${pad(r.prefillTokPerSec.toFixed(1), 13)} ${pad(r.timeToFirstTokenMs.toFixed(0), 8)} ${pad((r.weightBytes / 1e6).toFixed(1), 10)} ${pad(r.decodeGBps.toFixed(2), 11)} ${pad(r.readGBps.toFixed(2), 9)} ${pad(((100 * r.decodeGBps) / r.readGBps).toFixed(0) + '%', 7)}`,
+    );
+  }
+}
+if (values.json) {
+  writeFileSync(values.json, JSON.stringify({ device, results }, null, 2) + '\n');
+  console.log(`\nwrote ${values.json}`);
+}

@@ -1,0 +1,299 @@
+/**
+ * Each AssemblyScript kernel (build/mamba.wasm) against its readable specification in src/reference,
+ * on random inputs: odd sizes (not multiples of 4 or 32), T = 1 (decode) and T > 1 (prefill), arbitrary
+ * row splits through direct calls, and thread splits through the job runner with a worker.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { MambaConfig } from '../src/config.js';
+import { conv1d as refConv } from '../src/reference/conv.js';
+import { embed as refEmbed } from '../src/reference/embed.js';
+import { matmul as refMatmul } from '../src/reference/matmul.js';
+import { rmsnorm as refNorm } from '../src/reference/norm.js';
+import { scan as refScan } from '../src/reference/scan.js';
+import type { LayerWeights } from '../src/weights.js';
+import { DTYPE_CODE, KERNEL, QBLOCK, quantizeQ8, tensorBytes, toHalf, toHalfArray, type DtypeCode } from '../src/wasm/layout.js';
+import { WasmRuntime } from '../src/wasm/runtime.js';
+
+/** The kernels as exported by the module (pointer arguments are byte offsets). */
+interface Exports {
+  matmul(dtype: number, x: number, ldx: number, w: number, scales: number, bias: number, out: number, ldo: number, T: number, K: number, r0: number, r1: number, acc: number, scratch: number): void;
+  rmsnorm(x: number, w: number, out: number, dim: number, eps: number, t0: number, t1: number): void;
+  conv1d(x: number, state: number, w: number, bias: number, out: number, T: number, E: number, K: number, e0: number, e1: number): void;
+  scan(u: number, dbc: number, z: number, dtW: number, dtB: number, A: number, D: number, state: number, out: number, T: number, E: number, R: number, N: number, e0: number, e1: number): void;
+  embed(dtype: number, tokens: number, table: number, scales: number, out: number, D: number, t0: number, t1: number): void;
+  argmax(p: number, n: number): number;
+  topk(p: number, n: number, k: number, idx: number, val: number): number;
+}
+
+let seed = 12345;
+function rand(): number {
+  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+  return seed / 4294967296;
+}
+const randn = (n: number, scale = 1) => Float32Array.from({ length: n }, () => (rand() * 2 - 1) * scale);
+
+/** Largest |a − b| relative to max(1, max|b|). */
+function relErr(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let d = 0;
+  let m = 1;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    m = Math.max(m, Math.abs(b[i]));
+  }
+  return d / m;
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+function fromHalf(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 31;
+  const m = h & 1023;
+  return e === 0 ? s * m * 2 ** -24 : s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+let rt: WasmRuntime; // 1 thread: direct calls with explicit row ranges
+let rt2: WasmRuntime; // 2 threads: the job runner with a worker
+let k: Exports;
+let scratch: number;
+
+beforeAll(async () => {
+  const opts = { reserveBytes: 8 << 20, growBytes: 16 << 20, scratchBytesPerThread: 16 * 1024 };
+  rt = await WasmRuntime.create({ ...opts, threads: 1 });
+  rt2 = await WasmRuntime.create({ ...opts, threads: 2 });
+  k = rt.exports as unknown as Exports;
+  scratch = rt.allocBytes(16 * 1024);
+});
+afterAll(() => {
+  rt?.dispose();
+  rt2?.dispose();
+});
+
+function put(r: WasmRuntime, data: Float32Array): number {
+  const p = r.allocBytes(data.length * 4);
+  r.views().f32.set(data, p >> 2);
+  return p;
+}
+const get = (r: WasmRuntime, p: number, n: number) => r.views().f32.slice(p >> 2, (p >> 2) + n);
+
+/** Uploads w [N, K] as `dtype`; returns pointers and the float32 values the kernel actually sees. */
+function upload(r: WasmRuntime, w: Float32Array, N: number, K: number, dtype: DtypeCode) {
+  const size = tensorBytes(dtype, N, K);
+  const ptr = r.allocBytes(size.data);
+  const scales = size.scales ? r.allocBytes(size.scales) : 0;
+  const v = r.views();
+  const seen = new Float32Array(N * K);
+  if (dtype === DTYPE_CODE.f32) {
+    v.f32.set(w, ptr >> 2);
+    seen.set(w);
+  } else if (dtype === DTYPE_CODE.f16) {
+    const h = new Uint16Array(v.u8.buffer, ptr, N * K);
+    toHalfArray(w, h);
+    for (let i = 0; i < N * K; i++) seen[i] = fromHalf(h[i]);
+  } else {
+    const q = new Int8Array(v.u8.buffer, ptr, size.data);
+    const s = new Float32Array(v.u8.buffer, scales, size.scales / 4);
+    quantizeQ8(w, N, K, q, s);
+    const blocks = Math.ceil(K / QBLOCK);
+    for (let n = 0; n < N; n++) for (let c = 0; c < K; c++) seen[n * K + c] = q[n * blocks * QBLOCK + c] * s[n * blocks + Math.floor(c / QBLOCK)];
+  }
+  return { ptr, scales, seen };
+}
+
+describe('weight formats', () => {
+  test('toHalf rounds to nearest even, keeps subnormals, saturates', () => {
+    for (const v of [0, -0, 1, -2.5, 65504, 6.1e-5, 3e-7, 1e-8, 0.1, -0.333, 1234.567]) {
+      const h = toHalf(v);
+      expect(Math.abs(fromHalf(h) - v)).toBeLessThanOrEqual(Math.max(Math.abs(v) * 2 ** -11, 2 ** -25));
+    }
+    expect(toHalf(1e6)).toBe(0x7bff);
+    expect(toHalf(-1e6)).toBe(0xfbff);
+    expect(toHalf(1 + 2 ** -11)).toBe(0x3c00); // tie → even
+    expect(toHalf(1 + 3 * 2 ** -11)).toBe(0x3c02);
+    u32[0] = 0x33800000; // 2^-24: smallest subnormal
+    expect(toHalf(f32[0])).toBe(1);
+  });
+});
+
+describe('matmul', () => {
+  const shapes: [T: number, K: number, N: number][] = [
+    [1, 37, 13],
+    [1, 64, 8],
+    [1, 7, 5],
+    [1, 100, 33],
+    [3, 70, 9],
+    [2, 33, 17],
+    [5, 96, 6],
+    [64, 45, 21],
+  ];
+  for (const dtype of [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8]) {
+    for (const [T, K, N] of shapes) {
+      test(`dtype ${dtype} T=${T} K=${K} N=${N}`, () => {
+        const x = randn(T * K, 2);
+        const w = randn(N * K, 0.5);
+        const bias = randn(N);
+        const init = randn(T * N);
+        const { ptr, scales, seen } = upload(rt, w, N, K, dtype);
+        const tol = dtype === DTYPE_CODE.q8 && T === 1 ? 1e-4 : 2e-6; // q8 decode quantises x to int16
+        for (const accumulate of [false, true]) {
+          for (const withBias of [false, true]) {
+            const want = init.slice();
+            refMatmul(x, seen, withBias ? bias : undefined, want, T, K, N, accumulate);
+            const px = put(rt, x), pb = put(rt, bias), po = put(rt, init);
+            // An arbitrary split of the rows: [0, a) then [a, N).
+            const a = Math.floor(N / 3);
+            k.matmul(dtype, px, K, ptr, scales, withBias ? pb : 0, po, N, T, K, 0, a, accumulate ? 1 : 0, scratch);
+            k.matmul(dtype, px, K, ptr, scales, withBias ? pb : 0, po, N, T, K, a, N, accumulate ? 1 : 0, scratch);
+            expect(relErr(get(rt, po, T * N), want)).toBeLessThan(tol * Math.sqrt(K));
+            for (const p of [px, pb, po]) rt.free(p);
+          }
+        }
+      });
+    }
+  }
+
+  test('row stride of x (ldx > K) and of out (ldo > N): the dt_proj use inside scan', () => {
+    const T = 3, K = 5, ldx = 9, N = 6, ldo = 11;
+    const x = randn(T * ldx), w = randn(N * K), out = new Float32Array(T * ldo);
+    const px = put(rt, x), pw = put(rt, w), po = put(rt, out);
+    k.matmul(0, px, ldx, pw, 0, 0, po, ldo, T, K, 0, N, 0, scratch);
+    const got = get(rt, po, T * ldo);
+    for (let t = 0; t < T; t++) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let c = 0; c < K; c++) s += x[t * ldx + c] * w[n * K + c];
+        expect(got[t * ldo + n]).toBeCloseTo(s, 5);
+      }
+      expect(got[t * ldo + N]).toBe(0); // nothing written beyond N
+    }
+  });
+
+  test('split over two threads by the job runner', () => {
+    for (const dtype of [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8]) {
+      for (const T of [1, 4]) {
+        const K = 75, N = 37;
+        const x = randn(T * K), w = randn(N * K), want = new Float32Array(T * N);
+        const { ptr, scales, seen } = upload(rt2, w, N, K, dtype);
+        refMatmul(x, seen, undefined, want, T, K, N, false);
+        const px = put(rt2, x), po = put(rt2, new Float32Array(T * N));
+        rt2.run(KERNEL.MATMUL, [dtype, px, K, ptr, scales, 0, po, N, T, K, N, 0], 2);
+        expect(relErr(get(rt2, po, T * N), want)).toBeLessThan(1e-4);
+      }
+    }
+  });
+});
+
+describe('rmsnorm', () => {
+  for (const [T, dim] of [[1, 5], [3, 64], [2, 37]]) {
+    test(`T=${T} dim=${dim}`, () => {
+      const x = randn(T * dim, 3), w = randn(dim), want = new Float32Array(T * dim);
+      refNorm(x, w, want, T, dim, 1e-5);
+      const px = put(rt, x), pw = put(rt, w), po = put(rt, new Float32Array(T * dim));
+      k.rmsnorm(px, pw, po, dim, 1e-5, 0, 1);
+      k.rmsnorm(px, pw, po, dim, 1e-5, 1, T);
+      expect(relErr(get(rt, po, T * dim), want)).toBeLessThan(1e-6);
+    });
+  }
+});
+
+describe('conv1d + SiLU', () => {
+  for (const [E, K, T] of [[13, 4, 1], [13, 4, 5], [37, 3, 2], [8, 4, 1], [21, 2, 9]]) {
+    test(`E=${E} K=${K} T=${T}, state carried over two calls`, () => {
+      const w = randn(E * K), b = randn(E), state0 = randn(E * (K - 1));
+      const refState = state0.slice();
+      const pw = put(rt, w), pb = put(rt, b), ps = put(rt, state0);
+      for (let call = 0; call < 2; call++) {
+        const x = randn(T * E, 2), want = new Float32Array(T * E);
+        refConv(x, refState, w, call === 0 ? b : undefined, want, T, E, K);
+        const px = put(rt, x), po = put(rt, new Float32Array(T * E));
+        const a = Math.min(E, 5); // uneven channel split
+        k.conv1d(px, ps, pw, call === 0 ? pb : 0, po, T, E, K, 0, a);
+        k.conv1d(px, ps, pw, call === 0 ? pb : 0, po, T, E, K, a, E);
+        expect(relErr(get(rt, po, T * E), want)).toBeLessThan(1e-6);
+        expect(relErr(get(rt, ps, E * (K - 1)), refState)).toBe(0);
+      }
+    });
+  }
+});
+
+describe('fused selective scan', () => {
+  const cases: [E: number, N: number, R: number, T: number][] = [
+    [13, 16, 3, 1],
+    [13, 16, 3, 7],
+    [37, 5, 4, 3],
+    [8, 4, 1, 1],
+    [40, 16, 8, 64],
+  ];
+  for (const [E, N, R, T] of cases) {
+    test(`E=${E} N=${N} R=${R} T=${T}, state carried over two calls`, () => {
+      const L = {
+        dtProjW: randn(E * R, 0.5),
+        dtProjB: Float32Array.from({ length: E }, () => -4 + 3 * rand()),
+        A: Float32Array.from({ length: E * N }, () => -Math.exp(rand() * 3)),
+        D: randn(E),
+      } as unknown as LayerWeights;
+      const cfg = { dInner: E, dtRank: R, dState: N } as MambaConfig;
+      const state = randn(E * N);
+      const ptr = (a: Float32Array) => put(rt, a);
+      const pW = ptr(L.dtProjW), pB = ptr(L.dtProjB), pA = ptr(L.A), pD = ptr(L.D), ps = ptr(state);
+      for (let call = 0; call < 2; call++) {
+        // Large δ in one call drives Δ through softplus's linear range and exp(Δ·A) towards 0.
+        const u = randn(T * E, 2), z = randn(T * E, 4), dbc = randn(T * (R + 2 * N), call === 0 ? 1 : 30);
+        const want = new Float32Array(T * E);
+        refScan(u, dbc, z, L, state, want, T, cfg);
+        const pu = ptr(u), pz = ptr(z), pdbc = ptr(dbc), po = ptr(new Float32Array(T * E));
+        const a = Math.min(E, 8);
+        k.scan(pu, pdbc, pz, pW, pB, pA, pD, ps, po, T, E, R, N, 0, a);
+        k.scan(pu, pdbc, pz, pW, pB, pA, pD, ps, po, T, E, R, N, a, E);
+        expect(relErr(get(rt, po, T * E), want)).toBeLessThan(2e-5);
+        expect(relErr(get(rt, ps, E * N), state)).toBeLessThan(2e-5);
+      }
+    });
+  }
+
+  test('split over two threads by the job runner', () => {
+    const E = 50, N = 16, R = 4, T = 5;
+    const L = { dtProjW: randn(E * R), dtProjB: randn(E), A: Float32Array.from({ length: E * N }, () => -1 - 10 * rand()), D: randn(E) } as unknown as LayerWeights;
+    const state = randn(E * N), u = randn(T * E), z = randn(T * E), dbc = randn(T * (R + 2 * N));
+    const want = new Float32Array(T * E);
+    const p = (a: Float32Array) => put(rt2, a);
+    const args = [p(u), p(dbc), p(z), p(L.dtProjW), p(L.dtProjB), p(L.A), p(L.D), p(state), p(new Float32Array(T * E)), T, E, R, N];
+    refScan(u, dbc, z, L, state, want, T, { dInner: E, dtRank: R, dState: N } as MambaConfig);
+    rt2.run(KERNEL.SCAN, args, 2);
+    expect(relErr(get(rt2, args[8], T * E), want)).toBeLessThan(2e-5);
+    expect(relErr(get(rt2, args[7], E * N), state)).toBeLessThan(2e-5);
+  });
+});
+
+describe('embed', () => {
+  for (const dtype of [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8]) {
+    test(`dtype ${dtype}, D=45`, () => {
+      const V = 256, D = 45, T = 6;
+      const { ptr, scales, seen } = upload(rt, randn(V * D), V, D, dtype);
+      const tokens = Uint8Array.of(0, 255, 7, 7, 128, 3);
+      const want = new Float32Array(T * D);
+      refEmbed(tokens, seen, want, T, D);
+      const pt = rt.allocBytes(T);
+      rt.views().u8.set(tokens, pt);
+      const po = put(rt, new Float32Array(T * D));
+      k.embed(dtype, pt, ptr, scales, po, D, 0, T);
+      expect(relErr(get(rt, po, T * D), want)).toBe(0);
+    });
+  }
+});
+
+describe('sample', () => {
+  test('argmax and top-k match a sort', () => {
+    for (const n of [1, 5, 256, 1000]) {
+      const x = randn(n);
+      const p = put(rt, x);
+      const order = [...x.keys()].sort((a, b) => x[b] - x[a]);
+      expect(k.argmax(p, n)).toBe(order[0]);
+      const kk = Math.min(10, n);
+      const pi = rt.allocBytes(kk * 4), pv = rt.allocBytes(kk * 4);
+      expect(k.topk(p, n, 10, pi, pv)).toBe(kk);
+      expect([...rt.views().i32.slice(pi >> 2, (pi >> 2) + kk)]).toEqual(order.slice(0, kk));
+    }
+  });
+});
