@@ -64,9 +64,21 @@ export function startServer({ root = REPO_ROOT, port = 8080, host = '127.0.0.1',
         info = await stat(file).catch(() => null);
       }
       if (!info?.isFile()) return send(404, `not found: ${pathname}\n`);
+      const type = TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream';
+      // A single byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`): lets the model loader resume a download.
+      const range = /^bytes=(\d*)-(\d*)$/.exec(req.headers.range ?? '');
+      if (range && (range[1] || range[2])) {
+        const start = range[1] ? Number(range[1]) : Math.max(0, info.size - Number(range[2]));
+        const end = range[1] && range[2] ? Math.min(Number(range[2]), info.size - 1) : info.size - 1;
+        if (start > end || start >= info.size) return send(416, 'range not satisfiable\n', { 'Content-Range': `bytes */${info.size}` });
+        res.writeHead(206, { ...COMMON, 'Content-Type': type, 'Accept-Ranges': 'bytes', 'Content-Range': `bytes ${start}-${end}/${info.size}`, 'Content-Length': end - start + 1 });
+        if (req.method === 'HEAD') return res.end();
+        return createReadStream(file, { start, end }).pipe(res);
+      }
       res.writeHead(200, {
         ...COMMON,
-        'Content-Type': TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream',
+        'Content-Type': type,
+        'Accept-Ranges': 'bytes',
         // Content-Length lets the model loader report download progress.
         'Content-Length': info.size,
       });
