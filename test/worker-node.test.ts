@@ -143,7 +143,7 @@ describe.skipIf(!built)('loadModelInWorker (Node worker_threads)', () => {
     expect(stats.generatedTokens).toBeLessThan(10_000);
 
     // bitsPerByte over a long input: the worker lets the abort in between blocks.
-    const long = new Uint8Array(64 * 1024).map((_, i) => 32 + (i % 90));
+    const long = new Uint8Array(16 * 1024).map((_, i) => 32 + (i % 90));
     const c2 = new AbortController();
     const p = model.bitsPerByte(long, c2.signal);
     setTimeout(() => c2.abort(), 50);
@@ -176,6 +176,22 @@ describe.skipIf(!built)('loadModelInWorker (Node worker_threads)', () => {
     await expect(pending).rejects.toBeInstanceOf(DisposedError);
     await expect(model.logits('x')).rejects.toBeInstanceOf(DisposedError);
     expect(() => model.createSession()).toThrow(DisposedError);
+    await noWorkersLeft();
+  });
+
+  test('a worker that dies fails pending calls instead of leaving them hanging', async () => {
+    const model = await loadModelInWorker(fixtures[1].dir, { backend: 'js' });
+    const it = model.generate('The ', { maxTokens: 1_000_000 })[Symbol.asyncIterator]();
+    await it.next();
+    // Simulate a crash (out of memory, a native fault): the thread ends without a dispose().
+    (model as unknown as { handle: { terminate(): void } }).handle.terminate();
+    const err = await (async () => {
+      for (;;) await it.next();
+    })().catch((e) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(['WORKER_EXIT', 'DISPOSED']).toContain(err.code);
+    await expect(model.logits('x')).rejects.toBeInstanceOf(Error);
+    model.dispose();
     await noWorkersLeft();
   });
 

@@ -36,14 +36,23 @@ function yieldToEventLoop(): Promise<void> {
   });
 }
 
+/** Forwards longer than this are run in slices (a multiple of the driver's 64-token chunk: same numerics). */
+const SLICE_TOKENS = 512;
+
+let lastYield = now();
+
 /**
- * The backend, except that a forward first yields to the event loop when the engine has been busy
- * for a while. The CPU backends compute inside promise chains (microtasks only), so without this an
- * `abort` message could not be handled until a long `bitsPerByte` or a pull had finished.
+ * The backend, except that a forward lets the event loop in when the engine has been busy for a
+ * while, and long forwards run in slices. The CPU backends compute inside promise chains
+ * (microtasks only), so without this an `abort` message could not even be received until a long
+ * `bitsPerByte` or prefill had finished. With a `signal`, a forward also stops between slices once
+ * it is aborted (used for `bitsPerByte`, whose state is thrown away).
  */
 class YieldingBackend implements Backend {
-  private lastYield = now();
-  constructor(readonly inner: Backend) {}
+  constructor(
+    readonly inner: Backend,
+    private readonly signal?: AbortSignal,
+  ) {}
   get name() {
     return this.inner.name;
   }
@@ -57,11 +66,26 @@ class YieldingBackend implements Backend {
     return this.inner.createState();
   }
   async forward(state: StateHandle, tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array> {
-    if (now() - this.lastYield >= YIELD_EVERY_MS) {
-      await yieldToEventLoop();
-      this.lastYield = now();
+    if (tokens.length <= SLICE_TOKENS) {
+      await this.pause();
+      return this.inner.forward(state, tokens, want);
     }
-    return this.inner.forward(state, tokens, want);
+    const V = this.inner.config.vocabSize;
+    const all = want === 'all' ? new Float32Array(tokens.length * V) : null;
+    let last: Float32Array | undefined;
+    for (let t = 0; t < tokens.length; t += SLICE_TOKENS) {
+      await this.pause();
+      last = await this.inner.forward(state, tokens.subarray(t, t + SLICE_TOKENS), want);
+      all?.set(last, t * V);
+    }
+    return all ?? last!;
+  }
+  private async pause(): Promise<void> {
+    if (now() - lastYield >= YIELD_EVERY_MS) {
+      await yieldToEventLoop();
+      lastYield = now();
+    }
+    this.signal?.throwIfAborted();
   }
   readState(state: StateHandle): Promise<StateData> {
     return this.inner.readState(state);
@@ -85,6 +109,7 @@ interface Stream {
 /** Everything except the transfer lists (added by the comlink wiring). */
 export class EngineHost implements EngineApi {
   private model: Model | null = null;
+  private backend: Backend | null = null;
   private readonly sessions = new Map<number, Session>();
   private readonly streams = new Map<number, Stream>();
   /** Abort controllers of operations in flight (streams and bitsPerByte), by id. */
@@ -94,6 +119,7 @@ export class EngineHost implements EngineApi {
     if (this.model) throw new MambaError('LOADED', 'this worker already holds a model');
     const { config, weights } = await readModel(source, { ...options, onProgress: onProgress && ((p) => void onProgress(p)) });
     const backend = (await createBackend(config, weights, options)) as SelectedBackend;
+    this.backend = backend;
     this.model = new Model(config, new YieldingBackend(backend));
     return { config, backend: backend.name, description: backend.description, selection: backend.selection };
   }
@@ -110,7 +136,11 @@ export class EngineHost implements EngineApi {
     const controller = new AbortController();
     this.aborts.set(opId, controller);
     try {
-      return await this.loaded().bitsPerByte(input, controller.signal);
+      const model = this.loaded();
+      // A view of the same backend whose forwards stop between slices once aborted: the abort
+      // lands within ~512 tokens instead of after a whole 4096-token block.
+      const view = new Model(model.config, new YieldingBackend(this.backend!, controller.signal));
+      return await view.bitsPerByte(input, controller.signal);
     } finally {
       this.aborts.delete(opId);
     }

@@ -65,7 +65,7 @@ describe.skipIf(!ready)('loadModelInWorker in headless Chromium', () => {
     { label: 'webgpu', options: { backend: 'webgpu' } },
   ];
   for (const { label, options } of cases) {
-    test.each(fixtures)(`${label} · $name: logits from a worker match transformers`, async (fx, ctx) => {
+    test.for(fixtures)(`${label} · $name: logits from a worker match transformers`, async (fx, ctx) => {
       const dir = `/${relative(ROOT, fx.dir)}/`;
       const r = await page.evaluate(
         ([d, input, o, n]) => (window as any).mambaTest.run(d, input, o, n),
