@@ -79,7 +79,10 @@ export function chooseBackend(report: ProbeReport, config: MambaConfig, options:
   const size = weightFootprint(config, dtype);
   const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
   const gpu = report.webgpu;
-  const adapterName = gpu.adapter ? [gpu.adapter.vendor, gpu.adapter.architecture, gpu.adapter.description].filter(Boolean).join(' ') || 'unnamed adapter' : '';
+  // Some runtimes report the vendor as a PCI id number: leave those out of the sentence.
+  const adapterName = gpu.adapter
+    ? [gpu.adapter.vendor, gpu.adapter.architecture, gpu.adapter.description].filter((p) => p && !/^(0x)?[0-9a-f]+$/i.test(p)).join(' ') || 'unnamed adapter'
+    : '';
 
   // Why each path can or cannot run this model; '' = it can.
   const gpuMaxBuffer = gpu.limits?.maxBufferSize ?? 0;
