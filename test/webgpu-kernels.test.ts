@@ -85,6 +85,7 @@ describe('wgsl preprocessor', () => {
 describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
   const mk = (maxBindingBytes?: number, gemvLanes = 32, flatGemm = false) =>
     new WebGPUKernels(ctx!.device, shaders, { dtype: v.dtype, shaderF16: v.shaderF16, maxBindingBytes, gemvLanes, flatGemm });
+  // lanes: invocations per row in the decode GEMV (32 = GPU layout); flat: the software prefill GEMM.
   // Weights the GPU stores in f16 are compared with the reference run on the same rounded values.
   const wq = (x: Float32Array) => (v.dtype === 'f16' ? roundToF16(x) : x);
   const tol = 2e-5;
@@ -105,20 +106,20 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
   ] as { T: number; K: number; N: number; bias: boolean; acc: boolean; lanes?: number; flat?: boolean }[])(
     'matmul T=$T K=$K N=$N bias=$bias accumulate=$acc lanes=$lanes flat=$flat',
     async ({ T, K, N, bias, acc, lanes, flat }) => {
-    const k = mk(undefined, lanes, flat);
-    const x = rand(T * K, 1 + K);
-    const w = rand(N * K, 2 + N);
-    const b = rand(N, 3);
-    const init = rand(T * N, 4);
-    const want = init.slice();
-    matmul(x, wq(w), bias ? b : undefined, want, T, K, N, acc);
-    const xb = k.alloc(T * K);
-    k.write(xb, x);
-    const ob = k.alloc(T * N);
-    k.write(ob, init);
-    k.matmul(xb, k.upload(w, N, K), bias ? k.upload(b, 1, N) : undefined, ob, T, K, N, acc);
-    expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
-    k.release();
+      const k = mk(undefined, lanes, flat);
+      const x = rand(T * K, 1 + K);
+      const w = rand(N * K, 2 + N);
+      const b = rand(N, 3);
+      const init = rand(T * N, 4);
+      const want = init.slice();
+      matmul(x, wq(w), bias ? b : undefined, want, T, K, N, acc);
+      const xb = k.alloc(T * K);
+      k.write(xb, x);
+      const ob = k.alloc(T * N);
+      k.write(ob, init);
+      k.matmul(xb, k.upload(w, N, K), bias ? k.upload(b, 1, N) : undefined, ob, T, K, N, acc);
+      expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
+      k.release();
     },
   );
 
