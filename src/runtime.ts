@@ -178,6 +178,10 @@ export class WorkerModel {
 
   createSession(snapshot?: Snapshot): WorkerSession {
     this.check();
+    // The shape checks against the model happen in the worker and surface on the session's next call.
+    if (snapshot !== undefined && (snapshot?.format !== 'mamba-edge-snapshot' || snapshot.version !== 1)) {
+      throw new MambaError('SNAPSHOT', 'not a mamba-edge snapshot (version 1)');
+    }
     const id = this.id();
     // Sent without waiting: later calls on the session queue behind it (comlink keeps order).
     return new WorkerSession(this, id, this.call(this.api.createSession(id, snapshot)));

@@ -95,6 +95,10 @@ describe.skipIf(!built)('loadModelInWorker (Node worker_threads)', () => {
       const r = model.createSession(snap);
       expect((await collect(r.generate(fx.input, GREEDY))).bytes).toEqual(want.bytes);
       for (const x of [s, f, r, ls, lf]) x.dispose();
+      expect(() => model.createSession({ format: 'nope' } as never)).toThrow(/not a mamba-edge snapshot/);
+      // A snapshot of another model: reported by the session's first call.
+      const bad = model.createSession({ ...snap, model: 'mamba1:D1:L1:E1:N1:K1:R1:V1' });
+      await expect(bad.feed('x')).rejects.toMatchObject({ code: 'SNAPSHOT' });
     });
   });
 
