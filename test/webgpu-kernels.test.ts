@@ -252,6 +252,18 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     k.release();
   });
 
+  test.each([1, 7, 40])('topk k=%i matches a stable sort, ties by index', async (kk) => {
+    const k = mk();
+    const V = 1000;
+    const x = rand(2 * V, 72 + kk);
+    for (const i of [5, 300, 999, 17]) x[V + i] = 3; // a four-way tie at the top
+    const b = k.alloc(2 * V);
+    k.write(b, x);
+    const row = Array.from(x.subarray(V), (value, index) => ({ index, value })).sort((a, c) => c.value - a.value || a.index - c.index);
+    expect(await k.topk(b, V, kk, V)).toEqual(row.slice(0, kk));
+    k.release();
+  });
+
   test('argmax picks the first of the largest logits', async () => {
     const k = mk();
     const V = 1000;

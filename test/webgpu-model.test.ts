@@ -183,7 +183,7 @@ describe.skipIf(!available)('webgpu backend behaviour', () => {
     }
   });
 
-  test('on-GPU argmax agrees with the logits read back', async () => {
+  test('on-GPU argmax and top-k agree with the logits read back', async () => {
     const { config, weights } = await readModel(fx.dir);
     const b = await createWebGPUBackendWith(config, weights, { dtype: 'f32' });
     try {
@@ -192,6 +192,11 @@ describe.skipIf(!available)('webgpu backend behaviour', () => {
       let best = 0;
       for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
       expect((await b.argmaxLast(5)).index).toBe(best);
+      const top = await b.topkLast(5, 4);
+      expect(top.map((t) => t.index)).toEqual(
+        Array.from(logits.keys()).sort((i, j) => logits[j] - logits[i] || i - j).slice(0, 4),
+      );
+      expect(top[0].value).toBe(logits[best]);
     } finally {
       b.dispose();
     }

@@ -36,6 +36,13 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     return this.kernels.argmax(logits, V, (lastChunkTokens - 1) * V);
   }
 
+  /** The `k` most likely next tokens after the last `forward`, on the GPU (see `argmaxLast`). */
+  topkLast(lastChunkTokens: number, k: number): Promise<{ index: number; value: number }[]> {
+    const logits = (this as unknown as { scratch: { logits: GpuBuf } }).scratch.logits;
+    const V = this.config.vocabSize;
+    return this.kernels.topk(logits, V, k, (lastChunkTokens - 1) * V);
+  }
+
   override dispose(): void {
     super.dispose();
     this.kernels.destroy();

@@ -433,17 +433,34 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   }
 
   /** Greedy decoding on the GPU: the index of the largest of `V` logits starting at `offsetFloats`. */
-  argmax(logits: GpuBuf, V: number, offsetFloats = 0): Promise<{ index: number; value: number }> {
-    const result = (this.argmaxOut ??= this.alloc(4));
-    this.call(`argmax:${logits.id}:${V}:${offsetFloats}`, () => ({
-      pipeline: this.pipeline('sample', 'argmax', {}),
+  async argmax(logits: GpuBuf, V: number, offsetFloats = 0): Promise<{ index: number; value: number }> {
+    const [best] = await this.select('argmax', logits, V, 1, offsetFloats);
+    return best;
+  }
+
+  /** The `k` largest of `V` logits starting at `offsetFloats`, largest first (ties: lower index first). */
+  topk(logits: GpuBuf, V: number, k: number, offsetFloats = 0): Promise<{ index: number; value: number }[]> {
+    if (!Number.isInteger(k) || k < 1 || k > V) throw new RangeError(`topk: k must be in [1, ${V}], got ${k}`);
+    return this.select('topk', logits, V, k, offsetFloats);
+  }
+
+  private async select(entry: 'argmax' | 'topk', logits: GpuBuf, V: number, k: number, offsetFloats: number) {
+    if (!this.selectOut || this.selectOut.floats < 2 * k) {
+      if (this.selectOut) this.free(this.selectOut);
+      this.selectOut = this.alloc(Math.max(2 * k, 64));
+    }
+    const result = this.selectOut;
+    this.call(`${entry}:${logits.id}:${result.id}:${V}:${k}:${offsetFloats}`, () => ({
+      pipeline: this.pipeline('sample', entry, {}),
       buffers: [logits.buffer, result.buffer],
-      params: new Uint32Array([V, offsetFloats, 0, 0]).buffer,
+      params: new Uint32Array([V, offsetFloats, k, 0]).buffer,
       workgroups: [1, 1, 1],
     }));
-    return this.read(result, 2).then((f) => ({ index: new Uint32Array(f.buffer)[0], value: f[1] }));
+    const f = await this.read(result, 2 * k);
+    const u = new Uint32Array(f.buffer);
+    return Array.from({ length: k }, (_, i) => ({ index: u[2 * i], value: f[2 * i + 1] }));
   }
-  private argmaxOut: GpuBuf | undefined;
+  private selectOut: GpuBuf | undefined;
 
   private async readNow(src: GPUBuffer, floats: number, offsetFloats: number): Promise<Float32Array> {
     this.check();
