@@ -16,33 +16,79 @@ export const QBLOCK: i32 = 32;
 }
 
 /**
+ * The vector constants of exp4 / softplus4 / silu4, each splatted to 4 lanes, in a static table.
+ * Loading them from memory is one instruction; a v128.const inside a loop is materialised by V8 through
+ * general registers (several instructions) at every use, which made exp4 dominate the scan.
+ * Written by every instantiation with the same bytes, so sharing the memory between threads is harmless.
+ */
+const C = memory.data<f32>([
+  -87.0, -87.0, -87.0, -87.0, // 0: lower clamp of exp4 (keeps 2^n normal)
+  88.0, 88.0, 88.0, 88.0, // 16: upper clamp
+  1.44269504088896341, 1.44269504088896341, 1.44269504088896341, 1.44269504088896341, // 32: log2(e)
+  0.693359375, 0.693359375, 0.693359375, 0.693359375, // 48: ln 2, high part
+  -2.12194440e-4, -2.12194440e-4, -2.12194440e-4, -2.12194440e-4, // 64: ln 2, low part
+  1.9875691500e-4, 1.9875691500e-4, 1.9875691500e-4, 1.9875691500e-4, // 80: Cephes expf p0 .. p5
+  1.3981999507e-3, 1.3981999507e-3, 1.3981999507e-3, 1.3981999507e-3, // 96
+  8.3334519073e-3, 8.3334519073e-3, 8.3334519073e-3, 8.3334519073e-3, // 112
+  4.1665795894e-2, 4.1665795894e-2, 4.1665795894e-2, 4.1665795894e-2, // 128
+  1.6666665459e-1, 1.6666665459e-1, 1.6666665459e-1, 1.6666665459e-1, // 144
+  5.0000001201e-1, 5.0000001201e-1, 5.0000001201e-1, 5.0000001201e-1, // 160
+  1.0, 1.0, 1.0, 1.0, // 176
+  2.0, 2.0, 2.0, 2.0, // 192
+  5.192296858534828e33, 5.192296858534828e33, 5.192296858534828e33, 5.192296858534828e33, // 208: 2^112
+  1.2676506002282294e30, 1.2676506002282294e30, 1.2676506002282294e30, 1.2676506002282294e30, // 224: 2^100
+  4096.0, 4096.0, 4096.0, 4096.0, // 240: 2^12
+], 16);
+// @ts-ignore: decorator
+@inline export function c(offset: usize): v128 {
+  return v128.load(C + offset);
+}
+const I127 = memory.data<i32>([127, 127, 127, 127], 16);
+/** Keeps sign, exponent and mantissa of a half moved to the top of a lane and shifted right by 3. */
+export const HALF_MASK = memory.data<i32>([0x8fffe000, 0x8fffe000, 0x8fffe000, 0x8fffe000], 16);
+export const C_POW112: usize = 208;
+export const C_POW100: usize = 224;
+export const C_POW12: usize = 240;
+
+/**
+ * A half in the top 16 bits of each i32 lane → the same value × 2^-112 as f32 bits: an arithmetic shift
+ * by 3 puts the 5-bit exponent and the mantissa where f32 keeps them, the mask drops the sign copies and
+ * the bits shifted in from below. Exact for f16 normals (upload flushes f16 subnormals to zero, so no
+ * f32 denormal ever reaches a multiply: x86 handles those in slow microcode).
+ */
+// @ts-ignore: decorator
+@inline export function halfBits(v: v128): v128 {
+  return v128.and(i32x4.shr_s(v, 3), v128.load(HALF_MASK));
+}
+
+/**
  * exp over four lanes (Cephes expf: range reduction by ln 2 and a degree-6 polynomial, ~1 ulp).
  * The input is clamped so 2^n stays a normal float: exp(Δ·A) with very negative Δ·A becomes ~1e-38,
  * which is 0 for every use here, and the upper clamp keeps SiLU/softplus finite.
  */
 // @ts-ignore: decorator
 @inline export function exp4(x: v128): v128 {
-  x = f32x4.min(f32x4.max(x, f32x4.splat(-87.0)), f32x4.splat(88.0));
-  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.44269504088896341)));
+  x = f32x4.min(f32x4.max(x, c(0)), c(16));
+  const n = f32x4.nearest(f32x4.mul(x, c(32)));
   // Two-part ln 2 so r = x − n·ln2 keeps its low bits.
-  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375)));
-  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4)));
-  let p = f32x4.splat(1.9875691500e-4);
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.3981999507e-3));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(8.3334519073e-3));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(4.1665795894e-2));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.6666665459e-1));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(5.0000001201e-1));
-  p = f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(p, r), r), r), f32x4.splat(1.0));
+  let r = f32x4.sub(x, f32x4.mul(n, c(48)));
+  r = f32x4.sub(r, f32x4.mul(n, c(64)));
+  let p = c(80);
+  p = f32x4.add(f32x4.mul(p, r), c(96));
+  p = f32x4.add(f32x4.mul(p, r), c(112));
+  p = f32x4.add(f32x4.mul(p, r), c(128));
+  p = f32x4.add(f32x4.mul(p, r), c(144));
+  p = f32x4.add(f32x4.mul(p, r), c(160));
+  p = f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(p, r), r), r), c(176));
   // 2^n built directly in the exponent field.
-  const e = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
+  const e = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), v128.load(I127)), 23);
   return f32x4.mul(p, e);
 }
 
 /** SiLU(x) = x · sigmoid(x) = x / (1 + e^−x) */
 // @ts-ignore: decorator
 @inline export function silu4(x: v128): v128 {
-  return f32x4.div(x, f32x4.add(f32x4.splat(1.0), exp4(f32x4.neg(x))));
+  return f32x4.div(x, f32x4.add(c(176), exp4(f32x4.neg(x))));
 }
 
 /**
@@ -91,17 +137,12 @@ export const QBLOCK: i32 = 32;
 /**
  * Four weights w[k .. k+4) of one row as f32x4. `row` points at the row's data; for q8, `scale` is the
  * splatted scale of the block holding k (the caller hoists it out of the block's loop).
- * f16 → f32 by bit moves: shifting the 15 magnitude bits into place and multiplying by 2^112 rebiases the
- * exponent and turns f16 subnormals into the right f32 values in one step; the sign is OR-ed back.
+ * f16 → f32 by `halfBits` and × 2^112, which rebiases the exponent (15 → 127).
  */
 // @ts-ignore: decorator
 @inline export function w4(dtype: i32, row: usize, k: i32, scale: v128): v128 {
   if (dtype == F32) return v128.load(row + (<usize>k << 2));
-  if (dtype == F16) {
-    const h = v128.load16x4_u(row + (<usize>k << 1)); // [4] u16 → u32 lanes
-    const mag = f32x4.mul(i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13), f32x4.splat(5.192296858534828e33));
-    return v128.or(mag, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
-  }
+  if (dtype == F16) return f32x4.mul(halfBits(i32x4.shl(v128.load16x4_u(row + (<usize>k << 1)), 16)), c(C_POW112));
   const q = i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(row + <usize>k)));
   return f32x4.mul(f32x4.convert_i32x4_s(q), scale);
 }

@@ -7,7 +7,7 @@
 // unpacking of 8 halves per load; q8: integer dot products against x quantised to int16). T > 1 (prefill) is compute-bound: a
 // 4-row tile is dequantised once into per-thread f32 scratch and reused for every token, two tokens at
 // a time (8 accumulators + 4 weight vectors fit the 16 SIMD registers V8 uses on x64).
-import { F16, F32, Q8, QBLOCK, rowBytes, w1, w4 } from './math';
+import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, rowBytes, w1, w4 } from './math';
 
 /** [Σ a0, Σ a1, Σ a2, Σ a3]: four horizontal sums at once (a 4×4 transpose-add). */
 // @ts-ignore: decorator
@@ -125,28 +125,23 @@ import { F16, F32, Q8, QBLOCK, rowBytes, w1, w4 } from './math';
 
 // ---- decode GEMVs for the compact formats: the same 4-row skeleton, with x prepared once per call ----
 
-/** The f16 GEMV unpacks 8 halves per load as even and odd lanes, so x is reordered to match, per 8 columns. */
+/**
+ * The f16 GEMV unpacks 8 halves per load as even and odd lanes, so x is reordered to match, per 8 columns.
+ * It is also scaled by 2^100 so the unpacked weights (value × 2^-112) need no multiply of their own; the
+ * sums are scaled back by 2^12. Products stay far from both f32 limits (|x| would have to exceed 2^28).
+ */
 // @ts-ignore: decorator
 @inline function interleaveX(x: usize, K: i32, dst: usize): void {
+  const s = c(C_POW100);
   for (let k = 0; k + 8 <= K; k += 8) {
     const o = <usize>k << 2;
     const a = v128.load(x + o), b = v128.load(x + o, 16);
-    v128.store(dst + o, f32x4.shuffle(a, b, 0, 2, 4, 6));
-    v128.store(dst + o, f32x4.shuffle(a, b, 1, 3, 5, 7), 16);
+    v128.store(dst + o, f32x4.mul(f32x4.shuffle(a, b, 0, 2, 4, 6), s));
+    v128.store(dst + o, f32x4.mul(f32x4.shuffle(a, b, 1, 3, 5, 7), s), 16);
   }
 }
 
-/**
- * Eight halves → two f32x4 without widening: with h in the top 16 bits of a lane, an arithmetic shift by
- * 3 puts the exponent and mantissa where f32 keeps them; the mask drops the sign copies and whatever sat
- * below, and × 2^112 rebiases the exponent (15 → 127), which also maps f16 subnormals exactly.
- */
-// @ts-ignore: decorator
-@inline function halfHi(v: v128): v128 {
-  return f32x4.mul(v128.and(i32x4.shr_s(v, 3), i32x4.splat(0x8fffe000)), f32x4.splat(5.192296858534828e33));
-}
-
-/** Σ_k x[k]·w_i[k] for four f16 rows; xp = x reordered by `interleaveX`. */
+/** Σ_k x[k]·w_i[k] for four f16 rows; xp = x reordered and scaled by `interleaveX`. */
 // @ts-ignore: decorator
 @inline function dot4f16(x: usize, xp: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize): v128 {
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
@@ -155,12 +150,12 @@ import { F16, F32, Q8, QBLOCK, rowBytes, w1, w4 } from './math';
     const xe = v128.load(xp + (<usize>k << 2)), xo = v128.load(xp + (<usize>k << 2), 16);
     const o = <usize>k << 1;
     const v0 = v128.load(r0 + o), v1 = v128.load(r1 + o), v2 = v128.load(r2 + o), v3 = v128.load(r3 + o);
-    a0 = f32x4.add(a0, f32x4.add(f32x4.mul(xe, halfHi(i32x4.shl(v0, 16))), f32x4.mul(xo, halfHi(v0))));
-    a1 = f32x4.add(a1, f32x4.add(f32x4.mul(xe, halfHi(i32x4.shl(v1, 16))), f32x4.mul(xo, halfHi(v1))));
-    a2 = f32x4.add(a2, f32x4.add(f32x4.mul(xe, halfHi(i32x4.shl(v2, 16))), f32x4.mul(xo, halfHi(v2))));
-    a3 = f32x4.add(a3, f32x4.add(f32x4.mul(xe, halfHi(i32x4.shl(v3, 16))), f32x4.mul(xo, halfHi(v3))));
+    a0 = f32x4.add(a0, f32x4.add(f32x4.mul(xe, halfBits(i32x4.shl(v0, 16))), f32x4.mul(xo, halfBits(v0))));
+    a1 = f32x4.add(a1, f32x4.add(f32x4.mul(xe, halfBits(i32x4.shl(v1, 16))), f32x4.mul(xo, halfBits(v1))));
+    a2 = f32x4.add(a2, f32x4.add(f32x4.mul(xe, halfBits(i32x4.shl(v2, 16))), f32x4.mul(xo, halfBits(v2))));
+    a3 = f32x4.add(a3, f32x4.add(f32x4.mul(xe, halfBits(i32x4.shl(v3, 16))), f32x4.mul(xo, halfBits(v3))));
   }
-  let sums = sum4(a0, a1, a2, a3);
+  let sums = f32x4.mul(sum4(a0, a1, a2, a3), c(C_POW12));
   if (K8 < K) {
     let c0: f32 = 0, c1: f32 = 0, c2: f32 = 0, c3: f32 = 0;
     for (let k = K8; k < K; k++) {

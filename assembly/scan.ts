@@ -29,12 +29,37 @@ export function scan(
       store<f32>(p, softplus1(load<f32>(p)));
     }
   }
-  // 2. The recurrence, channel by channel; the state row [N] stays in L1 across the T steps.
+  // 2. The recurrence, channel by channel: all T steps of one channel before the next, so its state row
+  //    stays in registers (N = 16, the usual size) or in L1 (any other N).
   const Nv = N & ~3;
   for (let e = eStart; e < eEnd; e++) {
     const h = state + ((<usize>e * <usize>N) << 2); // [N]
     const a = A + ((<usize>e * <usize>N) << 2); // [N]
     const De = load<f32>(D + (<usize>e << 2));
+    if (N == 16) {
+      let h0 = v128.load(h), h1 = v128.load(h, 16), h2 = v128.load(h, 32), h3 = v128.load(h, 48);
+      const a0 = v128.load(a), a1 = v128.load(a, 16), a2 = v128.load(a, 32), a3 = v128.load(a, 48);
+      for (let t = 0; t < T; t++) {
+        const io = <usize>t * rs + (<usize>e << 2);
+        const delta = load<f32>(out + io);
+        const ut = load<f32>(u + io);
+        const B = dbc + ((<usize>(t * S + R)) << 2);
+        const dv = f32x4.splat(delta);
+        const duv = f32x4.splat(delta * ut);
+        h0 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a0)), h0), f32x4.mul(duv, v128.load(B)));
+        h1 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a1)), h1), f32x4.mul(duv, v128.load(B, 16)));
+        h2 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a2)), h2), f32x4.mul(duv, v128.load(B, 32)));
+        h3 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a3)), h3), f32x4.mul(duv, v128.load(B, 48)));
+        // C_t follows B_t: dbc[t, R+16 .. R+32)
+        const yv = f32x4.add(
+          f32x4.add(f32x4.mul(h0, v128.load(B, 64)), f32x4.mul(h1, v128.load(B, 80))),
+          f32x4.add(f32x4.mul(h2, v128.load(B, 96)), f32x4.mul(h3, v128.load(B, 112))),
+        );
+        store<f32>(out + io, hsum(yv) + De * ut);
+      }
+      v128.store(h, h0); v128.store(h, h1, 16); v128.store(h, h2, 32); v128.store(h, h3, 48);
+      continue;
+    }
     for (let t = 0; t < T; t++) {
       const io = <usize>t * rs + (<usize>e << 2);
       const delta = load<f32>(out + io);
