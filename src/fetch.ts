@@ -162,6 +162,8 @@ async function download(url: string, name: string, opts: FetchOptions, store: Ca
 
   let failures = 0;
   let attempts = 0;
+  // False once a response says its bytes cannot be resumed with a Range (compressed, or no ranges).
+  let resumable = true;
   for (;;) {
     attempts++;
     const before = sink.length;
@@ -212,6 +214,7 @@ async function download(url: string, name: string, opts: FetchOptions, store: Ca
 
       // Compressed transfer: sizes on the wire are not file sizes and ranges are not byte ranges.
       const encoded = !/^(identity)?$/i.test(res.headers.get('content-encoding') ?? '');
+      resumable = !encoded && res.headers.get('accept-ranges')?.toLowerCase() !== 'none';
       const length = encoded ? undefined : parseLength(res.headers.get('content-length'));
       const newValidator = strongValidator(res);
       if (res.status === 206 && offset > 0) {
@@ -256,6 +259,7 @@ async function download(url: string, name: string, opts: FetchOptions, store: Ca
     } catch (e) {
       if (signal?.aborted) throw signal.reason;
       if (!(e instanceof AttemptFailed)) throw e;
+      if (!resumable && sink.length > 0) await restart();
       // A flaky link that keeps delivering data is not failing: only attempts without progress count.
       failures = sink.length > before ? 1 : failures + 1;
       if (!e.retry || failures > retries) {

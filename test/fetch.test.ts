@@ -35,7 +35,7 @@ const count = (path: string) => hits.filter((h) => h.path === path).length;
  * Sends `body` honouring Range (+ If-Range), optionally cutting the connection after `cutAt` bytes
  * of this response or going silent (`stallAt`) while keeping it open.
  */
-function send(req: IncomingMessage, res: ServerResponse, body: Buffer, o: { cutAt?: number; stallAt?: number; ranges?: boolean } = {}) {
+function send(req: IncomingMessage, res: ServerResponse, body: Buffer, o: { cutAt?: number; stallAt?: number; ranges?: boolean; acceptRanges?: string } = {}) {
   let start = 0;
   const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
   const validatorOk = !req.headers['if-range'] || req.headers['if-range'] === ETAG;
@@ -44,7 +44,7 @@ function send(req: IncomingMessage, res: ServerResponse, body: Buffer, o: { cutA
   res.writeHead(start > 0 ? 206 : 200, {
     'content-length': String(part.length),
     etag: ETAG,
-    'accept-ranges': o.ranges === false ? 'none' : 'bytes',
+    ...(o.acceptRanges ? { 'accept-ranges': o.acceptRanges } : {}),
     ...(start > 0 ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}),
   });
   if (o.cutAt !== undefined) {
@@ -91,8 +91,10 @@ function handle(req: IncomingMessage, res: ServerResponse) {
       bad[bad.length - 3] ^= 1;
       return send(req, res, bad);
     }
-    case 'no-range': // truncates once, and never honours Range: the client must start over
+    case 'no-range': // truncates once, and silently ignores Range: the client must start over
       return n === 1 ? send(req, res, body, { cutAt: 5000, ranges: false }) : send(req, res, body, { ranges: false });
+    case 'ranges-none': // says up front that it cannot do ranges
+      return n === 1 ? send(req, res, body, { cutAt: 5000, acceptRanges: 'none' }) : send(req, res, body, { acceptRanges: 'none' });
     case 'huge-length': // announces a terabyte, then hangs up
       res.writeHead(200, { 'content-length': String(1e12) }).flushHeaders();
       return void setTimeout(() => res.socket?.destroy(), 50);
@@ -172,11 +174,16 @@ describe('fetching a model over http', () => {
     expect(count('/truncate-twice/model.safetensors')).toBe(3);
   });
 
-  test('a server that ignores Range is downloaded again from the start', async () => {
+  test('a server that ignores Range (or says it has none) is downloaded again from the start', async () => {
     await expectSameModel(await loadModel(`${base}/no-range`, FAST));
     const reqs = hits.filter((h) => h.path === '/no-range/model.safetensors');
     expect(reqs).toHaveLength(2);
     expect(reqs[1].range).toMatch(/^bytes=\d+-$/);
+
+    hits = [];
+    await expectSameModel(await loadModel(`${base}/ranges-none`, FAST));
+    const again = hits.filter((h) => h.path === '/ranges-none/model.safetensors');
+    expect(again.map((h) => h.range)).toEqual([undefined, undefined]); // Accept-Ranges: none, so no Range asked
   });
 
   test('500s are retried with backoff, a bounded number of times', async () => {
