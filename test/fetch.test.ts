@@ -329,6 +329,20 @@ describe('download cache', () => {
     }
   });
 
+  test('cache: true uses ~/.cache/mamba-edge', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'mamba-edge-home-'));
+    const old = process.env.HOME;
+    process.env.HOME = home; // os.homedir() reads $HOME on POSIX
+    try {
+      (await loadModel(`${base}/ok`, { ...FAST, cache: true })).dispose();
+      const files = readdirSync(join(home, '.cache', 'mamba-edge'));
+      expect(files.map((f) => f.replace(/^[0-9a-f]{32}-/, '')).sort()).toEqual(['config.json', 'model.safetensors']);
+    } finally {
+      process.env.HOME = old;
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
   test('without cache options nothing is written', async () => {
     const home = mkdtempSync(join(tmpdir(), 'mamba-edge-home-'));
     const old = process.env.HOME;
