@@ -64,6 +64,7 @@ describe.skipIf(skip)('bench page (headless Chromium)', () => {
     expect(rows.map((r) => r.backend).sort()).toEqual(['js', 'wasm', 'webgpu']);
     // The reference backend runs everywhere; the others either ran (positive numbers) or say why not.
     expect(rows.find((r) => r.backend === 'js')!.ok).toBe(true);
+    expect(rows.filter((r) => r.ok).every((r) => r.note.endsWith('Web Worker'))).toBe(true);
     for (const r of rows) {
       if (r.ok) {
         expect(r.decode).toBeGreaterThan(0);
@@ -99,6 +100,17 @@ describe.skipIf(skip)('bench page (headless Chromium)', () => {
     mkdirSync('test-results', { recursive: true });
     await page.screenshot({ path: 'test-results/bench-page.png', fullPage: true });
     expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('also runs on the page thread (loadModel) when asked', async () => {
+    const page = await browser.newPage();
+    const model = new URL('test/fixtures/hf-mamba/tiny-hf-f32/', server.url).href;
+    await page.goto(`${server.url}bench/page/?model=${encodeURIComponent(model)}&prompt=16&tokens=8&backends=wasm,js&worker=0&autorun=1`);
+    await page.waitForFunction(() => (window as any).mambaBench?.state.current, undefined, { timeout: 60_000, polling: 250 });
+    const rows = await tableRows(page);
+    expect(rows.map((r) => [r.backend, r.ok])).toEqual([['wasm', true], ['js', true]]);
+    expect(rows.every((r) => r.decode > 0 && r.note.endsWith('page thread'))).toBe(true);
     await page.close();
   });
 

@@ -1,8 +1,8 @@
 // The cross-device benchmark page: probe the device, run one workload on each backend, show, export, compare.
 //
 // Query parameters preset the form (and let tests drive the page):
-//   ?model=URL&prompt=128&tokens=64&threads=N&dtype=f32&backends=webgpu,wasm,js&autorun=1
-import { BackendUnavailableError, loadModel, probe } from '../../dist/browser/mamba-edge.js';
+//   ?model=URL&prompt=128&tokens=64&threads=N&dtype=f32&backends=webgpu,wasm,js&worker=1&autorun=1
+import { BackendUnavailableError, loadModel, loadModelInWorker, probe } from '../../dist/browser/mamba-edge.js';
 import { FORMAT, VERSION, deviceLabel, renderCharts, renderLegend, renderTable, validateReport } from './report.js';
 
 const $ = (id) => document.getElementById(id);
@@ -19,6 +19,14 @@ function log(line) {
   const el = $('status');
   el.textContent += `${line}\n`;
   el.scrollTop = el.scrollHeight;
+}
+
+/** Replaces the last status line (download progress). */
+function setStatusLine(line) {
+  const el = $('status');
+  const lines = el.textContent.split('\n');
+  lines[lines.length - 2] = line;
+  el.textContent = lines.join('\n');
 }
 
 /** The first default model that is actually served here (the bundled one is still being trained). */
@@ -41,10 +49,10 @@ const BYTES_PER_WEIGHT = { f32: 4, f16: 2, q8: 1 };
 
 /**
  * Memory in use after a run: the page-wide measurement when the browser offers one (it needs cross-origin
- * isolation and may wait for a garbage collection, hence the time limit), else the JS heap (Chromium only),
- * else the size of the weights on the backend.
+ * isolation and may wait for a garbage collection, hence the time limit; it includes workers), else the JS
+ * heap of this thread (Chromium only; engine on this thread), else the size of the weights on the backend.
  */
-async function measureMemory(weightBytes) {
+async function measureMemory(weightBytes, inWorker) {
   if (typeof performance.measureUserAgentSpecificMemory === 'function' && self.crossOriginIsolated) {
     const m = await Promise.race([
       performance.measureUserAgentSpecificMemory().catch(() => null),
@@ -52,21 +60,26 @@ async function measureMemory(weightBytes) {
     ]);
     if (m?.bytes) return { memoryBytes: m.bytes, memorySource: 'measureUserAgentSpecificMemory' };
   }
-  if (performance.memory?.usedJSHeapSize) return { memoryBytes: performance.memory.usedJSHeapSize, memorySource: 'performance.memory' };
+  // performance.memory sees this thread's heap only: meaningless when the engine lives in a worker.
+  if (!inWorker && performance.memory?.usedJSHeapSize) return { memoryBytes: performance.memory.usedJSHeapSize, memorySource: 'performance.memory' };
   return { memoryBytes: weightBytes, memorySource: 'weights' };
 }
 
 /** Loads the model on one backend, warms it up, then measures one generation. Never throws: errors become rows. */
 async function runBackend(backend, cfg) {
-  const row = { backend, dtype: backend === 'js' ? 'f32' : cfg.dtype, threads: backend === 'wasm' ? cfg.threads : 1 };
+  const row = { backend, dtype: backend === 'js' ? 'f32' : cfg.dtype, threads: backend === 'wasm' ? cfg.threads : 1, worker: cfg.worker };
   let model;
   try {
     const t0 = performance.now();
-    model = await loadModel(cfg.model, { backend, dtype: row.dtype, threads: backend === 'wasm' ? cfg.threads : undefined });
+    // In a Web Worker (how apps should run it: the page stays responsive) or on this thread.
+    const load = cfg.worker ? loadModelInWorker : loadModel;
+    const onProgress = ({ file, loaded }) => setStatusLine(`${backend}: loading ${file}: ${(loaded / 2 ** 20).toFixed(1)} MiB`);
+    model = await load(cfg.model, { backend, dtype: row.dtype, threads: backend === 'wasm' ? cfg.threads : undefined, onProgress });
     row.loadMs = performance.now() - t0;
     row.description = model.backend.description;
     row.parameters = model.parameters;
-    row.weightBytes = model.parameters * BYTES_PER_WEIGHT[row.dtype];
+    // Bytes a decode step streams when the backend says (wasm), else parameters x bytes per weight.
+    row.weightBytes = model.backend.decodeWeightBytes ?? model.parameters * BYTES_PER_WEIGHT[row.dtype];
     const prompt = promptOfLength(cfg.prompt);
     const opts = { temperature: 0, seed: 1 };
     // Warm-up: compiles shaders / JITs the kernels, so the timed run measures steady state.
@@ -81,7 +94,7 @@ async function runBackend(backend, cfg) {
       generatedTokens: stats.generatedTokens,
       totalMs: stats.totalMs,
     });
-    Object.assign(row, await measureMemory(row.weightBytes));
+    Object.assign(row, await measureMemory(row.weightBytes, cfg.worker));
     log(`${backend}: decode ${row.decodeTokPerSec.toFixed(1)} tok/s, prefill ${row.prefillTokPerSec.toFixed(1)} tok/s, first token ${row.timeToFirstTokenMs.toFixed(1)} ms`);
   } catch (e) {
     row.error = `${e instanceof BackendUnavailableError ? 'unavailable: ' : ''}${e?.message ?? e}`;
@@ -99,6 +112,7 @@ function readForm() {
     tokens: Math.max(1, Number($('tokens').value) | 0),
     threads: Math.max(1, Number($('threads').value) | 0 || navigator.hardwareConcurrency || 1),
     dtype: $('dtype').value,
+    worker: $('worker').checked,
     backends: [...$('backends').querySelectorAll('input:checked')].map((i) => i.value),
   };
 }
@@ -128,7 +142,7 @@ async function run() {
         tool: 'bench-page',
         createdAt: new Date().toISOString(),
         model: { source: cfg.model, parameters: results.find((r) => r.parameters)?.parameters ?? null },
-        workload: { promptTokens: cfg.prompt, maxTokens: cfg.tokens, temperature: 0, warmup: true },
+        workload: { promptTokens: cfg.prompt, maxTokens: cfg.tokens, temperature: 0, warmup: true, worker: cfg.worker },
         device,
         results,
       },
@@ -198,6 +212,7 @@ async function importFiles(files) {
 async function init() {
   $('model').value = params.get('model') ?? (await defaultModel());
   for (const k of ['prompt', 'tokens', 'threads', 'dtype']) if (params.has(k)) $(k).value = params.get(k);
+  if (params.has('worker')) $('worker').checked = params.get('worker') === '1';
   if (!$('threads').value) $('threads').value = navigator.hardwareConcurrency || 1;
   if (params.has('backends')) {
     const want = params.get('backends').split(',');

@@ -66,7 +66,7 @@ export function renderTable(tbody, runs) {
   const rows = [];
   runs.forEach((run, i) => {
     for (const r of run.report.results) {
-      const note = r.error ? `<td class="err">${esc(r.error)}</td>` : `<td class="l note">${esc(r.description ?? '')}</td>`;
+      const note = r.error ? `<td class="err">${esc(r.error)}</td>` : `<td class="l note">${esc(r.description ?? '')}${r.worker === true ? ' · Web Worker' : r.worker === false ? ' · page thread' : ''}</td>`;
       rows.push(`<tr data-run="${i}" data-backend="${esc(r.backend)}" data-ok="${r.error ? 0 : 1}">
         <td class="dev" title="${esc(run.label)}"><span class="swatch" style="background:${COLORS[i % COLORS.length]}"></span>${esc(run.label)}</td>
         <td class="l">${esc(r.backend)}</td><td>${esc(r.dtype ?? '–')}</td><td>${esc(r.threads ?? '–')}</td>
