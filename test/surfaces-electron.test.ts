@@ -89,6 +89,7 @@ describe('Electron example in Node', () => {
     expect(res.headers.get('cross-origin-embedder-policy')).toBe('require-corp');
     expect(res.headers.get('content-type')).toBe('text/html');
     expect(await res.text()).toContain('renderer.js');
+    expect((await fake.protocols.app({ url: 'app://bundle/no/such/file.js' })).status).toBe(404);
 
     // The default engine loads the bundled model (or the fixture): the same path a real app takes.
     const mamba = fake.exposed.mamba;

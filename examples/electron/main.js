@@ -21,7 +21,12 @@ async function serveApp(request) {
   const { pathname } = new URL(request.url);
   const file = path.normalize(path.join(ROOT, decodeURIComponent(pathname)));
   if (!file.startsWith(ROOT + path.sep)) return new Response('forbidden', { status: 403 });
-  const res = await net.fetch(pathToFileURL(file).href);
+  let res;
+  try {
+    res = await net.fetch(pathToFileURL(file).href);
+  } catch {
+    return new Response('not found', { status: 404 }); // e.g. the model the page looks for is not trained yet
+  }
   const headers = new Headers(res.headers);
   headers.set('Content-Type', TYPES[path.extname(file)] ?? 'application/octet-stream');
   headers.set('Cross-Origin-Opener-Policy', 'same-origin');
