@@ -13,6 +13,16 @@ export function conv1d(x: usize, state: usize, w: usize, bias: usize, out: usize
     const st = state + ((<usize>e * <usize>P) << 2);
     const xe = x + (<usize>e << 2);
     const b: f32 = bias ? load<f32>(bias + (<usize>e << 2)) : 0;
+    if (T == 1) {
+      // Decode step: window = [state, x], then the state drops its oldest entry. No per-tap branches.
+      const xv = load<f32>(xe);
+      let acc = b + load<f32>(we + (<usize>P << 2)) * xv;
+      for (let j = 0; j < P; j++) acc += load<f32>(we + (<usize>j << 2)) * load<f32>(st + (<usize>j << 2));
+      store<f32>(out + (<usize>e << 2), acc);
+      for (let j = 0; j + 1 < P; j++) store<f32>(st + (<usize>j << 2), load<f32>(st + (<usize>(j + 1) << 2)));
+      store<f32>(st + (<usize>(P - 1) << 2), xv);
+      continue;
+    }
     for (let t = 0; t < T; t++) {
       let acc = b;
       for (let j = 0; j < K; j++) {

@@ -160,7 +160,7 @@ async function measure(dtype, threads) {
 
 const trainers = (() => {
   try {
-    return execSync('pgrep -f train.py', { encoding: 'utf8' }).trim().split('\n').filter(Boolean).length;
+    return execSync("pgrep -f '[t]rain.py'", { encoding: 'utf8' }) // [t]: not the shell running pgrep.trim().split('\n').filter(Boolean).length;
   } catch {
     return 0;
   }
