@@ -4,7 +4,7 @@
  * float64 logits), plus the lifecycle: state read/write, dispose stopping the workers, memory limits.
  */
 import { readFileSync, readdirSync } from 'node:fs';
-import { afterAll, describe, expect, test } from 'vitest';
+import { afterAll, describe, expect, test, vi } from 'vitest';
 import { OutOfMemoryError } from '../src/errors.js';
 import { readModel } from '../src/loader.js';
 import { createWasmBackend, type WasmBackend } from '../src/wasm/backend.js';
@@ -75,6 +75,23 @@ describe('lifecycle', () => {
     expect(be.weightBytes).toBeGreaterThan(be.decodeWeightBytes - 1);
     be.dispose();
     expect(() => be.createState()).toThrow(/disposed/);
+  });
+
+  test('without SharedArrayBuffer it runs single-threaded on the non-shared build', async () => {
+    const fx = fixtures[0];
+    const { config, weights } = await readModel(fx.dir);
+    vi.stubGlobal('SharedArrayBuffer', undefined);
+    try {
+      const be = await createWasmBackend(config, weights, { dtype: 'f32', threads: 4 });
+      expect(be.runtime.threads).toBe(1);
+      expect(be.description).toMatch(/1 thread.*SharedArrayBuffer unavailable/);
+      const st = be.createState();
+      const out = await be.forward(st, fx.input, 'all');
+      expect(ratio(out, fx.logits, fx.maxAbs)).toBeLessThanOrEqual(TOLERANCE.f32);
+      be.dispose();
+    } finally {
+      vi.unstubAllGlobals();
+    }
   });
 
   test('a model beyond the 4 GiB wasm32 memory is refused with OutOfMemoryError', async () => {
