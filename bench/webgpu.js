@@ -3,7 +3,7 @@
 // per token) and prefill tok/s of a long prompt, per weight dtype. Runs under Node (Dawn, `webgpu`
 // package) and Deno (navigator.gpu, wgpu) against the built package:
 //
-//   npm run bench:webgpu -- [--dtype f32,f16] [--prompt 2048] [--decode 128] [--model DIR] [--json out.json]
+//   npm run bench:webgpu -- [--dtype f32,f16] [--prompt 2048] [--decode 128] [--chunk 64,256] [--model DIR] [--json out.json]
 //   deno run -A bench/webgpu.js --json out.json            # e.g. on a machine with a real GPU
 //
 // On software adapters (SwiftShader, lavapipe) pass a small --prompt: they are ~10x slower than WASM.
@@ -11,54 +11,65 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 const dist = new URL('../dist/src/', import.meta.url);
-const { loadModel } = await import(new URL('index.js', dist).href);
+// model.js, not index.js: the bench needs no worker runtime (and so no comlink), e.g. under a bare Deno.
+const { Model } = await import(new URL('model.js', dist).href);
+const { readModel } = await import(new URL('loader.js', dist).href);
 const { syntheticModel } = await import(new URL('synthetic.js', dist).href);
 const { probe } = await import(new URL('probe.js', dist).href);
+const { createWebGPUBackendWith } = await import(new URL('webgpu/backend.js', dist).href);
 
 const { values } = parseArgs({
   options: {
     dtype: { type: 'string', default: 'f32,f16' },
     prompt: { type: 'string', default: '2048' },
     decode: { type: 'string', default: '128' },
+    chunk: { type: 'string', default: '' },
     model: { type: 'string' },
     json: { type: 'string' },
   },
 });
 const promptTokens = Number(values.prompt);
 const decodeTokens = Number(values.decode);
+const chunks = values.chunk ? values.chunk.split(',').map(Number) : [undefined];
 
 // mamba-130m's shapes with a byte vocabulary, random weights in realistic ranges (src/synthetic.ts).
 const SHAPE = { hidden_size: 768, num_hidden_layers: 24, state_size: 16, expand: 2, conv_kernel: 4, time_step_rank: 48, vocab_size: 256, seed: 1 };
-const source = values.model ?? { files: syntheticModel(SHAPE) };
+const { config, weights } = await readModel(values.model ?? { files: syntheticModel(SHAPE) });
 const modelName = values.model ?? 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)';
 
-const argmax = (x) => x.reduce((b, v, i) => (v > x[b] ? i : b), 0);
+async function decodeRate(model, prompt, options) {
+  let stats;
+  for await (const c of model.generate(prompt, { maxTokens: decodeTokens, ...options })) stats = c.stats ?? stats;
+  return stats.decodeTokensPerSecond;
+}
 
-async function measure(dtype) {
-  const model = await loadModel(source, { backend: 'webgpu', dtype });
-  const backend = model.backend;
+async function measure(dtype, chunk) {
+  const backend = await createWebGPUBackendWith(config, weights, { dtype, chunk });
+  const model = new Model(config, backend);
   try {
     const prompt = Uint8Array.from({ length: promptTokens }, (_, i) => 32 + ((i * 7919) % 95));
-    // Warm-up: pipeline creation, first bind groups, driver shader compilation.
+    // Warm-up: pipeline creation, first bind groups, driver shader compilation, for every chunk length used.
     const warm = backend.createState();
-    await backend.forward(warm, prompt.subarray(0, Math.min(128, promptTokens)), 'last');
-    for (let i = 0; i < 4; i++) await backend.forward(warm, prompt.subarray(i, i + 1), 'last');
+    await backend.forward(warm, prompt, 'last');
     backend.releaseState(warm);
+    await decodeRate(model, prompt.subarray(0, 64), { temperature: 0 });
 
     const st = backend.createState();
-    let t0 = performance.now();
-    let logits = await backend.forward(st, prompt, 'last');
+    const t0 = performance.now();
+    await backend.forward(st, prompt, 'last');
     const prefillMs = performance.now() - t0;
-    t0 = performance.now();
-    for (let i = 0; i < decodeTokens; i++) logits = await backend.forward(st, Uint8Array.of(argmax(logits)), 'last');
-    const decodeMs = performance.now() - t0;
     backend.releaseState(st);
+    const short = prompt.subarray(0, 64);
     return {
       backend: 'webgpu',
       dtype,
       threads: 1,
+      chunk: chunk ?? 'default',
       description: backend.description,
-      decodeTokPerSec: decodeTokens / (decodeMs / 1000),
+      // Greedy: decodeGreedy keeps argmax → embed on the GPU, one read-back per block of up to 32 tokens.
+      decodeTokPerSec: await decodeRate(model, short, { temperature: 0 }),
+      // Sampling on the host: one read-back of the logits per token.
+      decodeSampledTokPerSec: await decodeRate(model, short, { temperature: 0.8, seed: 1 }),
       prefillTokPerSec: promptTokens / (prefillMs / 1000),
       timeToFirstTokenMs: prefillMs,
     };
@@ -80,11 +91,13 @@ console.log(`${device.runtime}; adapter: ${JSON.stringify(report.webgpu?.adapter
 console.log(`model: ${modelName}; prompt ${promptTokens}, decode ${decodeTokens}`);
 const results = [];
 const pad = (s, n) => String(s).padStart(n);
-console.log(`\n${pad('dtype', 5)} ${pad('decode tok/s', 12)} ${pad('prefill tok/s', 13)} ${pad('TTFT ms', 8)}`);
+console.log(`\n${pad('dtype', 5)} ${pad('chunk', 7)} ${pad('greedy decode tok/s', 19)} ${pad('sampled decode tok/s', 20)} ${pad('prefill tok/s', 13)} ${pad('TTFT ms', 8)}`);
 for (const dtype of values.dtype.split(',')) {
-  const r = await measure(dtype);
-  results.push(r);
-  console.log(`${pad(dtype, 5)} ${pad(r.decodeTokPerSec.toFixed(1), 12)} ${pad(r.prefillTokPerSec.toFixed(1), 13)} ${pad(r.timeToFirstTokenMs.toFixed(0), 8)}`);
+  for (const chunk of chunks) {
+    const r = await measure(dtype, chunk);
+    results.push(r);
+    console.log(`${pad(dtype, 5)} ${pad(r.chunk, 7)} ${pad(r.decodeTokPerSec.toFixed(1), 19)} ${pad(r.decodeSampledTokPerSec.toFixed(1), 20)} ${pad(r.prefillTokPerSec.toFixed(1), 13)} ${pad(r.timeToFirstTokenMs.toFixed(0), 8)}`);
+  }
 }
 if (values.json) {
   writeFileSync(values.json, JSON.stringify({ device, results }, null, 2) + '\n');

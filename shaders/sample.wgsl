@@ -81,3 +81,32 @@ fn topk(@builtin(local_invocation_index) li: u32) {
     workgroupBarrier(); // everyone has read [0] before the next round overwrites it
   }
 }
+
+// Chained greedy decoding: the argmax of this step's logits becomes the next step's input token
+// without leaving the GPU (embed reads `feed[0]`), and is also appended to `chain[step]` so the host
+// reads every token of a block back at once. Bindings alias `result` / `p` of the entries above,
+// which WGSL allows because no entry point uses both.
+@group(0) @binding(1) var<storage, read_write> chain: array<u32>;
+@group(0) @binding(2) var<storage, read_write> feed: array<u32>;
+@group(0) @binding(3) var<uniform> pf: Params; // k = step; _pad = where in `chain` to copy the logits (0: don't)
+
+@compute @workgroup_size(256)
+fn argmax_feed(@builtin(local_invocation_index) li: u32) {
+  var v = 0.0;
+  var idx = NONE;
+  for (var i = li; i < pf.V; i += WG) {
+    let x = logits[pf.offset + i];
+    if (before(x, i, v, idx)) { v = x; idx = i; }
+  }
+  bestV[li] = v;
+  bestI[li] = idx;
+  reduce_best(li);
+  if (li == 0u) {
+    feed[0] = bestI[0];
+    chain[pf.k] = bestI[0];
+  }
+  // The last step also leaves its logits beside the tokens, so one read-back returns both.
+  if (pf._pad != 0u) {
+    for (var i = li; i < pf.V; i += WG) { chain[pf._pad + i] = bitcast<u32>(logits[pf.offset + i]); }
+  }
+}

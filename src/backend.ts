@@ -1,4 +1,5 @@
 import type { MambaConfig } from './config.js';
+import { argmax } from './sampler.js';
 import type { LayerWeights } from './weights.js';
 
 export type BackendName = 'js' | 'wasm' | 'webgpu';
@@ -29,6 +30,12 @@ export interface Backend {
    * Returns logits `[T, V]` (`want: 'all'`) or `[V]` for the last token (`want: 'last'`).
    */
   forward(state: StateHandle, tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array>;
+  /**
+   * Optional, for devices where a read-back is slow (WebGPU): greedy decoding kept on the device.
+   * Feeds `n` tokens — `first`, then each argmax of the logits it produced — with one read-back at
+   * the end. Returns the tokens fed (`tokens[0] === first`) and the logits `[V]` after the last one.
+   */
+  decodeGreedy?(state: StateHandle, first: number, n: number): Promise<{ tokens: Uint8Array; logits: Float32Array }>;
   readState(state: StateHandle): Promise<StateData>;
   writeState(state: StateHandle, data: StateData): Promise<void>;
   releaseState(state: StateHandle): void;
@@ -66,4 +73,21 @@ export interface Kernels<A, W> {
    * y = C·state + D·u, out = y · SiLU(z).    u, z, out [T, E]; dbc [T, R+2N]; state [E, N]
    */
   scan(u: A, dbc: A, z: A, layer: LayerWeights<W>, state: A, out: A, T: number, cfg: MambaConfig): void;
+}
+
+/** `decodeGreedy` semantics, one `forward` per token: for backends (or fallbacks) without a device loop. */
+export async function greedySteps(
+  b: Backend,
+  state: StateHandle,
+  first: number,
+  n: number,
+): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+  const tokens = new Uint8Array(n);
+  tokens[0] = first;
+  let logits: Float32Array = new Float32Array(0);
+  for (let i = 0; i < n; i++) {
+    logits = await b.forward(state, tokens.subarray(i, i + 1), 'last');
+    if (i + 1 < n) tokens[i + 1] = argmax(logits);
+  }
+  return { tokens, logits };
 }

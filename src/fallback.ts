@@ -1,4 +1,4 @@
-import type { Backend, BackendName, StateData, StateHandle } from './backend.js';
+import { greedySteps, type Backend, type BackendName, type StateData, type StateHandle } from './backend.js';
 import type { MambaConfig } from './config.js';
 import { DeviceLostError, DisposedError } from './errors.js';
 
@@ -98,6 +98,22 @@ export class FallbackBackend implements Backend {
     // Re-run the failed (or a later) call from the last good copy: the primary may have advanced
     // its state part-way before failing, the copy has not.
     return (await this.secondary()).forward(await this.onSecondary(e), tokens, want);
+  }
+
+  /** Greedy blocks stay on the GPU while it lives; after a loss they run step by step on the CPU. */
+  async decodeGreedy(state: StateHandle, first: number, n: number): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+    const e = this.entry(state);
+    if (!this.failure && this.primary.decodeGreedy) {
+      try {
+        const out = await this.primary.decodeGreedy(e.primary!, first, n);
+        await this.mirror(e, out.tokens);
+        return out;
+      } catch (err) {
+        if (!(err instanceof DeviceLostError)) throw err;
+        this.fail(err);
+      }
+    }
+    return greedySteps(this, state, first, n);
   }
 
   async readState(state: StateHandle): Promise<StateData> {

@@ -34,7 +34,7 @@ export class KernelBackend<A, W> implements Backend {
   protected readonly k: Kernels<A, W>;
   protected readonly w: ModelWeights<W>;
   private readonly chunk: number;
-  private readonly scratch: Scratch<A>;
+  protected readonly scratch: Scratch<A>;
   private readonly states = new Map<number, LayerState<A>[]>();
   private nextId = 1;
   private disposed = false;
@@ -81,7 +81,12 @@ export class KernelBackend<A, W> implements Backend {
   }
 
   forward(state: StateHandle, tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array> {
-    const run = this.queue.then(() => this.forwardNow(this.layerStates(state), tokens, want));
+    return this.serialize(() => this.forwardNow(this.layerStates(state), tokens, want));
+  }
+
+  /** Runs `fn` after every earlier forward pass: they all share the scratch buffers. */
+  protected serialize<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn);
     this.queue = run.catch(() => undefined);
     return run;
   }
@@ -104,7 +109,7 @@ export class KernelBackend<A, W> implements Backend {
   }
 
   /** One chunk of T tokens through every block; leaves logits [T, V] in scratch. */
-  private chunkForward(st: LayerState<A>[], tokens: Uint8Array, T: number): void {
+  protected chunkForward(st: LayerState<A>[], tokens: Uint8Array, T: number): void {
     const { k, w, scratch: s, config: c } = this;
     const { dModel: D, dInner: E, dConv: K, dtRank: R, dState: N, vocabSize: V, eps } = c;
     k.embed(tokens, w.embedding, s.h, T, D);
@@ -165,7 +170,7 @@ export class KernelBackend<A, W> implements Backend {
     this.disposed = true;
   }
 
-  private layerStates(state: StateHandle): LayerState<A>[] {
+  protected layerStates(state: StateHandle): LayerState<A>[] {
     this.check();
     const st = this.states.get(state.id);
     if (!st) throw new DisposedError(`state ${state.id}`);

@@ -115,8 +115,11 @@ export class Session {
   private disposed = false;
 
   /** @internal use `model.createSession()` */
-  constructor(private readonly model: Model) {
-    this.seq = { handle: model.backend.createState(), logits: null, history: new Uint8Array(0) };
+  constructor(
+    private readonly model: Model,
+    ephemeral = false,
+  ) {
+    this.seq = { handle: model.backend.createState(), logits: null, history: new Uint8Array(0), ephemeral };
   }
 
   /** Streams a continuation of everything this session has seen, then `prompt`. */
@@ -219,7 +222,8 @@ export class Model {
 
   /** A one-off generation from an empty state. Concurrent calls each get their own state. */
   async *generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
-    const session = this.createSession();
+    this.check();
+    const session = new Session(this, true);
     try {
       yield* session.generate(prompt, options);
     } finally {

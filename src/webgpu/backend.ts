@@ -2,10 +2,17 @@ import type { Backend } from '../backend.js';
 import type { BackendOptions } from '../backends.js';
 import type { MambaConfig } from '../config.js';
 import { InvalidOptionError, OutOfMemoryError } from '../errors.js';
+import type { StateHandle } from '../backend.js';
 import { KernelBackend } from '../forward.js';
 import type { ModelWeights } from '../weights.js';
 import { acquireDevice, type GpuContext } from './device.js';
 import { WebGPUKernels, type GpuBuf, type GpuWeight } from './kernels.js';
+
+/** Most tokens one chained-decode block may hold. */
+export const MAX_CHAIN = 64;
+
+/** Prompt tokens per command buffer on a hardware GPU: enough rows to fill its many cores. */
+const GPU_CHUNK = 512;
 import { loadShaderSources } from './wgsl.js';
 
 /**
@@ -17,8 +24,11 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
   readonly gpu: GpuContext;
   readonly kernels: WebGPUKernels;
 
-  constructor(ctx: GpuContext, kernels: WebGPUKernels, description: string, config: MambaConfig, weights: ModelWeights) {
-    super('webgpu', description, kernels, config, weights);
+  /** Token ids of a chained-decode block [MAX_CHAIN]. */
+  private chain: GpuBuf | undefined;
+
+  constructor(ctx: GpuContext, kernels: WebGPUKernels, description: string, config: MambaConfig, weights: ModelWeights, chunk?: number) {
+    super('webgpu', description, kernels, config, weights, chunk);
     this.gpu = ctx;
     this.kernels = kernels;
     kernels.prepare(this.w, config);
@@ -43,6 +53,39 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     return this.kernels.topk(logits, V, k, (lastChunkTokens - 1) * V);
   }
 
+  /**
+   * Greedy decoding without a host round trip per token: a read-back costs a fixed latency that can
+   * dwarf a whole step (about 11 ms in Deno's wgpu, which polls), so `n` steps are recorded into one
+   * command buffer, each step's argmax feeding the next step's embedding on the GPU, and the tokens
+   * plus the final logits are read back once.
+   */
+  decodeGreedy(state: StateHandle, first: number, n: number): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+    if (!Number.isInteger(n) || n < 1 || n > MAX_CHAIN) throw new RangeError(`decodeGreedy: n must be in [1, ${MAX_CHAIN}], got ${n}`);
+    return this.serialize(async () => {
+      const st = this.layerStates(state);
+      const k = this.kernels;
+      const V = this.config.vocabSize;
+      this.chain ??= k.alloc(MAX_CHAIN + V); // [tokens of the block | logits after its last step]
+      k.begin();
+      try {
+        for (let i = 0; i < n; i++) {
+          k.residentTokens = i > 0;
+          this.chunkForward(st, Uint8Array.of(first), 1);
+          k.argmaxFeed(this.scratch.logits, V, this.chain, i, i === n - 1 ? MAX_CHAIN : 0);
+        }
+      } finally {
+        k.residentTokens = false;
+        k.end();
+      }
+      const back = await k.read(this.chain, MAX_CHAIN + V);
+      const chain = new Uint32Array(back.buffer, 0, n);
+      const tokens = new Uint8Array(n);
+      tokens[0] = first;
+      for (let i = 1; i < n; i++) tokens[i] = chain[i - 1];
+      return { tokens, logits: back.slice(MAX_CHAIN) };
+    });
+  }
+
   override dispose(): void {
     super.dispose();
     this.kernels.destroy();
@@ -59,7 +102,7 @@ export async function createWebGPUBackend(config: MambaConfig, weights: ModelWei
 export async function createWebGPUBackendWith(
   config: MambaConfig,
   weights: ModelWeights,
-  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean },
+  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number },
 ): Promise<WebGPUBackend> {
   const [ctx, shaders] = await Promise.all([acquireDevice(o.dtype === 'f16'), loadShaderSources()]);
   const { device } = ctx;
@@ -77,7 +120,7 @@ export async function createWebGPUBackendWith(
   device.pushErrorScope('validation');
   let backend: WebGPUBackend;
   try {
-    backend = new WebGPUBackend(ctx, kernels, description, config, weights);
+    backend = new WebGPUBackend(ctx, kernels, description, config, weights, o.chunk ?? (ctx.software ? undefined : GPU_CHUNK));
   } catch (e) {
     await device.popErrorScope();
     await device.popErrorScope();

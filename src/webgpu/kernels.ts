@@ -351,8 +351,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       this.tokens = this.alloc(T);
     }
     this.check();
-    const ids = Uint32Array.from(tokens.subarray(0, T));
-    this.device.queue.writeBuffer(this.tokens.buffer, 0, ids);
+    if (!this.residentTokens) this.device.queue.writeBuffer(this.tokens.buffer, 0, Uint32Array.from(tokens.subarray(0, T)));
     const m = this.mat(table);
     for (const part of m.parts) {
       this.call(`embed:${this.tokens.id}:${part.id}:${out.id}:${T}:${D}`, () => ({
@@ -461,6 +460,25 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     return Array.from({ length: k }, (_, i) => ({ index: u[2 * i], value: f[2 * i + 1] }));
   }
   private selectOut: GpuBuf | undefined;
+
+  /**
+   * While set, `embed` reads the token id already on the GPU (written by `argmaxFeed`) instead of
+   * uploading one: chained greedy decoding, where no step waits for the host.
+   */
+  residentTokens = false;
+
+  /**
+   * Records: argmax of logits [V] → the next step's input token and `chain[step]`; with
+   * `logitsAt > 0` the logits are also copied to `chain[logitsAt ..]` (the block's last step).
+   */
+  argmaxFeed(logits: GpuBuf, V: number, chain: GpuBuf, step: number, logitsAt = 0): void {
+    this.call(`argmax_feed:${logits.id}:${chain.id}:${this.tokens.id}:${V}:${step}:${logitsAt}`, () => ({
+      pipeline: this.pipeline('sample', 'argmax_feed', {}),
+      buffers: [logits.buffer, chain.buffer, this.tokens.buffer],
+      params: new Uint32Array([V, 0, step, logitsAt]).buffer,
+      workgroups: [1, 1, 1],
+    }));
+  }
 
   private async readNow(src: GPUBuffer, floats: number, offsetFloats: number): Promise<Float32Array> {
     this.check();

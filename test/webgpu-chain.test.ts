@@ -1,0 +1,89 @@
+/**
+ * Chained greedy decoding on WebGPU (`decodeGreedy`: argmax feeds the next step on the GPU, one
+ * read-back per block) must produce exactly the bytes and state of token-by-token decoding.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { BackendUnavailableError, loadModel, type GenerationChunk, type Model } from '../src/index.js';
+import { FIXTURE_ROOT, loadFixtures } from './helpers/fixtures.js';
+
+// The small fixture: its greedy continuation is varied bytes (the tiny one repeats one byte).
+const fx = loadFixtures().find((f) => f.name === 'small-hf-f16-untied')!;
+const bytesOf = async (it: AsyncIterable<GenerationChunk>) => {
+  const out: number[] = [];
+  let stats: GenerationChunk['stats'];
+  for await (const c of it) {
+    out.push(...c.bytes);
+    stats = c.stats ?? stats;
+  }
+  return { bytes: Uint8Array.from(out), stats: stats! };
+};
+
+describe('webgpu chained greedy decoding', () => {
+  let gpu: Model | undefined;
+  let ref: Model;
+  let why = '';
+  beforeAll(async () => {
+    ref = await loadModel(fx.dir, { backend: 'js' });
+    try {
+      gpu = await loadModel(fx.dir, { backend: 'webgpu' });
+    } catch (e) {
+      if (!(e instanceof BackendUnavailableError)) throw e;
+      why = e.message;
+    }
+  });
+  afterAll(() => {
+    gpu?.dispose();
+    ref.dispose();
+  });
+
+  test('the backend offers decodeGreedy and it matches step-by-step argmax', async (ctx) => {
+    if (!gpu) return ctx.skip(why);
+    const be = gpu.backend;
+    expect(be.decodeGreedy).toBeTypeOf('function');
+    const st = be.createState();
+    const logits = await be.forward(st, fx.input, 'last');
+    const first = logits.indexOf(Math.max(...logits));
+    const r = await be.decodeGreedy!(st, first, 7);
+    expect(r.tokens[0]).toBe(first);
+    // Same tokens as the fixture's greedy continuation (transformers).
+    expect(r.tokens).toEqual(fx.greedy.subarray(0, 7));
+    const refState = ref.backend.createState();
+    await ref.backend.forward(refState, fx.input, 'last');
+    const refLogits = await ref.backend.forward(refState, fx.greedy.subarray(0, 7), 'last');
+    let d = 0;
+    for (let i = 0; i < refLogits.length; i++) d = Math.max(d, Math.abs(refLogits[i] - r.logits[i]));
+    expect(d / fx.maxAbsLogit).toBeLessThan(1e-4);
+    be.releaseState(st);
+  });
+
+  test('model.generate greedy equals transformers, with stops landing mid-block', async (ctx) => {
+    if (!gpu) return ctx.skip(why);
+    const all = await bytesOf(gpu.generate(fx.input, { temperature: 0, maxTokens: fx.greedy.length }));
+    expect(all.bytes).toEqual(fx.greedy);
+    // A printable byte first seen after the first block (blocks of 4, 8, ...) makes a stop string that ends mid-block.
+    const cut = [...fx.greedy].findIndex((b, i) => i > 4 && b >= 0x20 && b < 0x7f && fx.greedy.indexOf(b) === i);
+    expect(cut).toBeGreaterThan(4);
+    const stop = String.fromCharCode(fx.greedy[cut]);
+    const stopped = await bytesOf(gpu.generate(fx.input, { temperature: 0, maxTokens: 48, stop: [stop] }));
+    expect(stopped.stats.finishReason).toBe('stop');
+    expect(stopped.bytes).toEqual(fx.greedy.subarray(0, cut));
+  });
+
+  test('a session continues exactly after chained blocks', async (ctx) => {
+    if (!gpu) return ctx.skip(why);
+    const a = gpu.createSession();
+    const b = ref.createSession();
+    for (const s of [a, b]) await s.feed(fx.input);
+    const ga = await bytesOf(a.generate('', { temperature: 0, maxTokens: 13 }));
+    const gb = await bytesOf(b.generate('', { temperature: 0, maxTokens: 13 }));
+    expect(ga.bytes).toEqual(gb.bytes);
+    const sa = await a.snapshot();
+    const sb = await b.snapshot();
+    let d = 0;
+    for (let i = 0; i < sa.ssm.length; i++) d = Math.max(d, Math.abs(sa.ssm[i] - sb.ssm[i]));
+    expect(d).toBeLessThan(1e-4);
+    const ca = await bytesOf(a.generate(' next', { temperature: 0, maxTokens: 10 }));
+    const cb = await bytesOf(b.generate(' next', { temperature: 0, maxTokens: 10 }));
+    expect(ca.bytes).toEqual(cb.bytes);
+  });
+});
