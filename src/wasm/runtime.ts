@@ -14,6 +14,7 @@ import { CTL, KERNEL } from './layout.js';
 const PAGE = 65536;
 const MAX_PAGES = 65536; // wasm32: 4 GiB
 const ALIGN = 64; // cache line: keeps SIMD rows and per-thread areas from sharing lines
+const WORKER_START_MS = 15_000;
 
 /** The kernel exports of build/mamba.wasm that TypeScript calls directly. */
 export interface KernelExports {
@@ -105,9 +106,10 @@ export interface RuntimeOptions {
 export class WasmRuntime {
   readonly memory: WebAssembly.Memory;
   readonly exports: KernelExports;
-  readonly threads: number;
-  /** Why fewer threads than asked for run (no SharedArrayBuffer, ...), or ''. */
-  readonly threadNote: string;
+  /** Threads taking part in jobs, the caller's included (fewer than asked when workers cannot run). */
+  threads: number;
+  /** Why fewer threads than asked for run (no SharedArrayBuffer, workers failed to start), or ''. */
+  threadNote: string;
   f32!: Float32Array;
   i32!: Int32Array;
   u8!: Uint8Array;
@@ -171,8 +173,10 @@ export class WasmRuntime {
     try {
       await rt.startWorkers(mod);
     } catch (e) {
-      rt.dispose();
-      throw e;
+      // Still usable on this thread alone (e.g. a page whose CSP forbids workers).
+      rt.stopWorkers();
+      rt.threads = 1;
+      rt.threadNote = `worker threads unavailable (${(e as Error).message}): 1 thread`;
     }
     return rt;
   }
@@ -190,7 +194,7 @@ export class WasmRuntime {
         started.push(
           new Promise((resolve, reject) => {
             w.once('message', () => resolve());
-            w.once('error', (e) => reject(new BackendUnavailableError('wasm', `worker failed to start: ${e.message}`)));
+            w.once('error', (e) => reject(new Error(e.message)));
           }),
         );
       } else {
@@ -199,13 +203,31 @@ export class WasmRuntime {
         started.push(
           new Promise((resolve, reject) => {
             w.onmessage = () => resolve();
-            w.onerror = (e) => reject(new BackendUnavailableError('wasm', `worker failed to start: ${e.message}`));
+            w.onerror = (e) => reject(new Error(e.message));
           }),
         );
         w.postMessage(init(i));
       }
     }
-    await Promise.all(started);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${WORKER_START_MS / 1000} s`)), WORKER_START_MS);
+    });
+    try {
+      await Promise.race([Promise.all(started), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private stopWorkers(): void {
+    if (this.workers.length > 0) {
+      this.ctl[CTL.KERNEL] = KERNEL.EXIT;
+      Atomics.add(this.ctl, CTL.SEQ, 1);
+      Atomics.notify(this.ctl, CTL.SEQ);
+    }
+    for (const w of this.workers) void w.terminate();
+    this.workers.length = 0;
   }
 
   // ---- memory ----
@@ -318,14 +340,7 @@ export class WasmRuntime {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    const ctl = this.ctl;
-    if (this.workers.length > 0) {
-      ctl[CTL.KERNEL] = KERNEL.EXIT;
-      Atomics.add(ctl, CTL.SEQ, 1);
-      Atomics.notify(ctl, CTL.SEQ);
-    }
-    for (const w of this.workers) void w.terminate();
-    this.workers.length = 0;
+    this.stopWorkers();
   }
 }
 
