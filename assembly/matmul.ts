@@ -68,8 +68,11 @@ import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, rowBytes, w
     a7 = f32x4.add(a7, f32x4.mul(v128.load(px, 112), v128.load(p, 112)));
     px += 128; p += 128;
   }
+  // Short rows (dt_proj has K = R, e.g. 48) still get most of their columns in vectors.
+  let k = K32;
+  for (; k + 4 <= K; k += 4) a0 = f32x4.add(a0, f32x4.mul(v128.load(x + (<usize>k << 2)), v128.load(r + (<usize>k << 2))));
   let s = hsum(f32x4.add(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)), f32x4.add(f32x4.add(a4, a5), f32x4.add(a6, a7))));
-  for (let k = K32; k < K; k++) s += load<f32>(x + (<usize>k << 2)) * load<f32>(r + (<usize>k << 2));
+  for (; k < K; k++) s += load<f32>(x + (<usize>k << 2)) * load<f32>(r + (<usize>k << 2));
   return s;
 }
 
