@@ -8,6 +8,64 @@
 import { F32, exp1, exp4, hsum, silu1, silu4, softplus1, softplus4 } from './math';
 import { matmul } from './matmul';
 
+/** One channel's state row h [16] against B_t, C_t for T tokens; Δ_t is read from (and y_t written to) out. */
+// @ts-ignore: decorator
+@inline function step16(e: i32, u: usize, dbc: usize, out: usize, state: usize, A: usize, D: usize, T: i32, rs: usize, S: i32, R: i32): void {
+  const h = state + ((<usize>e) << 6), a = A + ((<usize>e) << 6);
+  const De = load<f32>(D + (<usize>e << 2));
+  let h0 = v128.load(h), h1 = v128.load(h, 16), h2 = v128.load(h, 32), h3 = v128.load(h, 48);
+  const a0 = v128.load(a), a1 = v128.load(a, 16), a2 = v128.load(a, 32), a3 = v128.load(a, 48);
+  for (let t = 0; t < T; t++) {
+    const io = <usize>t * rs + (<usize>e << 2);
+    const delta = load<f32>(out + io), ut = load<f32>(u + io);
+    const B = dbc + ((<usize>(t * S + R)) << 2); // C_t follows at B + 64
+    const dv = f32x4.splat(delta), duv = f32x4.splat(delta * ut);
+    h0 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a0)), h0), f32x4.mul(duv, v128.load(B)));
+    h1 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a1)), h1), f32x4.mul(duv, v128.load(B, 16)));
+    h2 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a2)), h2), f32x4.mul(duv, v128.load(B, 32)));
+    h3 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a3)), h3), f32x4.mul(duv, v128.load(B, 48)));
+    const yv = f32x4.add(
+      f32x4.add(f32x4.mul(h0, v128.load(B, 64)), f32x4.mul(h1, v128.load(B, 80))),
+      f32x4.add(f32x4.mul(h2, v128.load(B, 96)), f32x4.mul(h3, v128.load(B, 112))),
+    );
+    store<f32>(out + io, hsum(yv) + De * ut);
+  }
+  v128.store(h, h0); v128.store(h, h1, 16); v128.store(h, h2, 32); v128.store(h, h3, 48);
+}
+
+/** `step16` for channels e and e+1 together. */
+// @ts-ignore: decorator
+@inline function step16x2(e: i32, u: usize, dbc: usize, out: usize, state: usize, A: usize, D: usize, T: i32, rs: usize, S: i32, R: i32): void {
+  const h = state + ((<usize>e) << 6), a = A + ((<usize>e) << 6); // rows e and e+1 are adjacent
+  const De = load<f32>(D + (<usize>e << 2)), Df = load<f32>(D + (<usize>e << 2), 4);
+  let h0 = v128.load(h), h1 = v128.load(h, 16), h2 = v128.load(h, 32), h3 = v128.load(h, 48);
+  let g0 = v128.load(h, 64), g1 = v128.load(h, 80), g2 = v128.load(h, 96), g3 = v128.load(h, 112);
+  for (let t = 0; t < T; t++) {
+    const io = <usize>t * rs + (<usize>e << 2);
+    const delta = load<f32>(out + io), ut = load<f32>(u + io);
+    const delta2 = load<f32>(out + io, 4), ut2 = load<f32>(u + io, 4);
+    const B = dbc + ((<usize>(t * S + R)) << 2);
+    const dv = f32x4.splat(delta), duv = f32x4.splat(delta * ut);
+    const dw = f32x4.splat(delta2), duw = f32x4.splat(delta2 * ut2);
+    const b0 = v128.load(B), b1 = v128.load(B, 16), b2 = v128.load(B, 32), b3 = v128.load(B, 48);
+    h0 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, v128.load(a))), h0), f32x4.mul(duv, b0));
+    g0 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dw, v128.load(a, 64))), g0), f32x4.mul(duw, b0));
+    h1 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, v128.load(a, 16))), h1), f32x4.mul(duv, b1));
+    g1 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dw, v128.load(a, 80))), g1), f32x4.mul(duw, b1));
+    h2 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, v128.load(a, 32))), h2), f32x4.mul(duv, b2));
+    g2 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dw, v128.load(a, 96))), g2), f32x4.mul(duw, b2));
+    h3 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, v128.load(a, 48))), h3), f32x4.mul(duv, b3));
+    g3 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dw, v128.load(a, 112))), g3), f32x4.mul(duw, b3));
+    const c0 = v128.load(B, 64), c1 = v128.load(B, 80), c2 = v128.load(B, 96), c3 = v128.load(B, 112);
+    const yh = f32x4.add(f32x4.add(f32x4.mul(h0, c0), f32x4.mul(h1, c1)), f32x4.add(f32x4.mul(h2, c2), f32x4.mul(h3, c3)));
+    const yg = f32x4.add(f32x4.add(f32x4.mul(g0, c0), f32x4.mul(g1, c1)), f32x4.add(f32x4.mul(g2, c2), f32x4.mul(g3, c3)));
+    store<f32>(out + io, hsum(yh) + De * ut);
+    store<f32>(out + io, hsum(yg) + Df * ut2, 4);
+  }
+  v128.store(h, h0); v128.store(h, h1, 16); v128.store(h, h2, 32); v128.store(h, h3, 48);
+  v128.store(h, g0, 64); v128.store(h, g1, 80); v128.store(h, g2, 96); v128.store(h, g3, 112);
+}
+
 export function scan(
   u: usize, dbc: usize, z: usize, dtW: usize, dtB: usize, A: usize, D: usize, state: usize, out: usize,
   T: i32, E: i32, R: i32, N: i32, eStart: i32, eEnd: i32,
@@ -33,33 +91,18 @@ export function scan(
   //    stays in registers (N = 16, the usual size) or in L1 (any other N).
   const Nv = N & ~3;
   for (let e = eStart; e < eEnd; e++) {
+    if (N == 16) {
+      // Two channels per pass: eight independent exp chains keep the SIMD units busy (one channel alone
+      // is bound by the latency of exp's polynomial).
+      if (e + 1 < eEnd) {
+        step16x2(e, u, dbc, out, state, A, D, T, rs, S, R);
+        e++;
+      } else step16(e, u, dbc, out, state, A, D, T, rs, S, R);
+      continue;
+    }
     const h = state + ((<usize>e * <usize>N) << 2); // [N]
     const a = A + ((<usize>e * <usize>N) << 2); // [N]
     const De = load<f32>(D + (<usize>e << 2));
-    if (N == 16) {
-      let h0 = v128.load(h), h1 = v128.load(h, 16), h2 = v128.load(h, 32), h3 = v128.load(h, 48);
-      const a0 = v128.load(a), a1 = v128.load(a, 16), a2 = v128.load(a, 32), a3 = v128.load(a, 48);
-      for (let t = 0; t < T; t++) {
-        const io = <usize>t * rs + (<usize>e << 2);
-        const delta = load<f32>(out + io);
-        const ut = load<f32>(u + io);
-        const B = dbc + ((<usize>(t * S + R)) << 2);
-        const dv = f32x4.splat(delta);
-        const duv = f32x4.splat(delta * ut);
-        h0 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a0)), h0), f32x4.mul(duv, v128.load(B)));
-        h1 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a1)), h1), f32x4.mul(duv, v128.load(B, 16)));
-        h2 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a2)), h2), f32x4.mul(duv, v128.load(B, 32)));
-        h3 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a3)), h3), f32x4.mul(duv, v128.load(B, 48)));
-        // C_t follows B_t: dbc[t, R+16 .. R+32)
-        const yv = f32x4.add(
-          f32x4.add(f32x4.mul(h0, v128.load(B, 64)), f32x4.mul(h1, v128.load(B, 80))),
-          f32x4.add(f32x4.mul(h2, v128.load(B, 96)), f32x4.mul(h3, v128.load(B, 112))),
-        );
-        store<f32>(out + io, hsum(yv) + De * ut);
-      }
-      v128.store(h, h0); v128.store(h, h1, 16); v128.store(h, h2, 32); v128.store(h, h3, 48);
-      continue;
-    }
     for (let t = 0; t < T; t++) {
       const io = <usize>t * rs + (<usize>e << 2);
       const delta = load<f32>(out + io);
