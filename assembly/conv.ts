@@ -8,7 +8,10 @@ import { silu1, silu4 } from './math';
 export function conv1d(x: usize, state: usize, w: usize, bias: usize, out: usize, T: i32, E: i32, K: i32, eStart: i32, eEnd: i32): void {
   const P = K - 1;
   const rs = <usize>E << 2; // bytes per token row of x / out
-  for (let e = eStart; e < eEnd; e++) {
+  let e = eStart;
+  // Prefill with the usual K = 4: four channels per vector, the window sliding in registers.
+  if (K == 4 && T > 1) for (; e + 4 <= eEnd; e += 4) conv4x4(x, state, w, bias, out, T, E, e);
+  for (; e < eEnd; e++) {
     const we = w + ((<usize>e * <usize>K) << 2);
     const st = state + ((<usize>e * <usize>P) << 2);
     const xe = x + (<usize>e << 2);
@@ -40,6 +43,41 @@ export function conv1d(x: usize, state: usize, w: usize, bias: usize, out: usize
     }
   }
   siluRows(out, T, E, eStart, eEnd);
+}
+
+/** Lanes i = p[i·stride] (strided gather of four floats). */
+// @ts-ignore: decorator
+@inline function gather4(p: usize, stride: usize): v128 {
+  let v = f32x4.splat(load<f32>(p));
+  v = f32x4.replace_lane(v, 1, load<f32>(p + stride));
+  v = f32x4.replace_lane(v, 2, load<f32>(p + 2 * stride));
+  return f32x4.replace_lane(v, 3, load<f32>(p + 3 * stride));
+}
+
+/** Channels e .. e+3 of a K = 4 convolution over T tokens (before SiLU); state [E, 3], w [E, 4]. */
+// @ts-ignore: decorator
+@inline function conv4x4(x: usize, state: usize, w: usize, bias: usize, out: usize, T: i32, E: i32, e: i32): void {
+  const rs = <usize>E << 2;
+  const we = w + (<usize>e << 4), st = state + (<usize>e * 12);
+  // Taps j of the four channels (w rows are 16 bytes apart), and the window [s0, s1, s2] of past inputs.
+  const w0 = gather4(we, 16), w1 = gather4(we + 4, 16), w2 = gather4(we + 8, 16), w3 = gather4(we + 12, 16);
+  let s0 = gather4(st, 12), s1 = gather4(st + 4, 12), s2 = gather4(st + 8, 12);
+  const b = bias ? v128.load(bias + (<usize>e << 2)) : f32x4.splat(0);
+  for (let t = 0; t < T; t++) {
+    const o = <usize>t * rs + (<usize>e << 2);
+    const xt = v128.load(x + o);
+    const acc = f32x4.add(
+      f32x4.add(b, f32x4.mul(w0, s0)),
+      f32x4.add(f32x4.add(f32x4.mul(w1, s1), f32x4.mul(w2, s2)), f32x4.mul(w3, xt)),
+    );
+    v128.store(out + o, acc);
+    s0 = s1; s1 = s2; s2 = xt;
+  }
+  // The last three inputs become the state, channel by channel.
+  store<f32>(st, f32x4.extract_lane(s0, 0)); store<f32>(st, f32x4.extract_lane(s1, 0), 4); store<f32>(st, f32x4.extract_lane(s2, 0), 8);
+  store<f32>(st, f32x4.extract_lane(s0, 1), 12); store<f32>(st, f32x4.extract_lane(s1, 1), 16); store<f32>(st, f32x4.extract_lane(s2, 1), 20);
+  store<f32>(st, f32x4.extract_lane(s0, 2), 24); store<f32>(st, f32x4.extract_lane(s1, 2), 28); store<f32>(st, f32x4.extract_lane(s2, 2), 32);
+  store<f32>(st, f32x4.extract_lane(s0, 3), 36); store<f32>(st, f32x4.extract_lane(s1, 3), 40); store<f32>(st, f32x4.extract_lane(s2, 3), 44);
 }
 
 /** out[t, e] = SiLU(out[t, e]) for e in [eStart, eEnd), four channels per vector. */
