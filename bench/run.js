@@ -160,7 +160,8 @@ async function measure(dtype, threads) {
 
 const trainers = (() => {
   try {
-    return execSync("pgrep -f '[t]rain.py'", { encoding: 'utf8' }) // [t]: not the shell running pgrep.trim().split('\n').filter(Boolean).length;
+    // '[t]rain.py' so the pattern does not match the shell that runs pgrep.
+    return execSync("pgrep -f '[t]rain.py'", { encoding: 'utf8' }).trim().split('\n').filter(Boolean).length;
   } catch {
     return 0;
   }
