@@ -132,7 +132,12 @@ export async function createBackend(config: MambaConfig, weights: ModelWeights, 
     return withSelection(backend, { backend: choice, reason: `requested backend '${choice}'`, order: [choice] });
   }
   const { probe } = await import('./probe.js');
-  const selection = chooseBackend(await probe(), config, o);
+  const gpu = await gpuDeviceNodes();
+  let report = await probe(gpu === false ? { webgpu: false } : {});
+  if (gpu === false) {
+    report = { ...report, webgpu: { available: false, reason: 'no GPU device node (/dev/dri/renderD*, /dev/nvidia*): only a software adapter could answer' } };
+  }
+  const selection = chooseBackend(report, config, o);
   const skipped: string[] = [];
   for (const name of selection.order) {
     try {
@@ -167,4 +172,28 @@ async function createNamed(name: BackendName, config: MambaConfig, weights: Mode
 function withSelection(backend: Backend, selection: BackendSelection): SelectedBackend {
   Object.defineProperty(backend, 'selection', { value: selection, enumerable: false, configurable: true });
   return backend;
+}
+
+/**
+ * On Linux, whether any GPU device node exists (true/false); undefined elsewhere (unknown).
+ * Without one, WebGPU can only offer a software adapter, which 'auto' never prefers, so the probe
+ * skips loading Dawn/Vulkan: faster, and no driver chatter on stderr for a CPU-only machine.
+ */
+async function gpuDeviceNodes(): Promise<boolean | undefined> {
+  const g = globalThis as { process?: { platform?: string }; Deno?: { build?: { os?: string } } };
+  const linux = g.Deno?.build?.os === 'linux' || (!g.Deno && g.process?.platform === 'linux');
+  if (!linux) return undefined;
+  try {
+    const fs = await import('node:fs');
+    const has = (dir: string, re: RegExp) => {
+      try {
+        return fs.readdirSync(dir).some((f) => re.test(f));
+      } catch {
+        return false;
+      }
+    };
+    return has('/dev/dri', /^renderD\d+$/) || has('/dev', /^(nvidia\d+|dxg|kgsl-3d0|mali\d*)$/);
+  } catch {
+    return undefined;
+  }
 }
