@@ -1,6 +1,6 @@
-// Entry points of build/mamba.wasm. Kernels are exported for direct calls, and `runJob` runs the share
-// of one published job that belongs to thread `part`: the coordinating thread and every worker call it
-// with the same control block, so the argument decoding lives in one place.
+// Entry points of build/mamba.wasm. Kernels are exported for direct calls, and `runJob` runs one chunk
+// (`part` of NPARTS) of the published job: the coordinating thread and the workers claim chunks and call
+// it with the same control block, so the argument decoding lives in one place.
 import { conv1d } from './conv';
 import { embed } from './embed';
 import { matmul } from './matmul';
@@ -15,13 +15,12 @@ export { scan } from './scan';
 export { argmax, topk } from './sample';
 
 // Control block: i32 words. Mirrors `src/wasm/layout.ts`.
-// word 0: SEQ, job generation bumped by the coordinator (workers wait on it)
-// word 1: PENDING, workers still running the current job (both maintained in JS)
+// Words 0, 1 and 7 (SEQ, DONE, CLAIM) are the job protocol, maintained in JS (src/wasm/runtime.ts).
 const KERNEL = 2;
 const NPARTS = 3;
-const SCRATCH = 4; // base of the per-thread scratch areas
+const SCRATCH = 4; // base of the per-thread scratch areas (indexed by thread, not by chunk)
 const SCRATCH_STRIDE = 5; // bytes per thread
-const RESULT = 6; // base of per-thread f32 results (read benchmark)
+const RESULT = 6; // base of per-chunk f32 results (read benchmark)
 const ARGS = 8;
 
 const K_MATMUL = 1;
@@ -51,9 +50,10 @@ const K_READ = 6;
   return min(total, part * chunk);
 }
 
-export function runJob(ctl: usize, part: i32): void {
+/** Runs chunk `part` of the job in `ctl` on thread `thread` (which picks the scratch area). */
+export function runJob(ctl: usize, part: i32, thread: i32): void {
   const nparts = word(ctl, NPARTS);
-  const scratch = <usize>word(ctl, SCRATCH) + <usize>part * <usize>word(ctl, SCRATCH_STRIDE);
+  const scratch = <usize>word(ctl, SCRATCH) + <usize>thread * <usize>word(ctl, SCRATCH_STRIDE);
   const kernel = word(ctl, KERNEL);
   if (kernel == K_MATMUL) {
     // dtype, x, ldx, w, scales, bias, out, ldo, T, K, N, accumulate

@@ -189,6 +189,21 @@ describe('matmul', () => {
   });
 });
 
+describe('job protocol', () => {
+  test('hundreds of chunked jobs back to back give the single-thread result every time', () => {
+    const K = 64, N = 200;
+    const x = randn(K), w = randn(N * K);
+    const px = put(rt2, x), pw = put(rt2, w), want = put(rt2, new Float32Array(N)), got = put(rt2, new Float32Array(N));
+    rt2.run(KERNEL.MATMUL, [DTYPE_CODE.f32, px, K, pw, 0, 0, want, N, 1, K, N, 0], 1);
+    const ref = get(rt2, want, N);
+    for (let i = 0; i < 500; i++) {
+      rt2.views().f32.fill(0, got >> 2, (got >> 2) + N);
+      rt2.run(KERNEL.MATMUL, [DTYPE_CODE.f32, px, K, pw, 0, 0, got, N, 1, K, N, 0], 1 + (i % 9));
+      expect(get(rt2, got, N)).toEqual(ref);
+    }
+  });
+});
+
 describe('rmsnorm', () => {
   for (const [T, dim] of [[1, 5], [3, 64], [2, 37]]) {
     test(`T=${T} dim=${dim}`, () => {

@@ -1,11 +1,20 @@
 // A compute thread of the wasm backend (src/wasm/runtime.ts). Plain ESM JavaScript so it runs unchanged
 // under Node worker_threads, Deno and browser module workers. It instantiates the kernel module on the
-// shared memory, then loops: wait for SEQ to change, run this thread's share of the job, count PENDING down.
-// Word offsets mirror CTL in src/wasm/layout.ts.
-const SEQ = 0, PENDING = 1, KERNEL = 2, NPARTS = 3, SLEEPERS = 24, COORD_SLEEPING = 25, ERROR = 26;
+// shared memory, then loops: wait for SEQ to change, claim chunks of that job and run them until none is
+// left, counting each in DONE. Word offsets mirror CTL in src/wasm/layout.ts.
+const SEQ = 0, DONE = 1, KERNEL = 2, NPARTS = 3, CLAIM = 7, SLEEPERS = 24, COORD_SLEEPING = 25, ERROR = 26;
 const EXIT = -1;
 // Spin this long before sleeping: the gap between two kernels of one token is far shorter than a wake-up.
 const SPIN_MS = 2;
+
+/** Next chunk of job `seq` (of n), or -1 when none is left or the job has changed (as in runtime.ts). */
+function claim(c, seq, n) {
+  for (;;) {
+    const v = Atomics.load(c, CLAIM);
+    if (v >>> 16 !== (seq & 0xffff) || (v & 0xffff) >= n) return -1;
+    if (Atomics.compareExchange(c, CLAIM, v, v + 1) === v) return v & 0xffff;
+  }
+}
 
 function serve({ module, memory, ctl, index }, post) {
   const imports = { env: { memory, abort() { throw new Error('wasm kernel aborted'); } } };
@@ -27,14 +36,17 @@ function serve({ module, memory, ctl, index }, post) {
     }
     seen = seq;
     if (Atomics.load(c, KERNEL) === EXIT) return;
-    if (index >= Atomics.load(c, NPARTS)) continue; // not part of this job
-    try {
-      runJob(ctl, index);
-    } catch (e) {
-      Atomics.store(c, ERROR, 1);
-      post(String(e && e.stack || e));
+    // NPARTS may already belong to a newer job; claim() then fails on the sequence tag.
+    const n = Atomics.load(c, NPARTS);
+    for (let part = claim(c, seq, n); part >= 0; part = claim(c, seq, n)) {
+      try {
+        runJob(ctl, part, index);
+      } catch (e) {
+        Atomics.store(c, ERROR, 1);
+        post(String((e && e.stack) || e));
+      }
+      if (Atomics.add(c, DONE, 1) + 1 === n && Atomics.load(c, COORD_SLEEPING) === 1) Atomics.notify(c, DONE);
     }
-    if (Atomics.sub(c, PENDING, 1) === 1 && Atomics.load(c, COORD_SLEEPING) === 1) Atomics.notify(c, PENDING);
   }
 }
 

@@ -28,6 +28,7 @@ type Ptr = number;
 
 // Below this many multiply-adds a job is not worth waking the workers (a wake-up costs ~1-5 µs).
 const PARALLEL_MIN_WORK = 48 * 1024;
+const CHUNKS_PER_THREAD = 2;
 
 /**
  * Which tensors are stored in the requested dtype: the projection and embedding matrices (cols = D or E),
@@ -131,10 +132,13 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
     this.rt.run(KERNEL.SCAN, args, this.parts(T * E * (R + 8 * N), E));
   }
 
-  /** Threads for a job of `work` multiply-adds over `rows` independent rows (split in runs of 4). */
+  /**
+   * Chunks for a job of `work` multiply-adds over `rows` independent rows (split in runs of 4): two per
+   * thread, so that a thread the OS is slow to schedule costs at most a small share of the job.
+   */
   private parts(work: number, rows = Infinity): number {
-    if (work < PARALLEL_MIN_WORK) return 1;
-    return Math.min(this.rt.threads, Math.ceil(rows / 4));
+    if (work < PARALLEL_MIN_WORK || this.rt.threads === 1) return 1;
+    return Math.min(CHUNKS_PER_THREAD * this.rt.threads, Math.ceil(rows / 4));
   }
 }
 

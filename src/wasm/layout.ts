@@ -10,22 +10,29 @@ export type DtypeCode = (typeof DTYPE_CODE)[keyof typeof DTYPE_CODE];
 /** q8: int8 weights in blocks of 32 along K with one f32 scale per block (rows padded to whole blocks). */
 export const QBLOCK = 32;
 
-/** Control block words (i32), shared by assembly/index.ts and workers/wasm-thread.js. */
+/**
+ * Control block words (i32), shared by assembly/index.ts and workers/wasm-thread.js.
+ * A job is split into NPARTS chunks that threads claim one at a time (CLAIM), so a thread that the OS
+ * does not schedule in time never holds the others up: whoever runs takes the remaining chunks.
+ */
 export const CTL = {
-  SEQ: 0, // job generation: the coordinator bumps it to publish a job
-  PENDING: 1, // workers still running the current job
+  SEQ: 0, // job generation: the coordinator bumps it to publish a job (workers wait on it)
+  DONE: 1, // chunks of the current job finished
   KERNEL: 2,
-  NPARTS: 3, // threads taking part in the current job (coordinator = part 0)
+  NPARTS: 3, // chunks of the current job
   SCRATCH: 4, // byte offset of the per-thread scratch areas
   SCRATCH_STRIDE: 5, // bytes of scratch per thread
-  RESULT: 6, // byte offset of per-thread f32 results (bandwidth probe)
-  // word 7 unused
+  RESULT: 6, // byte offset of per-chunk f32 results (bandwidth probe)
+  CLAIM: 7, // (SEQ & 0xffff) << 16 | next unclaimed chunk
   ARGS: 8, // kernel arguments, ARGS .. ARGS+15
   SLEEPERS: 24, // workers blocked in Atomics.wait on SEQ (notify only when > 0)
-  COORD_SLEEPING: 25, // 1 while the coordinator is blocked in Atomics.wait on PENDING
+  COORD_SLEEPING: 25, // 1 while the coordinator is blocked in Atomics.wait on DONE
   ERROR: 26, // set by a worker whose kernel threw
   WORDS: 32,
 } as const;
+
+/** Most chunks a job is split into (RESULT has room for this many). */
+export const MAX_CHUNKS = 256;
 
 export const KERNEL = { EXIT: -1, MATMUL: 1, CONV: 2, SCAN: 3, NORM: 4, EMBED: 5, READ: 6 } as const;
 

@@ -4,12 +4,14 @@
  * that instantiate the same module on the same shared memory.
  *
  * Jobs: the coordinating thread (where the synchronous kernel calls happen) writes a kernel id and its
- * arguments into a control block in shared memory, bumps SEQ, runs part 0 itself through the module's
- * `runJob`, then waits for PENDING to reach 0. Workers spin briefly on SEQ, then Atomics.wait on it.
+ * arguments into a control block in shared memory and bumps SEQ; then it and the workers claim chunks of
+ * the job (a CAS on CLAIM) and run them through the module's `runJob` until none is left, and the
+ * coordinator waits until DONE counts them all. Workers spin briefly on SEQ, then Atomics.wait on it.
+ * A worker the OS does not schedule (a busy machine) simply claims nothing: the job does not wait for it.
  */
 import { assetUrl, readAsset } from '../assets.js';
 import { BackendUnavailableError, MambaError, OutOfMemoryError } from '../errors.js';
-import { CTL, KERNEL } from './layout.js';
+import { CTL, KERNEL, MAX_CHUNKS } from './layout.js';
 
 const PAGE = 65536;
 const MAX_PAGES = 65536; // wasm32: 4 GiB
@@ -18,7 +20,7 @@ const WORKER_START_MS = 15_000;
 
 /** The kernel exports of build/mamba.wasm that TypeScript calls directly. */
 export interface KernelExports {
-  runJob(ctl: number, part: number): void;
+  runJob(ctl: number, part: number, thread: number): void;
   heapBase(): number;
   argmax(logits: number, n: number): number;
   topk(logits: number, n: number, k: number, outIdx: number, outVal: number): number;
@@ -133,7 +135,7 @@ export class WasmRuntime {
     this.refreshViews();
     this.ctl[CTL.SCRATCH_STRIDE] = align(o.scratchBytesPerThread);
     this.ctl[CTL.SCRATCH] = this.allocBytes(threads * align(o.scratchBytesPerThread));
-    this.ctl[CTL.RESULT] = this.allocBytes(threads * 4);
+    this.ctl[CTL.RESULT] = this.allocBytes(MAX_CHUNKS * 4);
     this.workers = [];
     this.block = canBlock();
   }
@@ -291,41 +293,46 @@ export class WasmRuntime {
   // ---- jobs ----
 
   /**
-   * Runs `kernel` with `args` split over `parts` threads (clamped to the pool), synchronously.
+   * Runs `kernel` with `args` split into `parts` chunks (1 = on this thread only), synchronously.
    * Integer args are written as i32; floats must be passed through `floatArg`.
    */
   run(kernel: number, args: ArrayLike<number>, parts: number): void {
     if (this.disposed) throw new MambaError('DISPOSED', 'wasm runtime has been disposed');
     const ctl = this.ctl;
-    const n = Math.max(1, Math.min(parts, this.threads));
+    const n = this.threads === 1 ? 1 : Math.max(1, Math.min(parts, MAX_CHUNKS));
     ctl[CTL.KERNEL] = kernel;
     ctl[CTL.NPARTS] = n;
     for (let i = 0; i < args.length; i++) ctl[CTL.ARGS + i] = args[i];
     if (n === 1) {
-      this.exports.runJob(this.ctlPtr, 0);
+      this.exports.runJob(this.ctlPtr, 0, 0);
       return;
     }
-    Atomics.store(ctl, CTL.PENDING, n - 1);
-    Atomics.add(ctl, CTL.SEQ, 1);
+    const seq = (Atomics.load(ctl, CTL.SEQ) + 1) | 0;
+    Atomics.store(ctl, CTL.DONE, 0);
+    Atomics.store(ctl, CTL.CLAIM, (seq & 0xffff) << 16);
+    Atomics.store(ctl, CTL.SEQ, seq);
     if (Atomics.load(ctl, CTL.SLEEPERS) > 0) Atomics.notify(ctl, CTL.SEQ);
-    this.exports.runJob(this.ctlPtr, 0);
-    this.join();
+    for (let c = claim(ctl, seq, n); c >= 0; c = claim(ctl, seq, n)) {
+      this.exports.runJob(this.ctlPtr, c, 0);
+      Atomics.add(ctl, CTL.DONE, 1);
+    }
+    this.join(n);
     if (ctl[CTL.ERROR] !== 0) {
       ctl[CTL.ERROR] = 0;
       throw new MambaError('WASM_WORKER', `a wasm worker thread failed in kernel ${kernel}`);
     }
   }
 
-  /** Waits for PENDING = 0: spin first (the workers' share is about as long as ours), then block. */
-  private join(): void {
+  /** Waits until all n chunks are done: only chunks that workers claimed and are still running remain. */
+  private join(n: number): void {
     const ctl = this.ctl;
-    for (let i = 0; i < 1 << 20; i++) if (Atomics.load(ctl, CTL.PENDING) === 0) return;
+    for (let i = 0; i < 1 << 20; i++) if (Atomics.load(ctl, CTL.DONE) === n) return;
     while (true) {
-      const pending = Atomics.load(ctl, CTL.PENDING);
-      if (pending === 0) return;
+      const done = Atomics.load(ctl, CTL.DONE);
+      if (done === n) return;
       if (!this.block) continue; // a browser main thread may only spin
       Atomics.store(ctl, CTL.COORD_SLEEPING, 1);
-      Atomics.wait(ctl, CTL.PENDING, pending, 50);
+      Atomics.wait(ctl, CTL.DONE, done, 50);
       Atomics.store(ctl, CTL.COORD_SLEEPING, 0);
     }
   }
@@ -341,6 +348,18 @@ export class WasmRuntime {
     if (this.disposed) return;
     this.disposed = true;
     this.stopWorkers();
+  }
+}
+
+/**
+ * Claims the next chunk of job `seq` (of n), or returns -1 when none is left or the job has changed.
+ * Same logic as in workers/wasm-thread.js.
+ */
+function claim(ctl: Int32Array, seq: number, n: number): number {
+  for (;;) {
+    const v = Atomics.load(ctl, CTL.CLAIM);
+    if (v >>> 16 !== (seq & 0xffff) || (v & 0xffff) >= n) return -1;
+    if (Atomics.compareExchange(ctl, CTL.CLAIM, v, v + 1) === v) return v & 0xffff;
   }
 }
 
