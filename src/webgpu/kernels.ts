@@ -75,6 +75,22 @@ const MAP_MODE_READ = 0x1;
 const MAX_WG_PER_DIM = 65535;
 
 /**
+ * Block shape of `scan_chunk` (scan.wgsl): L lanes per channel (the largest of 4, 2, 1 dividing N)
+ * and TB tokens per block, the largest of 16, 8, 4 (≥ L) whose workgroup arrays
+ * TB · (S + 3·CH + 64) floats, plus the decode kernel's S-float row, fit the default 16 KiB.
+ * TB = 0: does not fit (a very wide dbc row), use the per-token kernel.
+ */
+function scanShape(N: number, R: number): { L: number; TB: number } {
+  const S = R + 2 * N;
+  const L = N % 4 === 0 ? 4 : N % 2 === 0 ? 2 : 1;
+  const CH = 64 / L;
+  for (const TB of [16, 8, 4]) {
+    if (TB >= L && (TB * (S + 3 * CH + 64) + S) * 4 <= 16384) return { L, TB };
+  }
+  return { L, TB: 0 };
+}
+
+/**
  * The Mamba kernels on WebGPU. Calls between `begin()` and `end()` are recorded into one compute
  * pass and submitted as one command buffer (one token step = one submit); a call outside that
  * window is submitted by itself (kernel tests).
@@ -415,11 +431,14 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   scan(u: GpuBuf, dbc: GpuBuf, z: GpuBuf, L: LayerWeights<GpuWeight>, state: GpuBuf, out: GpuBuf, T: number, cfg: MambaConfig): void {
     const { dInner: E, dtRank: R, dState: N } = cfg;
     const prm = this.scanPack(L, cfg);
+    const shape = scanShape(N, R);
+    // T = 1 (decode) keeps the one-invocation-per-channel kernel: one token needs no blocking.
+    const chunked = T > 1 && shape.TB > 0;
     this.call(`scan:${u.id}:${dbc.id}:${z.id}:${prm.id}:${state.id}:${out.id}:${T}`, () => ({
-      pipeline: this.pipeline('scan', 'scan', { N, R, S: R + 2 * N }),
+      pipeline: this.pipeline('scan', chunked ? 'scan_chunk' : 'scan', { N, R, S: R + 2 * N, L: shape.L, TB: Math.max(shape.TB, shape.L) }),
       buffers: [u.buffer, dbc.buffer, z.buffer, prm.buffer, state.buffer, out.buffer],
       params: new Uint32Array([T, E, 0, 0]).buffer,
-      workgroups: [Math.ceil(E / 64), 1, 1],
+      workgroups: [Math.ceil(E / (chunked ? 64 / shape.L : 64)), 1, 1],
     }));
   }
 
