@@ -126,56 +126,83 @@ fn reduce_rows(li: u32, n: u32, valid: bool, acc: f32) {
   if (valid && lane == 0u) { finish(0u, n, red[li]); }
 }
 
-// ---- GEMM (prefill, T > 1): 32 tokens × 64 outputs per workgroup, 16-wide k tiles ---------------
-// Each weight tile is loaded once per 32 tokens instead of once per token, which is the whole
-// point of processing a prompt in chunks.
+// ---- GEMM (prefill, T > 1): 64 tokens × 64 outputs per workgroup, 4 × 4 per invocation ----------
+// Each weight tile is loaded once per 64 tokens instead of once per token, which is the whole
+// point of processing a prompt in chunks. On a GPU the previous 32 × 64 tile (2 × 4 outputs per
+// invocation) was latency-bound: 6 workgroup loads per 8 FMA, and every 16-wide k step waited
+// for its global loads between two barriers. Here:
+//   - 16 outputs per invocation from one vec4 of x and one vec4 of w per k: 2 workgroup loads
+//     per 16 FMA (the x vec4 is a broadcast: the 32 invocations of a warp share 2 token rows);
+//   - the next k tile is fetched into registers before the current one is multiplied, so the
+//     global-load latency overlaps the FMAs instead of sitting between the barriers;
+//   - 2 · 16 · 64 floats = 8 KiB of workgroup memory (half the default 16 KiB limit).
+// Invocation (tx, ty) owns tokens t0 + 4·ty .. +3 and outputs n0 + 4·tx .. +3.
 
-const BT: u32 = 32u;
+const BT: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u; // elements; BK / 2 pairs
-var<workgroup> xs: array<f32, 512>;  // [BK, BT]
-var<workgroup> ws: array<f32, 1024>; // [BK, BN]
+var<workgroup> xs: array<vec4<f32>, 256>; // [BK, BT / 4]: xs[k · 16 + i] = x[4i .. 4i+3, k]
+var<workgroup> ws: array<vec4<f32>, 256>; // [BK, BN / 4]: ws[k · 16 + i] = w[4i .. 4i+3, k]
+
+// The loader's registers (one x vec4 and two w pairs per invocation and tile), filled by
+// `fetch_tile` one tile ahead of the multiply in `gemm`.
+var<private> xr: vec4<f32>;
+var<private> wr0: vec2<f32>;
+var<private> wr1: vec2<f32>;
+
+fn fetch_tile(k0: u32, lq: u32, xok: bool, wok: bool, xrow: u32, wrow: u32) {
+  let kx = k0 + lq * 4u;
+  for (var c = 0u; c < 4u; c++) {
+    var v = 0.0;
+    if (xok && kx + c < p.K) { v = x[xrow + kx + c]; }
+    xr[c] = v;
+  }
+  let qg = k0 / 2u + lq * 2u;
+  wr0 = vec2<f32>(0.0);
+  wr1 = vec2<f32>(0.0);
+  if (wok && qg < p.ks2) { wr0 = w2(wrow + qg); }
+  if (wok && qg + 1u < p.ks2) { wr1 = w2(wrow + qg + 1u); }
+}
 
 @compute @workgroup_size(16, 16)
 fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(workgroup_id) wid: vec3<u32>) {
   let n0 = wid.x * BN;
   let t0 = wid.y * BT;
-  var acc: array<array<f32, 4>, 2>;
+  // Loader roles: x tile [64 tokens, 16 k]: token lr, k = lq·4 .. +3 (4 consecutive floats of a
+  // row); w tile [64 rows, 8 pairs]: row lr, pairs lq·2, lq·2 + 1. Out of range loads as zero
+  // (the pad half of odd rows is zero in w; x beyond K is masked).
+  let lr = li / 4u;
+  let lq = li % 4u;
+  let xok = t0 + lr < p.T;
+  let wok = n0 + lr < p.N;
+  let xrow = (t0 + lr) * p.K;
+  let wrow = (n0 + lr) * p.ks2;
+  var acc: array<vec4<f32>, 4>; // acc[i][j]: token t0 + 4·ty + i, output n0 + 4·tx + j
+  fetch_tile(0u, lq, xok, wok, xrow, wrow);
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    for (var i = 0u; i < 2u; i++) {
-      let idx = li + 256u * i;
-      // x tile: 32 tokens × 16 k, zero outside [T, K]
-      let r = idx / BK;
-      let kk = idx % BK;
-      var xv = 0.0;
-      if (t0 + r < p.T && k0 + kk < p.K) { xv = x[(t0 + r) * p.K + k0 + kk]; }
-      xs[kk * BT + r] = xv;
-      // w tile: 64 rows × 8 pairs; the pad half of odd rows is stored as zero
-      let row = idx / (BK / 2u);
-      let q = idx % (BK / 2u);
-      var wv = vec2<f32>(0.0);
-      let qg = k0 / 2u + q;
-      if (n0 + row < p.N && qg < p.ks2) { wv = w2((n0 + row) * p.ks2 + qg); }
-      ws[(2u * q) * BN + row] = wv.x;
-      ws[(2u * q + 1u) * BN + row] = wv.y;
-    }
+    workgroupBarrier(); // everyone is done reading the previous tile
+    for (var c = 0u; c < 4u; c++) { xs[(lq * 4u + c) * 16u + lr / 4u][lr % 4u] = xr[c]; }
+    ws[(lq * 4u) * 16u + lr / 4u][lr % 4u] = wr0.x;
+    ws[(lq * 4u + 1u) * 16u + lr / 4u][lr % 4u] = wr0.y;
+    ws[(lq * 4u + 2u) * 16u + lr / 4u][lr % 4u] = wr1.x;
+    ws[(lq * 4u + 3u) * 16u + lr / 4u][lr % 4u] = wr1.y;
     workgroupBarrier();
+    // Prefetch the next tile into registers; its loads are in flight during the FMAs below.
+    if (k0 + BK < p.K) { fetch_tile(k0 + BK, lq, xok, wok, xrow, wrow); }
     for (var kk = 0u; kk < BK; kk++) {
-      let xa = xs[kk * BT + lid.y * 2u];
-      let xb = xs[kk * BT + lid.y * 2u + 1u];
-      for (var j = 0u; j < 4u; j++) {
-        let wv = ws[kk * BN + lid.x + 16u * j];
-        acc[0][j] += xa * wv;
-        acc[1][j] += xb * wv;
-      }
+      let xv = xs[kk * 16u + lid.y];
+      let wv = ws[kk * 16u + lid.x];
+      acc[0] += xv.x * wv;
+      acc[1] += xv.y * wv;
+      acc[2] += xv.z * wv;
+      acc[3] += xv.w * wv;
     }
-    workgroupBarrier();
   }
-  for (var i = 0u; i < 2u; i++) {
-    let t = t0 + lid.y * 2u + i;
+  for (var i = 0u; i < 4u; i++) {
+    let t = t0 + lid.y * 4u + i;
     for (var j = 0u; j < 4u; j++) {
-      let n = n0 + lid.x + 16u * j;
+      let n = n0 + lid.x * 4u + j;
       if (t < p.T && n < p.N) { finish(t, n, acc[i][j]); }
     }
   }

@@ -404,7 +404,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
         } else if (this.opts.flatGemm) {
           workgroups = [Math.ceil(part.rows / 64), T, 1];
         } else {
-          workgroups = [Math.ceil(part.rows / 64), Math.ceil(T / 32), 1];
+          workgroups = [Math.ceil(part.rows / 64), Math.ceil(T / 64), 1]; // gemm: 64 outputs × 64 tokens
         }
         const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
         return {
