@@ -17,6 +17,8 @@ const PAGE = 65536;
 const MAX_PAGES = 65536; // wasm32: 4 GiB
 const ALIGN = 64; // cache line: keeps SIMD rows and per-thread areas from sharing lines
 const WORKER_START_MS = 15_000;
+const STALL_MS = 1; // a wait this long for another thread's chunk counts as a stall...
+const SOLO_JOBS = 1500; // ...and after three, this many jobs run on the coordinator alone
 
 /** The kernel exports of build/mamba.wasm that TypeScript calls directly. */
 export interface KernelExports {
@@ -123,6 +125,9 @@ export class WasmRuntime {
   private readonly workers: ThreadHandle[];
   private readonly block: boolean;
   private disposed = false;
+  private jobs = 0;
+  private stalls = 0;
+  private soloUntil = 0;
 
   private constructor(memory: WebAssembly.Memory, instance: WebAssembly.Instance, threads: number, note: string, o: RuntimeOptions) {
     this.memory = memory;
@@ -307,20 +312,42 @@ export class WasmRuntime {
       this.exports.runJob(this.ctlPtr, 0, 0);
       return;
     }
+    if (this.jobs++ < this.soloUntil) {
+      ctl[CTL.NPARTS] = 1;
+      this.exports.runJob(this.ctlPtr, 0, 0);
+      return;
+    }
     const seq = (Atomics.load(ctl, CTL.SEQ) + 1) | 0;
     Atomics.store(ctl, CTL.DONE, 0);
     Atomics.store(ctl, CTL.CLAIM, (seq & 0xffff) << 16);
     Atomics.store(ctl, CTL.SEQ, seq);
     if (Atomics.load(ctl, CTL.SLEEPERS) > 0) Atomics.notify(ctl, CTL.SEQ);
+    const t0 = performance.now();
     for (let c = claim(ctl, seq, n); c >= 0; c = claim(ctl, seq, n)) {
       this.exports.runJob(this.ctlPtr, c, 0);
       Atomics.add(ctl, CTL.DONE, 1);
     }
+    const t1 = performance.now();
     this.join(n);
+    this.noteStall(performance.now() - t1, t1 - t0);
     if (ctl[CTL.ERROR] !== 0) {
       ctl[CTL.ERROR] = 0;
       throw new MambaError('WASM_WORKER', `a wasm worker thread failed in kernel ${kernel}`);
     }
+  }
+
+  /**
+   * Backs off to this thread alone when workers keep stalling jobs: waiting for a chunk much longer than
+   * our own share took means a worker was preempted mid-chunk (more runnable threads than cores), and then
+   * one thread is faster than two. Threads are tried again after SOLO_JOBS jobs (~10 decoded tokens).
+   */
+  private noteStall(waitedMs: number, ownMs: number): void {
+    if (waitedMs > STALL_MS && waitedMs > 2 * ownMs) {
+      if (++this.stalls >= 3) {
+        this.stalls = 0;
+        this.soloUntil = this.jobs + SOLO_JOBS;
+      }
+    } else if (this.stalls > 0 && (this.jobs & 63) === 0) this.stalls--;
   }
 
   /** Waits until all n chunks are done: only chunks that workers claimed and are still running remain. */
