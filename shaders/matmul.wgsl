@@ -126,8 +126,8 @@ fn reduce_rows(li: u32, n: u32, valid: bool, acc: f32) {
   if (valid && lane == 0u) { finish(0u, n, red[li]); }
 }
 
-// ---- GEMM (prefill, T > 1): 64 tokens × 64 outputs per workgroup, 4 × 4 per invocation ----------
-// Each weight tile is loaded once per 64 tokens instead of once per token, which is the whole
+// ---- GEMM (prefill, T > 1): BT tokens × 64 outputs per workgroup, 4 × 4 per invocation ----------
+// Each weight tile is loaded once per BT tokens instead of once per token, which is the whole
 // point of processing a prompt in chunks. On a GPU the previous 32 × 64 tile (2 × 4 outputs per
 // invocation) was latency-bound: 6 workgroup loads per 8 FMA, and every 16-wide k step waited
 // for its global loads between two barriers. Here:
@@ -135,63 +135,68 @@ fn reduce_rows(li: u32, n: u32, valid: bool, acc: f32) {
 //     per 16 FMA (the x vec4 is a broadcast: the 32 invocations of a warp share 2 token rows);
 //   - the next k tile is fetched into registers before the current one is multiplied, so the
 //     global-load latency overlaps the FMAs instead of sitting between the barriers;
-//   - 2 · 16 · 64 floats = 8 KiB of workgroup memory (half the default 16 KiB limit).
+//   - BT = 32 (128 invocations) or 64 (256), chosen by the host (`GBT`): 32 gives twice the
+//     workgroups (384 for in_proj at T = 512, ~3 per SM on a 132-SM H100, instead of 192, which
+//     leaves some SMs one workgroup behind); 64 halves the weight-tile traffic once the grid is
+//     large anyway. Workgroup memory (BT + 64) · 16 floats: 6 or 8 KiB of the 16 KiB default.
 // Invocation (tx, ty) owns tokens t0 + 4·ty .. +3 and outputs n0 + 4·tx .. +3.
 
-const BT: u32 = 64u;
+const BT: u32 = {{GBT}}u;
 const BN: u32 = 64u;
-const BK: u32 = 16u; // elements; BK / 2 pairs
-var<workgroup> xs: array<vec4<f32>, 256>; // [BK, BT / 4]: xs[k · 16 + i] = x[4i .. 4i+3, k]
-var<workgroup> ws: array<vec4<f32>, 256>; // [BK, BN / 4]: ws[k · 16 + i] = w[4i .. 4i+3, k]
+const BK: u32 = 16u;           // elements; BK / 2 pairs
+const TH: u32 = 4u * BT;       // invocations: 16 × BT / 4
+const WPT: u32 = 512u / TH;    // w pairs each invocation loads per tile (64 rows × 8 pairs)
+const WTR: u32 = 8u / WPT;     // invocations per w row
+var<workgroup> xs: array<vec4<f32>, BK * BT / 4u>; // [BK, BT / 4]: xs[k · BT/4 + i] = x[4i .. 4i+3, k]
+var<workgroup> ws: array<vec4<f32>, BK * BN / 4u>; // [BK, BN / 4]: ws[k · 16 + i] = w[4i .. 4i+3, k]
 
-// The loader's registers (one x vec4 and two w pairs per invocation and tile), filled by
-// `fetch_tile` one tile ahead of the multiply in `gemm`.
+// The loader's registers, filled by `fetch_tile` one tile ahead of the multiply in `gemm`:
+// x: token li / 4 of the tile, k = (li % 4)·4 .. +3 (4 consecutive floats of a row);
+// w: row li / WTR, pairs (li % WTR)·WPT .. +WPT-1. Out of range loads as zero (the pad half of
+// odd rows is zero in w; x beyond K is masked).
 var<private> xr: vec4<f32>;
-var<private> wr0: vec2<f32>;
-var<private> wr1: vec2<f32>;
+var<private> wr: array<vec2<f32>, WPT>;
 
-fn fetch_tile(k0: u32, lq: u32, xok: bool, wok: bool, xrow: u32, wrow: u32) {
-  let kx = k0 + lq * 4u;
+fn fetch_tile(k0: u32, li: u32, t0: u32, n0: u32) {
+  let xt = t0 + li / 4u;
+  let kx = k0 + (li % 4u) * 4u;
   for (var c = 0u; c < 4u; c++) {
     var v = 0.0;
-    if (xok && kx + c < p.K) { v = x[xrow + kx + c]; }
+    if (xt < p.T && kx + c < p.K) { v = x[xt * p.K + kx + c]; }
     xr[c] = v;
   }
-  let qg = k0 / 2u + lq * 2u;
-  wr0 = vec2<f32>(0.0);
-  wr1 = vec2<f32>(0.0);
-  if (wok && qg < p.ks2) { wr0 = w2(wrow + qg); }
-  if (wok && qg + 1u < p.ks2) { wr1 = w2(wrow + qg + 1u); }
+  let wn = n0 + li / WTR;
+  let qg = k0 / 2u + (li % WTR) * WPT;
+  for (var c = 0u; c < WPT; c++) {
+    var v = vec2<f32>(0.0);
+    if (wn < p.N && qg + c < p.ks2) { v = w2(wn * p.ks2 + qg + c); }
+    wr[c] = v;
+  }
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(16, {{GTY}})
 fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(workgroup_id) wid: vec3<u32>) {
   let n0 = wid.x * BN;
   let t0 = wid.y * BT;
-  // Loader roles: x tile [64 tokens, 16 k]: token lr, k = lq·4 .. +3 (4 consecutive floats of a
-  // row); w tile [64 rows, 8 pairs]: row lr, pairs lq·2, lq·2 + 1. Out of range loads as zero
-  // (the pad half of odd rows is zero in w; x beyond K is masked).
-  let lr = li / 4u;
-  let lq = li % 4u;
-  let xok = t0 + lr < p.T;
-  let wok = n0 + lr < p.N;
-  let xrow = (t0 + lr) * p.K;
-  let wrow = (n0 + lr) * p.ks2;
-  var acc: array<vec4<f32>, 4>; // acc[i][j]: token t0 + 4·ty + i, output n0 + 4·tx + j
-  fetch_tile(0u, lq, xok, wok, xrow, wrow);
+  let xt = li / 4u;              // x tile: token, first k
+  let xk = (li % 4u) * 4u;
+  let wn = li / WTR;             // w tile: row, first k
+  let wk = (li % WTR) * 2u * WPT;
+  var acc: array<vec4<f32>, 4>;  // acc[i][j]: token t0 + 4·ty + i, output n0 + 4·tx + j
+  fetch_tile(0u, li, t0, n0);
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
     workgroupBarrier(); // everyone is done reading the previous tile
-    for (var c = 0u; c < 4u; c++) { xs[(lq * 4u + c) * 16u + lr / 4u][lr % 4u] = xr[c]; }
-    ws[(lq * 4u) * 16u + lr / 4u][lr % 4u] = wr0.x;
-    ws[(lq * 4u + 1u) * 16u + lr / 4u][lr % 4u] = wr0.y;
-    ws[(lq * 4u + 2u) * 16u + lr / 4u][lr % 4u] = wr1.x;
-    ws[(lq * 4u + 3u) * 16u + lr / 4u][lr % 4u] = wr1.y;
+    for (var c = 0u; c < 4u; c++) { xs[(xk + c) * (BT / 4u) + xt / 4u][xt % 4u] = xr[c]; }
+    for (var c = 0u; c < WPT; c++) {
+      ws[(wk + 2u * c) * 16u + wn / 4u][wn % 4u] = wr[c].x;
+      ws[(wk + 2u * c + 1u) * 16u + wn / 4u][wn % 4u] = wr[c].y;
+    }
     workgroupBarrier();
     // Prefetch the next tile into registers; its loads are in flight during the FMAs below.
-    if (k0 + BK < p.K) { fetch_tile(k0 + BK, lq, xok, wok, xrow, wrow); }
+    if (k0 + BK < p.K) { fetch_tile(k0 + BK, li, t0, n0); }
     for (var kk = 0u; kk < BK; kk++) {
-      let xv = xs[kk * 16u + lid.y];
+      let xv = xs[kk * (BT / 4u) + lid.y];
       let wv = ws[kk * 16u + lid.x];
       acc[0] += xv.x * wv;
       acc[1] += xv.y * wv;

@@ -394,6 +394,11 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     const m = this.mat(w);
     const b = bias ? this.raw(bias) : this.dummy;
     const entry = T === 1 ? (K % 4 === 0 ? 'gemv4' : 'gemv') : this.opts.flatGemm ? 'gemm_flat' : 'gemm';
+    // gemm's token tile (matmul.wgsl): 64 once even the 64-token grid has ≥ 528 workgroups (4 per
+    // SM of a 132-SM GPU), else 32 for twice the workgroups. Every matmul pipeline gets GBT/GTY:
+    // gemv and gemm share one module.
+    const gbt = entry === 'gemm' && Math.ceil(T / 64) * Math.ceil(m.parts[0].rows / 64) >= 528 ? 64 : 32;
+    const defines = { ...this.weightDefines(m.fmt), GBT: gbt, GTY: gbt / 4 };
     for (const part of m.parts) {
       this.call(`mm:${x.id}:${part.id}:${b.id}:${out.id}:${T}:${accumulate}`, () => {
         let workgroups: [number, number, number];
@@ -404,11 +409,11 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
         } else if (this.opts.flatGemm) {
           workgroups = [Math.ceil(part.rows / 64), T, 1];
         } else {
-          workgroups = [Math.ceil(part.rows / 64), Math.ceil(T / 64), 1]; // gemm: 64 outputs × 64 tokens
+          workgroups = [Math.ceil(part.rows / 64), Math.ceil(T / gbt), 1];
         }
         const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
         return {
-          pipeline: this.pipeline('matmul', entry, this.weightDefines(m.fmt), T === 1 ? { LANES: this.gemvLanes } : undefined),
+          pipeline: this.pipeline('matmul', entry, defines, T === 1 ? { LANES: this.gemvLanes } : undefined),
           buffers: [x.buffer, part.buffer, b.buffer, out.buffer],
           params: new Uint32Array([T, K, part.rows, part.rowStart, N, m.ks / 2, flags, 0]).buffer,
           workgroups,
