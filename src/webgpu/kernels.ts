@@ -425,12 +425,32 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   conv1d(x: GpuBuf, state: GpuBuf, w: GpuWeight, bias: GpuWeight | undefined, out: GpuBuf, T: number, E: number, K: number): void {
     const wb = this.raw(w);
     const b = bias ? this.raw(bias) : this.dummy;
-    this.call(`conv:${x.id}:${state.id}:${wb.id}:${b.id}:${out.id}:${T}:${E}:${K}`, () => ({
-      pipeline: this.pipeline('conv', 'conv1d', { K }),
+    const params = () => new Uint32Array([T, E, bias ? 1 : 0, 0]).buffer;
+    if (T === 1) {
+      // decode: one token, the sequential kernel updates the state in the same pass
+      this.call(`conv:${x.id}:${state.id}:${wb.id}:${b.id}:${out.id}:${T}:${E}:${K}`, () => ({
+        pipeline: this.pipeline('conv', 'conv1d', { K }),
+        buffers: [x.buffer, state.buffer, wb.buffer, b.buffer, out.buffer],
+        params: params(),
+        workgroups: [Math.ceil(E / 64), 1, 1],
+      }));
+      return;
+    }
+    // prefill: tokens in parallel (16 per invocation, see conv.wgsl), then the state shift
+    this.call(`convc:${x.id}:${state.id}:${wb.id}:${b.id}:${out.id}:${T}:${E}:${K}`, () => ({
+      pipeline: this.pipeline('conv', 'conv1d_chunk', { K }),
       buffers: [x.buffer, state.buffer, wb.buffer, b.buffer, out.buffer],
-      params: new Uint32Array([T, E, bias ? 1 : 0, 0]).buffer,
-      workgroups: [Math.ceil(E / 64), 1, 1],
+      params: params(),
+      workgroups: [Math.ceil(E / 64), Math.ceil(T / 16), 1],
     }));
+    if (K > 1) {
+      this.call(`convs:${x.id}:${state.id}:${T}:${E}:${K}`, () => ({
+        pipeline: this.pipeline('conv', 'conv1d_state', { K }),
+        buffers: [x.buffer, state.buffer],
+        params: params(),
+        workgroups: [Math.ceil(E / 64), 1, 1],
+      }));
+    }
   }
 
   scan(u: GpuBuf, dbc: GpuBuf, z: GpuBuf, L: LayerWeights<GpuWeight>, state: GpuBuf, out: GpuBuf, T: number, cfg: MambaConfig): void {
