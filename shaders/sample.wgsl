@@ -38,17 +38,22 @@ fn reduce_best(li: u32) {
   }
 }
 
-@compute @workgroup_size(256)
-fn argmax(@builtin(local_invocation_index) li: u32) {
+/** Leaves the best (value, index) of logits[offset .. offset + V) in bestV[0] / bestI[0]. */
+fn argmax_row(li: u32, V: u32, offset: u32) {
   var v = 0.0;
   var idx = NONE;
-  for (var i = li; i < p.V; i += WG) {
-    let x = logits[p.offset + i];
+  for (var i = li; i < V; i += WG) {
+    let x = logits[offset + i];
     if (before(x, i, v, idx)) { v = x; idx = i; }
   }
   bestV[li] = v;
   bestI[li] = idx;
   reduce_best(li);
+}
+
+@compute @workgroup_size(256)
+fn argmax(@builtin(local_invocation_index) li: u32) {
+  argmax_row(li, p.V, p.offset);
   if (li == 0u) {
     result[0] = bestI[0];
     result[1] = bitcast<u32>(bestV[0]);
@@ -92,15 +97,7 @@ fn topk(@builtin(local_invocation_index) li: u32) {
 
 @compute @workgroup_size(256)
 fn argmax_feed(@builtin(local_invocation_index) li: u32) {
-  var v = 0.0;
-  var idx = NONE;
-  for (var i = li; i < pf.V; i += WG) {
-    let x = logits[pf.offset + i];
-    if (before(x, i, v, idx)) { v = x; idx = i; }
-  }
-  bestV[li] = v;
-  bestI[li] = idx;
-  reduce_best(li);
+  argmax_row(li, pf.V, pf.offset);
   if (li == 0u) {
     feed[0] = bestI[0];
     chain[pf.k] = bestI[0];
