@@ -1,5 +1,6 @@
 import { preview } from './config.js';
 import { ModelFormatError } from './errors.js';
+import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from './half.js';
 
 /** Bytes per element of every safetensors dtype (so any valid file parses; the loader decides what it can use). */
 const ITEM_SIZE: Record<string, number> = {
@@ -149,17 +150,8 @@ function duplicateKey(text: string): string | undefined {
 
 // --- dtype decoding -------------------------------------------------------------------------
 
-const f16Table = (() => {
-  // All 65536 half values, so decoding a tensor is one table lookup per element.
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const s = h & 0x8000 ? -1 : 1;
-    const e = (h >> 10) & 0x1f;
-    const m = h & 0x3ff;
-    t[h] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
-  }
-  return t;
-})();
+// All 65536 half values, so decoding a tensor is one table lookup per element.
+const f16Table = Float32Array.from({ length: 65536 }, (_, h) => f16BitsToF32(h));
 
 /** Decodes an F32 / F16 / BF16 tensor to float32 (copying, so the result is aligned and owned). */
 export function toFloat32(t: TensorInfo, file: string): Float32Array {
@@ -215,50 +207,7 @@ export function encodeSafetensors(
 function encodeDtype(data: Float32Array, dtype: 'F32' | 'F16' | 'BF16'): Uint8Array {
   if (dtype === 'F32') return new Uint8Array(data.slice().buffer);
   const out = new Uint16Array(data.length);
-  for (let i = 0; i < data.length; i++) out[i] = dtype === 'F16' ? f32ToF16(data[i]) : f32ToBf16(data[i]);
+  for (let i = 0; i < data.length; i++) out[i] = dtype === 'F16' ? f32ToF16Bits(data[i]) : f32ToBf16Bits(data[i]);
   return new Uint8Array(out.buffer);
 }
 
-const f32Scratch = new Float32Array(1);
-const u32Scratch = new Uint32Array(f32Scratch.buffer);
-
-/** Round-to-nearest-even float32 → bfloat16 bits. */
-export function f32ToBf16(x: number): number {
-  f32Scratch[0] = x;
-  const u = u32Scratch[0];
-  if ((u & 0x7fffffff) > 0x7f800000) return (u >>> 16) | 0x40; // keep NaN a NaN
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** Round-to-nearest-even float32 → IEEE half bits. */
-export function f32ToF16(x: number): number {
-  f32Scratch[0] = x;
-  const u = u32Scratch[0];
-  const sign = (u >>> 16) & 0x8000;
-  const exp = (u >>> 23) & 0xff;
-  let mant = u & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    let r = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    if (rem > half || (rem === half && r & 1)) r++;
-    return sign | r;
-  }
-  let r = mant >>> 13;
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && r & 1)) {
-    r++;
-    if (r === 0x400) {
-      r = 0;
-      e++;
-      if (e >= 31) return sign | 0x7c00;
-    }
-  }
-  return sign | (e << 10) | r;
-}

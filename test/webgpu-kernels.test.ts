@@ -12,7 +12,7 @@ import { scan } from '../src/reference/scan.js';
 import type { LayerWeights } from '../src/weights.js';
 import { acquireDevice, type GpuContext } from '../src/webgpu/device.js';
 import { WebGPUKernels, type GpuWeight } from '../src/webgpu/kernels.js';
-import { f16BitsToF32, f32ToF16Bits, roundToF16 } from '../src/webgpu/half.js';
+import { f16BitsToF32, f32ToF16Bits, roundToF16 } from '../src/half.js';
 import { loadShaderSources, preprocess } from '../src/webgpu/wgsl.js';
 
 let ctx: GpuContext | undefined;

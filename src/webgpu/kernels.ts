@@ -2,7 +2,7 @@ import type { Kernels } from '../backend.js';
 import { DeviceLostError, OutOfMemoryError } from '../errors.js';
 import type { LayerWeights, ModelWeights } from '../weights.js';
 import type { MambaConfig } from '../config.js';
-import { f32ToF16Bits } from './half.js';
+import { f32ToF16Bits } from '../half.js';
 import { preprocess, type ShaderName } from './wgsl.js';
 
 /** An activation or state buffer: f32, STORAGE | COPY_SRC | COPY_DST. */
