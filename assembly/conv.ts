@@ -1,7 +1,8 @@
 // Causal depthwise conv1d + SiLU over a chunk, continuing from the per-channel state.
 //   x, out [T, E]; state [E, K-1] (oldest first); w [E, K]; bias [E] or 0
 // The sequence seen by channel e is [state[e, :], x[:, e]]; output t uses entries t .. t+K-1 of it.
-// T = 1 is the decode step; the same loop serves prefill.
+// Three paths: the decode step (T = 1, branch-free per channel), prefill with K = 4 (four channels per
+// vector, the window in registers), and a general per-channel loop for everything else.
 import { silu1, silu4 } from './math';
 
 /** Channels [eStart, eEnd). Afterwards state[e, :] holds the last K-1 entries of the sequence. */
