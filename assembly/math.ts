@@ -8,6 +8,16 @@ export const Q8: i32 = 2;
 /** q8 block length along K: one f32 scale per 32 int8 weights. */
 export const QBLOCK: i32 = 32;
 
+/**
+ * a·b + c. In the relaxed-SIMD build (build/mamba-relaxed.wasm, used where the engine validates it) this
+ * is one fused multiply-add, which doubles the arithmetic peak of the prefill GEMM; elsewhere mul + add.
+ */
+// @ts-ignore: decorator
+@inline export function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(f32x4.mul(a, b), c);
+}
+
 /** Sum of the four lanes. */
 // @ts-ignore: decorator
 @inline export function hsum(v: v128): f32 {

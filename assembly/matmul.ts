@@ -9,7 +9,7 @@
 // T > 1 (prefill) is compute-bound: a 4-row tile is dequantised once into per-thread f32 scratch and
 // reused for every token, two tokens at a time (8 accumulators + 4 weight vectors fit the 16 SIMD
 // registers V8 uses on x64).
-import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, rowBytes, w1, w4 } from './math';
+import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, madd, rowBytes, w1, w4 } from './math';
 
 /** [Σ a0, Σ a1, Σ a2, Σ a3]: four horizontal sums at once (a 4×4 transpose-add). */
 // @ts-ignore: decorator
@@ -58,19 +58,19 @@ import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, rowBytes, w
   const end = x + (<usize>K32 << 2);
   let px = x, p = r;
   while (px < end) {
-    a0 = f32x4.add(a0, f32x4.mul(v128.load(px), v128.load(p)));
-    a1 = f32x4.add(a1, f32x4.mul(v128.load(px, 16), v128.load(p, 16)));
-    a2 = f32x4.add(a2, f32x4.mul(v128.load(px, 32), v128.load(p, 32)));
-    a3 = f32x4.add(a3, f32x4.mul(v128.load(px, 48), v128.load(p, 48)));
-    a4 = f32x4.add(a4, f32x4.mul(v128.load(px, 64), v128.load(p, 64)));
-    a5 = f32x4.add(a5, f32x4.mul(v128.load(px, 80), v128.load(p, 80)));
-    a6 = f32x4.add(a6, f32x4.mul(v128.load(px, 96), v128.load(p, 96)));
-    a7 = f32x4.add(a7, f32x4.mul(v128.load(px, 112), v128.load(p, 112)));
+    a0 = madd(v128.load(px), v128.load(p), a0);
+    a1 = madd(v128.load(px, 16), v128.load(p, 16), a1);
+    a2 = madd(v128.load(px, 32), v128.load(p, 32), a2);
+    a3 = madd(v128.load(px, 48), v128.load(p, 48), a3);
+    a4 = madd(v128.load(px, 64), v128.load(p, 64), a4);
+    a5 = madd(v128.load(px, 80), v128.load(p, 80), a5);
+    a6 = madd(v128.load(px, 96), v128.load(p, 96), a6);
+    a7 = madd(v128.load(px, 112), v128.load(p, 112), a7);
     px += 128; p += 128;
   }
   // Short rows (dt_proj has K = R, e.g. 48) still get most of their columns in vectors.
   let k = K32;
-  for (; k + 4 <= K; k += 4) a0 = f32x4.add(a0, f32x4.mul(v128.load(x + (<usize>k << 2)), v128.load(r + (<usize>k << 2))));
+  for (; k + 4 <= K; k += 4) a0 = madd(v128.load(x + (<usize>k << 2)), v128.load(r + (<usize>k << 2)), a0);
   let s = hsum(f32x4.add(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)), f32x4.add(f32x4.add(a4, a5), f32x4.add(a6, a7))));
   for (; k < K; k++) s += load<f32>(x + (<usize>k << 2)) * load<f32>(r + (<usize>k << 2));
   return s;
@@ -99,15 +99,15 @@ import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, rowBytes, w
     const o = <usize>k << 2;
     const w0 = v128.load(r0 + o), w1v = v128.load(r1 + o), w2 = v128.load(r2 + o), w3 = v128.load(r3 + o);
     const xa = v128.load(x0 + o);
-    a0 = f32x4.add(a0, f32x4.mul(xa, w0));
-    a1 = f32x4.add(a1, f32x4.mul(xa, w1v));
-    a2 = f32x4.add(a2, f32x4.mul(xa, w2));
-    a3 = f32x4.add(a3, f32x4.mul(xa, w3));
+    a0 = madd(xa, w0, a0);
+    a1 = madd(xa, w1v, a1);
+    a2 = madd(xa, w2, a2);
+    a3 = madd(xa, w3, a3);
     const xb = v128.load(x1 + o);
-    b0 = f32x4.add(b0, f32x4.mul(xb, w0));
-    b1 = f32x4.add(b1, f32x4.mul(xb, w1v));
-    b2 = f32x4.add(b2, f32x4.mul(xb, w2));
-    b3 = f32x4.add(b3, f32x4.mul(xb, w3));
+    b0 = madd(xb, w0, b0);
+    b1 = madd(xb, w1v, b1);
+    b2 = madd(xb, w2, b2);
+    b3 = madd(xb, w3, b3);
   }
   let sa = sum4(a0, a1, a2, a3), sb = sum4(b0, b1, b2, b3);
   if (Kv < K) {
@@ -239,10 +239,10 @@ import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, rowBytes, w
     const x0 = v128.load(xb), x1 = v128.load(xb, 16), x2 = v128.load(xb, 32), x3 = v128.load(xb, 48);
     const s = load<f32>(xs + (<usize>b << 2));
     const o = <usize>b << 5, so = <usize>b << 2;
-    a0 = f32x4.add(a0, f32x4.mul(f32x4.convert_i32x4_s(blockDot(r0 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q0 + so))));
-    a1 = f32x4.add(a1, f32x4.mul(f32x4.convert_i32x4_s(blockDot(r1 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q1 + so))));
-    a2 = f32x4.add(a2, f32x4.mul(f32x4.convert_i32x4_s(blockDot(r2 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q2 + so))));
-    a3 = f32x4.add(a3, f32x4.mul(f32x4.convert_i32x4_s(blockDot(r3 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q3 + so))));
+    a0 = madd(f32x4.convert_i32x4_s(blockDot(r0 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q0 + so)), a0);
+    a1 = madd(f32x4.convert_i32x4_s(blockDot(r1 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q1 + so)), a1);
+    a2 = madd(f32x4.convert_i32x4_s(blockDot(r2 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q2 + so)), a2);
+    a3 = madd(f32x4.convert_i32x4_s(blockDot(r3 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q3 + so)), a3);
   }
   return sum4(a0, a1, a2, a3);
 }

@@ -75,20 +75,34 @@ function canBlock(): boolean {
   }
 }
 
-let moduleCache: Promise<{ shared: WebAssembly.Module | null; single: WebAssembly.Module | null }> | undefined;
+interface Modules {
+  /** Shared-memory build: build/mamba-relaxed.wasm where the engine validates relaxed SIMD, else build/mamba.wasm. */
+  shared: WebAssembly.Module | null;
+  relaxed: boolean;
+  /** Non-shared build (no SharedArrayBuffer), build/mamba-st.wasm. */
+  single: WebAssembly.Module | null;
+}
+let moduleCache: Promise<Modules> | undefined;
 
-async function compile(file: string): Promise<WebAssembly.Module | null> {
-  let bytes: Uint8Array;
+/** Compiles a packaged module; null if it is missing or (`optional`) this engine rejects it. */
+async function compile(file: string, optional = false): Promise<WebAssembly.Module | null> {
+  let bytes: Uint8Array<ArrayBuffer>;
   try {
-    bytes = await readAsset(file);
+    bytes = (await readAsset(file)) as Uint8Array<ArrayBuffer>;
   } catch {
     return null;
   }
-  return WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+  if (optional && !WebAssembly.validate(bytes)) return null;
+  return WebAssembly.compile(bytes);
 }
 
-function loadModules() {
-  moduleCache ??= Promise.all([compile('build/mamba.wasm'), compile('build/mamba-st.wasm')]).then(([shared, single]) => ({ shared, single }));
+function loadModules(): Promise<Modules> {
+  moduleCache ??= (async () => {
+    // Relaxed SIMD (fused multiply-add) is on by default in Chromium and Deno, behind a flag in Node 20.
+    const relaxed = await compile('build/mamba-relaxed.wasm', true);
+    const shared = relaxed ?? (await compile('build/mamba.wasm'));
+    return { shared, relaxed: relaxed !== null, single: await compile('build/mamba-st.wasm') };
+  })();
   return moduleCache;
 }
 
@@ -114,6 +128,8 @@ export class WasmRuntime {
   threads: number;
   /** Why fewer threads than asked for run (no SharedArrayBuffer, workers failed to start), or ''. */
   threadNote: string;
+  /** The kernels use relaxed-SIMD fused multiply-adds. */
+  readonly relaxed: boolean;
   f32!: Float32Array;
   i32!: Int32Array;
   u8!: Uint8Array;
@@ -129,8 +145,9 @@ export class WasmRuntime {
   private stalls = 0;
   private soloUntil = 0;
 
-  private constructor(memory: WebAssembly.Memory, instance: WebAssembly.Instance, threads: number, note: string, o: RuntimeOptions) {
+  private constructor(memory: WebAssembly.Memory, instance: WebAssembly.Instance, threads: number, note: string, relaxed: boolean, o: RuntimeOptions) {
     this.memory = memory;
+    this.relaxed = relaxed;
     this.exports = instance.exports as unknown as KernelExports;
     this.threads = threads;
     this.threadNote = note;
@@ -176,7 +193,7 @@ export class WasmRuntime {
     }
     const mod = (shared ? mods.shared : mods.single)!;
     const instance = await WebAssembly.instantiate(mod, imports(memory));
-    const rt = new WasmRuntime(memory, instance, threads, note, o);
+    const rt = new WasmRuntime(memory, instance, threads, note, shared && mods.relaxed, o);
     try {
       await rt.startWorkers(mod);
     } catch (e) {
