@@ -212,7 +212,9 @@ export class WasmRuntime {
     for (let i = 1; i < this.threads; i++) {
       if (isNode) {
         const { Worker } = await import('node:worker_threads');
-        const w = new Worker(url, { workerData: init(i) });
+        // Workers inherit the process's flags; --input-type (node -e) is refused for a file worker.
+        const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+        const w = new Worker(url, { workerData: init(i), execArgv });
         w.unref(); // a blocked compute thread must never keep the process alive
         this.workers.push(w);
         started.push(
