@@ -53,7 +53,7 @@ function planBytes(c: MambaConfig, dtype: DtypeCode, rows: number, cols: number)
 class WasmKernels implements Kernels<Ptr, WasmTensor> {
   private tokens: Ptr;
   private tokenCap = DEFAULT_CHUNK;
-  /** Bytes of every uploaded tensor, and of those read for each decoded token (all but the embedding rows). */
+  /** Bytes of every uploaded tensor in its storage format (not counting f32 side copies). */
   weightBytes = 0;
 
   constructor(
