@@ -204,12 +204,20 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_
       acc[3] += xv.w * wv;
     }
   }
-  for (var i = 0u; i < 4u; i++) {
-    let t = t0 + lid.y * 4u + i;
-    for (var j = 0u; j < 4u; j++) {
-      let n = n0 + lid.x * 4u + j;
-      if (t < p.T && n < p.N) { finish(t, n, acc[i][j]); }
-    }
+  // Constant indices into acc only: a dynamic index would make a compiler that does not unroll
+  // the loop keep acc in (slow, per-thread) local memory for the whole kernel.
+  let n = n0 + lid.x * 4u;
+  let t = t0 + lid.y * 4u;
+  finish4(t, n, acc[0]);
+  finish4(t + 1u, n, acc[1]);
+  finish4(t + 2u, n, acc[2]);
+  finish4(t + 3u, n, acc[3]);
+}
+
+fn finish4(t: u32, n: u32, v: vec4<f32>) {
+  if (t >= p.T) { return; }
+  for (var j = 0u; j < 4u; j++) {
+    if (n + j < p.N) { finish(t, n + j, v[j]); }
   }
 }
 

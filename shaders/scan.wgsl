@@ -92,6 +92,7 @@ fn scan(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
 // state update h_t = exp(Δ_t A) h_{t-1} + Δ_t u_t B_t is sequential; everything around it is
 // parallel over tokens. So, per block of TB tokens (3 barriers per block instead of 2 per token):
 //   P1  the TB rows of dbc [TB, S] (one contiguous, coalesced range) → workgroup memory `rows`
+//       (fetched into registers during the previous block, see `fetch_block`; u and z likewise)
 //   P2  Δ = softplus(dt_proj·δ + b) and Δ·u for the TB tokens × CH channels, in parallel
 //       (dt_proj's row is read once per block and reused for TB / L tokens per invocation)
 //   P3  the recurrence: L lanes per channel, each with N / L states in registers; per token only
@@ -114,6 +115,30 @@ var<workgroup> du: array<f32, TB * CH>;  // [TB, CH]  Δ·u
 var<workgroup> us: array<f32, TB * CH>;  // [TB, CH]  u (for the D skip)
 var<workgroup> yp: array<f32, TB * WG>;  // [TB, L, CH] partial y per lane
 
+// The next block's global inputs, fetched into registers while the current block is scanned (the
+// loads are in flight during P2-P4, which touch only workgroup memory and registers):
+// dbc floats li, li + 64, ... of the block's contiguous [cnt, S] range; u and z of the tokens
+// this invocation handles in P2 and P4 (lane, lane + L, ...).
+const RPT: u32 = (TB * S + WG - 1u) / WG;
+var<private> rr: array<f32, RPT>;
+var<private> ur: array<f32, TL>;
+var<private> zr: array<f32, TL>;
+
+fn fetch_block(t0: u32, li: u32, lane: u32, ec: u32) {
+  let cnt = min(TB, p.T - t0);
+  for (var i = 0u; i < RPT; i++) {
+    let idx = li + WG * i;
+    if (idx < cnt * S) { rr[i] = dbc[t0 * S + idx]; }
+  }
+  for (var k = 0u; k < TL; k++) {
+    let tb = lane + L * k;
+    if (tb < cnt) {
+      ur[k] = u[(t0 + tb) * p.E + ec];
+      zr[k] = z[(t0 + tb) * p.E + ec];
+    }
+  }
+}
+
 @compute @workgroup_size(64)
 fn scan_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let ch = li % CH;
@@ -133,11 +158,18 @@ fn scan_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
   let dtB = prm[oB + ec];
   let dskip = prm[oD + ec];
   // Every invocation runs every block (no early return): the barriers must be reached uniformly.
+  fetch_block(0u, li, lane, ec);
   for (var t0 = 0u; t0 < p.T; t0 += TB) {
     let cnt = min(TB, p.T - t0);
-    // P1: rows t0 .. t0 + cnt of dbc are one contiguous range.
-    for (var i = li; i < cnt * S; i += WG) { rows[i] = dbc[t0 * S + i]; }
+    // P1: rows t0 .. t0 + cnt of dbc (one contiguous range), from the registers fetched earlier.
+    for (var i = 0u; i < RPT; i++) {
+      let idx = li + WG * i;
+      if (idx < cnt * S) { rows[idx] = rr[i]; }
+    }
+    let uc = ur;
+    let zc = zr;
     workgroupBarrier();
+    if (t0 + TB < p.T) { fetch_block(t0 + TB, li, lane, ec); }
     // P2: tokens lane, lane + L, ... of the block. r outer: one load of dt_proj[ec, r] per TL tokens;
     // the sum runs in the reference's order (b, then r = 0 .. R-1).
     var acc: array<f32, TL>;
@@ -150,7 +182,7 @@ fn scan_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
       let tb = lane + L * k;
       if (tb < cnt) {
         let delta = softplus(acc[k]);
-        let ut = u[(t0 + tb) * p.E + ec];
+        let ut = uc[k];
         dl[tb * CH + ch] = delta;
         du[tb * CH + ch] = delta * ut;
         us[tb * CH + ch] = ut;
@@ -178,8 +210,7 @@ fn scan_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         var y = 0.0;
         for (var l = 0u; l < L; l++) { y += yp[tb * WG + l * CH + ch]; }
         y += dskip * us[tb * CH + ch];
-        let o = (t0 + tb) * p.E + e;
-        out[o] = y * silu(z[o]);
+        out[(t0 + tb) * p.E + e] = y * silu(zc[k]);
       }
     }
   }
