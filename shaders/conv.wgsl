@@ -68,11 +68,12 @@ fn conv1d_chunk(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   var b = 0.0;
   if (p.hasBias != 0u) { b = bias[e]; }
-  let n = min(CT, p.T - t0);
-  for (var i = 0u; i < n; i++) {
+  // Constant trip counts (the tail is masked at the store), so the loops unroll and win/wk stay
+  // in registers instead of per-thread local memory.
+  for (var i = 0u; i < CT; i++) {
     var acc = b; // same order as `conv1d`: bias, then taps oldest first
     for (var j = 0u; j < K; j++) { acc += wk[j] * win[i + j]; }
-    out[(t0 + i) * p.E + e] = silu(acc);
+    if (t0 + i < p.T) { out[(t0 + i) * p.E + e] = silu(acc); }
   }
 }
 

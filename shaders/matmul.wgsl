@@ -152,26 +152,31 @@ var<workgroup> ws: array<vec4<f32>, BK * BN / 4u>; // [BK, BN / 4]: ws[k · 16 +
 
 // The loader's registers, filled by `fetch_tile` one tile ahead of the multiply in `gemm`:
 // x: token li / 4 of the tile, k = (li % 4)·4 .. +3 (4 consecutive floats of a row);
-// w: row li / WTR, pairs (li % WTR)·WPT .. +WPT-1. Out of range loads as zero (the pad half of
+// w: row li / WTR, pairs (li % WTR)·WPT .. +WPT-1 (WPT = 2 or 4). Out of range loads as zero (the pad half of
 // odd rows is zero in w; x beyond K is masked).
 var<private> xr: vec4<f32>;
-var<private> wr: array<vec2<f32>, WPT>;
+var<private> wa: vec4<f32>; // pairs 0, 1
+var<private> wb: vec4<f32>; // pairs 2, 3 (WPT = 4 only)
 
+fn xld(t: u32, k: u32) -> f32 {
+  if (t < p.T && k < p.K) { return x[t * p.K + k]; }
+  return 0.0;
+}
+
+fn wld(n: u32, q: u32) -> vec2<f32> {
+  if (n < p.N && q < p.ks2) { return w2(n * p.ks2 + q); }
+  return vec2<f32>(0.0);
+}
+
+// Written out without loops over register arrays: every index into xr, wa, wb is a constant.
 fn fetch_tile(k0: u32, li: u32, t0: u32, n0: u32) {
   let xt = t0 + li / 4u;
   let kx = k0 + (li % 4u) * 4u;
-  for (var c = 0u; c < 4u; c++) {
-    var v = 0.0;
-    if (xt < p.T && kx + c < p.K) { v = x[xt * p.K + kx + c]; }
-    xr[c] = v;
-  }
+  xr = vec4<f32>(xld(xt, kx), xld(xt, kx + 1u), xld(xt, kx + 2u), xld(xt, kx + 3u));
   let wn = n0 + li / WTR;
   let qg = k0 / 2u + (li % WTR) * WPT;
-  for (var c = 0u; c < WPT; c++) {
-    var v = vec2<f32>(0.0);
-    if (wn < p.N && qg + c < p.ks2) { v = w2(wn * p.ks2 + qg + c); }
-    wr[c] = v;
-  }
+  wa = vec4<f32>(wld(wn, qg), wld(wn, qg + 1u));
+  if (WPT == 4u) { wb = vec4<f32>(wld(wn, qg + 2u), wld(wn, qg + 3u)); }
 }
 
 @compute @workgroup_size(16, {{GTY}})
@@ -187,10 +192,21 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_
   fetch_tile(0u, li, t0, n0);
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
     workgroupBarrier(); // everyone is done reading the previous tile
-    for (var c = 0u; c < 4u; c++) { xs[(xk + c) * (BT / 4u) + xt / 4u][xt % 4u] = xr[c]; }
-    for (var c = 0u; c < WPT; c++) {
-      ws[(wk + 2u * c) * 16u + wn / 4u][wn % 4u] = wr[c].x;
-      ws[(wk + 2u * c + 1u) * 16u + wn / 4u][wn % 4u] = wr[c].y;
+    let xo = xk * (BT / 4u) + xt / 4u; // element k = xk + c of token xt
+    xs[xo][xt % 4u] = xr.x;
+    xs[xo + BT / 4u][xt % 4u] = xr.y;
+    xs[xo + BT / 2u][xt % 4u] = xr.z;
+    xs[xo + 3u * BT / 4u][xt % 4u] = xr.w;
+    let wo = wk * 16u + wn / 4u;      // element k = wk + c of row wn
+    ws[wo][wn % 4u] = wa.x;
+    ws[wo + 16u][wn % 4u] = wa.y;
+    ws[wo + 32u][wn % 4u] = wa.z;
+    ws[wo + 48u][wn % 4u] = wa.w;
+    if (WPT == 4u) {
+      ws[wo + 64u][wn % 4u] = wb.x;
+      ws[wo + 80u][wn % 4u] = wb.y;
+      ws[wo + 96u][wn % 4u] = wb.z;
+      ws[wo + 112u][wn % 4u] = wb.w;
     }
     workgroupBarrier();
     // Prefetch the next tile into registers; its loads are in flight during the FMAs below.
