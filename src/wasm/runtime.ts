@@ -17,8 +17,9 @@ const PAGE = 65536;
 const MAX_PAGES = 65536; // wasm32: 4 GiB
 const ALIGN = 64; // cache line: keeps SIMD rows and per-thread areas from sharing lines
 const WORKER_START_MS = 15_000;
-const STALL_MS = 1; // a wait this long for another thread's chunk counts as a stall...
-const SOLO_JOBS = 1500; // ...and after three, this many jobs run on the coordinator alone
+const STALL_SHARE = 0.5; // back off when the coordinator waits for more than half of each job...
+const SOLO_JOBS = 1500; // ...for this many jobs (~10 decoded tokens), doubling while it recurs
+const MAX_SOLO_JOBS = 48_000;
 
 /** The kernel exports of build/mamba.wasm that TypeScript calls directly. */
 export interface KernelExports {
@@ -142,8 +143,10 @@ export class WasmRuntime {
   private readonly block: boolean;
   private disposed = false;
   private jobs = 0;
-  private stalls = 0;
+  private waitShare = 0;
   private soloUntil = 0;
+  private soloLen = SOLO_JOBS;
+  private retryCheck = Infinity;
 
   private constructor(memory: WebAssembly.Memory, instance: WebAssembly.Instance, threads: number, note: string, relaxed: boolean, o: RuntimeOptions) {
     this.memory = memory;
@@ -356,17 +359,23 @@ export class WasmRuntime {
   }
 
   /**
-   * Backs off to this thread alone when workers keep stalling jobs: waiting for a chunk much longer than
-   * our own share took means a worker was preempted mid-chunk (more runnable threads than cores), and then
-   * one thread is faster than two. Threads are tried again after SOLO_JOBS jobs (~10 decoded tokens).
+   * Backs off to this thread alone when the workers slow jobs down instead of speeding them up: that
+   * happens when more threads are runnable than there are cores (other processes), so a worker gets
+   * preempted in the middle of a chunk and the coordinator waits for it. The signal is the share of each
+   * job the coordinator spends waiting (a moving average); threads are tried again after `soloLen` jobs,
+   * a period that doubles while the machine stays busy.
    */
   private noteStall(waitedMs: number, ownMs: number): void {
-    if (waitedMs > STALL_MS && waitedMs > 2 * ownMs) {
-      if (++this.stalls >= 3) {
-        this.stalls = 0;
-        this.soloUntil = this.jobs + SOLO_JOBS;
-      }
-    } else if (this.stalls > 0 && (this.jobs & 63) === 0) this.stalls--;
+    this.waitShare += 0.05 * (waitedMs / (waitedMs + ownMs + 1e-3) - this.waitShare);
+    if (this.waitShare > STALL_SHARE) {
+      this.waitShare = 0;
+      this.soloUntil = this.jobs + this.soloLen;
+      this.retryCheck = this.soloUntil + SOLO_JOBS;
+      this.soloLen = Math.min(2 * this.soloLen, MAX_SOLO_JOBS);
+    } else if (this.jobs > this.retryCheck) {
+      this.soloLen = SOLO_JOBS; // a whole period with threads went fine
+      this.retryCheck = Infinity;
+    }
   }
 
   /** Waits until all n chunks are done: only chunks that workers claimed and are still running remain. */
