@@ -139,6 +139,23 @@ fn fetch_block(t0: u32, li: u32, lane: u32, ec: u32) {
   }
 }
 
+// This invocation's states lane·NL .. lane·NL + NL - 1 of its channel, and A for them.
+var<private> hp: array<f32, NL>;
+var<private> ap: array<f32, NL>;
+
+// P3 for token tb of the block: state update, this lane's share of y_t into `yp`.
+fn scan_token(tb: u32, ch: u32, lane: u32, li: u32) {
+  let delta = dl[tb * CH + ch];
+  let x = du[tb * CH + ch];
+  let bc = tb * S + R + lane * NL;
+  var y = 0.0;
+  for (var j = 0u; j < NL; j++) {
+    hp[j] = exp(delta * ap[j]) * hp[j] + x * rows[bc + j];
+    y += hp[j] * rows[bc + N + j];
+  }
+  yp[tb * WG + li] = y;
+}
+
 @compute @workgroup_size(64)
 fn scan_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let ch = li % CH;
@@ -149,11 +166,9 @@ fn scan_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
   let oB = p.E * R;
   let oA = oB + p.E;
   let oD = oA + p.E * N;
-  var h: array<f32, NL>; // states lane·NL .. lane·NL + NL - 1 of channel ec
-  var a: array<f32, NL>;
   for (var j = 0u; j < NL; j++) {
-    h[j] = state[ec * N + lane * NL + j];
-    a[j] = prm[oA + ec * N + lane * NL + j];
+    hp[j] = state[ec * N + lane * NL + j];
+    ap[j] = prm[oA + ec * N + lane * NL + j];
   }
   let dtB = prm[oB + ec];
   let dskip = prm[oD + ec];
@@ -189,17 +204,13 @@ fn scan_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
       }
     }
     workgroupBarrier();
-    // P3: the sequential part; nothing here waits on global memory.
-    for (var tb = 0u; tb < cnt; tb++) {
-      let delta = dl[tb * CH + ch];
-      let x = du[tb * CH + ch];
-      let bc = tb * S + R + lane * NL;
-      var y = 0.0;
-      for (var j = 0u; j < NL; j++) {
-        h[j] = exp(delta * a[j]) * h[j] + x * rows[bc + j];
-        y += h[j] * rows[bc + N + j];
-      }
-      yp[tb * WG + li] = y;
+    // P3: the sequential part; nothing here waits on global memory. A full block runs a loop of
+    // constant trip count, which a compiler can unroll and software-pipeline: the loads and exp of
+    // later tokens do not depend on h, only the one FMA per state and token does.
+    if (cnt == TB) {
+      for (var tb = 0u; tb < TB; tb++) { scan_token(tb, ch, lane, li); }
+    } else {
+      for (var tb = 0u; tb < cnt; tb++) { scan_token(tb, ch, lane, li); }
     }
     workgroupBarrier();
     // P4: the next block's P1 only rewrites `rows` (read in P3, before the barrier above), and its
@@ -215,6 +226,6 @@ fn scan_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
   }
   if (valid) {
-    for (var j = 0u; j < NL; j++) { state[e * N + lane * NL + j] = h[j]; }
+    for (var j = 0u; j < NL; j++) { state[e * N + lane * NL + j] = hp[j]; }
   }
 }
