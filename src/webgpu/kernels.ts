@@ -151,6 +151,11 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   /** Buffers and bind groups created so far: tests check that a decode step creates none. */
   readonly stats = { buffers: 0, bindGroups: 0, pipelines: 0 };
 
+  /** GPU buffers alive now (weights, states, scratch, uniforms): tests check that nothing leaks. */
+  get liveBuffers(): number {
+    return this.owned.size + (this.staging ? 1 : 0);
+  }
+
   private buffer(bytes: number, usage: number, label: string): GPUBuffer {
     this.stats.buffers++;
     // Sizes must be multiples of 4; 16 also keeps bindings of vec types valid for tiny tensors.
