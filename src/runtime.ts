@@ -254,7 +254,10 @@ export class WorkerModel {
         const batch = await this.call(this.api.pull(id));
         this.pulls++;
         done = batch.done;
-        for (const chunk of batch.chunks) yield chunk;
+        for (const chunk of batch.chunks) {
+          this.check(); // chunks already received are dropped once the model is disposed
+          yield chunk;
+        }
       }
     } finally {
       signal?.removeEventListener('abort', onAbort);
