@@ -2,10 +2,9 @@
 // browser offers, the results table and charts, JSON export → import round trip, and a screenshot
 // (test-results/bench-page.png) for a human look.
 import { mkdirSync, readFileSync } from 'node:fs';
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StartedServer } from '../scripts/serve.js';
-import { browserSkipReason, launchChromium, serveRepo } from './surfaces-helpers.js';
+import type { Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
+import { browserSkipReason, useBrowserAndServer } from './surfaces-helpers.js';
 
 const skip = browserSkipReason();
 
@@ -38,23 +37,14 @@ async function tableRows(page: Page): Promise<Row[]> {
 }
 
 describe.skipIf(skip)('bench page (headless Chromium)', () => {
-  let server: StartedServer;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    [server, browser] = await Promise.all([serveRepo(), launchChromium()]);
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-  });
+  const env = useBrowserAndServer();
 
   it('runs each backend, renders results and charts, and round-trips export → import', async () => {
-    const page = await browser.newPage({ acceptDownloads: true, viewport: { width: 1200, height: 900 } });
+    const page = await env.browser.newPage({ acceptDownloads: true, viewport: { width: 1200, height: 900 } });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(String(e)));
-    const model = new URL('test/fixtures/hf-mamba/tiny-hf-f32/', server.url).href;
-    await page.goto(`${server.url}bench/page/?model=${encodeURIComponent(model)}&prompt=32&tokens=8&autorun=1`);
+    const model = new URL('test/fixtures/hf-mamba/tiny-hf-f32/', env.server.url).href;
+    await page.goto(`${env.server.url}bench/page/?model=${encodeURIComponent(model)}&prompt=32&tokens=8&autorun=1`);
     // The run is short (tiny model) but WebGPU on SwiftShader compiles every pipeline on a shared CPU.
     await page.waitForFunction(() => (window as any).mambaBench?.state.current, undefined, { timeout: 100_000, polling: 250 });
 
@@ -104,9 +94,9 @@ describe.skipIf(skip)('bench page (headless Chromium)', () => {
   });
 
   it('also runs on the page thread (loadModel) when asked', async () => {
-    const page = await browser.newPage();
-    const model = new URL('test/fixtures/hf-mamba/tiny-hf-f32/', server.url).href;
-    await page.goto(`${server.url}bench/page/?model=${encodeURIComponent(model)}&prompt=16&tokens=8&backends=wasm,js&worker=0&autorun=1`);
+    const page = await env.browser.newPage();
+    const model = new URL('test/fixtures/hf-mamba/tiny-hf-f32/', env.server.url).href;
+    await page.goto(`${env.server.url}bench/page/?model=${encodeURIComponent(model)}&prompt=16&tokens=8&backends=wasm,js&worker=0&autorun=1`);
     await page.waitForFunction(() => (window as any).mambaBench?.state.current, undefined, { timeout: 60_000, polling: 250 });
     const rows = await tableRows(page);
     expect(rows.map((r) => [r.backend, r.ok])).toEqual([['wasm', true], ['js', true]]);
@@ -115,8 +105,8 @@ describe.skipIf(skip)('bench page (headless Chromium)', () => {
   });
 
   it('rejects a file that is not a report; imports a report from the Node bench CLI', async () => {
-    const page = await browser.newPage();
-    await page.goto(`${server.url}bench/page/?backends=js`);
+    const page = await env.browser.newPage();
+    await page.goto(`${env.server.url}bench/page/?backends=js`);
     await page.evaluate(() => (window as any).mambaBench.ready);
     await page.setInputFiles('#import', { name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from('{"results": 3}') });
     await page.waitForFunction(() => document.getElementById('status')!.textContent!.includes('cannot import bad.json'));

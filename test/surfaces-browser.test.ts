@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type StartedServer } from '../scripts/serve.js';
-import { browserSkipReason, launchChromium, serveRepo } from './surfaces-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { startServer } from '../scripts/serve.js';
+import { browserSkipReason, useBrowserAndServer } from './surfaces-helpers.js';
 
 const skip = browserSkipReason();
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -31,19 +31,11 @@ async function runPage(browser: Browser, url: string) {
 }
 
 describe.skipIf(skip)('browser example (headless Chromium)', () => {
-  let browser: Browser;
-  let server: StartedServer;
-  beforeAll(async () => {
-    [server, browser] = await Promise.all([serveRepo(), launchChromium()]);
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-  });
+  const env = useBrowserAndServer();
 
   it('static files: examples/browser/ streams text from the browser bundle', async () => {
-    const model = new URL('test/fixtures/hf-mamba/tiny-hf-f32/', server.url).href;
-    const r = await runPage(browser, `${server.url}examples/browser/?model=${encodeURIComponent(model)}&maxTokens=32&autorun=1`);
+    const model = new URL('test/fixtures/hf-mamba/tiny-hf-f32/', env.server.url).href;
+    const r = await runPage(env.browser, `${env.server.url}examples/browser/?model=${encodeURIComponent(model)}&maxTokens=32&autorun=1`);
     expect(r.errors).toEqual([]);
     expect(r.isolated).toBe(true);
     expect(r.out.length).toBeGreaterThan('The fortune says: '.length);
@@ -70,7 +62,7 @@ describe.skipIf(skip)('browser example (headless Chromium)', () => {
       try {
         // wasm: the inlined kernels and blob: compute threads; webgpu: the inlined WGSL.
         for (const backend of ['wasm', 'webgpu']) {
-          const r = await runPage(browser, `${app.url}?model=${encodeURIComponent(`${app.url}model/`)}&backend=${backend}&maxTokens=16&autorun=1`);
+          const r = await runPage(env.browser, `${app.url}?model=${encodeURIComponent(`${app.url}model/`)}&backend=${backend}&maxTokens=16&autorun=1`);
           expect(r.errors).toEqual([]);
           expect(r.out.length).toBeGreaterThan('The fortune says: '.length);
           expect(r.stats.startsWith(backend)).toBe(true);

@@ -4,10 +4,8 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StartedServer } from '../scripts/serve.js';
-import { browserSkipReason, launchChromium, serveRepo } from './surfaces-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { browserSkipReason, useBrowserAndServer } from './surfaces-helpers.js';
 
 const EXAMPLE = new URL('../examples/electron/', import.meta.url);
 const TINY = fileURLToPath(new URL('fixtures/hf-mamba/tiny-hf-f32/', import.meta.url));
@@ -109,18 +107,10 @@ describe('Electron example in Node', () => {
 const skip = browserSkipReason();
 
 describe.skipIf(skip)('Electron renderer page in headless Chromium', () => {
-  let server: StartedServer;
-  let browser: Browser;
-  beforeAll(async () => {
-    [server, browser] = await Promise.all([serveRepo(), launchChromium()]);
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-  });
+  const env = useBrowserAndServer();
 
   it('streams text into the window from the browser bundle in a Web Worker', async () => {
-    const page = await browser.newPage();
+    const page = await env.browser.newPage();
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(String(e)));
     // (The loader asks for model.safetensors.index.json first; its 404 means "not sharded" and is expected.)
@@ -134,7 +124,7 @@ describe.skipIf(skip)('Electron renderer page in headless Chromium', () => {
       if (r.status() >= 400 && !r.url().endsWith('.index.json') && r.request().method() !== 'HEAD') errors.push(`HTTP ${r.status()}: ${r.url()}`);
     });
     // No ?model=: the page finds the bundled model, or the small fixture until that is trained.
-    await page.goto(`${server.url}examples/electron/renderer/index.html?maxTokens=64`);
+    await page.goto(`${env.server.url}examples/electron/renderer/index.html?maxTokens=64`);
     // Count text insertions into the output as they happen: streaming means several, not one at the end.
     await page.evaluate(() => {
       (window as any).inserts = 0;

@@ -1,5 +1,6 @@
 // Shared by the surfaces tests: headless Chromium (playwright-core + Debian's chromium) and the COOP/COEP server.
 import { existsSync } from 'node:fs';
+import { afterAll, beforeAll } from 'vitest';
 import { chromium, type Browser } from 'playwright-core';
 import { startServer, type StartedServer } from '../scripts/serve.js';
 
@@ -23,4 +24,17 @@ export function launchChromium(): Promise<Browser> {
 /** The repository root served on 127.0.0.1 with an ephemeral port. */
 export function serveRepo(): Promise<StartedServer> {
   return startServer({ root: new URL('..', import.meta.url).pathname, port: 0 });
+}
+
+/** Starts the repository server and Chromium before a describe block's tests, and closes both after. */
+export function useBrowserAndServer(): { readonly server: StartedServer; readonly browser: Browser } {
+  const env = {} as { server: StartedServer; browser: Browser };
+  beforeAll(async () => {
+    [env.server, env.browser] = await Promise.all([serveRepo(), launchChromium()]);
+  });
+  afterAll(async () => {
+    await env.browser?.close();
+    await env.server?.close();
+  });
+  return env;
 }
