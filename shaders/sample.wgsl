@@ -107,3 +107,91 @@ fn argmax_feed(@builtin(local_invocation_index) li: u32) {
     for (var i = li; i < pf.V; i += WG) { chain[pf._pad + i] = bitcast<u32>(logits[pf.offset + i]); }
   }
 }
+
+// Chained sampled decoding (temperature > 0, V ≤ 256): the same filters as the host sampler
+// (src/sampler.ts) — temperature, top-k, top-p — and a draw from a SplitMix32 stream kept on the GPU,
+// so a block of sampled tokens needs no read-back per token. Results are reproducible for a seed on
+// this backend; they are not bit-identical to the host sampler (f32 here, f64 there).
+struct SampleParams {
+  V: u32,
+  step: u32,
+  logitsAt: u32,    // where in `chain` to copy the logits (0: don't)
+  topK: u32,        // 0: off
+  temperature: f32,
+  topP: f32,        // 1: off
+  _pad0: u32,
+  _pad1: u32,
+}
+@group(0) @binding(3) var<storage, read_write> rng: array<u32>; // [1] SplitMix32 state
+@group(0) @binding(4) var<uniform> sp: SampleParams;
+
+var<workgroup> cum: array<f32, 256>;
+var<workgroup> pick: array<u32, 2>; // [kept candidates, chosen token]
+var<workgroup> draw: f32;
+
+/** (v, i) ranks before (w, j) in the candidate order: larger value first, then smaller index. */
+fn ranks_before(v: f32, i: u32, w: f32, j: u32) -> bool {
+  return v > w || (v == w && i < j);
+}
+
+@compute @workgroup_size(256)
+fn sample_feed(@builtin(local_invocation_index) li: u32) {
+  // 1. Candidates: scaled logits, padded to 256 with -inf.
+  bestV[li] = select(-3.4e38, logits[li] / sp.temperature, li < sp.V);
+  bestI[li] = li;
+  workgroupBarrier();
+  // 2. Bitonic sort into candidate order (256 lanes, 36 compare-exchange rounds).
+  for (var k = 2u; k <= WG; k <<= 1u) {
+    for (var j = k >> 1u; j > 0u; j >>= 1u) {
+      let other = li ^ j;
+      if (other > li) {
+        let first = (li & k) == 0u; // this pair sorts in candidate order, else reversed
+        let swap = select(ranks_before(bestV[li], bestI[li], bestV[other], bestI[other]),
+                          ranks_before(bestV[other], bestI[other], bestV[li], bestI[li]), first);
+        if (swap) {
+          let v = bestV[li]; bestV[li] = bestV[other]; bestV[other] = v;
+          let i = bestI[li]; bestI[li] = bestI[other]; bestI[other] = i;
+        }
+      }
+      workgroupBarrier();
+    }
+  }
+  // 3. Unnormalised probabilities of the top-k, then their inclusive prefix sums.
+  let K = select(min(sp.topK, sp.V), sp.V, sp.topK == 0u);
+  cum[li] = select(0.0, exp(bestV[li] - bestV[0]), li < K);
+  workgroupBarrier();
+  for (var s = 1u; s < WG; s <<= 1u) {
+    let add = select(0.0, cum[select(0u, li - s, li >= s)], li >= s);
+    workgroupBarrier();
+    cum[li] += add;
+    workgroupBarrier();
+  }
+  // 4. Top-p: keep the smallest prefix whose mass reaches topP of the total (the sums only grow,
+  //    so exactly one lane sees the crossing).
+  if (li == 0u) { pick[0] = K; }
+  workgroupBarrier();
+  let goal = sp.topP * cum[WG - 1u];
+  if (sp.topP < 1.0 && li < K && cum[li] >= goal && (li == 0u || cum[li - 1u] < goal)) { pick[0] = li + 1u; }
+  workgroupBarrier();
+  let keep = pick[0];
+  // 5. Draw r in [0, mass) and take the first candidate whose running sum passes it.
+  if (li == 0u) {
+    var z = rng[0] + 0x9e3779b9u;
+    rng[0] = z;
+    z = (z ^ (z >> 16u)) * 0x85ebca6bu;
+    z = (z ^ (z >> 13u)) * 0xc2b2ae35u;
+    z ^= z >> 16u;
+    draw = f32(z >> 8u) / 16777216.0 * cum[keep - 1u];
+    pick[1] = bestI[keep - 1u];
+  }
+  workgroupBarrier();
+  if (li < keep && cum[li] > draw && (li == 0u || cum[li - 1u] <= draw)) { pick[1] = bestI[li]; }
+  workgroupBarrier();
+  if (li == 0u) {
+    feed[0] = pick[1];
+    chain[sp.step] = pick[1];
+  }
+  if (sp.logitsAt != 0u) {
+    for (var i = li; i < sp.V; i += WG) { chain[sp.logitsAt + i] = bitcast<u32>(logits[i]); }
+  }
+}

@@ -1,5 +1,5 @@
 import type { MambaConfig } from './config.js';
-import { argmax } from './sampler.js';
+import { argmax, Sampler } from './sampler.js';
 import type { LayerWeights } from './weights.js';
 
 export type BackendName = 'js' | 'wasm' | 'webgpu';
@@ -8,6 +8,14 @@ export type BackendName = 'js' | 'wasm' | 'webgpu';
 export interface StateData {
   conv: Float32Array; // [L, E, K-1]  the last K-1 conv inputs per channel, oldest first
   ssm: Float32Array; // [L, E, N]
+}
+
+/** The sampling filters a device applies itself (no repetition penalty); `seed` starts its random stream. */
+export interface DeviceSampling {
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
 }
 
 /** Opaque per-sequence state owned by a backend. */
@@ -36,6 +44,8 @@ export interface Backend {
    * the end. Returns the tokens fed (`tokens[0] === first`) and the logits `[V]` after the last one.
    */
   decodeGreedy?(state: StateHandle, first: number, n: number): Promise<{ tokens: Uint8Array; logits: Float32Array }>;
+  /** As `decodeGreedy`, each next token drawn on the device (vocabularies of at most 256). */
+  decodeSampled?(state: StateHandle, first: number, n: number, sampling: DeviceSampling): Promise<{ tokens: Uint8Array; logits: Float32Array }>;
   readState(state: StateHandle): Promise<StateData>;
   writeState(state: StateHandle, data: StateData): Promise<void>;
   releaseState(state: StateHandle): void;
@@ -76,18 +86,35 @@ export interface Kernels<A, W> {
 }
 
 /** `decodeGreedy` semantics, one `forward` per token: for backends (or fallbacks) without a device loop. */
-export async function greedySteps(
+export function greedySteps(b: Backend, state: StateHandle, first: number, n: number): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+  return steps(b, state, first, n, argmax);
+}
+
+/** `decodeSampled` semantics on the host (a different random stream than a device's, same filters). */
+export function sampledSteps(
   b: Backend,
   state: StateHandle,
   first: number,
   n: number,
+  s: DeviceSampling,
+): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+  const sampler = new Sampler({ ...s, repetitionPenalty: 1, repetitionWindow: 0 });
+  return steps(b, state, first, n, (logits) => sampler.sample(logits, []));
+}
+
+async function steps(
+  b: Backend,
+  state: StateHandle,
+  first: number,
+  n: number,
+  next: (logits: Float32Array) => number,
 ): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
   const tokens = new Uint8Array(n);
   tokens[0] = first;
   let logits: Float32Array = new Float32Array(0);
   for (let i = 0; i < n; i++) {
     logits = await b.forward(state, tokens.subarray(i, i + 1), 'last');
-    if (i + 1 < n) tokens[i + 1] = argmax(logits);
+    if (i + 1 < n) tokens[i + 1] = next(logits);
   }
   return { tokens, logits };
 }

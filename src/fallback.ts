@@ -1,4 +1,4 @@
-import { greedySteps, type Backend, type BackendName, type StateData, type StateHandle } from './backend.js';
+import { greedySteps, sampledSteps, type Backend, type BackendName, type DeviceSampling, type StateData, type StateHandle } from './backend.js';
 import type { MambaConfig } from './config.js';
 import { DeviceLostError, DisposedError } from './errors.js';
 
@@ -114,6 +114,22 @@ export class FallbackBackend implements Backend {
       }
     }
     return greedySteps(this, state, first, n);
+  }
+
+  /** Sampled blocks stay on the GPU while it lives; after a loss they are drawn on the CPU. */
+  async decodeSampled(state: StateHandle, first: number, n: number, s: DeviceSampling): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+    const e = this.entry(state);
+    if (!this.failure && this.primary.decodeSampled) {
+      try {
+        const out = await this.primary.decodeSampled(e.primary!, first, n, s);
+        await this.mirror(e, out.tokens);
+        return out;
+      } catch (err) {
+        if (!(err instanceof DeviceLostError)) throw err;
+        this.fail(err);
+      }
+    }
+    return sampledSteps(this, state, first, n, s);
   }
 
   async readState(state: StateHandle): Promise<StateData> {

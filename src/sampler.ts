@@ -68,6 +68,11 @@ export class Sampler {
     this.random = rng(options.seed);
   }
 
+  /** A 32-bit seed from this sampler's stream: seeds a device-side sampler deterministically. */
+  nextSeed(): number {
+    return Math.floor(this.random() * 2 ** 32) >>> 0;
+  }
+
   sample(logits: Float32Array, recent: ArrayLike<number>): number {
     const o = this.options;
     const V = Math.min(this.allowed, logits.length);

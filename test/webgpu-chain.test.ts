@@ -86,4 +86,54 @@ describe('webgpu chained greedy decoding', () => {
     const cb = await bytesOf(b.generate(' next', { temperature: 0, maxTokens: 10 }));
     expect(ca.bytes).toEqual(cb.bytes);
   });
+
+  test('decodeSampled: top-k 1 and a tiny top-p are greedy; a seed reproduces; draws stay inside top-k', async (ctx) => {
+    if (!gpu) return ctx.skip(why);
+    const be = gpu.backend;
+    const run = async (s: { temperature: number; topK: number; topP: number; seed: number }, n = 12) => {
+      const st = be.createState();
+      const logits = await be.forward(st, fx.input, 'last');
+      const first = logits.indexOf(Math.max(...logits));
+      const r = await be.decodeSampled!(st, first, n, s);
+      be.releaseState(st);
+      return r.tokens;
+    };
+    const greedy = fx.greedy.subarray(0, 12);
+    expect(await run({ temperature: 1, topK: 1, topP: 1, seed: 5 })).toEqual(greedy);
+    expect(await run({ temperature: 1, topK: 0, topP: 1e-6, seed: 5 })).toEqual(greedy);
+    const a = await run({ temperature: 1.5, topK: 0, topP: 1, seed: 1 });
+    expect(await run({ temperature: 1.5, topK: 0, topP: 1, seed: 1 })).toEqual(a);
+    expect(await run({ temperature: 1.5, topK: 0, topP: 1, seed: 2 })).not.toEqual(a);
+    expect(a).not.toEqual(greedy);
+    // Every token drawn with top-k 3 is among the 3 most likely under the reference model.
+    const t = await run({ temperature: 2, topK: 3, topP: 1, seed: 3 }, 24);
+    const st = ref.backend.createState();
+    let logits = await ref.backend.forward(st, fx.input, 'last');
+    for (let i = 0; i < t.length; i++) {
+      if (i > 0) {
+        const top3 = [...logits.keys()].sort((x, y) => logits[y] - logits[x]).slice(0, 3);
+        expect(top3).toContain(t[i]);
+      }
+      logits = await ref.backend.forward(st, t.subarray(i, i + 1), 'last');
+    }
+    ref.backend.releaseState(st);
+  });
+
+  test('sampled generation on the GPU is reproducible and keeps a session exact', async (ctx) => {
+    if (!gpu) return ctx.skip(why);
+    const opts = { temperature: 0.9, seed: 42, maxTokens: 40 };
+    const x = await bytesOf(gpu.generate(fx.input, opts));
+    expect((await bytesOf(gpu.generate(fx.input, opts))).bytes).toEqual(x.bytes);
+    expect(x.bytes.length).toBe(40);
+    const a = gpu.createSession();
+    await a.feed(fx.input);
+    const out = await bytesOf(a.generate('', { temperature: 0.9, seed: 7, maxTokens: 21 }));
+    const b = ref.createSession();
+    await b.feed(new Uint8Array([...fx.input, ...out.bytes]));
+    const sa = await a.snapshot();
+    const sb = await b.snapshot();
+    let d = 0;
+    for (let i = 0; i < sa.ssm.length; i++) d = Math.max(d, Math.abs(sa.ssm[i] - sb.ssm[i]));
+    expect(d).toBeLessThan(1e-4);
+  });
 });

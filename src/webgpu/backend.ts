@@ -2,7 +2,7 @@ import type { Backend } from '../backend.js';
 import type { BackendOptions } from '../backends.js';
 import type { MambaConfig } from '../config.js';
 import { InvalidOptionError, OutOfMemoryError } from '../errors.js';
-import type { StateHandle } from '../backend.js';
+import type { DeviceSampling, StateHandle } from '../backend.js';
 import { KernelBackend } from '../forward.js';
 import type { ModelWeights } from '../weights.js';
 import { acquireDevice, type GpuContext } from './device.js';
@@ -60,7 +60,26 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
    * plus the final logits are read back once.
    */
   decodeGreedy(state: StateHandle, first: number, n: number): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
-    if (!Number.isInteger(n) || n < 1 || n > MAX_CHAIN) throw new RangeError(`decodeGreedy: n must be in [1, ${MAX_CHAIN}], got ${n}`);
+    return this.decodeChain(state, first, n, (logits, V, chain, step, logitsAt) => this.kernels.argmaxFeed(logits, V, chain, step, logitsAt));
+  }
+
+  /** As `decodeGreedy`, drawing each token on the GPU (temperature / top-k / top-p, seeded). */
+  decodeSampled(state: StateHandle, first: number, n: number, s: DeviceSampling): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+    if (this.config.vocabSize > 256) throw new RangeError('decodeSampled: the on-GPU sampler handles at most 256 logits');
+    return this.decodeChain(state, first, n, (logits, V, chain, step, logitsAt) => {
+      if (step === 0) this.kernels.seedSampler(s.seed);
+      this.kernels.sampleFeed(logits, V, chain, step, logitsAt, s);
+    });
+  }
+
+  /** Records `n` decode steps into one command buffer, `select` choosing each next token on the GPU. */
+  private decodeChain(
+    state: StateHandle,
+    first: number,
+    n: number,
+    select: (logits: GpuBuf, V: number, chain: GpuBuf, step: number, logitsAt: number) => void,
+  ): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+    if (!Number.isInteger(n) || n < 1 || n > MAX_CHAIN) throw new RangeError(`decode: n must be in [1, ${MAX_CHAIN}], got ${n}`);
     return this.serialize(async () => {
       const st = this.layerStates(state);
       const k = this.kernels;
@@ -71,7 +90,7 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
         for (let i = 0; i < n; i++) {
           k.residentTokens = i > 0;
           this.chunkForward(st, Uint8Array.of(first), 1);
-          k.argmaxFeed(this.scratch.logits, V, this.chain, i, i === n - 1 ? MAX_CHAIN : 0);
+          select(this.scratch.logits, V, this.chain, i, i === n - 1 ? MAX_CHAIN : 0);
         }
       } finally {
         k.residentTokens = false;

@@ -516,6 +516,36 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
    */
   residentTokens = false;
 
+  /** SplitMix32 state of the on-GPU sampler [1]. */
+  private rngState: GpuBuf | undefined;
+
+  /** Seeds the on-GPU sampler's random stream (ordered before the next submit). */
+  seedSampler(seed: number): void {
+    this.rngState ??= this.alloc(4);
+    this.device.queue.writeBuffer(this.rngState.buffer, 0, Uint32Array.of(seed >>> 0));
+  }
+
+  /**
+   * Records: a token drawn from logits [V ≤ 256] with temperature / top-k / top-p → the next step's
+   * input token and `chain[step]` (`logitsAt` as in `argmaxFeed`).
+   */
+  sampleFeed(logits: GpuBuf, V: number, chain: GpuBuf, step: number, logitsAt: number, s: { temperature: number; topK: number; topP: number }): void {
+    if (V > 256) throw new RangeError(`sampleFeed: at most 256 logits, got ${V}`);
+    this.rngState ??= this.alloc(4);
+    const rngState = this.rngState;
+    this.call(`sample_feed:${logits.id}:${chain.id}:${this.tokens.id}:${rngState.id}:${V}:${step}:${logitsAt}:${s.temperature}:${s.topK}:${s.topP}`, () => {
+      const params = new ArrayBuffer(32);
+      new Uint32Array(params, 0, 4).set([V, step, logitsAt, s.topK]);
+      new Float32Array(params, 16, 2).set([s.temperature, s.topP]);
+      return {
+        pipeline: this.pipeline('sample', 'sample_feed', {}),
+        buffers: [logits.buffer, chain.buffer, this.tokens.buffer, rngState.buffer],
+        params,
+        workgroups: [1, 1, 1],
+      };
+    });
+  }
+
   /**
    * Records: argmax of logits [V] → the next step's input token and `chain[step]`; with
    * `logitsAt > 0` the logits are also copied to `chain[logitsAt ..]` (the block's last step).
