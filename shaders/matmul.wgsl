@@ -69,12 +69,16 @@ override LANES: u32 = 32u;
 const ROWS_ALL: u32 = 256u;
 var<workgroup> red: array<f32, 256>;
 
+/** The output row this lane works on; large N is dispatched as a 2-D grid (≤ 65535 per dimension). */
+fn gemv_row(li: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return (wid.y * nwg.x + wid.x) * (ROWS_ALL / LANES) + li / LANES;
+}
+
 @compute @workgroup_size(256)
 fn gemv(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
   let lane = li % LANES;
-  // Large N is dispatched as a 2-D grid (at most 65535 workgroups per dimension).
-  let n = (wid.y * nwg.x + wid.x) * (ROWS_ALL / LANES) + li / LANES;
+  let n = gemv_row(li, wid, nwg);
   let valid = n < p.N;
   var acc = 0.0;
   if (valid) {
@@ -97,7 +101,7 @@ fn gemv(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
 fn gemv4(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>,
          @builtin(num_workgroups) nwg: vec3<u32>) {
   let lane = li % LANES;
-  let n = (wid.y * nwg.x + wid.x) * (ROWS_ALL / LANES) + li / LANES;
+  let n = gemv_row(li, wid, nwg);
   let valid = n < p.N;
   var acc = 0.0;
   if (valid) {
