@@ -40,61 +40,11 @@ const repeat = Math.max(1, Number(values.repeat));
 
 // ---- model ----
 
-/** mamba-130m's shapes with a byte vocabulary (what the default model of this package looks like). */
-const SHAPE = { dModel: 768, nLayer: 24, vocabSize: 256, dState: 16, dConv: 4, dInner: 1536, dtRank: 48, bias: false, convBias: true, eps: 1e-5, tiedEmbeddings: true, naming: 'hf' };
-
-/** Random weights in the ranges a trained Mamba has (init scheme of mamba_ssm), from a fixed seed. */
-function randomWeights(c) {
-  let s = 0x9e3779b9;
-  const rnd = () => {
-    s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-    return (s >>> 0) / 4294967296;
-  };
-  const uniform = (n, a) => {
-    const x = new Float32Array(n);
-    for (let i = 0; i < n; i++) x[i] = (rnd() * 2 - 1) * a;
-    return x;
-  };
-  const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V } = c;
-  const layers = [];
-  for (let l = 0; l < c.nLayer; l++) {
-    const dtB = new Float32Array(E);
-    for (let e = 0; e < E; e++) {
-      const dt = Math.exp(Math.log(1e-3) + rnd() * (Math.log(0.1) - Math.log(1e-3))); // Δ in [1e-3, 0.1]
-      dtB[e] = dt + Math.log(-Math.expm1(-dt)); // inverse softplus
-    }
-    const A = new Float32Array(E * N);
-    for (let i = 0; i < E * N; i++) A[i] = -((i % N) + 1); // S4D-real init
-    layers.push({
-      norm: new Float32Array(D).fill(1),
-      inProjX: uniform(E * D, 1 / Math.sqrt(D)),
-      inProjZ: uniform(E * D, 1 / Math.sqrt(D)),
-      convW: uniform(E * K, 1 / Math.sqrt(K)),
-      convB: uniform(E, 1 / Math.sqrt(K)),
-      xProj: uniform((R + 2 * N) * E, 1 / Math.sqrt(E)),
-      dtProjW: uniform(E * R, 1 / Math.sqrt(R)),
-      dtProjB: dtB,
-      A,
-      D: new Float32Array(E).fill(1),
-      outProj: uniform(D * E, 1 / Math.sqrt(E) / Math.sqrt(c.nLayer)),
-    });
-  }
-  const embedding = uniform(V * D, 0.02 * Math.sqrt(3));
-  return { embedding, layers, normF: new Float32Array(D).fill(1), lmHead: embedding };
-}
-
-let config;
-let weights;
-let modelName;
-if (values.model) {
-  const { readModel } = await import(new URL('loader.js', dist).href);
-  ({ config, weights } = await readModel(values.model));
-  modelName = values.model;
-} else {
-  config = SHAPE;
-  weights = randomWeights(config);
-  modelName = 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)';
-}
+const { readModel } = await import(new URL('loader.js', dist).href);
+const { syntheticModel, MAMBA_130M_BYTES } = await import(new URL('synthetic.js', dist).href);
+// Without --model: random weights in realistic ranges with mamba-130m's shapes (src/synthetic.ts).
+const { config, weights } = await readModel(values.model ?? { files: syntheticModel(MAMBA_130M_BYTES) });
+const modelName = values.model ?? 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)';
 
 // ---- bandwidth ----
 

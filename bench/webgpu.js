@@ -14,7 +14,7 @@ const dist = new URL('../dist/src/', import.meta.url);
 // model.js, not index.js: the bench needs no worker runtime (and so no comlink), e.g. under a bare Deno.
 const { Model } = await import(new URL('model.js', dist).href);
 const { readModel } = await import(new URL('loader.js', dist).href);
-const { syntheticModel } = await import(new URL('synthetic.js', dist).href);
+const { syntheticModel, MAMBA_130M_BYTES } = await import(new URL('synthetic.js', dist).href);
 const { probe } = await import(new URL('probe.js', dist).href);
 const { createWebGPUBackendWith } = await import(new URL('webgpu/backend.js', dist).href);
 
@@ -32,9 +32,8 @@ const promptTokens = Number(values.prompt);
 const decodeTokens = Number(values.decode);
 const chunks = values.chunk ? values.chunk.split(',').map(Number) : [undefined];
 
-// mamba-130m's shapes with a byte vocabulary, random weights in realistic ranges (src/synthetic.ts).
-const SHAPE = { hidden_size: 768, num_hidden_layers: 24, state_size: 16, expand: 2, conv_kernel: 4, time_step_rank: 48, vocab_size: 256, seed: 1 };
-const { config, weights } = await readModel(values.model ?? { files: syntheticModel(SHAPE) });
+// Without --model: random weights in realistic ranges with mamba-130m's shapes (src/synthetic.ts).
+const { config, weights } = await readModel(values.model ?? { files: syntheticModel(MAMBA_130M_BYTES) });
 const modelName = values.model ?? 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)';
 
 async function decodeRate(model, prompt, options) {

@@ -11,16 +11,19 @@ export function assetUrl(relative: string): URL {
 /** Reads a packaged file: the file system in Node and Deno, fetch in browsers. */
 export async function readAsset(relative: string): Promise<Uint8Array> {
   const url = assetUrl(relative);
-  if (url.protocol === 'file:') {
-    const deno = (globalThis as { Deno?: { readFile(p: URL): Promise<Uint8Array> } }).Deno;
-    if (deno) return deno.readFile(url);
-    const fs = await import('node:fs/promises');
-    const buf = await fs.readFile(url);
-    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  }
+  if (url.protocol === 'file:') return readLocalBytes(url);
   const res = await fetch(url);
   if (!res.ok) throw new Error(`cannot load ${url.href}: HTTP ${res.status}`);
   return new Uint8Array(await res.arrayBuffer());
+}
+
+/** Reads a local file in Node or Deno (rejects with the runtime's own error, e.g. ENOENT / NotFound). */
+export async function readLocalBytes(path: string | URL): Promise<Uint8Array> {
+  const deno = (globalThis as { Deno?: { readFile(p: string | URL): Promise<Uint8Array> } }).Deno;
+  if (deno) return deno.readFile(path);
+  const fs = await import('node:fs/promises');
+  const buf = await fs.readFile(path);
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
 export async function readAssetText(relative: string): Promise<string> {

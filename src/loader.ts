@@ -1,3 +1,4 @@
+import { readLocalBytes } from './assets.js';
 import type { BackendOptions } from './backends.js';
 import { parameterCount, parseConfig, preview, type MambaConfig } from './config.js';
 import { InvalidOptionError, MambaError, ModelFormatError, OutOfMemoryError } from './errors.js';
@@ -251,13 +252,9 @@ function readerFor(source: ModelSource, opts: ReadOptions): Reader {
 }
 
 async function readLocalFile(dir: string, name: string): Promise<Uint8Array | undefined> {
-  const deno = (globalThis as { Deno?: { readFile(p: string): Promise<Uint8Array> } }).Deno;
   const path = `${dir.replace(/\/+$/, '')}/${name}`;
   try {
-    if (deno) return await deno.readFile(path);
-    const fs = await import('node:fs/promises');
-    const buf = await fs.readFile(path);
-    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+    return await readLocalBytes(path);
   } catch (e) {
     const code = (e as { code?: string; name?: string }).code ?? (e as { name?: string }).name;
     if (code === 'ENOENT' || code === 'NotFound') return undefined;

@@ -17,6 +17,18 @@ export interface SyntheticSpec {
   seed?: number;
 }
 
+/** mamba-130m's shapes with a byte vocabulary: the model the benchmarks measure. */
+export const MAMBA_130M_BYTES: SyntheticSpec = {
+  hidden_size: 768,
+  num_hidden_layers: 24,
+  state_size: 16,
+  expand: 2,
+  conv_kernel: 4,
+  time_step_rank: 48,
+  vocab_size: 256,
+  seed: 1,
+};
+
 /**
  * Builds `config.json` + `model.safetensors` for a random Mamba-1 with realistic value ranges
  * (mamba's own initialisation scales): for tests, fuzzing and benchmarks without a checkpoint.
