@@ -7,24 +7,15 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { expect, test } from 'vitest';
 import { assetUrl } from '../src/assets.js';
-import { BackendUnavailableError, loadModel, type GenerationChunk, type Model } from '../src/index.js';
+import { BackendUnavailableError, loadModel, type Model } from '../src/index.js';
 import { activeEngineWorkers, loadModelInWorker } from '../src/runtime.js';
 import { rng } from '../src/sampler.js';
 import { loadFixtures } from './helpers/fixtures.js';
+import { collect } from './helpers/stream.js';
 
 const fx = loadFixtures().find((f) => f.name === 'small-hf-f16-untied')!;
 const PROMPT = new Uint8Array(3000).fill(0x61); // long enough that prefill spans several slices
 const built = existsSync(fileURLToPath(assetUrl('dist/workers/engine-worker.js')));
-
-async function drain(it: AsyncIterable<GenerationChunk>): Promise<{ bytes: Uint8Array; finish?: string }> {
-  const out: number[] = [];
-  let finish: string | undefined;
-  for await (const c of it) {
-    out.push(...c.bytes);
-    finish = c.stats?.finishReason ?? finish;
-  }
-  return { bytes: Uint8Array.from(out), finish };
-}
 
 const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -35,11 +26,11 @@ async function abortStorm(model: Pick<Model, 'generate'>, seed: number, runs = 8
   for (let i = 0; i < runs; i++) {
     const ctrl = new AbortController();
     const t = setTimeout(() => ctrl.abort(), random() * 40);
-    const r = await drain(model.generate(prompt, { maxTokens: 300, signal: ctrl.signal, seed: i }));
+    const r = await collect(model.generate(prompt, { maxTokens: 300, signal: ctrl.signal, seed: i }));
     clearTimeout(t);
-    expect(['abort', 'length']).toContain(r.finish);
+    expect(['abort', 'length']).toContain(r.stats.finishReason);
   }
-  const greedy = await drain(model.generate(fx.input, { temperature: 0, maxTokens: fx.greedy.length }));
+  const greedy = await collect(model.generate(fx.input, { temperature: 0, maxTokens: fx.greedy.length }));
   expect(greedy.bytes).toEqual(fx.greedy);
 }
 

@@ -3,15 +3,9 @@ import { decodeSnapshot, encodeSnapshot, InvalidOptionError, loadModel, Utf8Stre
 import { Sampler, resolveSampling } from '../src/sampler.js';
 import { incompleteTail } from '../src/tokenizer.js';
 import { FIXTURE_ROOT, loadFixtures } from './helpers/fixtures.js';
+import { collect } from './helpers/stream.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
-
-async function collect(it: AsyncIterable<GenerationChunk>) {
-  const chunks: GenerationChunk[] = [];
-  for await (const c of it) chunks.push(c);
-  const bytes = Uint8Array.from(chunks.flatMap((c) => [...c.bytes]));
-  return { chunks, bytes, text: chunks.map((c) => c.text).join(''), stats: chunks.at(-1)!.stats! };
-}
 
 describe('streaming UTF-8 decoder', () => {
   const text = 'aé€😀日本語 ✓\u{10FFFF}z';

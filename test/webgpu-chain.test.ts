@@ -3,21 +3,12 @@
  * read-back per block) must produce exactly the bytes and state of token-by-token decoding.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { BackendUnavailableError, loadModel, type GenerationChunk, type Model } from '../src/index.js';
+import { BackendUnavailableError, loadModel, type Model } from '../src/index.js';
 import { FIXTURE_ROOT, loadFixtures } from './helpers/fixtures.js';
+import { collect } from './helpers/stream.js';
 
 // The small fixture: its greedy continuation is varied bytes (the tiny one repeats one byte).
 const fx = loadFixtures().find((f) => f.name === 'small-hf-f16-untied')!;
-const bytesOf = async (it: AsyncIterable<GenerationChunk>) => {
-  const out: number[] = [];
-  let stats: GenerationChunk['stats'];
-  for await (const c of it) {
-    out.push(...c.bytes);
-    stats = c.stats ?? stats;
-  }
-  return { bytes: Uint8Array.from(out), stats: stats! };
-};
-
 describe('webgpu chained greedy decoding', () => {
   let gpu: Model | undefined;
   let ref: Model;
@@ -58,13 +49,13 @@ describe('webgpu chained greedy decoding', () => {
 
   test('model.generate greedy equals transformers, with stops landing mid-block', async (ctx) => {
     if (!gpu) return ctx.skip(why);
-    const all = await bytesOf(gpu.generate(fx.input, { temperature: 0, maxTokens: fx.greedy.length }));
+    const all = await collect(gpu.generate(fx.input, { temperature: 0, maxTokens: fx.greedy.length }));
     expect(all.bytes).toEqual(fx.greedy);
     // A printable byte first seen after the first block (blocks of 4, 8, ...) makes a stop string that ends mid-block.
     const cut = [...fx.greedy].findIndex((b, i) => i > 4 && b >= 0x20 && b < 0x7f && fx.greedy.indexOf(b) === i);
     expect(cut).toBeGreaterThan(4);
     const stop = String.fromCharCode(fx.greedy[cut]);
-    const stopped = await bytesOf(gpu.generate(fx.input, { temperature: 0, maxTokens: 48, stop: [stop] }));
+    const stopped = await collect(gpu.generate(fx.input, { temperature: 0, maxTokens: 48, stop: [stop] }));
     expect(stopped.stats.finishReason).toBe('stop');
     expect(stopped.bytes).toEqual(fx.greedy.subarray(0, cut));
   });
@@ -74,16 +65,16 @@ describe('webgpu chained greedy decoding', () => {
     const a = gpu.createSession();
     const b = ref.createSession();
     for (const s of [a, b]) await s.feed(fx.input);
-    const ga = await bytesOf(a.generate('', { temperature: 0, maxTokens: 13 }));
-    const gb = await bytesOf(b.generate('', { temperature: 0, maxTokens: 13 }));
+    const ga = await collect(a.generate('', { temperature: 0, maxTokens: 13 }));
+    const gb = await collect(b.generate('', { temperature: 0, maxTokens: 13 }));
     expect(ga.bytes).toEqual(gb.bytes);
     const sa = await a.snapshot();
     const sb = await b.snapshot();
     let d = 0;
     for (let i = 0; i < sa.ssm.length; i++) d = Math.max(d, Math.abs(sa.ssm[i] - sb.ssm[i]));
     expect(d).toBeLessThan(1e-4);
-    const ca = await bytesOf(a.generate(' next', { temperature: 0, maxTokens: 10 }));
-    const cb = await bytesOf(b.generate(' next', { temperature: 0, maxTokens: 10 }));
+    const ca = await collect(a.generate(' next', { temperature: 0, maxTokens: 10 }));
+    const cb = await collect(b.generate(' next', { temperature: 0, maxTokens: 10 }));
     expect(ca.bytes).toEqual(cb.bytes);
   });
 
@@ -122,12 +113,12 @@ describe('webgpu chained greedy decoding', () => {
   test('sampled generation on the GPU is reproducible and keeps a session exact', async (ctx) => {
     if (!gpu) return ctx.skip(why);
     const opts = { temperature: 0.9, seed: 42, maxTokens: 40 };
-    const x = await bytesOf(gpu.generate(fx.input, opts));
-    expect((await bytesOf(gpu.generate(fx.input, opts))).bytes).toEqual(x.bytes);
+    const x = await collect(gpu.generate(fx.input, opts));
+    expect((await collect(gpu.generate(fx.input, opts))).bytes).toEqual(x.bytes);
     expect(x.bytes.length).toBe(40);
     const a = gpu.createSession();
     await a.feed(fx.input);
-    const out = await bytesOf(a.generate('', { temperature: 0.9, seed: 7, maxTokens: 21 }));
+    const out = await collect(a.generate('', { temperature: 0.9, seed: 7, maxTokens: 21 }));
     const b = ref.createSession();
     await b.feed(new Uint8Array([...fx.input, ...out.bytes]));
     const sa = await a.snapshot();

@@ -11,6 +11,7 @@ import { DisposedError, InvalidOptionError, ModelFormatError } from '../src/erro
 import { loadModel, type Model } from '../src/model.js';
 import { activeEngineWorkers, loadModelInWorker, type WorkerModel } from '../src/runtime.js';
 import { loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
+import { collect } from './helpers/stream.js';
 
 const fixtures = loadFixtures();
 const built = existsSync(fileURLToPath(assetUrl('dist/workers/engine-worker.js')));
@@ -26,18 +27,6 @@ async function noWorkersLeft(): Promise<void> {
   for (let i = 0; i < 200 && (activeEngineWorkers() > 0 || reportedWorkers() > 0); i++) await new Promise((r) => setTimeout(r, 10));
   expect(activeEngineWorkers()).toBe(0);
   expect(reportedWorkers()).toBe(0);
-}
-
-async function collect(it: AsyncIterable<{ text: string; bytes: Uint8Array; stats?: unknown }>) {
-  let text = '';
-  const bytes: number[] = [];
-  let stats: any;
-  for await (const c of it) {
-    text += c.text;
-    bytes.push(...c.bytes);
-    if (c.stats) stats = c.stats;
-  }
-  return { text, bytes: Uint8Array.from(bytes), stats };
 }
 
 describe.skipIf(!built)('loadModelInWorker (Node worker_threads)', () => {
