@@ -65,6 +65,7 @@ export interface Kernels<A, W> {
   alloc(floats: number): A;
   free(buf: A): void;
   write(buf: A, data: Float32Array): void;
+  /** A fresh copy (the caller owns it) of `floats` values starting at `offsetFloats`. */
   read(buf: A, floats: number, offsetFloats?: number): Promise<Float32Array>;
   /** Called before and after each chunk's kernels. */
   begin?(): void;

@@ -95,17 +95,17 @@ export class KernelBackend<A, W> implements Backend {
     this.check();
     const V = this.config.vocabSize;
     if (tokens.length === 0) throw new MambaError('EMPTY_INPUT', 'forward needs at least one token');
-    const out = new Float32Array(want === 'all' ? tokens.length * V : V);
-    for (let t0 = 0; t0 < tokens.length; t0 += this.chunk) {
+    const out = want === 'all' ? new Float32Array(tokens.length * V) : undefined;
+    for (let t0 = 0; ; t0 += this.chunk) {
       const T = Math.min(this.chunk, tokens.length - t0);
       this.k.begin?.();
       this.chunkForward(st, tokens.subarray(t0, t0 + T), T);
       this.k.end?.();
       const last = t0 + T === tokens.length;
-      if (want === 'all') out.set(await this.k.read(this.scratch.logits, T * V), t0 * V);
-      else if (last) out.set(await this.k.read(this.scratch.logits, V, (T - 1) * V));
+      if (out) out.set(await this.k.read(this.scratch.logits, T * V), t0 * V);
+      // 'last' (every decode step): the read is already a fresh [V] copy, hand it over as is.
+      if (last) return out ?? this.k.read(this.scratch.logits, V, (T - 1) * V);
     }
-    return out;
   }
 
   /** One chunk of T tokens through every block; leaves logits [T, V] in scratch. */
