@@ -19,7 +19,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
 
-fn silu(v: f32) -> f32 { return v / (1.0 + exp(-v)); }
+#include common
 
 @compute @workgroup_size(64)
 fn conv1d(@builtin(global_invocation_id) gid: vec3<u32>) {

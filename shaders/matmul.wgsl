@@ -107,9 +107,19 @@ fn gemv4(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: v
   if (valid) {
     let quads = p.K / 4u;
     let wrow = n * (p.ks2 / 2u);
-    for (var q = lane; q < quads; q += LANES) {
-      acc += dot(w4(wrow + q), xq[q]);
+    let last = quads - 1u;
+    // Four loads a lane per step, issued together: a decode step streams weights from memory once,
+    // and a lane waiting on one load at a time pays the full memory latency per load (the host
+    // picks LANES so a row takes one or two such steps).
+    var a = vec4<f32>(0.0);
+    for (var q = lane; q < quads; q += 4u * LANES) {
+      let q1 = min(q + LANES, last);
+      let q2 = min(q + 2u * LANES, last);
+      let q3 = min(q + 3u * LANES, last);
+      a += vec4<f32>(dot(w4(wrow + q), xq[q]), dot(w4(wrow + q1), xq[q1]), dot(w4(wrow + q2), xq[q2]), dot(w4(wrow + q3), xq[q3]))
+        * vec4<f32>(1.0, f32(q + LANES < quads), f32(q + 2u * LANES < quads), f32(q + 3u * LANES < quads));
     }
+    acc = a.x + a.y + a.z + a.w;
   }
   reduce_rows(li, n, valid, acc);
 }

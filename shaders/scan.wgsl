@@ -35,16 +35,7 @@ struct Params {
 // Every channel of the workgroup reads the same row of dbc: stage it once per token.
 var<workgroup> row: array<f32, S>;
 
-fn silu(v: f32) -> f32 { return v / (1.0 + exp(-v)); }
-
-// PyTorch's softplus (threshold 20). WGSL has no log1p: log(1 + e) loses all digits of a tiny e,
-// so small e uses the series e - e²/2 + e³/3 (error < e⁴/4).
-fn softplus(v: f32) -> f32 {
-  if (v > 20.0) { return v; }
-  let e = exp(v);
-  if (e < 1e-2) { return e * (1.0 - e * (0.5 - e / 3.0)); }
-  return log(1.0 + e);
-}
+#include common
 
 @compute @workgroup_size(64)
 fn scan(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) li: u32) {

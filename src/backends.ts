@@ -16,6 +16,13 @@ export interface BackendOptions {
   dtype?: WeightDtype;
   /** CPU worker threads for the wasm backend. Default: available cores. */
   threads?: number;
+  /**
+   * WebGPU kernel shapes, for tests and tuning; the defaults follow the adapter. `fusedDecode`: the
+   * decode step's fused kernels (shaders/step.wgsl; default on hardware GPUs, off on software
+   * adapters, where they are slower); `gemvLanes`: invocations per GEMV row (32 and up on GPUs, 1 on
+   * software adapters).
+   */
+  webgpuKernels?: { fusedDecode?: boolean; gemvLanes?: number };
 }
 
 const BACKENDS: BackendChoice[] = ['auto', 'js', 'wasm', 'webgpu'];
@@ -30,6 +37,17 @@ export function checkBackendOptions(o: BackendOptions): void {
   }
   if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 256)) {
     throw new InvalidOptionError('threads', `must be an integer in [1, 256], got ${o.threads}`);
+  }
+  const g = o.webgpuKernels;
+  if (g !== undefined) {
+    if (typeof g !== 'object' || g === null) throw new InvalidOptionError('webgpuKernels', 'must be an object');
+    if (g.fusedDecode !== undefined && typeof g.fusedDecode !== 'boolean') {
+      throw new InvalidOptionError('webgpuKernels', `fusedDecode must be a boolean, got ${JSON.stringify(g.fusedDecode)}`);
+    }
+    const l = g.gemvLanes;
+    if (l !== undefined && !(Number.isInteger(l) && l >= 1 && l <= 256 && (l & (l - 1)) === 0)) {
+      throw new InvalidOptionError('webgpuKernels', `gemvLanes must be a power of two in [1, 256], got ${l}`);
+    }
   }
 }
 

@@ -6,7 +6,7 @@ import type { LayerWeights, ModelWeights } from './weights.js';
 /** Prompt tokens processed per chunk: bounds activation memory for any prompt length. */
 export const DEFAULT_CHUNK = 64;
 
-interface LayerState<A> {
+export interface LayerState<A> {
   conv: A; // [E, K-1]
   ssm: A; // [E, N]
 }

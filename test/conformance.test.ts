@@ -22,6 +22,9 @@ const TABLE: Entry[] = [
   { backend: 'wasm', dtype: 'q8', threads: 2, tolerance: 5e-2 },
   { backend: 'webgpu', dtype: 'f32', tolerance: 1e-4 },
   { backend: 'webgpu', dtype: 'f16', tolerance: 2e-2 },
+  // The kernel shapes a hardware GPU gets (fused decode step, 32+ lanes a row), here on whatever adapter runs the tests.
+  { backend: 'webgpu', dtype: 'f32', tolerance: 1e-4, webgpuKernels: { fusedDecode: true, gemvLanes: 32 } },
+  { backend: 'webgpu', dtype: 'f16', tolerance: 2e-2, webgpuKernels: { fusedDecode: true, gemvLanes: 32 } },
 ];
 
 const fixtures = loadFixtures();
@@ -32,7 +35,7 @@ afterAll(() => {
 });
 
 for (const entry of TABLE) {
-  const label = [entry.backend, entry.dtype, entry.threads && `${entry.threads}t`].filter(Boolean).join(' ');
+  const label = [entry.backend, entry.dtype, entry.threads && `${entry.threads}t`, entry.webgpuKernels && 'gpu-shaped'].filter(Boolean).join(' ');
   describe.each(fixtures)(`${label} · $name`, (fx) => {
     let model: Model | undefined;
     let unavailable = '';
@@ -102,7 +105,7 @@ describe.each(SYNTHETIC)('synthetic %o', (spec) => {
     m.dispose();
   });
   for (const entry of TABLE.slice(1)) {
-    const label = [entry.backend, entry.dtype, entry.threads && `${entry.threads}t`].filter(Boolean).join(' ');
+    const label = [entry.backend, entry.dtype, entry.threads && `${entry.threads}t`, entry.webgpuKernels && 'gpu-shaped'].filter(Boolean).join(' ');
     test(`${label} matches the reference`, async (ctx) => {
       let m: Model;
       try {

@@ -80,6 +80,13 @@ describe('wgsl preprocessor', () => {
     expect(preprocess(src, { N: 3 })).toBe('c\nn=3');
     expect(() => preprocess('{{X}}', {})).toThrow();
   });
+  test('#include inserts another file, only in live blocks', () => {
+    const files: Record<string, string> = { common: 'fn f() {}' };
+    const include = (name: string) => files[name] ?? '';
+    expect(preprocess('#include common\nx', {}, include)).toBe('fn f() {}\nx');
+    expect(preprocess('#if A\n#include common\n#endif\nx', {}, include)).toBe('x');
+    expect(() => preprocess('#include common', {})).toThrow(/include/);
+  });
 });
 
 describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {

@@ -3,13 +3,16 @@ import type { BackendOptions } from '../backends.js';
 import type { MambaConfig } from '../config.js';
 import { InvalidOptionError, OutOfMemoryError } from '../errors.js';
 import type { DeviceSampling, StateHandle } from '../backend.js';
-import { KernelBackend } from '../forward.js';
+import { KernelBackend, type LayerState } from '../forward.js';
 import type { ModelWeights } from '../weights.js';
 import { acquireDevice, type GpuContext } from './device.js';
 import { WebGPUKernels, type GpuBuf, type GpuWeight } from './kernels.js';
 
 /** Most tokens one chained-decode block may hold. */
 export const MAX_CHAIN = 64;
+
+/** Decode steps per command buffer in a chained block. */
+const SUBMIT_EVERY = 4;
 
 /** Prompt tokens per command buffer on a hardware GPU: enough rows to fill its many cores. */
 const GPU_CHUNK = 512;
@@ -27,11 +30,41 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
   /** Token ids of a chained-decode block [MAX_CHAIN]. */
   private chain: GpuBuf | undefined;
 
-  constructor(ctx: GpuContext, kernels: WebGPUKernels, description: string, config: MambaConfig, weights: ModelWeights, chunk?: number) {
+  /** Decode steps use the fused kernels of step.wgsl. */
+  readonly fused: boolean;
+
+  constructor(
+    ctx: GpuContext,
+    kernels: WebGPUKernels,
+    description: string,
+    config: MambaConfig,
+    weights: ModelWeights,
+    chunk?: number,
+    fused = true,
+  ) {
     super('webgpu', description, kernels, config, weights, chunk);
     this.gpu = ctx;
     this.kernels = kernels;
+    this.fused = fused && kernels.fusedStep(config) !== undefined;
     kernels.prepare(this.w, config);
+  }
+
+  /**
+   * A decode step (T = 1) in 4 dispatches per layer instead of 7 where the fused kernels apply
+   * (shaders/step.wgsl says why): dispatches, not bytes, bound a GPU's decode speed.
+   */
+  protected override chunkForward(st: LayerState<GpuBuf>[], tokens: Uint8Array, T: number): void {
+    if (T !== 1 || !this.fused) return super.chunkForward(st, tokens, T);
+    const { kernels: k, w, scratch: s, config: c } = this;
+    k.embed(tokens, w.embedding, s.h, 1, c.dModel);
+    for (let l = 0; l < c.nLayer; l++) {
+      const L = w.layers[l];
+      k.mixIn(s.h, L, st[l].conv, s.u, s.z, c); // h [D] → u, z [E]
+      k.matmul(s.u, L.xProj, undefined, s.dbc, 1, c.dInner, c.dtRank + 2 * c.dState, false); // → dbc [R+2N]
+      k.scanStep(s.u, s.dbc, s.z, L, st[l].ssm, s.y, c); // → y [E]
+      k.matmul(s.y, L.outProj, L.outProjBias, s.h, 1, c.dInner, c.dModel, true); // h += out_proj(y)
+    }
+    k.normHead(s.h, w.normF, w.lmHead, s.logits, c); //             h [D] → logits [V]
   }
 
   /**
@@ -91,6 +124,12 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
           k.residentTokens = i > 0;
           this.chunkForward(st, Uint8Array.of(first), 1);
           select(this.scratch.logits, V, this.chain, i, i === n - 1 ? MAX_CHAIN : 0);
+          // Submit every few steps: the GPU starts on them while the rest of the block is recorded
+          // (recording costs the CPU ~0.2 ms a step, as much as the GPU's share of a step).
+          if (i % SUBMIT_EVERY === SUBMIT_EVERY - 1 && i < n - 1) {
+            k.end();
+            k.begin();
+          }
         }
       } finally {
         k.residentTokens = false;
@@ -114,14 +153,14 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
 export async function createWebGPUBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<Backend> {
   const dtype = o.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new InvalidOptionError('dtype', `the webgpu backend stores f32 or f16 weights, got ${dtype}`);
-  return createWebGPUBackendWith(config, weights, { dtype });
+  return createWebGPUBackendWith(config, weights, { dtype, fused: o.webgpuKernels?.fusedDecode, gemvLanes: o.webgpuKernels?.gemvLanes });
 }
 
 /** As `createWebGPUBackend`, with knobs for tests (forced weight splitting). */
 export async function createWebGPUBackendWith(
   config: MambaConfig,
   weights: ModelWeights,
-  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number },
+  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number; fused?: boolean },
 ): Promise<WebGPUBackend> {
   const [ctx, shaders] = await Promise.all([acquireDevice(o.dtype === 'f16'), loadShaderSources()]);
   const { device } = ctx;
@@ -139,7 +178,9 @@ export async function createWebGPUBackendWith(
   device.pushErrorScope('validation');
   let backend: WebGPUBackend;
   try {
-    backend = new WebGPUBackend(ctx, kernels, description, config, weights, o.chunk ?? (ctx.software ? undefined : GPU_CHUNK));
+    const chunk = o.chunk ?? (ctx.software ? undefined : GPU_CHUNK);
+    // On software adapters the fused step is slower (measured with bench/webgpu-profile.js on lavapipe).
+    backend = new WebGPUBackend(ctx, kernels, description, config, weights, chunk, o.fused ?? !ctx.software);
   } catch (e) {
     await device.popErrorScope();
     await device.popErrorScope();

@@ -50,8 +50,9 @@ export interface WebGPUKernelOptions {
   /** Upper bound for one weight part in bytes (tests force splitting with a small value). */
   maxBindingBytes?: number;
   /**
-   * Invocations that share one output row in the decode GEMV (a power of two ≤ 256): 32 suits GPUs
-   * (coalesced loads); 1 suits CPU implementations, where each barrier costs more than it saves.
+   * Invocations that share one output row in the decode GEMV (a power of two ≤ 256): at least 32
+   * on GPUs (coalesced loads; long rows get more, see `rowLanes`); 1 on CPU implementations, where
+   * each barrier costs more than it saves.
    */
   gemvLanes?: number;
   /** Prefill matmul without workgroup tiles (one invocation per output): faster on CPU adapters. */
@@ -109,6 +110,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   private readonly callsByBuffer = new Map<GPUBuffer, Set<string>>();
   private readonly owned = new Set<GPUBuffer>(); // uniforms, weights, staging: destroyed by destroy()
   private readonly scanParams = new WeakMap<object, GpuBuf>();
+  private readonly mixParams = new WeakMap<object, GpuBuf>();
   private nextId = 1;
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -197,11 +199,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   /** The plain f32 copy of a weight (vectors, A, conv taps, dt_proj). */
   private raw(w: GpuWeight): GpuBuf {
     if (w.raw) return w.raw;
-    const data = this.hostData(w);
-    const buffer = this.buffer(data.byteLength, USAGE_RW, 'weight');
-    this.owned.add(buffer);
-    this.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
-    w.raw = { id: this.nextId++, buffer, floats: data.length };
+    w.raw = this.constant(this.hostData(w), 'weight');
     return w.raw;
   }
 
@@ -261,6 +259,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       for (const v of [L.inProjXBias, L.inProjZBias, L.convB, L.outProjBias]) vec(v);
       this.raw(L.convW);
       this.scanPack(L, cfg);
+      if (this.fusedStep(cfg)) this.mixPack(L, cfg);
     }
     const all = [w.embedding, w.lmHead, w.normF, ...w.layers.flatMap((L) => Object.values(L) as GpuWeight[])];
     for (const x of all) if (x) delete x.data;
@@ -276,12 +275,32 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     packed.set(this.hostData(L.dtProjB), E * R);
     packed.set(this.hostData(L.A), E * R + E);
     packed.set(this.hostData(L.D), E * R + E + E * N);
-    const buffer = this.buffer(packed.byteLength, USAGE_RW, 'scan params');
-    this.owned.add(buffer);
-    this.device.queue.writeBuffer(buffer, 0, packed.buffer, packed.byteOffset, packed.byteLength);
-    const buf = { id: this.nextId++, buffer, floats: packed.length };
+    const buf = this.constant(packed, 'scan params');
     this.scanParams.set(L, buf);
     return buf;
+  }
+
+  /** [norm [D] | conv taps [E, K] | conv bias [E] | in_proj bias x [E] | z [E]] as one f32 buffer (see step.wgsl). */
+  private mixPack(L: LayerWeights<GpuWeight>, cfg: MambaConfig): GpuBuf {
+    const hit = this.mixParams.get(L);
+    if (hit) return hit;
+    const { dModel: D, dInner: E, dConv: K } = cfg;
+    const packed = new Float32Array(D + E * K + 3 * E); // absent biases stay zero
+    packed.set(this.hostData(L.norm), 0);
+    packed.set(this.hostData(L.convW), D);
+    if (L.convB) packed.set(this.hostData(L.convB), D + E * K);
+    if (L.inProjXBias) packed.set(this.hostData(L.inProjXBias), D + E * K + E);
+    if (L.inProjZBias) packed.set(this.hostData(L.inProjZBias), D + E * K + 2 * E);
+    const buf = this.constant(packed, 'mix params');
+    this.mixParams.set(L, buf);
+    return buf;
+  }
+
+  private constant(data: Float32Array, label: string): GpuBuf {
+    const buffer = this.buffer(data.byteLength, USAGE_RW, label);
+    this.owned.add(buffer);
+    this.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    return { id: this.nextId++, buffer, floats: data.length };
   }
 
   // ---- recording --------------------------------------------------------------------------------
@@ -323,7 +342,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       const mkey = `${shader}:${JSON.stringify(defines)}`;
       let module = this.modules.get(mkey);
       if (!module) {
-        module = this.device.createShaderModule({ code: preprocess(this.shaders[shader], defines), label: shader });
+        module = this.device.createShaderModule({ code: preprocess(this.shaders[shader], defines, (name) => this.shaders[name as ShaderName]), label: shader });
         this.modules.set(mkey, module);
       }
       this.stats.pipelines++;
@@ -404,11 +423,12 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     // gemv and gemm share one module.
     const gbt = entry === 'gemm' && Math.ceil(T / 64) * Math.ceil(m.parts[0].rows / 64) >= 528 ? 64 : 32;
     const defines = { ...this.weightDefines(m.fmt), GBT: gbt, GTY: gbt / 4 };
+    const lanes = entry === 'gemv4' ? this.rowLanes(K) : this.gemvLanes;
     for (const part of m.parts) {
       this.call(`mm:${x.id}:${part.id}:${b.id}:${out.id}:${T}:${accumulate}`, () => {
         let workgroups: [number, number, number];
         if (T === 1) {
-          const groups = Math.ceil(part.rows / (256 / this.gemvLanes));
+          const groups = Math.ceil(part.rows / (256 / lanes));
           const gx = Math.min(groups, MAX_WG_PER_DIM);
           workgroups = [gx, Math.ceil(groups / gx), 1];
         } else if (this.opts.flatGemm) {
@@ -418,7 +438,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
         }
         const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
         return {
-          pipeline: this.pipeline('matmul', entry, defines, T === 1 ? { LANES: this.gemvLanes } : undefined),
+          pipeline: this.pipeline('matmul', entry, defines, T === 1 ? { LANES: lanes } : undefined),
           buffers: [x.buffer, part.buffer, b.buffer, out.buffer],
           params: new Uint32Array([T, K, part.rows, part.rowStart, N, m.ks / 2, flags, 0]).buffer,
           workgroups,
@@ -469,6 +489,93 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       buffers: [u.buffer, dbc.buffer, z.buffer, prm.buffer, state.buffer, out.buffer],
       params: new Uint32Array([T, E, 0, 0]).buffer,
       workgroups: [Math.ceil(E / (chunked ? 64 / shape.L : 64)), 1, 1],
+    }));
+  }
+
+  // ---- the fused decode step (step.wgsl) -----------------------------------------------------------
+
+  /**
+   * Lanes per row for a decode GEMV over rows of K values: 1 on CPU implementations; on GPUs enough
+   * that a lane reads at most 4 quads, issued together (matmul.wgsl `gemv4`), from `gemvLanes` up
+   * to `max`.
+   */
+  private rowLanes(K: number, max = 256): number {
+    if (this.gemvLanes === 1) return 1;
+    let lanes = this.gemvLanes;
+    while (lanes < max && lanes * 16 < K) lanes *= 2;
+    return lanes;
+  }
+
+  /**
+   * Shape of the fused decode kernels (step.wgsl) for this model, or undefined where they do not
+   * apply and the backend keeps the separate kernels: a width that is not a multiple of 4 (vec4
+   * rows), a matrix split across bindings, or an adapter with fewer than 7 storage buffers a stage.
+   */
+  fusedStep(cfg: MambaConfig): { LANES: number; NL: number } | undefined {
+    const { dModel: D, dInner: E, dState: N } = cfg;
+    const lim = this.device.limits as unknown as Record<string, number | undefined>;
+    const buffers = Math.min(lim.maxStorageBuffersPerShaderStage ?? 8, lim.maxStorageBuffersInComputeStage ?? Infinity);
+    const elem = this.opts.dtype === 'f16' ? 2 : 4;
+    // The [E, D] in_proj halves and the [V, D] head must each fit one binding.
+    const fits = Math.max(E, cfg.vocabSize) * D * elem <= this.maxPartBytes;
+    if (D % 4 || !fits || buffers < 7) return undefined;
+    let NL = 1; // lanes per channel in scan_step: a power of two dividing N, at most 16
+    if (this.gemvLanes > 1) while (NL < 16 && N % (2 * NL) === 0) NL *= 2;
+    // mix_in needs at least two rows (an x row and a z row) per workgroup of 256.
+    return { LANES: this.rowLanes(D, 128), NL };
+  }
+
+  private stepDefines(cfg: MambaConfig): Record<string, string | number | boolean> {
+    const shape = this.fusedStep(cfg);
+    if (!shape) throw new Error('the fused decode step does not apply to this model on this device');
+    const { dConv: K, dtRank: R, dState: N } = cfg;
+    return { ...this.weightDefines(this.opts.dtype), K, N, R, ...shape };
+  }
+
+  private rowParams(D: number, rows: number, ks: number, eps: number): ArrayBuffer {
+    const params = new ArrayBuffer(32);
+    new Uint32Array(params, 0, 3).set([D, rows, ks / 4]);
+    new Float32Array(params, 16, 1)[0] = eps;
+    return params;
+  }
+
+  /** RMSNorm → in_proj x and z rows → causal conv step → SiLU, for one token.    h [D] → u, z [E] */
+  mixIn(h: GpuBuf, L: LayerWeights<GpuWeight>, convState: GpuBuf, u: GpuBuf, z: GpuBuf, cfg: MambaConfig): void {
+    const wx = this.mat(L.inProjX), wz = this.mat(L.inProjZ);
+    const vec = this.mixPack(L, cfg);
+    const defines = this.stepDefines(cfg);
+    this.call(`mix_in:${h.id}:${vec.id}:${convState.id}:${u.id}:${z.id}`, () => ({
+      pipeline: this.pipeline('step', 'mix_in', defines),
+      buffers: [h.buffer, vec.buffer, wx.parts[0].buffer, wz.parts[0].buffer, convState.buffer, u.buffer, z.buffer],
+      params: this.rowParams(cfg.dModel, cfg.dInner, wx.ks, cfg.eps),
+      // 256 / LANES rows a workgroup: half x rows, half z rows of as many channels
+      workgroups: [Math.ceil(cfg.dInner / (128 / (defines.LANES as number))), 1, 1],
+    }));
+  }
+
+  /** dt_proj → Δ → the selective scan step → D skip → SiLU(z) gate.    u, z [E], dbc [R+2N] → y [E] */
+  scanStep(u: GpuBuf, dbc: GpuBuf, z: GpuBuf, L: LayerWeights<GpuWeight>, state: GpuBuf, y: GpuBuf, cfg: MambaConfig): void {
+    const prm = this.scanPack(L, cfg);
+    const defines = this.stepDefines(cfg);
+    this.call(`scan_step:${u.id}:${prm.id}:${dbc.id}:${z.id}:${state.id}:${y.id}`, () => ({
+      pipeline: this.pipeline('step', 'scan_step', defines),
+      buffers: [u.buffer, prm.buffer, dbc.buffer, z.buffer, state.buffer, y.buffer],
+      params: new Uint32Array([cfg.dInner, 0, 0, 0]).buffer,
+      workgroups: [Math.ceil(cfg.dInner / (256 / (defines.NL as number))), 1, 1],
+    }));
+  }
+
+  /** Final RMSNorm → LM head, for one token.    h [D] → logits [V] */
+  normHead(h: GpuBuf, norm: GpuWeight, head: GpuWeight, logits: GpuBuf, cfg: MambaConfig): void {
+    const m = this.mat(head);
+    const g = this.raw(norm);
+    const defines = this.stepDefines(cfg);
+    this.call(`norm_gemv:${h.id}:${g.id}:${m.parts[0].id}:${logits.id}`, () => ({
+      pipeline: this.pipeline('step', 'norm_gemv', defines),
+      // The head is bound twice: norm_gemv shares norm_dot, which names mix_in's second matrix too.
+      buffers: [h.buffer, g.buffer, m.parts[0].buffer, m.parts[0].buffer, logits.buffer],
+      params: this.rowParams(cfg.dModel, cfg.vocabSize, m.ks, cfg.eps),
+      workgroups: [Math.ceil(cfg.vocabSize / (256 / (defines.LANES as number))), 1, 1],
     }));
   }
 

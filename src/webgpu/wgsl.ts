@@ -3,10 +3,16 @@ import { readAssetText } from '../assets.js';
 /**
  * The few compile-time choices a shader file makes, resolved before `createShaderModule`:
  * `#if NAME` / `#elif NAME` / `#else` / `#endif` lines keep or drop blocks by the truthiness of
- * `defines[NAME]` (no nesting needed so far, but nesting works), and `{{NAME}}` is replaced by
- * the value (array sizes such as the state width N must be constants in WGSL).
+ * `defines[NAME]` (no nesting needed so far, but nesting works), `{{NAME}}` is replaced by
+ * the value (array sizes such as the state width N must be constants in WGSL), and
+ * `#include NAME` inserts the file `include(NAME)` returns (WGSL has no imports; functions such as
+ * SiLU live once in common.wgsl).
  */
-export function preprocess(source: string, defines: Record<string, string | number | boolean>): string {
+export function preprocess(
+  source: string,
+  defines: Record<string, string | number | boolean>,
+  include?: (name: string) => string,
+): string {
   const out: string[] = [];
   // One frame per open #if: whether its enclosing block is live, whether a branch was taken, whether the current branch is live.
   const stack: { parent: boolean; taken: boolean; live: boolean }[] = [];
@@ -16,6 +22,13 @@ export function preprocess(source: string, defines: Record<string, string | numb
     return v !== undefined && v !== false && v !== 0 && v !== '';
   };
   for (const line of source.split('\n')) {
+    const inc = /^\s*#include\s+(\w+)\s*$/.exec(line);
+    if (inc) {
+      if (!live()) continue;
+      if (!include) throw new Error(`WGSL preprocessor: #include ${inc[1]} without an include source`);
+      out.push(include(inc[1]));
+      continue;
+    }
     const m = /^\s*#(if|elif|else|endif)\b\s*(\w*)/.exec(line);
     if (!m) {
       if (live()) out.push(line);
@@ -44,7 +57,7 @@ export function preprocess(source: string, defines: Record<string, string | numb
   });
 }
 
-export const SHADER_FILES = ['matmul', 'norm', 'conv', 'scan', 'embed', 'sample'] as const;
+export const SHADER_FILES = ['common', 'matmul', 'norm', 'conv', 'scan', 'step', 'embed', 'sample'] as const;
 export type ShaderName = (typeof SHADER_FILES)[number];
 
 /** Loads every kernel's WGSL source once (file system in Node/Deno, fetch in browsers). */

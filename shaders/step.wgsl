@@ -1,0 +1,217 @@
+// The decode step (T = 1) in four dispatches per layer instead of seven.
+// A token's arithmetic is tiny next to what a GPU dispatch costs: on an H100 in Deno/wgpu every
+// dispatch takes ≥ 5 µs of launch and barrier however little it does (bench/webgpu-profile.js), and
+// what a kernel adds to that is memory latency, not bandwidth: a layer's weights stream in ~1 µs,
+// but a lane that waits on its loads one after another pays ~0.5 µs each. So the step is fused along
+// its data dependencies, and every lane issues its few loads together:
+//   mix_in     RMSNorm → in_proj x and z rows → causal conv step → SiLU       h [D] → u, z [E]
+//   x_proj     `gemv4` in matmul.wgsl                                         u [E] → dbc [S]
+//   scan_step  dt_proj → softplus → selective scan → D skip → ·SiLU(z)   u, z [E], dbc [S] → y [E]
+//   out_proj   (+ residual) `gemv4` in matmul.wgsl                            y [E] → h [D]
+//   norm_gemv  final RMSNorm → LM head                                        h [D] → logits [V]
+// (Computing x_proj inside scan_step, redundantly per workgroup, was tried: one SM cannot pull its
+// S·E weights from L2 faster than a separate dispatch costs.)
+// The conformance table's decode steps check these against the reference backend; the separate
+// kernels remain the prefill path, and the decode path where these do not apply (`fusedStep` in
+// src/webgpu/kernels.ts).
+//
+// Weights: matrices in the matmul layout (rows of D values, D % 4 = 0), read four at a time in the
+// model's format; vectors f32. Accumulation is f32 throughout.
+
+#if F16
+enable f16;
+alias W4 = vec4<f16>;
+fn f4(v: W4) -> vec4<f32> { return vec4<f32>(v); }
+#elif PACKED
+alias W4 = vec2<u32>;
+fn f4(v: W4) -> vec4<f32> { return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); }
+#else
+alias W4 = vec4<f32>;
+fn f4(v: W4) -> vec4<f32> { return v; }
+#endif
+
+#include common
+
+const WG: u32 = 256u;
+// Invocations sharing one weight row (a power of two): 32 on GPUs (coalesced loads, one warp a
+// row), 1 on CPU implementations, where a barrier costs more than it saves (as `gemv` in matmul.wgsl).
+const LANES: u32 = {{LANES}}u;
+const ROWS: u32 = WG / LANES; // weight rows per workgroup
+
+@group(0) @binding(2) var<storage, read> wa: array<W4>; // [rows, ks] the (first) matrix
+@group(0) @binding(3) var<storage, read> wb: array<W4>; // [rows, ks] mix_in: in_proj's z half
+
+// ---- mix_in / norm_gemv: RMSNorm folded into the projection -----------------------------------
+// xn = h / rms(h) ⊙ g, so w · xn = (w · (h ⊙ g)) / rms(h): each row's lanes, which cover all of h
+// between them, sum Σ h² next to the dot product, and one reduction yields both. No workgroup
+// needs a normalised copy of h, and the norm costs no dispatch of its own.
+
+struct RowParams {
+  D: u32,    // columns (h length)
+  rows: u32, // rows of this projection (E for mix_in, V for norm_gemv)
+  ks4: u32,  // row stride of the matrix in vec4s
+  _pad: u32,
+  eps: f32,
+  _pad1: u32,
+  _pad2: u32,
+  _pad3: u32,
+}
+
+@group(0) @binding(0) var<storage, read> h: array<vec4<f32>>;  // [D] residual stream
+// mix_in: [g [D] | conv taps [E, K] | conv bias [E] | in_proj bias x [E] | z [E]]; norm_gemv: [g [D]]
+@group(0) @binding(1) var<storage, read> vp: array<vec4<f32>>;
+var<workgroup> red2: array<vec2<f32>, WG>;
+
+fn vs(i: u32) -> f32 { return vp[i >> 2u][i & 3u]; }
+
+/**
+ * (Σ_k w[row, k]·h[k]·g[k], Σ_k h[k]²) for matrix `wa` (or `wb`), summed over the LANES lanes of
+ * the row; valid in the row's lane 0. Called by every invocation (it holds barriers).
+ */
+fn norm_dot(li: u32, row: u32, useB: bool, D: u32, ks4: u32) -> vec2<f32> {
+  let lane = li % LANES;
+  let quads = D / 4u;
+  var acc = vec2<f32>(0.0);
+  // Two quads a lane per step, both loads issued before either is used (see matmul.wgsl `gemv4`).
+  for (var q = lane; q < quads; q += 2u * LANES) {
+    let q1 = min(q + LANES, quads - 1u);
+    var w0: W4;
+    var w1: W4;
+    if (useB) { w0 = wb[row * ks4 + q]; w1 = wb[row * ks4 + q1]; } else { w0 = wa[row * ks4 + q]; w1 = wa[row * ks4 + q1]; }
+    let h0 = h[q];
+    let h1 = h[q1] * f32(q + LANES < quads); // a clamped duplicate adds nothing
+    acc += vec2<f32>(dot(f4(w0), h0 * vp[q]) + dot(f4(w1), h1 * vp[q1]), dot(h0, h0) + dot(h1, h1));
+  }
+  red2[li] = acc;
+  workgroupBarrier();
+  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) { red2[li] += red2[li + s]; }
+    workgroupBarrier();
+  }
+  return red2[li];
+}
+
+@group(0) @binding(4) var<storage, read_write> conv_state: array<f32>; // [E, K-1] oldest first
+@group(0) @binding(5) var<storage, read_write> u_out: array<f32>;      // [E] conv branch after SiLU
+@group(0) @binding(6) var<storage, read_write> z_out: array<f32>;      // [E] gate branch
+@group(0) @binding(7) var<uniform> pm: RowParams;
+
+const K: u32 = {{K}}u;
+var<workgroup> xrow: array<f32, WG>;
+
+// A workgroup owns CH = ROWS / 2 channels: rows 0 .. CH-1 of it are their in_proj x rows, rows
+// CH .. 2CH-1 their z rows; then its first CH invocations run the conv step of those channels.
+@compute @workgroup_size(256)
+fn mix_in(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let CH = ROWS / 2u;
+  let E = pm.rows;
+  let r = li / LANES;
+  let isZ = r >= CH;
+  let e = wid.x * CH + r % CH;
+  let t = norm_dot(li, min(e, E - 1u), isZ, pm.D, pm.ks4);
+  let oT = pm.D;              // conv taps
+  let oC = oT + E * K;        // conv bias
+  let oB = oC + E;            // in_proj bias, x rows then z rows
+  if (li % LANES == 0u && e < E) {
+    let v = t.x * inverseSqrt(t.y / f32(pm.D) + pm.eps) + vs(oB + select(0u, E, isZ) + e);
+    if (isZ) { z_out[e] = v; } else { xrow[r] = v; }
+  }
+  workgroupBarrier();
+  let ec = wid.x * CH + li;
+  if (li < CH && ec < E) {
+    let xv = xrow[li];
+    let s0 = ec * (K - 1u);
+    var acc = vs(oC + ec) + vs(oT + ec * K + K - 1u) * xv;
+    for (var j = 0u; j + 1u < K; j++) { acc += vs(oT + ec * K + j) * conv_state[s0 + j]; }
+    for (var j = 0u; j + 2u < K; j++) { conv_state[s0 + j] = conv_state[s0 + j + 1u]; }
+    if (K > 1u) { conv_state[s0 + K - 2u] = xv; }
+    u_out[ec] = silu(acc);
+  }
+}
+
+@group(0) @binding(4) var<storage, read_write> logits: array<f32>; // [V]
+@group(0) @binding(5) var<uniform> pn: RowParams;
+
+// ROWS rows of the LM head per workgroup. `norm_dot` names both matrices, so the host binds the
+// head as `wa` and again as `wb` (read-only aliases are allowed).
+@compute @workgroup_size(256)
+fn norm_gemv(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let n = wid.x * ROWS + li / LANES;
+  let t = norm_dot(li, min(n, pn.rows - 1u), false, pn.D, pn.ks4);
+  if (li % LANES == 0u && n < pn.rows) {
+    logits[n] = t.x * inverseSqrt(t.y / f32(pn.D) + pn.eps);
+  }
+}
+
+// ---- scan_step: the selective scan of one token -------------------------------------------------
+// scan.wgsl's `scan` gives a channel one invocation, which then walks its R dt_proj weights and N
+// states in turn: ~R + 2N dependent memory round trips. Here NL lanes share a channel (N / NL states
+// each, R / NL of the dt_proj dot product), so every lane has a few loads, all issued up front.
+// Δ, A and the state stay f32 (scan.wgsl says why).
+
+const N: u32 = {{N}}u;
+const R: u32 = {{R}}u;
+const NL: u32 = {{NL}}u; // lanes per channel, dividing N
+const NS: u32 = N / NL;  // states per lane
+
+struct ScanParams {
+  E: u32,
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> su: array<f32>;  // [E] conv branch u
+// [dt_proj.weight [E, R] | dt_proj.bias [E] | A [E, N] | D [E]], as for scan.wgsl
+@group(0) @binding(1) var<storage, read> prm: array<f32>;
+@group(0) @binding(2) var<storage, read> dbc: array<f32>; // [R + 2N] x_proj output: δ | B | C
+@group(0) @binding(3) var<storage, read> sz: array<f32>;  // [E] gate branch z
+@group(0) @binding(4) var<storage, read_write> ssm: array<f32>;   // [E, N] state
+@group(0) @binding(5) var<storage, read_write> y_out: array<f32>; // [E]
+@group(0) @binding(6) var<uniform> ps: ScanParams;
+
+var<workgroup> red: array<f32, WG>;
+
+/** Σ over the NL lanes of each channel of `v`; every lane gets its channel's total. */
+fn channel_sum(li: u32, v: f32) -> f32 {
+  red[li] = v;
+  workgroupBarrier();
+  for (var s = NL / 2u; s > 0u; s >>= 1u) {
+    if (li % NL < s) { red[li] += red[li + s]; }
+    workgroupBarrier();
+  }
+  let total = red[li - li % NL];
+  workgroupBarrier(); // `red` is reused by the next call
+  return total;
+}
+
+@compute @workgroup_size(256)
+fn scan_step(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let E = ps.E;
+  let e = wid.x * (WG / NL) + li / NL;
+  let ec = min(e, E - 1u); // keeps loads in bounds for the idle tail lanes
+  let l = li % NL;
+  let oA = E * R + E;
+  // Every load this lane needs, before any result is used.
+  var dt = 0.0;
+  for (var r = l; r < R; r += NL) { dt += prm[ec * R + r] * dbc[r]; }
+  var a: array<f32, NS>;
+  var hs: array<f32, NS>;
+  for (var j = 0u; j < NS; j++) {
+    a[j] = prm[oA + ec * N + l * NS + j];
+    hs[j] = ssm[ec * N + l * NS + j];
+  }
+  let ut = su[ec];
+  let gate = silu(sz[ec]);
+  let dskip = prm[oA + E * N + ec];
+  let delta = softplus(channel_sum(li, dt) + prm[E * R + ec]);
+  var y = 0.0;
+  for (var j = 0u; j < NS; j++) {
+    let n = l * NS + j;
+    let hn = exp(delta * a[j]) * hs[j] + delta * ut * dbc[R + n];
+    if (e < E) { ssm[ec * N + n] = hn; }
+    y += hn * dbc[R + N + n];
+  }
+  y = channel_sum(li, y);
+  if (l == 0u && e < E) { y_out[e] = (y + dskip * ut) * gate; }
+}
