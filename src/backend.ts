@@ -43,9 +43,15 @@ export interface Backend {
    * Feeds `n` tokens — `first`, then each argmax of the logits it produced — with one read-back at
    * the end. Returns the tokens fed (`tokens[0] === first`) and the logits `[V]` after the last one.
    */
-  decodeGreedy?(state: StateHandle, first: number, n: number): Promise<{ tokens: Uint8Array; logits: Float32Array }>;
+  decodeGreedy?(state: StateHandle, first: number | null, n: number): Promise<DecodeBlock>;
   /** As `decodeGreedy`, each next token drawn on the device (vocabularies of at most 256). */
-  decodeSampled?(state: StateHandle, first: number, n: number, sampling: DeviceSampling): Promise<{ tokens: Uint8Array; logits: Float32Array }>;
+  decodeSampled?(state: StateHandle, first: number | null, n: number, sampling: DeviceSampling): Promise<DecodeBlock>;
+  /**
+   * The decode calls above may be issued before earlier ones on the same sequence resolve, with
+   * `first` = null meaning "continue with the previous block's `next`", so the device works on one
+   * block while the previous one is read back. Without it, `first` must be a token.
+   */
+  readonly decodeAhead?: boolean;
   readState(state: StateHandle): Promise<StateData>;
   writeState(state: StateHandle, data: StateData): Promise<void>;
   releaseState(state: StateHandle): void;
@@ -86,36 +92,32 @@ export interface Kernels<A, W> {
   scan(u: A, dbc: A, z: A, layer: LayerWeights<W>, state: A, out: A, T: number, cfg: MambaConfig): void;
 }
 
+/** A block of decoded tokens: those fed (`tokens[0]` = first), the logits after the last, the next pick. */
+export interface DecodeBlock {
+  tokens: Uint8Array;
+  logits: Float32Array;
+  /** The token chosen from `logits`: the next block's first. */
+  next: number;
+}
+
 /** `decodeGreedy` semantics, one `forward` per token: for backends (or fallbacks) without a device loop. */
-export function greedySteps(b: Backend, state: StateHandle, first: number, n: number): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+export function greedySteps(b: Backend, state: StateHandle, first: number, n: number): Promise<DecodeBlock> {
   return steps(b, state, first, n, argmax);
 }
 
 /** `decodeSampled` semantics on the host (a different random stream than a device's, same filters). */
-export function sampledSteps(
-  b: Backend,
-  state: StateHandle,
-  first: number,
-  n: number,
-  s: DeviceSampling,
-): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+export function sampledSteps(b: Backend, state: StateHandle, first: number, n: number, s: DeviceSampling): Promise<DecodeBlock> {
   const sampler = new Sampler({ ...s, repetitionPenalty: 1, repetitionWindow: 0 });
   return steps(b, state, first, n, (logits) => sampler.sample(logits, []));
 }
 
-async function steps(
-  b: Backend,
-  state: StateHandle,
-  first: number,
-  n: number,
-  next: (logits: Float32Array) => number,
-): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+async function steps(b: Backend, state: StateHandle, first: number, n: number, pick: (logits: Float32Array) => number): Promise<DecodeBlock> {
   const tokens = new Uint8Array(n);
   tokens[0] = first;
   let logits: Float32Array = new Float32Array(0);
   for (let i = 0; i < n; i++) {
     logits = await b.forward(state, tokens.subarray(i, i + 1), 'last');
-    if (i + 1 < n) tokens[i + 1] = next(logits);
+    if (i + 1 < n) tokens[i + 1] = pick(logits);
   }
-  return { tokens, logits };
+  return { tokens, logits, next: pick(logits) };
 }

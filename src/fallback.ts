@@ -1,4 +1,13 @@
-import { greedySteps, sampledSteps, type Backend, type BackendName, type DeviceSampling, type StateData, type StateHandle } from './backend.js';
+import {
+  greedySteps,
+  sampledSteps,
+  type Backend,
+  type BackendName,
+  type DecodeBlock,
+  type DeviceSampling,
+  type StateData,
+  type StateHandle,
+} from './backend.js';
 import type { MambaConfig } from './config.js';
 import { DeviceLostError, DisposedError } from './errors.js';
 
@@ -26,6 +35,12 @@ interface Entry {
   sinceTokens: number;
   /** Rebuilding this state on the secondary (at most once). */
   migrating?: Promise<StateHandle>;
+  /** Decode blocks issued on the primary and not yet handled. */
+  inflight: number;
+  /** Handling of this sequence's decode blocks, in the order they were issued. */
+  tail: Promise<unknown>;
+  /** The token picked after the last decode block (a `first` = null block starts there). */
+  next?: number;
 }
 
 /**
@@ -75,7 +90,7 @@ export class FallbackBackend implements Backend {
 
   createState(): StateHandle {
     this.check();
-    const entry: Entry = { checkpoint: null, since: [], sinceTokens: 0 };
+    const entry: Entry = { checkpoint: null, since: [], sinceTokens: 0, inflight: 0, tail: Promise.resolve() };
     // After a failure new states start on the secondary (lazily, in `onSecondary`).
     if (!this.failure) entry.primary = this.primary.createState();
     const id = this.nextId++;
@@ -100,36 +115,64 @@ export class FallbackBackend implements Backend {
     return (await this.secondary()).forward(await this.onSecondary(e), tokens, want);
   }
 
+  /** Blocks overlap on the primary when it allows (see `decode`). */
+  get decodeAhead(): boolean {
+    return !this.failure && this.primary.decodeAhead === true;
+  }
+
   /** Greedy blocks stay on the GPU while it lives; after a loss they run step by step on the CPU. */
-  async decodeGreedy(state: StateHandle, first: number, n: number): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
-    const e = this.entry(state);
-    if (!this.failure && this.primary.decodeGreedy) {
-      try {
-        const out = await this.primary.decodeGreedy(e.primary!, first, n);
-        await this.mirror(e, out.tokens);
-        return out;
-      } catch (err) {
-        if (!(err instanceof DeviceLostError)) throw err;
-        this.fail(err);
-      }
-    }
-    return greedySteps(this, state, first, n);
+  decodeGreedy(state: StateHandle, first: number | null, n: number): Promise<DecodeBlock> {
+    return this.decode(state, first, (h) => this.primary.decodeGreedy?.(h, first, n), (f) => greedySteps(this, state, f, n));
   }
 
   /** Sampled blocks stay on the GPU while it lives; after a loss they are drawn on the CPU. */
-  async decodeSampled(state: StateHandle, first: number, n: number, s: DeviceSampling): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+  decodeSampled(state: StateHandle, first: number | null, n: number, s: DeviceSampling): Promise<DecodeBlock> {
+    return this.decode(state, first, (h) => this.primary.decodeSampled?.(h, first, n, s), (f) => sampledSteps(this, state, f, n, s));
+  }
+
+  /**
+   * One decode block: issued on the primary at once (so blocks of a sequence can overlap there), its
+   * result handled after the sequence's earlier blocks. A block the primary fails is redone on the
+   * host from the sequence's rebuilt state, and one that continues the previous block (`first` =
+   * null) starts from that block's `next`, wherever it ran.
+   */
+  private decode(
+    state: StateHandle,
+    first: number | null,
+    onPrimary: (h: StateHandle) => Promise<DecodeBlock> | undefined,
+    onHost: (first: number) => Promise<DecodeBlock>,
+  ): Promise<DecodeBlock> {
     const e = this.entry(state);
-    if (!this.failure && this.primary.decodeSampled) {
-      try {
-        const out = await this.primary.decodeSampled(e.primary!, first, n, s);
-        await this.mirror(e, out.tokens);
-        return out;
-      } catch (err) {
-        if (!(err instanceof DeviceLostError)) throw err;
-        this.fail(err);
-      }
+    const issued = this.failure ? undefined : onPrimary(e.primary!);
+    if (issued) {
+      e.inflight++;
+      issued.catch(() => undefined); // handled in turn below
     }
-    return sampledSteps(this, state, first, n, s);
+    const result = e.tail.then(async (): Promise<DecodeBlock> => {
+      if (issued) {
+        let out: DecodeBlock | undefined;
+        try {
+          out = await issued;
+        } catch (err) {
+          if (!(err instanceof DeviceLostError)) throw err;
+          this.fail(err);
+        } finally {
+          e.inflight--;
+        }
+        if (out) {
+          e.next = out.next;
+          await this.mirror(e, out.tokens);
+          return out;
+        }
+      }
+      const from = first ?? e.next;
+      if (from === undefined) throw new RangeError('decode: first = null continues a previous block of this sequence, and there is none');
+      const out = await onHost(from);
+      e.next = out.next;
+      return out;
+    });
+    e.tail = result.catch(() => undefined);
+    return result;
   }
 
   async readState(state: StateHandle): Promise<StateData> {
@@ -207,7 +250,8 @@ export class FallbackBackend implements Backend {
   private async mirror(e: Entry, tokens: Uint8Array): Promise<void> {
     e.since.push(tokens.slice());
     e.sinceTokens += tokens.length;
-    if (e.sinceTokens < this.checkpointTokens) return;
+    // A later block already issued would be in the copy but not yet in `since`: copy once they are done.
+    if (e.sinceTokens < this.checkpointTokens || e.inflight > 0) return;
     try {
       this.setCheckpoint(e, await this.primary.readState(e.primary!));
     } catch (err) {

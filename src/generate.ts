@@ -1,4 +1,4 @@
-import type { Backend, StateHandle } from './backend.js';
+import type { Backend, DecodeBlock, StateHandle } from './backend.js';
 import { InvalidOptionError } from './errors.js';
 import { resolveSampling, Sampler, type SamplingOptions } from './sampler.js';
 import { concat, encode, Utf8Stream } from './tokenizer.js';
@@ -73,7 +73,7 @@ export function yieldToEventLoop(): Promise<void> {
 }
 
 /** Largest block of greedy tokens decoded on the device between two read-backs. */
-const MAX_BLOCK = 32;
+const MAX_BLOCK = 64;
 
 /** Yield at most this often during decode (ms). */
 const YIELD_EVERY_MS = 8;
@@ -150,6 +150,18 @@ export async function* generateTokens(
     backend.config.vocabSize <= 256 &&
     (seq.ephemeral === true || stops.length === 0);
   let blockSize = 4;
+  // Blocks may also overlap (decodeAhead): the next one runs on the device while this one is read back.
+  const ahead = chained && backend.decodeAhead === true;
+  let planned = 0; // tokens covered by the blocks issued so far
+  let inflight: Promise<DecodeBlock> | undefined; // the block issued ahead, continuing the last one
+  const issue = (first: number | null): Promise<DecodeBlock> => {
+    const n = Math.min(blockSize, maxTokens - planned);
+    planned += n;
+    blockSize = Math.min(2 * blockSize, MAX_BLOCK);
+    return greedy
+      ? backend.decodeGreedy!(seq.handle, first, n)
+      : backend.decodeSampled!(seq.handle, first, n, { ...sampling, seed: sampler.nextSeed() });
+  };
 
   let lastYield = now();
   decode: while (stats.generatedTokens < maxTokens) {
@@ -157,23 +169,29 @@ export async function* generateTokens(
       await yieldToEventLoop();
       lastYield = now();
     }
-    if (signal?.aborted) {
+    // A session's state already covers a block issued ahead: it is emitted before the abort lands.
+    const aborting = signal?.aborted === true;
+    if (aborting && (!inflight || seq.ephemeral)) {
       stats.finishReason = 'abort';
       break;
     }
-    const first = sampler.sample(seq.logits!, seq.history);
-    if (stats.generatedTokens === 0) stats.timeToFirstTokenMs = now() - start;
     // Feed what was sampled right away so the state always covers everything emitted: a session can continue.
     let block: Uint8Array;
     if (chained) {
-      const n = Math.min(blockSize, maxTokens - stats.generatedTokens);
-      blockSize = Math.min(2 * blockSize, MAX_BLOCK);
-      const r = greedy
-        ? await backend.decodeGreedy!(seq.handle, first, n)
-        : await backend.decodeSampled!(seq.handle, first, n, { ...sampling, seed: sampler.nextSeed() });
-      block = r.tokens;
-      seq.logits = r.logits;
+      let r = inflight;
+      inflight = undefined;
+      if (!r) {
+        const first = sampler.sample(seq.logits!, seq.history);
+        if (stats.generatedTokens === 0) stats.timeToFirstTokenMs = now() - start;
+        r = issue(first);
+      }
+      if (ahead && !aborting && planned < maxTokens) inflight = issue(null);
+      const got = await r;
+      block = got.tokens;
+      seq.logits = got.logits;
     } else {
+      const first = sampler.sample(seq.logits!, seq.history);
+      if (stats.generatedTokens === 0) stats.timeToFirstTokenMs = now() - start;
       block = Uint8Array.of(first);
       seq.logits = await backend.forward(seq.handle, block, 'last');
     }
@@ -199,7 +217,13 @@ export async function* generateTokens(
       pending = pending.slice(pending.length - hold);
       if (chunk.bytes.length) yield chunk;
     }
+    if (aborting) {
+      stats.finishReason = 'abort';
+      break;
+    }
   }
+  // A one-off generation that stopped early drops the block it issued ahead (its state is discarded).
+  await inflight?.catch(() => undefined);
 
   const rest = utf8.push(pending);
   const tail = utf8.flush();

@@ -47,6 +47,35 @@ describe('webgpu chained greedy decoding', () => {
     be.releaseState(st);
   });
 
+  test('blocks issued ahead (first = null) continue exactly, per sequence, in any interleaving', async (ctx) => {
+    if (!gpu) return ctx.skip(why);
+    const be = gpu.backend;
+    expect(be.decodeAhead).toBe(true);
+    const start = async () => {
+      const st = be.createState();
+      const logits = await be.forward(st, fx.input, 'last');
+      return { st, first: logits.indexOf(Math.max(...logits)) };
+    };
+    const a = await start();
+    const b = await start();
+    // Two sequences, each block issued before the previous ones resolve, interleaved.
+    const a1 = be.decodeGreedy!(a.st, a.first, 4);
+    const b1 = be.decodeGreedy!(b.st, b.first, 3);
+    const a2 = be.decodeGreedy!(a.st, null, 6);
+    const b2 = be.decodeGreedy!(b.st, null, 5);
+    const a3 = be.decodeGreedy!(a.st, null, 2);
+    const [ra1, rb1, ra2, rb2, ra3] = await Promise.all([a1, b1, a2, b2, a3]);
+    expect(ra2.tokens[0]).toBe(ra1.next);
+    expect([...ra1.tokens, ...ra2.tokens, ...ra3.tokens]).toEqual([...fx.greedy.subarray(0, 12)]);
+    expect([...rb1.tokens, ...rb2.tokens]).toEqual([...fx.greedy.subarray(0, 8)]);
+    expect(rb2.next).toBe(fx.greedy[8]);
+    for (const x of [a, b]) be.releaseState(x.st);
+    // Continuing a sequence that has no block before is a usage error, not a silent zero token.
+    const c = be.createState();
+    await expect(be.decodeGreedy!(c, null, 2)).rejects.toThrow(RangeError);
+    be.releaseState(c);
+  });
+
   test('model.generate greedy equals transformers, with stops landing mid-block', async (ctx) => {
     if (!gpu) return ctx.skip(why);
     const all = await collect(gpu.generate(fx.input, { temperature: 0, maxTokens: fx.greedy.length }));

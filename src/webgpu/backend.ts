@@ -2,7 +2,7 @@ import type { Backend } from '../backend.js';
 import type { BackendOptions } from '../backends.js';
 import type { MambaConfig } from '../config.js';
 import { InvalidOptionError, OutOfMemoryError } from '../errors.js';
-import type { DeviceSampling, StateHandle } from '../backend.js';
+import type { DecodeBlock, DeviceSampling, StateHandle } from '../backend.js';
 import { KernelBackend, type LayerState } from '../forward.js';
 import type { ModelWeights } from '../weights.js';
 import { acquireDevice, type GpuContext } from './device.js';
@@ -90,14 +90,17 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
    * Greedy decoding without a host round trip per token: a read-back costs a fixed latency that can
    * dwarf a whole step (about 11 ms in Deno's wgpu, which polls), so `n` steps are recorded into one
    * command buffer, each step's argmax feeding the next step's embedding on the GPU, and the tokens
-   * plus the final logits are read back once.
+   * plus the final logits are read back once. A call returns once its block is submitted, so the next
+   * block (`first` = null: continue from this one's pick) runs while this one is read back.
    */
-  decodeGreedy(state: StateHandle, first: number, n: number): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+  readonly decodeAhead = true;
+
+  decodeGreedy(state: StateHandle, first: number | null, n: number): Promise<DecodeBlock> {
     return this.decodeChain(state, first, n, (logits, V, chain, step, logitsAt) => this.kernels.argmaxFeed(logits, V, chain, step, logitsAt));
   }
 
   /** As `decodeGreedy`, drawing each token on the GPU (temperature / top-k / top-p, seeded). */
-  decodeSampled(state: StateHandle, first: number, n: number, s: DeviceSampling): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+  decodeSampled(state: StateHandle, first: number | null, n: number, s: DeviceSampling): Promise<DecodeBlock> {
     if (this.config.vocabSize > 256) throw new RangeError('decodeSampled: the on-GPU sampler handles at most 256 logits');
     return this.decodeChain(state, first, n, (logits, V, chain, step, logitsAt) => {
       if (step === 0) this.kernels.seedSampler(s.seed);
@@ -105,24 +108,37 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     });
   }
 
+  /** Per sequence: its pick after its last block, on the GPU [1] and as read back. */
+  private readonly feeds = new Map<number, { slot: GpuBuf; next?: number }>();
+  /** Block results are handed out in the order the blocks were issued (a block may need the previous pick). */
+  private results: Promise<unknown> = Promise.resolve();
+
   /** Records `n` decode steps into one command buffer, `select` choosing each next token on the GPU. */
   private decodeChain(
     state: StateHandle,
-    first: number,
+    first: number | null,
     n: number,
     select: (logits: GpuBuf, V: number, chain: GpuBuf, step: number, logitsAt: number) => void,
-  ): Promise<{ tokens: Uint8Array; logits: Float32Array }> {
+  ): Promise<DecodeBlock> {
     if (!Number.isInteger(n) || n < 1 || n > MAX_CHAIN) throw new RangeError(`decode: n must be in [1, ${MAX_CHAIN}], got ${n}`);
-    return this.serialize(async () => {
+    const k = this.kernels;
+    const V = this.config.vocabSize;
+    let read!: Promise<Float32Array>;
+    // Only the recording is serialised with other calls: the GPU queue orders the work itself.
+    const recorded = this.serialize(async () => {
       const st = this.layerStates(state);
-      const k = this.kernels;
-      const V = this.config.vocabSize;
+      let feed = this.feeds.get(state.id);
+      if (!feed) this.feeds.set(state.id, (feed = { slot: k.alloc(1) }));
+      if (first === null && feed.next === undefined && !this.pending.get(state.id)) {
+        throw new RangeError('decode: first = null continues a previous block of this sequence, and there is none');
+      }
       this.chain ??= k.alloc(MAX_CHAIN + V); // [tokens of the block | logits after its last step]
       k.begin();
       try {
+        if (first === null) k.loadFeed(feed.slot);
         for (let i = 0; i < n; i++) {
-          k.residentTokens = i > 0;
-          this.chunkForward(st, Uint8Array.of(first), 1);
+          k.residentTokens = i > 0 || first === null;
+          this.chunkForward(st, Uint8Array.of(first ?? 0), 1);
           select(this.scratch.logits, V, this.chain, i, i === n - 1 ? MAX_CHAIN : 0);
           // Submit every few steps: the GPU starts on them while the rest of the block is recorded
           // (recording costs the CPU ~0.2 ms a step, as much as the GPU's share of a step).
@@ -131,17 +147,44 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
             k.begin();
           }
         }
+        k.saveFeed(feed.slot);
+      } catch (e) {
+        k.end();
+        throw e;
       } finally {
         k.residentTokens = false;
-        k.end();
       }
-      const back = await k.read(this.chain, MAX_CHAIN + V);
-      const chain = new Uint32Array(back.buffer, 0, n);
-      const tokens = new Uint8Array(n);
-      tokens[0] = first;
-      for (let i = 1; i < n; i++) tokens[i] = chain[i - 1];
-      return { tokens, logits: back.slice(MAX_CHAIN) };
+      read = k.endAndRead(this.chain, MAX_CHAIN + V);
+      this.pending.set(state.id, (this.pending.get(state.id) ?? 0) + 1);
     });
+    const result = this.results.then(async () => {
+      await recorded;
+      try {
+        const back = await read;
+        const chain = new Uint32Array(back.buffer, 0, n);
+        const feed = this.feeds.get(state.id)!;
+        const tokens = new Uint8Array(n);
+        tokens[0] = first ?? feed.next!;
+        for (let i = 1; i < n; i++) tokens[i] = chain[i - 1];
+        feed.next = chain[n - 1];
+        return { tokens, logits: back.slice(MAX_CHAIN), next: feed.next };
+      } finally {
+        this.pending.set(state.id, this.pending.get(state.id)! - 1);
+      }
+    });
+    this.results = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Blocks issued and not yet handed out, per sequence. */
+  private readonly pending = new Map<number, number>();
+
+  override releaseState(state: StateHandle): void {
+    const feed = this.feeds.get(state.id);
+    if (feed) this.kernels.free(feed.slot);
+    this.feeds.delete(state.id);
+    this.pending.delete(state.id);
+    super.releaseState(state);
   }
 
   override dispose(): void {

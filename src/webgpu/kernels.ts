@@ -678,6 +678,11 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(src, offsetFloats * 4, staging, 0, bytes);
     this.device.queue.submit([enc.finish()]);
+    return this.mapRead(staging, bytes);
+  }
+
+  /** Waits for `staging` to be mappable and returns a copy of its first `bytes`. */
+  private async mapRead(staging: GPUBuffer, bytes: number): Promise<Float32Array> {
     try {
       await Promise.race([staging.mapAsync(MAP_MODE_READ, 0, bytes), this.lost]);
     } catch (e) {
@@ -688,6 +693,50 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     staging.unmap();
     this.check(); // an error raised by the work just read makes its result untrustworthy
     return out;
+  }
+
+  /** Staging buffers of `endAndRead` not in use now. */
+  private readonly stagingPool: GPUBuffer[] = [];
+
+  /**
+   * Ends the recording (as `end()`) with a copy of `floats` values of `buf` into a staging buffer of
+   * its own, in the same submission, and returns them once mapped. Unlike `read`, nothing recorded
+   * later can overwrite `buf` before the copy, so several submissions' reads can be in flight at
+   * once: pipelined decode blocks.
+   */
+  endAndRead(buf: GpuBuf, floats: number): Promise<Float32Array> {
+    if (!this.encoder || !this.pass) throw new Error('endAndRead: not recording (call begin() first)');
+    const bytes = floats * 4;
+    const i = this.stagingPool.findIndex((b) => b.size >= bytes);
+    const staging = i >= 0 ? this.stagingPool.splice(i, 1)[0] : this.buffer(bytes, USAGE_MAP_READ, 'staging');
+    this.owned.add(staging);
+    this.pass.end();
+    this.encoder.copyBufferToBuffer(buf.buffer, 0, staging, 0, bytes);
+    const cmd = this.encoder.finish();
+    this.encoder = null;
+    this.pass = null;
+    this.device.queue.submit([cmd]);
+    return this.mapRead(staging, bytes).finally(() => this.stagingPool.push(staging));
+  }
+
+  /**
+   * Records a copy of the next step's input token (as `argmaxFeed`/`sampleFeed` leave it) into a
+   * sequence's own slot [1], or back: the token buffer is shared by all sequences, so a block that
+   * continues a sequence's previous block restores it first.
+   */
+  saveFeed(slot: GpuBuf): void {
+    this.copyInPass(this.tokens.buffer, slot.buffer);
+  }
+
+  loadFeed(slot: GpuBuf): void {
+    this.copyInPass(slot.buffer, this.tokens.buffer);
+  }
+
+  private copyInPass(src: GPUBuffer, dst: GPUBuffer): void {
+    if (!this.encoder || !this.pass) throw new Error('copy: not recording (call begin() first)');
+    this.pass.end();
+    this.encoder.copyBufferToBuffer(src, 0, dst, 0, 4);
+    this.pass = this.encoder.beginComputePass();
   }
 
   private check(): void {
