@@ -3,7 +3,7 @@
 // per token) and prefill tok/s of a long prompt, per weight dtype. Runs under Node (Dawn, `webgpu`
 // package) and Deno (navigator.gpu, wgpu) against the built package:
 //
-//   npm run bench:webgpu -- [--dtype f32,f16] [--prompt 2048] [--decode 128] [--chunk 64,256] [--model DIR] [--json out.json]
+//   npm run bench:webgpu -- [--dtype f32,f16] [--prompt 2048] [--decode 128,512] [--chunk 64,256] [--model DIR] [--json out.json]
 //   deno run -A bench/webgpu.js --json out.json            # e.g. on a machine with a real GPU
 //
 // On software adapters (SwiftShader, lavapipe) pass a small --prompt: they are ~10x slower than WASM.
@@ -22,24 +22,35 @@ const { values } = parseArgs({
   options: {
     dtype: { type: 'string', default: 'f32,f16' },
     prompt: { type: 'string', default: '2048' },
-    decode: { type: 'string', default: '128' },
+    // Generation lengths: 128 (llama-bench's tg128) and 512, where the fixed read-back latency of
+    // the first and last block (~10 ms each in Deno) weighs less.
+    decode: { type: 'string', default: '128,512' },
     chunk: { type: 'string', default: '' },
     model: { type: 'string' },
     json: { type: 'string' },
   },
 });
 const promptTokens = Number(values.prompt);
-const decodeTokens = Number(values.decode);
+const decodeLengths = values.decode.split(',').map(Number);
 const chunks = values.chunk ? values.chunk.split(',').map(Number) : [undefined];
 
 // Without --model: random weights in realistic ranges with mamba-130m's shapes (src/synthetic.ts).
 const { config, weights } = await readModel(values.model ?? { files: syntheticModel(MAMBA_130M_BYTES) });
 const modelName = values.model ?? 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)';
 
-async function decodeRate(model, prompt, options) {
+async function decodeRate(model, prompt, options, maxTokens) {
   let stats;
-  for await (const c of model.generate(prompt, { maxTokens: decodeTokens, ...options })) stats = c.stats ?? stats;
+  for await (const c of model.generate(prompt, { maxTokens, ...options })) stats = c.stats ?? stats;
   return stats.decodeTokensPerSecond;
+}
+
+/** tok/s for each generation length, best of 2. */
+async function decodeRates(model, prompt, options) {
+  const out = {};
+  for (const n of decodeLengths) {
+    out[n] = Math.max(await decodeRate(model, prompt, options, n), await decodeRate(model, prompt, options, n));
+  }
+  return out;
 }
 
 async function measure(dtype, chunk) {
@@ -51,7 +62,7 @@ async function measure(dtype, chunk) {
     const warm = backend.createState();
     await backend.forward(warm, prompt, 'last');
     backend.releaseState(warm);
-    await decodeRate(model, prompt.subarray(0, 64), { temperature: 0 });
+    await decodeRate(model, prompt.subarray(0, 64), { temperature: 0 }, 64);
 
     const st = backend.createState();
     const t0 = performance.now();
@@ -59,16 +70,20 @@ async function measure(dtype, chunk) {
     const prefillMs = performance.now() - t0;
     backend.releaseState(st);
     const short = prompt.subarray(0, 64);
+    // Greedy: decodeGreedy keeps argmax → embed on the GPU, one read-back per block of up to 64 tokens.
+    const greedy = await decodeRates(model, short, { temperature: 0 });
+    // Sampled: temperature / top-p draws on the GPU (sample_feed), the same blocks.
+    const sampled = await decodeRates(model, short, { temperature: 0.8, seed: 1 });
     return {
       backend: 'webgpu',
       dtype,
       threads: 1,
       chunk: chunk ?? 'default',
       description: backend.description,
-      // Greedy: decodeGreedy keeps argmax → embed on the GPU, one read-back per block of up to 32 tokens.
-      decodeTokPerSec: await decodeRate(model, short, { temperature: 0 }),
-      // Sampling on the host: one read-back of the logits per token.
-      decodeSampledTokPerSec: await decodeRate(model, short, { temperature: 0.8, seed: 1 }),
+      decodeTokPerSec: greedy[decodeLengths[0]],
+      decodeSampledTokPerSec: sampled[decodeLengths[0]],
+      decodeTokPerSecByLength: greedy,
+      decodeSampledTokPerSecByLength: sampled,
       prefillTokPerSec: promptTokens / (prefillMs / 1000),
       timeToFirstTokenMs: prefillMs,
     };
@@ -83,19 +98,21 @@ const device = {
   webgpu: report.webgpu,
   model: modelName,
   promptTokens,
-  decodeTokens,
+  decodeTokens: decodeLengths,
   date: new Date().toISOString(),
 };
 console.log(`${device.runtime}; adapter: ${JSON.stringify(report.webgpu?.adapter ?? report.webgpu)}`);
-console.log(`model: ${modelName}; prompt ${promptTokens}, decode ${decodeTokens}`);
+console.log(`model: ${modelName}; prompt ${promptTokens}, decode ${decodeLengths.join(' and ')} tokens`);
 const results = [];
 const pad = (s, n) => String(s).padStart(n);
-console.log(`\n${pad('dtype', 5)} ${pad('chunk', 7)} ${pad('greedy decode tok/s', 19)} ${pad('sampled decode tok/s', 20)} ${pad('prefill tok/s', 13)} ${pad('TTFT ms', 8)}`);
+const cols = decodeLengths.flatMap((n) => [`greedy tg${n}`, `sampled tg${n}`]);
+console.log(`\n${pad('dtype', 5)} ${pad('chunk', 7)} ${cols.map((c) => pad(c, 14)).join(' ')} ${pad('prefill tok/s', 13)} ${pad('TTFT ms', 8)}`);
 for (const dtype of values.dtype.split(',')) {
   for (const chunk of chunks) {
     const r = await measure(dtype, chunk);
     results.push(r);
-    console.log(`${pad(dtype, 5)} ${pad(r.chunk, 7)} ${pad(r.decodeTokPerSec.toFixed(1), 19)} ${pad(r.decodeSampledTokPerSec.toFixed(1), 20)} ${pad(r.prefillTokPerSec.toFixed(1), 13)} ${pad(r.timeToFirstTokenMs.toFixed(0), 8)}`);
+    const rates = decodeLengths.flatMap((n) => [r.decodeTokPerSecByLength[n], r.decodeSampledTokPerSecByLength[n]]);
+    console.log(`${pad(dtype, 5)} ${pad(r.chunk, 7)} ${rates.map((x) => pad(x.toFixed(1), 14)).join(' ')} ${pad(r.prefillTokPerSec.toFixed(1), 13)} ${pad(r.timeToFirstTokenMs.toFixed(0), 8)}`);
   }
 }
 if (values.json) {
