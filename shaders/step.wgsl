@@ -2,15 +2,15 @@
 // A token's arithmetic is tiny next to what a GPU dispatch costs: on an H100 in Deno/wgpu every
 // dispatch takes ≥ 5 µs of launch and barrier however little it does (bench/webgpu-profile.js), and
 // what a kernel adds to that is memory latency, not bandwidth: a layer's weights stream in ~1 µs,
-// but a lane that waits on its loads one after another pays ~0.5 µs each. So the step is fused along
-// its data dependencies, and every lane issues its few loads together:
+// but a lane that waits on its loads one after another pays a memory round trip for each. So the
+// step is fused along its data dependencies, and every lane issues its few loads together:
 //   mix_in     RMSNorm → in_proj x and z rows → causal conv step → SiLU       h [D] → u, z [E]
 //   x_proj     `gemv4` in matmul.wgsl                                         u [E] → dbc [S]
 //   scan_step  dt_proj → softplus → selective scan → D skip → ·SiLU(z)   u, z [E], dbc [S] → y [E]
 //   out_proj   (+ residual) `gemv4` in matmul.wgsl                            y [E] → h [D]
 //   norm_gemv  final RMSNorm → LM head                                        h [D] → logits [V]
-// (Computing x_proj inside scan_step, redundantly per workgroup, was tried: one SM cannot pull its
-// S·E weights from L2 faster than a separate dispatch costs.)
+// (Computing x_proj inside the scan, redundantly in every workgroup, was tried: 42 µs a layer on the
+// H100, against ~28 for the two dispatches; one SM pulls its S·E weights from L2 too slowly.)
 // The conformance table's decode steps check these against the reference backend; the separate
 // kernels remain the prefill path, and the decode path where these do not apply (`fusedStep` in
 // src/webgpu/kernels.ts).
@@ -33,8 +33,9 @@ fn f4(v: W4) -> vec4<f32> { return v; }
 #include common
 
 const WG: u32 = 256u;
-// Invocations sharing one weight row (a power of two): 32 on GPUs (coalesced loads, one warp a
-// row), 1 on CPU implementations, where a barrier costs more than it saves (as `gemv` in matmul.wgsl).
+// Invocations sharing one weight row (a power of two): 32-128 on GPUs, so that a lane loads at most
+// four quads of a row (`rowLanes` in src/webgpu/kernels.ts); 1 on CPU implementations, where a
+// barrier costs more than it saves (as `gemv` in matmul.wgsl).
 const LANES: u32 = {{LANES}}u;
 const ROWS: u32 = WG / LANES; // weight rows per workgroup
 
