@@ -9,7 +9,7 @@
 // T > 1 (prefill) is compute-bound: a 4-row tile is dequantised once into per-thread f32 scratch and
 // reused for every token, two tokens at a time (8 accumulators + 4 weight vectors fit the 16 SIMD
 // registers V8 uses on x64).
-import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, madd, rowBytes, w1, w4 } from './math';
+import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, TILED, c, colOffset, halfBits, hsum, madd, rowAddr, rowBytes, unitStride, w1, w4 } from './math';
 
 /** [Σ a0, Σ a1, Σ a2, Σ a3]: four horizontal sums at once (a 4×4 transpose-add). */
 // @ts-ignore: decorator
@@ -151,14 +151,17 @@ import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, madd, rowBy
   }
 }
 
-/** Σ_k x[k]·w_i[k] for four f16 rows; xp = x reordered and scaled by `interleaveX`. */
+/**
+ * Σ_k x[k]·w_i[k] for four f16 rows; xp = x reordered and scaled by `interleaveX`; us = bytes from one
+ * 8-half unit of a row to the next (`unitStride`; the scalar tail assumes untiled rows).
+ */
 // @ts-ignore: decorator
-@inline function dot4f16(x: usize, xp: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize): v128 {
+@inline function dot4f16(x: usize, xp: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize, us: usize): v128 {
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   const K8 = K & ~7;
   for (let k = 0; k < K8; k += 8) {
     const xe = v128.load(xp + (<usize>k << 2)), xo = v128.load(xp + (<usize>k << 2), 16);
-    const o = <usize>k << 1;
+    const o = <usize>(k >> 3) * us;
     const v0 = v128.load(r0 + o), v1 = v128.load(r1 + o), v2 = v128.load(r2 + o), v3 = v128.load(r3 + o);
     a0 = f32x4.add(a0, f32x4.add(f32x4.mul(xe, halfBits(i32x4.shl(v0, 16))), f32x4.mul(xo, halfBits(v0))));
     a1 = f32x4.add(a1, f32x4.add(f32x4.mul(xe, halfBits(i32x4.shl(v1, 16))), f32x4.mul(xo, halfBits(v1))));
@@ -228,9 +231,12 @@ import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, madd, rowBy
   );
 }
 
-/** Σ_k x[k]·w_i[k] for four q8 rows (scales at q0..q3) against x quantised by `quantizeX16` at xq. */
+/**
+ * Σ_k x[k]·w_i[k] for four q8 rows (scales at q0..q3) against x quantised by `quantizeX16` at xq;
+ * us = bytes from one block of a row to the next (`unitStride`).
+ */
 // @ts-ignore: decorator
-@inline function dot4q8(xq: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize, q0: usize, q1: usize, q2: usize, q3: usize): v128 {
+@inline function dot4q8(xq: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize, q0: usize, q1: usize, q2: usize, q3: usize, us: usize): v128 {
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   const blocks = (K + QBLOCK - 1) / QBLOCK;
   const xs = xq + (<usize>blocks << 6);
@@ -238,7 +244,7 @@ import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, madd, rowBy
     const xb = xq + (<usize>b << 6);
     const x0 = v128.load(xb), x1 = v128.load(xb, 16), x2 = v128.load(xb, 32), x3 = v128.load(xb, 48);
     const s = load<f32>(xs + (<usize>b << 2));
-    const o = <usize>b << 5, so = <usize>b << 2;
+    const o = <usize>b * us, so = <usize>b << 2;
     a0 = madd(f32x4.convert_i32x4_s(blockDot(r0 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q0 + so)), a0);
     a1 = madd(f32x4.convert_i32x4_s(blockDot(r1 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q1 + so)), a1);
     a2 = madd(f32x4.convert_i32x4_s(blockDot(r2 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q2 + so)), a2);
@@ -249,8 +255,9 @@ import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, madd, rowBy
 
 /** Row n of a `dtype` matrix as K f32 values at `dst` (also serves the embedding lookup). */
 // @ts-ignore: decorator
-@inline function dequantRowT(dtype: i32, w: usize, scales: usize, n: i32, K: i32, dst: usize): void {
-  const row = w + <usize>n * rowBytes(dtype, K);
+@inline function dequantRowT(dtype: i32, tiled: bool, w: usize, scales: usize, n: i32, K: i32, dst: usize): void {
+  const row = rowAddr(dtype, w, n, K, tiled);
+  const us = unitStride(dtype, tiled);
   const q = scales + ((<usize>(n * ((K + QBLOCK - 1) / QBLOCK))) << 2);
   let s = f32x4.splat(1);
   let sc: f32 = 1;
@@ -260,16 +267,19 @@ import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, c, halfBits, hsum, madd, rowBy
       sc = load<f32>(q + (<usize>(k / QBLOCK) << 2));
       s = f32x4.splat(sc);
     }
-    v128.store(dst + (<usize>k << 2), w4(dtype, row, k, s));
+    v128.store(dst + (<usize>k << 2), w4(dtype, row + colOffset(dtype, k, us), 0, s));
   }
   if (dtype == Q8 && Kv < K) sc = load<f32>(q + (<usize>(Kv / QBLOCK) << 2));
-  for (let k = Kv; k < K; k++) store<f32>(dst + (<usize>k << 2), w1(dtype, row, k, sc));
+  for (let k = Kv; k < K; k++) store<f32>(dst + (<usize>k << 2), w1(dtype, row + colOffset(dtype, k, us), 0, sc));
 }
 
+/** `dequantRowT` for a dtype argument that may carry the TILED flag. */
 export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, dst: usize): void {
-  if (dtype == F32) dequantRowT(F32, w, scales, n, K, dst);
-  else if (dtype == Q8) dequantRowT(Q8, w, scales, n, K, dst);
-  else dequantRowT(F16, w, scales, n, K, dst);
+  const tiled = (dtype & TILED) != 0;
+  const f = dtype & ~TILED;
+  if (f == F32) dequantRowT(F32, false, w, scales, n, K, dst);
+  else if (f == Q8) dequantRowT(Q8, tiled, w, scales, n, K, dst);
+  else dequantRowT(F16, tiled, w, scales, n, K, dst);
 }
 
 /**
@@ -278,7 +288,7 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
  */
 // @ts-ignore: decorator
 @inline function gemvT(
-  dtype: i32, x: usize, w: usize, scales: usize, bias: usize, out: usize,
+  dtype: i32, tiled: bool, x: usize, w: usize, scales: usize, bias: usize, out: usize,
   K: i32, rowStart: i32, rowEnd: i32, accumulate: bool, scratch: usize,
 ): void {
   const rb = rowBytes(dtype, K);
@@ -289,18 +299,20 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
     return;
   }
   const qb = <usize>((K + QBLOCK - 1) / QBLOCK) << 2; // q8 scale bytes per row
+  const us = unitStride(dtype, tiled);
   if (dtype == F16) interleaveX(x, K, scratch);
   if (dtype == Q8) quantizeX16(x, K, scratch);
   for (let n = rowStart; n < rowEnd; n += 4) {
     // A partial tile repeats its last row in the missing lanes; those sums are never stored.
     const nv = min(4, rowEnd - n);
     const n1 = n + min(1, nv - 1), n2 = n + min(2, nv - 1), n3 = n + min(3, nv - 1);
-    const w0 = w + <usize>n * rb, w1r = w + <usize>n1 * rb, w2 = w + <usize>n2 * rb, w3 = w + <usize>n3 * rb;
+    const w0 = rowAddr(dtype, w, n, K, tiled), w1r = rowAddr(dtype, w, n1, K, tiled);
+    const w2 = rowAddr(dtype, w, n2, K, tiled), w3 = rowAddr(dtype, w, n3, K, tiled);
     let sums: v128;
-    if (dtype == F16) sums = dot4f16(x, scratch, K, w0, w1r, w2, w3);
+    if (dtype == F16) sums = dot4f16(x, scratch, K, w0, w1r, w2, w3, us);
     else {
       sums = dot4q8(scratch, K, w0, w1r, w2, w3,
-        scales + <usize>n * qb, scales + <usize>n1 * qb, scales + <usize>n2 * qb, scales + <usize>n3 * qb);
+        scales + <usize>n * qb, scales + <usize>n1 * qb, scales + <usize>n2 * qb, scales + <usize>n3 * qb, us);
     }
     store4(out, bias, n, nv, sums, accumulate);
   }
@@ -309,13 +321,13 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
 // One function per format (binaryen does not inline functions with loops), so V8 allocates registers
 // for one loop nest at a time.
 function gemvF32(x: usize, w: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool): void {
-  gemvT(F32, x, w, 0, bias, out, K, r0, r1, acc, 0);
+  gemvT(F32, false, x, w, 0, bias, out, K, r0, r1, acc, 0);
 }
-function gemvF16(x: usize, w: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize): void {
-  gemvT(F16, x, w, 0, bias, out, K, r0, r1, acc, scratch);
+function gemvF16(tiled: bool, x: usize, w: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize): void {
+  gemvT(F16, tiled, x, w, 0, bias, out, K, r0, r1, acc, scratch);
 }
-function gemvQ8(x: usize, w: usize, scales: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize): void {
-  gemvT(Q8, x, w, scales, bias, out, K, r0, r1, acc, scratch);
+function gemvQ8(tiled: bool, x: usize, w: usize, scales: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize): void {
+  gemvT(Q8, tiled, x, w, scales, bias, out, K, r0, r1, acc, scratch);
 }
 
 /**
@@ -326,13 +338,14 @@ function gemm(
   dtype: i32, x: usize, ldx: i32, w: usize, scales: usize, bias: usize, out: usize, ldo: i32,
   T: i32, K: i32, rowStart: i32, rowEnd: i32, accumulate: bool, scratch: usize,
 ): void {
-  const rb = rowBytes(dtype, K);
+  const f = dtype & ~TILED;
+  const rb = rowBytes(f, K);
   const xs = <usize>ldx << 2, os = <usize>ldo << 2;
   for (let n = rowStart; n < rowEnd; n += 4) {
     const nv = min(4, rowEnd - n);
     const n1 = n + min(1, nv - 1), n2 = n + min(2, nv - 1), n3 = n + min(3, nv - 1);
     let r0 = w + <usize>n * rb, r1 = w + <usize>n1 * rb, r2 = w + <usize>n2 * rb, r3 = w + <usize>n3 * rb;
-    if (dtype != F32) {
+    if (f != F32) {
       const fs = <usize>K << 2;
       r0 = scratch; r1 = scratch + fs; r2 = scratch + 2 * fs; r3 = scratch + 3 * fs;
       dequantRow(dtype, w, scales, n, K, r0);
@@ -359,8 +372,9 @@ export function matmul(
   dtype: i32, x: usize, ldx: i32, w: usize, scales: usize, bias: usize, out: usize, ldo: i32,
   T: i32, K: i32, rowStart: i32, rowEnd: i32, accumulate: bool, scratch: usize,
 ): void {
+  const f = dtype & ~TILED, tiled = (dtype & TILED) != 0;
   if (T > 1) gemm(dtype, x, ldx, w, scales, bias, out, ldo, T, K, rowStart, rowEnd, accumulate, scratch);
-  else if (dtype == F32) gemvF32(x, w, bias, out, K, rowStart, rowEnd, accumulate);
-  else if (dtype == F16) gemvF16(x, w, bias, out, K, rowStart, rowEnd, accumulate, scratch);
-  else gemvQ8(x, w, scales, bias, out, K, rowStart, rowEnd, accumulate, scratch);
+  else if (f == F32) gemvF32(x, w, bias, out, K, rowStart, rowEnd, accumulate);
+  else if (f == F16) gemvF16(tiled, x, w, bias, out, K, rowStart, rowEnd, accumulate, scratch);
+  else gemvQ8(tiled, x, w, scales, bias, out, K, rowStart, rowEnd, accumulate, scratch);
 }
