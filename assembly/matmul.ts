@@ -9,7 +9,7 @@
 // T > 1 (prefill) is compute-bound: a 4-row tile is dequantised once into per-thread f32 scratch and
 // reused for every token, two tokens at a time (8 accumulators + 4 weight vectors fit the 16 SIMD
 // registers V8 uses on x64).
-import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, TILED, c, colOffset, halfBits, hsum, madd, rowAddr, rowBytes, unitStride, w1, w4 } from './math';
+import { C_POW100, C_POW12, F16, F32, HI_BYTES, Q8, QBLOCK, ROUND_BITS, TILED, c, colOffset, halfBits, hsum, madd, rowAddr, rowBytes, unitStride, w1, w4 } from './math';
 
 /** [Σ a0, Σ a1, Σ a2, Σ a3]: four horizontal sums at once (a 4×4 transpose-add). */
 // @ts-ignore: decorator
@@ -183,56 +183,77 @@ import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, TILED, c, colOffset, halfBits,
   return sums;
 }
 
+/** Largest x quantised by `quantizeX14`: 8 products |x|·|256·w| ≤ 8191·32512 per lane still fit an i32. */
+const XQ_MAX: f32 = 8191;
+
+/** round(v · inv) as i32 lanes (|v · inv| ≤ XQ_MAX), by the 1.5·2^23 trick: nearest + trunc_sat cost ~10 instructions on x64. */
+// @ts-ignore: decorator
+@inline function roundScaled(v: v128, inv: v128): v128 {
+  return i32x4.sub(f32x4.add(f32x4.mul(v, inv), c(256)), v128.load(ROUND_BITS));
+}
+
 /**
- * x as int16 per 32-block (scale = max|x| / 32767, relative error ≤ 2^-16 of the block's largest value),
- * so q8 weights can be multiplied in integers (i32x4.dot_i16x8_s) instead of being converted to floats.
- * dst: xq i16 [blocks·32] zero padded, then the scales f32 [blocks].
+ * x as 14-bit integers per 32-block (scale = max|x| / 8191: relative error ≤ 2^-14 of the block's largest
+ * value, 64× below the q8 weights' own), so q8 weights can be multiplied in integers (i32x4.dot_i16x8_s)
+ * instead of being converted to floats. Each 16 columns are stored as their even then odd entries, the
+ * order in which `blockDot` unpacks the weights.
+ * dst: xq i16 [blocks, 2, 2, 8] zero padded, then the scales [blocks] splatted to f32x4, with the factor
+ * 1/256 of `blockDot`'s weights folded in.
  */
 // @ts-ignore: decorator
-@inline function quantizeX16(x: usize, K: i32, dst: usize): void {
+@inline function quantizeX14(x: usize, K: i32, dst: usize): void {
   const blocks = (K + QBLOCK - 1) / QBLOCK;
   const xs = dst + (<usize>blocks << 6);
   for (let b = 0; b < blocks; b++) {
     const k0 = b * QBLOCK;
     const src = x + (<usize>k0 << 2);
-    const q = dst + (<usize>k0 << 1);
-    if (k0 + QBLOCK <= K) {
+    const q = dst + (<usize>b << 6);
+    const n = min(QBLOCK, K - k0);
+    let amax: f32 = 0;
+    if (n == QBLOCK) {
       let m = f32x4.splat(0);
-      for (let j = 0; j < QBLOCK; j += 4) m = f32x4.max(m, f32x4.abs(v128.load(src + (<usize>j << 2))));
-      m = f32x4.max(m, f32x4.shuffle(m, m, 2, 3, 0, 1));
-      const amax = max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1));
-      const inv = f32x4.splat(amax > 0 ? <f32>32767 / amax : 0);
-      for (let j = 0; j < QBLOCK; j += 8) {
-        const lo = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(src + (<usize>j << 2)), inv)));
-        const hi = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(src + (<usize>j << 2), 16), inv)));
-        v128.store(q + (<usize>j << 1), i16x8.narrow_i32x4_s(lo, hi));
+      for (let j = 0; j < QBLOCK; j += 4) m = f32x4.pmax(m, f32x4.abs(v128.load(src + (<usize>j << 2))));
+      m = f32x4.pmax(m, f32x4.shuffle(m, m, 2, 3, 0, 1));
+      amax = max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1));
+      const inv = f32x4.splat(amax > 0 ? XQ_MAX / amax : 0);
+      for (let h = 0; h < 2; h++) {
+        const p = src + (<usize>h << 6);
+        const r0 = roundScaled(v128.load(p), inv), r1 = roundScaled(v128.load(p, 16), inv);
+        const r2 = roundScaled(v128.load(p, 32), inv), r3 = roundScaled(v128.load(p, 48), inv);
+        const even = i16x8.narrow_i32x4_s(i32x4.shuffle(r0, r1, 0, 2, 4, 6), i32x4.shuffle(r2, r3, 0, 2, 4, 6));
+        const odd = i16x8.narrow_i32x4_s(i32x4.shuffle(r0, r1, 1, 3, 5, 7), i32x4.shuffle(r2, r3, 1, 3, 5, 7));
+        v128.store(q + (<usize>h << 5), even);
+        v128.store(q + (<usize>h << 5), odd, 16);
       }
-      store<f32>(xs + (<usize>b << 2), amax / 32767);
     } else {
-      const n = K - k0;
-      let amax: f32 = 0;
       for (let j = 0; j < n; j++) amax = max(amax, abs(load<f32>(src + (<usize>j << 2))));
-      const inv: f32 = amax > 0 ? <f32>32767 / amax : 0;
+      const inv: f32 = amax > 0 ? XQ_MAX / amax : 0;
       for (let j = 0; j < QBLOCK; j++) {
-        store<i16>(q + (<usize>j << 1), j < n ? <i16>nearest(load<f32>(src + (<usize>j << 2)) * inv) : 0);
+        // Column j sits in half j/16, in its even or odd vector, at lane (j % 16) / 2.
+        const at = q + (<usize>(j >> 4) << 5) + (<usize>(j & 1) << 4) + (<usize>((j & 15) >> 1) << 1);
+        store<i16>(at, j < n ? <i16>nearest(load<f32>(src + (<usize>j << 2)) * inv) : 0);
       }
-      store<f32>(xs + (<usize>b << 2), amax / 32767);
     }
+    v128.store(xs + (<usize>b << 4), f32x4.splat(amax / (XQ_MAX * 256)));
   }
 }
 
-/** One 32-block of a q8 row against the int16 block x0..x3: four i32 partial sums. */
+/**
+ * One 32-block of a q8 row against `quantizeX14`'s block x0..x3: four i32 partial sums, × 256. An i16 lane
+ * of the weights holds an even int8 in its low byte and an odd one in its high byte: shl 8 and
+ * and 0xff00 give both × 256 in two ALU ops (sign extension takes three, two of them shuffles).
+ */
 // @ts-ignore: decorator
 @inline function blockDot(w: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
-  const lo = v128.load(w), hi = v128.load(w, 16);
+  const lo = v128.load(w), hi = v128.load(w, 16), m = v128.load(HI_BYTES);
   return i32x4.add(
-    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(lo), x0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(lo), x1)),
-    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(hi), x2), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(hi), x3)),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.shl(lo, 8), x0), i32x4.dot_i16x8_s(v128.and(lo, m), x1)),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.shl(hi, 8), x2), i32x4.dot_i16x8_s(v128.and(hi, m), x3)),
   );
 }
 
 /**
- * Σ_k x[k]·w_i[k] for four q8 rows (scales at q0..q3) against x quantised by `quantizeX16` at xq;
+ * Σ_k x[k]·w_i[k] for four q8 rows (scales at q0..q3) against x quantised by `quantizeX14` at xq;
  * us = bytes from one block of a row to the next (`unitStride`).
  */
 // @ts-ignore: decorator
@@ -243,12 +264,12 @@ import { C_POW100, C_POW12, F16, F32, Q8, QBLOCK, TILED, c, colOffset, halfBits,
   for (let b = 0; b < blocks; b++) {
     const xb = xq + (<usize>b << 6);
     const x0 = v128.load(xb), x1 = v128.load(xb, 16), x2 = v128.load(xb, 32), x3 = v128.load(xb, 48);
-    const s = load<f32>(xs + (<usize>b << 2));
+    const s = v128.load(xs + (<usize>b << 4));
     const o = <usize>b * us, so = <usize>b << 2;
-    a0 = madd(f32x4.convert_i32x4_s(blockDot(r0 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q0 + so)), a0);
-    a1 = madd(f32x4.convert_i32x4_s(blockDot(r1 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q1 + so)), a1);
-    a2 = madd(f32x4.convert_i32x4_s(blockDot(r2 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q2 + so)), a2);
-    a3 = madd(f32x4.convert_i32x4_s(blockDot(r3 + o, x0, x1, x2, x3)), f32x4.splat(s * load<f32>(q3 + so)), a3);
+    a0 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(r0 + o, x0, x1, x2, x3)), s), v128.load32_splat(q0 + so), a0);
+    a1 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(r1 + o, x0, x1, x2, x3)), s), v128.load32_splat(q1 + so), a1);
+    a2 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(r2 + o, x0, x1, x2, x3)), s), v128.load32_splat(q2 + so), a2);
+    a3 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(r3 + o, x0, x1, x2, x3)), s), v128.load32_splat(q3 + so), a3);
   }
   return sum4(a0, a1, a2, a3);
 }
@@ -289,7 +310,7 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
 // @ts-ignore: decorator
 @inline function gemvT(
   dtype: i32, tiled: bool, x: usize, w: usize, scales: usize, bias: usize, out: usize,
-  K: i32, rowStart: i32, rowEnd: i32, accumulate: bool, scratch: usize,
+  K: i32, rowStart: i32, rowEnd: i32, accumulate: bool, scratch: usize, xReady: bool,
 ): void {
   const rb = rowBytes(dtype, K);
   if (dtype == F32) {
@@ -300,8 +321,8 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
   }
   const qb = <usize>((K + QBLOCK - 1) / QBLOCK) << 2; // q8 scale bytes per row
   const us = unitStride(dtype, tiled);
-  if (dtype == F16) interleaveX(x, K, scratch);
-  if (dtype == Q8) quantizeX16(x, K, scratch);
+  if (dtype == F16 && !xReady) interleaveX(x, K, scratch);
+  if (dtype == Q8 && !xReady) quantizeX14(x, K, scratch);
   for (let n = rowStart; n < rowEnd; n += 4) {
     // A partial tile repeats its last row in the missing lanes; those sums are never stored.
     const nv = min(4, rowEnd - n);
@@ -321,13 +342,13 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
 // One function per format (binaryen does not inline functions with loops), so V8 allocates registers
 // for one loop nest at a time.
 function gemvF32(x: usize, w: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool): void {
-  gemvT(F32, false, x, w, 0, bias, out, K, r0, r1, acc, 0);
+  gemvT(F32, false, x, w, 0, bias, out, K, r0, r1, acc, 0, false);
 }
-function gemvF16(tiled: bool, x: usize, w: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize): void {
-  gemvT(F16, tiled, x, w, 0, bias, out, K, r0, r1, acc, scratch);
+function gemvF16(tiled: bool, x: usize, w: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
+  gemvT(F16, tiled, x, w, 0, bias, out, K, r0, r1, acc, scratch, ready);
 }
-function gemvQ8(tiled: bool, x: usize, w: usize, scales: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize): void {
-  gemvT(Q8, tiled, x, w, scales, bias, out, K, r0, r1, acc, scratch);
+function gemvQ8(tiled: bool, x: usize, w: usize, scales: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
+  gemvT(Q8, tiled, x, w, scales, bias, out, K, r0, r1, acc, scratch, ready);
 }
 
 /**
@@ -366,15 +387,23 @@ function gemm(
 /**
  * out[t, n] (+)= bias[n] + Σ_k x[t, k] · w[n, k] for n in [rowStart, rowEnd).
  * scales: q8 block scales [N, ceil(K/32)]; bias 0 = none; scratch: 4·K floats private to the caller's thread
- * (used when T > 1 and the weights are not f32).
+ * (f16 / q8 only: the prepared x when T = 1, dequantised rows when T > 1).
  */
 export function matmul(
   dtype: i32, x: usize, ldx: i32, w: usize, scales: usize, bias: usize, out: usize, ldo: i32,
   T: i32, K: i32, rowStart: i32, rowEnd: i32, accumulate: bool, scratch: usize,
 ): void {
+  matmulPrepared(dtype, x, ldx, w, scales, bias, out, ldo, T, K, rowStart, rowEnd, accumulate, scratch, false);
+}
+
+/** `matmul`; xReady: scratch already holds this x as prepared by an earlier chunk of the same job (T = 1). */
+export function matmulPrepared(
+  dtype: i32, x: usize, ldx: i32, w: usize, scales: usize, bias: usize, out: usize, ldo: i32,
+  T: i32, K: i32, rowStart: i32, rowEnd: i32, accumulate: bool, scratch: usize, xReady: bool,
+): void {
   const f = dtype & ~TILED, tiled = (dtype & TILED) != 0;
   if (T > 1) gemm(dtype, x, ldx, w, scales, bias, out, ldo, T, K, rowStart, rowEnd, accumulate, scratch);
   else if (f == F32) gemvF32(x, w, bias, out, K, rowStart, rowEnd, accumulate);
-  else if (f == F16) gemvF16(tiled, x, w, bias, out, K, rowStart, rowEnd, accumulate, scratch);
-  else gemvQ8(tiled, x, w, scales, bias, out, K, rowStart, rowEnd, accumulate, scratch);
+  else if (f == F16) gemvF16(tiled, x, w, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
+  else gemvQ8(tiled, x, w, scales, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
 }

@@ -36,11 +36,15 @@ export const CTL = {
   SLEEPERS: 24, // workers blocked in Atomics.wait on SEQ (notify only when > 0)
   COORD_SLEEPING: 25, // 1 while the coordinator is blocked in Atomics.wait on DONE
   ERROR: 26, // set by a worker whose kernel threw
+  JOB: 27, // bumped for every job, solo ones included: keys the per-thread prepared x (assembly/index.ts)
   WORDS: 32,
 } as const;
 
 /** Most chunks a job is split into (RESULT has room for this many). */
 export const MAX_CHUNKS = 256;
+
+/** Bytes at the start of each thread's scratch area that the kernels keep for themselves (assembly/index.ts). */
+export const SCRATCH_HEADER = 64;
 
 export const KERNEL = { EXIT: -1, MATMUL: 1, CONV: 2, SCAN: 3, NORM: 4, EMBED: 5, READ: 6 } as const;
 
