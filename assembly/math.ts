@@ -56,6 +56,12 @@ const C = memory.data<f32>([
   1.2676506002282294e30, 1.2676506002282294e30, 1.2676506002282294e30, 1.2676506002282294e30, // 224: 2^100
   4096.0, 4096.0, 4096.0, 4096.0, // 240: 2^12
   12582912.0, 12582912.0, 12582912.0, 12582912.0, // 256: 1.5·2^23, rounds to an integer when added
+  1.0000001192, 1.0000001192, 1.0000001192, 1.0000001192, // 272: 2^f on [-1/2, 1/2], minimax q0 .. q5
+  0.69314694405, 0.69314694405, 0.69314694405, 0.69314694405, // 288
+  0.24022120237, 0.24022120237, 0.24022120237, 0.24022120237, // 304
+  0.05550711602, 0.05550711602, 0.05550711602, 0.05550711602, // 320
+  0.00967554562, 0.00967554562, 0.00967554562, 0.00967554562, // 336
+  0.00132769765, 0.00132769765, 0.00132769765, 0.00132769765, // 352
 ], 16);
 // @ts-ignore: decorator
 @inline export function c(offset: usize): v128 {
@@ -108,6 +114,25 @@ export const C_POW12: usize = 240;
   p = f32x4.add(f32x4.mul(p, r), c(160));
   p = f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(p, r), r), r), c(176));
   // 2^n built directly in the exponent field.
+  return f32x4.mul(p, i32x4.shl(i32x4.sub(t, v128.load(EXP_BIAS)), 23));
+}
+
+/**
+ * e^x for x ≤ 0: the scan's decay exp(Δ·A) (Δ > 0 > A), which is most of a decode step's non-GEMV time.
+ * 2^(x·log2 e) split as 2^n · 2^f, |f| ≤ 1/2, with a degree-5 minimax polynomial for 2^f: 18 operations
+ * to exp4's 26. Rounding x·log2 e costs accuracy in proportion to |x|: relative error ≤ 5e-7 for x ≥ −5,
+ * ≤ 4e-6 down to the clamp at −87 (where e^x < 2e-38 and only decays a state to nothing).
+ */
+// @ts-ignore: decorator
+@inline export function expNeg4(x: v128): v128 {
+  const y = f32x4.mul(f32x4.pmax(x, c(0)), c(32));
+  const t = f32x4.add(y, c(256));
+  const f = f32x4.sub(y, f32x4.sub(t, c(256)));
+  let p = f32x4.add(f32x4.mul(c(352), f), c(336));
+  p = f32x4.add(f32x4.mul(p, f), c(320));
+  p = f32x4.add(f32x4.mul(p, f), c(304));
+  p = f32x4.add(f32x4.mul(p, f), c(288));
+  p = f32x4.add(f32x4.mul(p, f), c(272));
   return f32x4.mul(p, i32x4.shl(i32x4.sub(t, v128.load(EXP_BIAS)), 23));
 }
 
