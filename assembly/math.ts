@@ -149,7 +149,7 @@ export const C_POW12: usize = 240;
  */
 // @ts-ignore: decorator
 @inline export function softplus4(x: v128): v128 {
-  const y = exp4(f32x4.neg(f32x4.abs(x)));
+  const y = expNeg4(f32x4.neg(f32x4.abs(x)));
   const s = f32x4.div(y, f32x4.add(f32x4.splat(2.0), y));
   const s2 = f32x4.mul(s, s);
   let p = f32x4.splat(1.0 / 13.0);

@@ -76,6 +76,26 @@ import { C_POW100, C_POW12, F16, F32, HI_BYTES, Q8, QBLOCK, ROUND_BITS, TILED, c
   return s;
 }
 
+/**
+ * Four short f32 rows (K < 128, e.g. dt_proj's K = R): one accumulator per row and a single `sum4`, where
+ * `dot1`'s eight accumulators and per-row reduction would cost more than its few loop iterations.
+ */
+// @ts-ignore: decorator
+@inline function dot4short(x: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize): v128 {
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  const Kv = K & ~3;
+  for (let k = 0; k < Kv; k += 4) {
+    const o = <usize>k << 2;
+    const xk = v128.load(x + o);
+    a0 = madd(xk, v128.load(r0 + o), a0);
+    a1 = madd(xk, v128.load(r1 + o), a1);
+    a2 = madd(xk, v128.load(r2 + o), a2);
+    a3 = madd(xk, v128.load(r3 + o), a3);
+  }
+  const s = sum4(a0, a1, a2, a3);
+  return Kv < K ? f32x4.add(s, tail4(x, Kv, K, r0, r1, r2, r3)) : s;
+}
+
 /** Four f32 rows by `dot1`, as one f32x4 for `store4`. */
 // @ts-ignore: decorator
 @inline function dot4(x: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize): v128 {
@@ -313,9 +333,9 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
   K: i32, rowStart: i32, rowEnd: i32, accumulate: bool, scratch: usize, xReady: bool,
 ): void {
   const rb = rowBytes(dtype, K);
-  if (dtype == F32) {
-    // One row per iteration: the same loop inlined four times in one body (as `dot4` does) halves the
-    // streaming rate under V8 (measured 15 vs 33 GB/s from DRAM on Zen 5, the read loop doing 31-35).
+  if (dtype == F32 && K >= 128) {
+    // One row per iteration, one sequential stream: four rows in flight at once (as `dot4` reads them)
+    // halve the streaming rate (measured 15 vs 33 GB/s from DRAM on Zen 5, the read loop doing 31-35).
     for (let n = rowStart; n < rowEnd; n++) store1(out + (<usize>n << 2), bias, n, 0, dot1(x, K, w + <usize>n * rb), accumulate);
     return;
   }
@@ -330,7 +350,8 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
     const w0 = rowAddr(dtype, w, n, K, tiled), w1r = rowAddr(dtype, w, n1, K, tiled);
     const w2 = rowAddr(dtype, w, n2, K, tiled), w3 = rowAddr(dtype, w, n3, K, tiled);
     let sums: v128;
-    if (dtype == F16) sums = dot4f16(x, scratch, K, w0, w1r, w2, w3, us);
+    if (dtype == F32) sums = dot4short(x, K, w0, w1r, w2, w3); // four short rows are one short stream
+    else if (dtype == F16) sums = dot4f16(x, scratch, K, w0, w1r, w2, w3, us);
     else {
       sums = dot4q8(scratch, K, w0, w1r, w2, w3,
         scales + <usize>n * qb, scales + <usize>n1 * qb, scales + <usize>n2 * qb, scales + <usize>n3 * qb, us);
