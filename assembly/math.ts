@@ -204,6 +204,22 @@ export const C_POW12: usize = 240;
   return w + <usize>(n & ~3) * rowBytes(dtype, K) + <usize>(n & 3) * unitBytes(dtype);
 }
 
+/**
+ * Start of row n's q8 block scales: [N, blocks] f32, or for tiled rows [⌈N/4⌉, blocks, 4] (the four rows'
+ * scales of a block next to each other, read in the same stream as the tile). Blocks are `scaleStride` apart.
+ */
+// @ts-ignore: decorator
+@inline export function scaleAddr(scales: usize, n: i32, K: i32, tiled: bool): usize {
+  const blocks = (K + QBLOCK - 1) / QBLOCK;
+  if (!tiled) return scales + (<usize>(n * blocks) << 2);
+  return scales + (<usize>((n >> 2) * blocks) << 4) + (<usize>(n & 3) << 2);
+}
+
+// @ts-ignore: decorator
+@inline export function scaleStride(tiled: bool): usize {
+  return tiled ? 16 : 4;
+}
+
 /** Byte offset of column k from its row's start; us = `unitStride`. Tiled f16 needs K % 8 = 0. */
 // @ts-ignore: decorator
 @inline export function colOffset(dtype: i32, k: i32, us: usize): usize {

@@ -9,7 +9,7 @@
 // T > 1 (prefill) is compute-bound: a 4-row tile is dequantised once into per-thread f32 scratch and
 // reused for every token, two tokens at a time (8 accumulators + 4 weight vectors fit the 16 SIMD
 // registers V8 uses on x64).
-import { C_POW100, C_POW12, F16, F32, HI_BYTES, Q8, QBLOCK, ROUND_BITS, TILED, c, colOffset, halfBits, hsum, madd, rowAddr, rowBytes, unitStride, w1, w4 } from './math';
+import { C_POW100, C_POW12, F16, F32, HI_BYTES, Q8, QBLOCK, ROUND_BITS, TILED, c, colOffset, halfBits, hsum, madd, rowAddr, rowBytes, scaleAddr, scaleStride, unitBytes, unitStride, w1, w4 } from './math';
 
 /** [Σ a0, Σ a1, Σ a2, Σ a3]: four horizontal sums at once (a 4×4 transpose-add). */
 // @ts-ignore: decorator
@@ -44,6 +44,20 @@ import { C_POW100, C_POW12, F16, F32, HI_BYTES, Q8, QBLOCK, ROUND_BITS, TILED, c
   if (bias) s += load<f32>(bias + (<usize>(n + i) << 2));
   if (accumulate) s += load<f32>(p);
   store<f32>(p, s);
+}
+
+/** Lanes [lo, hi) of `sums`, the rows n0+lo .. n0+hi-1: a tile that the row range may cut at either end. */
+// @ts-ignore: decorator
+@inline function storeLanes(out: usize, bias: usize, n0: i32, lo: i32, hi: i32, sums: v128, accumulate: bool): void {
+  if (lo == 0 && hi == 4) {
+    store4(out, bias, n0, 4, sums, accumulate);
+    return;
+  }
+  const o = out + (<usize>n0 << 2);
+  if (lo <= 0 && hi > 0) store1(o, bias, n0, 0, f32x4.extract_lane(sums, 0), accumulate);
+  if (lo <= 1 && hi > 1) store1(o, bias, n0, 1, f32x4.extract_lane(sums, 1), accumulate);
+  if (lo <= 2 && hi > 2) store1(o, bias, n0, 2, f32x4.extract_lane(sums, 2), accumulate);
+  if (lo <= 3 && hi > 3) store1(o, bias, n0, 3, f32x4.extract_lane(sums, 3), accumulate);
 }
 
 /**
@@ -172,21 +186,26 @@ import { C_POW100, C_POW12, F16, F32, HI_BYTES, Q8, QBLOCK, ROUND_BITS, TILED, c
 }
 
 /**
- * Σ_k x[k]·w_i[k] for four f16 rows; xp = x reordered and scaled by `interleaveX`; us = bytes from one
- * 8-half unit of a row to the next (`unitStride`; the scalar tail assumes untiled rows).
+ * Σ_k x[k]·w_i[k] for four f16 rows at r0, r0+d1, r0+d2, r0+d3; xp = x reordered and scaled by
+ * `interleaveX`; us = bytes from one 8-half unit of a row to the next (`unitStride`). The row pointer is
+ * advanced rather than recomputed: with the tiled layout's constant offsets the loop keeps one address
+ * register and no multiply (V8 recomputed k·us and spilled accumulators otherwise). The scalar tail
+ * assumes untiled rows (tiled f16 needs K % 8 = 0).
  */
 // @ts-ignore: decorator
-@inline function dot4f16(x: usize, xp: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize, us: usize): v128 {
+@inline function dot4f16(x: usize, xp: usize, K: i32, r0: usize, d1: usize, d2: usize, d3: usize, us: usize): v128 {
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   const K8 = K & ~7;
-  for (let k = 0; k < K8; k += 8) {
-    const xe = v128.load(xp + (<usize>k << 2)), xo = v128.load(xp + (<usize>k << 2), 16);
-    const o = <usize>(k >> 3) * us;
-    const v0 = v128.load(r0 + o), v1 = v128.load(r1 + o), v2 = v128.load(r2 + o), v3 = v128.load(r3 + o);
+  let p = r0, px = xp;
+  const end = xp + (<usize>K8 << 2);
+  while (px < end) {
+    const xe = v128.load(px), xo = v128.load(px, 16);
+    const v0 = v128.load(p), v1 = v128.load(p + d1), v2 = v128.load(p + d2), v3 = v128.load(p + d3);
     a0 = f32x4.add(a0, f32x4.add(f32x4.mul(xe, halfBits(i32x4.shl(v0, 16))), f32x4.mul(xo, halfBits(v0))));
     a1 = f32x4.add(a1, f32x4.add(f32x4.mul(xe, halfBits(i32x4.shl(v1, 16))), f32x4.mul(xo, halfBits(v1))));
     a2 = f32x4.add(a2, f32x4.add(f32x4.mul(xe, halfBits(i32x4.shl(v2, 16))), f32x4.mul(xo, halfBits(v2))));
     a3 = f32x4.add(a3, f32x4.add(f32x4.mul(xe, halfBits(i32x4.shl(v3, 16))), f32x4.mul(xo, halfBits(v3))));
+    p += us; px += 32;
   }
   let sums = f32x4.mul(sum4(a0, a1, a2, a3), c(C_POW12));
   if (K8 < K) {
@@ -194,9 +213,9 @@ import { C_POW100, C_POW12, F16, F32, HI_BYTES, Q8, QBLOCK, ROUND_BITS, TILED, c
     for (let k = K8; k < K; k++) {
       const xk = load<f32>(x + (<usize>k << 2));
       c0 += xk * w1(F16, r0, k, 1);
-      c1 += xk * w1(F16, r1, k, 1);
-      c2 += xk * w1(F16, r2, k, 1);
-      c3 += xk * w1(F16, r3, k, 1);
+      c1 += xk * w1(F16, r0 + d1, k, 1);
+      c2 += xk * w1(F16, r0 + d2, k, 1);
+      c3 += xk * w1(F16, r0 + d3, k, 1);
     }
     sums = f32x4.add(sums, f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(c0), 1, c1), 2, c2), 3, c3));
   }
@@ -273,23 +292,27 @@ const XQ_MAX: f32 = 8191;
 }
 
 /**
- * Σ_k x[k]·w_i[k] for four q8 rows (scales at q0..q3) against x quantised by `quantizeX14` at xq;
- * us = bytes from one block of a row to the next (`unitStride`).
+ * Σ_k x[k]·w_i[k] for four q8 rows at r0 + {0, d1, d2, d3} with block scales at q0 + {0, e1, e2, e3},
+ * against x quantised by `quantizeX14` at xq; us / qs = bytes from one block of a row (of its scales) to
+ * the next. Pointers are advanced as in `dot4f16`.
  */
 // @ts-ignore: decorator
-@inline function dot4q8(xq: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize, q0: usize, q1: usize, q2: usize, q3: usize, us: usize): v128 {
+@inline function dot4q8(
+  xq: usize, K: i32, r0: usize, d1: usize, d2: usize, d3: usize,
+  q0: usize, e1: usize, e2: usize, e3: usize, us: usize, qs: usize,
+): v128 {
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   const blocks = (K + QBLOCK - 1) / QBLOCK;
-  const xs = xq + (<usize>blocks << 6);
-  for (let b = 0; b < blocks; b++) {
-    const xb = xq + (<usize>b << 6);
+  let p = r0, q = q0, xb = xq, sx = xq + (<usize>blocks << 6);
+  const end = sx;
+  while (xb < end) {
     const x0 = v128.load(xb), x1 = v128.load(xb, 16), x2 = v128.load(xb, 32), x3 = v128.load(xb, 48);
-    const s = v128.load(xs + (<usize>b << 4));
-    const o = <usize>b * us, so = <usize>b << 2;
-    a0 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(r0 + o, x0, x1, x2, x3)), s), v128.load32_splat(q0 + so), a0);
-    a1 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(r1 + o, x0, x1, x2, x3)), s), v128.load32_splat(q1 + so), a1);
-    a2 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(r2 + o, x0, x1, x2, x3)), s), v128.load32_splat(q2 + so), a2);
-    a3 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(r3 + o, x0, x1, x2, x3)), s), v128.load32_splat(q3 + so), a3);
+    const s = v128.load(sx);
+    a0 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(p, x0, x1, x2, x3)), s), v128.load32_splat(q), a0);
+    a1 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(p + d1, x0, x1, x2, x3)), s), v128.load32_splat(q + e1), a1);
+    a2 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(p + d2, x0, x1, x2, x3)), s), v128.load32_splat(q + e2), a2);
+    a3 = madd(f32x4.mul(f32x4.convert_i32x4_s(blockDot(p + d3, x0, x1, x2, x3)), s), v128.load32_splat(q + e3), a3);
+    p += us; q += qs; xb += 64; sx += 16;
   }
   return sum4(a0, a1, a2, a3);
 }
@@ -299,18 +322,18 @@ const XQ_MAX: f32 = 8191;
 @inline function dequantRowT(dtype: i32, tiled: bool, w: usize, scales: usize, n: i32, K: i32, dst: usize): void {
   const row = rowAddr(dtype, w, n, K, tiled);
   const us = unitStride(dtype, tiled);
-  const q = scales + ((<usize>(n * ((K + QBLOCK - 1) / QBLOCK))) << 2);
+  const q = scaleAddr(scales, n, K, tiled), qs = scaleStride(tiled);
   let s = f32x4.splat(1);
   let sc: f32 = 1;
   const Kv = K & ~3;
   for (let k = 0; k < Kv; k += 4) {
     if (dtype == Q8 && (k & (QBLOCK - 1)) == 0) {
-      sc = load<f32>(q + (<usize>(k / QBLOCK) << 2));
+      sc = load<f32>(q + <usize>(k / QBLOCK) * qs);
       s = f32x4.splat(sc);
     }
     v128.store(dst + (<usize>k << 2), w4(dtype, row + colOffset(dtype, k, us), 0, s));
   }
-  if (dtype == Q8 && Kv < K) sc = load<f32>(q + (<usize>(Kv / QBLOCK) << 2));
+  if (dtype == Q8 && Kv < K) sc = load<f32>(q + <usize>(Kv / QBLOCK) * qs);
   for (let k = Kv; k < K; k++) store<f32>(dst + (<usize>k << 2), w1(dtype, row + colOffset(dtype, k, us), 0, sc));
 }
 
@@ -343,18 +366,29 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
   const us = unitStride(dtype, tiled);
   if (dtype == F16 && !xReady) interleaveX(x, K, scratch);
   if (dtype == Q8 && !xReady) quantizeX14(x, K, scratch);
+  if (tiled) {
+    // Whole tiles (padding rows included), storing only the rows in range.
+    const ub = unitBytes(dtype);
+    for (let n0 = rowStart & ~3; n0 < rowEnd; n0 += 4) {
+      const t = w + <usize>(n0 >> 2) * (rb << 2);
+      let sums: v128;
+      if (dtype == F16) sums = dot4f16(x, scratch, K, t, ub, 2 * ub, 3 * ub, us);
+      else sums = dot4q8(scratch, K, t, ub, 2 * ub, 3 * ub, scaleAddr(scales, n0, K, true), 4, 8, 12, us, 16);
+      storeLanes(out, bias, n0, max(rowStart - n0, 0), min(rowEnd - n0, 4), sums, accumulate);
+    }
+    return;
+  }
   for (let n = rowStart; n < rowEnd; n += 4) {
     // A partial tile repeats its last row in the missing lanes; those sums are never stored.
     const nv = min(4, rowEnd - n);
     const n1 = n + min(1, nv - 1), n2 = n + min(2, nv - 1), n3 = n + min(3, nv - 1);
-    const w0 = rowAddr(dtype, w, n, K, tiled), w1r = rowAddr(dtype, w, n1, K, tiled);
-    const w2 = rowAddr(dtype, w, n2, K, tiled), w3 = rowAddr(dtype, w, n3, K, tiled);
+    const w0 = w + <usize>n * rb;
     let sums: v128;
-    if (dtype == F32) sums = dot4short(x, K, w0, w1r, w2, w3); // four short rows are one short stream
-    else if (dtype == F16) sums = dot4f16(x, scratch, K, w0, w1r, w2, w3, us);
+    if (dtype == F32) sums = dot4short(x, K, w0, w0 + <usize>(n1 - n) * rb, w0 + <usize>(n2 - n) * rb, w0 + <usize>(n3 - n) * rb); // four short rows are one short stream
+    else if (dtype == F16) sums = dot4f16(x, scratch, K, w0, <usize>(n1 - n) * rb, <usize>(n2 - n) * rb, <usize>(n3 - n) * rb, us);
     else {
-      sums = dot4q8(scratch, K, w0, w1r, w2, w3,
-        scales + <usize>n * qb, scales + <usize>n1 * qb, scales + <usize>n2 * qb, scales + <usize>n3 * qb, us);
+      sums = dot4q8(scratch, K, w0, <usize>(n1 - n) * rb, <usize>(n2 - n) * rb, <usize>(n3 - n) * rb,
+        scales + <usize>n * qb, <usize>(n1 - n) * qb, <usize>(n2 - n) * qb, <usize>(n3 - n) * qb, us, 4);
     }
     store4(out, bias, n, nv, sums, accumulate);
   }
@@ -365,11 +399,18 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
 function gemvF32(x: usize, w: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool): void {
   gemvT(F32, false, x, w, 0, bias, out, K, r0, r1, acc, 0, false);
 }
-function gemvF16(tiled: bool, x: usize, w: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
-  gemvT(F16, tiled, x, w, 0, bias, out, K, r0, r1, acc, scratch, ready);
+// The tiled variants get their own functions too, so that the tile offsets are constants.
+function gemvF16(x: usize, w: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
+  gemvT(F16, false, x, w, 0, bias, out, K, r0, r1, acc, scratch, ready);
 }
-function gemvQ8(tiled: bool, x: usize, w: usize, scales: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
-  gemvT(Q8, tiled, x, w, scales, bias, out, K, r0, r1, acc, scratch, ready);
+function gemvF16Tiled(x: usize, w: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
+  gemvT(F16, true, x, w, 0, bias, out, K, r0, r1, acc, scratch, ready);
+}
+function gemvQ8(x: usize, w: usize, scales: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
+  gemvT(Q8, false, x, w, scales, bias, out, K, r0, r1, acc, scratch, ready);
+}
+function gemvQ8Tiled(x: usize, w: usize, scales: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
+  gemvT(Q8, true, x, w, scales, bias, out, K, r0, r1, acc, scratch, ready);
 }
 
 /**
@@ -407,7 +448,7 @@ function gemm(
 
 /**
  * out[t, n] (+)= bias[n] + Σ_k x[t, k] · w[n, k] for n in [rowStart, rowEnd).
- * scales: q8 block scales [N, ceil(K/32)]; bias 0 = none; scratch: 4·K floats private to the caller's thread
+ * scales: q8 block scales [N, ceil(K/32)] (tiled: see `scaleAddr`); bias 0 = none; scratch: 4·K floats private to the caller's thread
  * (f16 / q8 only: the prepared x when T = 1, dequantised rows when T > 1).
  */
 export function matmul(
@@ -425,6 +466,8 @@ export function matmulPrepared(
   const f = dtype & ~TILED, tiled = (dtype & TILED) != 0;
   if (T > 1) gemm(dtype, x, ldx, w, scales, bias, out, ldo, T, K, rowStart, rowEnd, accumulate, scratch);
   else if (f == F32) gemvF32(x, w, bias, out, K, rowStart, rowEnd, accumulate);
-  else if (f == F16) gemvF16(tiled, x, w, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
-  else gemvQ8(tiled, x, w, scales, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
+  else if (f == F16 && tiled) gemvF16Tiled(x, w, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
+  else if (f == F16) gemvF16(x, w, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
+  else if (tiled) gemvQ8Tiled(x, w, scales, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
+  else gemvQ8(x, w, scales, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
 }

@@ -75,10 +75,16 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
     else {
       // Row-major first (into a temporary when the rows get tiled), as the formats' reference code writes it.
       const flat = tensorBytes(plan.dtype, rows, cols);
-      const rm = plan.tiled ? new Uint8Array(flat.data) : new Uint8Array(v.u8.buffer, ptr, flat.data);
+      const at = (p: number, bytes: number) => (plan.tiled ? new Uint8Array(bytes) : new Uint8Array(v.u8.buffer, p, bytes));
+      const rm = at(ptr, flat.data);
+      const rs = at(scales, flat.scales);
       if (plan.dtype === DTYPE_CODE.f16) toHalfArray(data, new Uint16Array(rm.buffer, rm.byteOffset, rows * cols));
-      else quantizeQ8(data, rows, cols, new Int8Array(rm.buffer, rm.byteOffset, flat.data), new Float32Array(v.u8.buffer, scales, flat.scales / 4));
-      if (plan.tiled) tileRows(rm, rows, flat.data / rows, TILE_UNIT[plan.dtype], new Uint8Array(v.u8.buffer, ptr, size.data));
+      else quantizeQ8(data, rows, cols, new Int8Array(rm.buffer, rm.byteOffset, flat.data), new Float32Array(rs.buffer, rs.byteOffset, flat.scales / 4));
+      if (plan.tiled) {
+        tileRows(rm, rows, flat.data / rows, TILE_UNIT[plan.dtype], new Uint8Array(v.u8.buffer, ptr, size.data));
+        // q8 scales [rows, blocks] f32 follow the tiles: one f32 per row and block.
+        if (flat.scales > 0) tileRows(rs, rows, flat.scales / rows, 4, new Uint8Array(v.u8.buffer, scales, size.scales));
+      }
     }
     let f32 = plan.dtype === DTYPE_CODE.f32 ? ptr : -1;
     if (plan.f32 && f32 < 0) {

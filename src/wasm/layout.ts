@@ -8,8 +8,9 @@ export const DTYPE_CODE = { f32: 0, f16: 1, q8: 2 } as const;
 export type DtypeCode = (typeof DTYPE_CODE)[keyof typeof DTYPE_CODE];
 
 /**
- * Flag added to an f16 / q8 dtype code: rows stored in tiles of 4 by `tileRows` (assembly/math.ts TILED).
- * The 4-row decode GEMVs then stream each thread's rows as one sequential run of memory.
+ * Flag added to an f16 / q8 dtype code: rows stored in tiles of 4 by `tileRows` (assembly/math.ts TILED),
+ * q8 block scales likewise (unit = one f32). The 4-row decode GEMVs then stream each thread's rows as one
+ * sequential run of memory.
  */
 export const TILED = 4;
 /** Bytes of one row's unit within a tile: a q8 block of 32 weights, or 8 halves. */
