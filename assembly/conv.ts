@@ -10,7 +10,9 @@ export function conv1d(x: usize, state: usize, w: usize, bias: usize, out: usize
   const P = K - 1;
   const rs = <usize>E << 2; // bytes per token row of x / out
   let e = eStart;
-  // Prefill with the usual K = 4: four channels per vector, the window sliding in registers.
+  // The usual K = 4, four channels per vector: a decode step reads the channels' taps and state rows as
+  // whole vectors and transposes them; prefill slides the window in registers.
+  if (K == 4 && T == 1) for (; e + 4 <= eEnd; e += 4) step4x4(x, state, w, bias, out, e);
   if (K == 4 && T > 1) for (; e + 4 <= eEnd; e += 4) conv4x4(x, state, w, bias, out, T, E, e);
   for (; e < eEnd; e++) {
     const we = w + ((<usize>e * <usize>K) << 2);
@@ -44,6 +46,37 @@ export function conv1d(x: usize, state: usize, w: usize, bias: usize, out: usize
     }
   }
   siluRows(out, T, E, eStart, eEnd);
+}
+
+/** One token through channels e .. e+3 of a K = 4 convolution (before SiLU); state [E, 3], w [E, 4]. */
+// @ts-ignore: decorator
+@inline function step4x4(x: usize, state: usize, w: usize, bias: usize, out: usize, e: i32): void {
+  const we = w + (<usize>e << 4), st = state + (<usize>e * 12);
+  // w rows e .. e+3 are 16 contiguous floats: transposed, tap j of the four channels is one vector.
+  const r0 = v128.load(we), r1 = v128.load(we, 16), r2 = v128.load(we, 32), r3 = v128.load(we, 48);
+  const t0 = f32x4.shuffle(r0, r1, 0, 4, 1, 5), t1 = f32x4.shuffle(r2, r3, 0, 4, 1, 5);
+  const t2 = f32x4.shuffle(r0, r1, 2, 6, 3, 7), t3 = f32x4.shuffle(r2, r3, 2, 6, 3, 7);
+  const w0 = f32x4.shuffle(t0, t1, 0, 1, 4, 5), w1 = f32x4.shuffle(t0, t1, 2, 3, 6, 7);
+  const w2 = f32x4.shuffle(t2, t3, 0, 1, 4, 5), w3 = f32x4.shuffle(t2, t3, 2, 3, 6, 7);
+  // State rows e .. e+3 are 12 contiguous floats [a0 a1 a2 b0 | b1 b2 c0 c1 | c2 d0 d1 d2] (oldest first).
+  const m0 = v128.load(st), m1 = v128.load(st, 16), m2 = v128.load(st, 32);
+  const s0 = f32x4.shuffle(f32x4.shuffle(m0, m1, 0, 3, 6, 6), m2, 0, 1, 2, 5); // a0 b0 c0 d0
+  const s1 = f32x4.shuffle(f32x4.shuffle(m0, m1, 1, 4, 7, 7), m2, 0, 1, 2, 6); // a1 b1 c1 d1
+  const s2 = f32x4.shuffle(f32x4.shuffle(m0, m1, 2, 5, 5, 5), m2, 0, 1, 4, 7); // a2 b2 c2 d2
+  const o = <usize>e << 2;
+  const xv = v128.load(x + o);
+  const b = bias ? v128.load(bias + o) : f32x4.splat(0);
+  const acc = f32x4.add(
+    f32x4.add(b, f32x4.mul(w0, s0)),
+    f32x4.add(f32x4.add(f32x4.mul(w1, s1), f32x4.mul(w2, s2)), f32x4.mul(w3, xv)),
+  );
+  v128.store(out + o, acc);
+  // The window drops its oldest entry: rows become [s1 s2 x] per channel, interleaved back the same way.
+  const n01 = f32x4.shuffle(s1, s2, 0, 4, 1, 5); // a1 a2 b1 b2
+  const n23 = f32x4.shuffle(s1, s2, 2, 6, 3, 7); // c1 c2 d1 d2
+  v128.store(st, f32x4.shuffle(n01, xv, 0, 1, 4, 2)); // a1 a2 ax b1
+  v128.store(st, f32x4.shuffle(f32x4.shuffle(n01, xv, 3, 5, 3, 5), n23, 0, 1, 4, 5), 16); // b2 bx c1 c2
+  v128.store(st, f32x4.shuffle(f32x4.shuffle(xv, n23, 2, 6, 7, 3), xv, 0, 1, 2, 7), 32); // cx d1 d2 dx
 }
 
 /** Lanes i = p[i·stride] (strided gather of four floats). */

@@ -3,7 +3,7 @@
 // it with the same control block, so the argument decoding lives in one place.
 import { conv1d } from './conv';
 import { embed } from './embed';
-import { matmul } from './matmul';
+import { matmulPrepared } from './matmul';
 import { rmsnorm } from './norm';
 import { scan } from './scan';
 
@@ -22,6 +22,9 @@ const SCRATCH = 4; // base of the per-thread scratch areas (indexed by thread, n
 const SCRATCH_STRIDE = 5; // bytes per thread
 const RESULT = 6; // base of per-chunk f32 results (read benchmark)
 const ARGS = 8;
+const JOB = 27; // bumped by the coordinator for every job, including those it runs alone
+// Each thread's scratch starts with a header: [0] the JOB whose x its decode GEMV last prepared.
+const SCRATCH_HEADER: usize = 64;
 
 const K_MATMUL = 1;
 const K_CONV = 2;
@@ -53,15 +56,20 @@ const K_READ = 6;
 /** Runs chunk `part` of the job in `ctl` on thread `thread` (which picks the scratch area). */
 export function runJob(ctl: usize, part: i32, thread: i32): void {
   const nparts = word(ctl, NPARTS);
-  const scratch = <usize>word(ctl, SCRATCH) + <usize>thread * <usize>word(ctl, SCRATCH_STRIDE);
+  const header = <usize>word(ctl, SCRATCH) + <usize>thread * <usize>word(ctl, SCRATCH_STRIDE);
+  const scratch = header + SCRATCH_HEADER;
   const kernel = word(ctl, KERNEL);
   if (kernel == K_MATMUL) {
     // dtype, x, ldx, w, scales, bias, out, ldo, T, K, N, accumulate
     const N = arg(ctl, 10);
     const r0 = split(N, part, nparts, 4), r1 = split(N, part + 1, nparts, 4);
     if (r0 < r1) {
-      matmul(arg(ctl, 0), arg(ctl, 1), arg(ctl, 2), arg(ctl, 3), arg(ctl, 4), arg(ctl, 5), arg(ctl, 6),
-        arg(ctl, 7), arg(ctl, 8), arg(ctl, 9), r0, r1, arg(ctl, 11) != 0, scratch);
+      // A thread's later chunks of one job reuse the x its first chunk prepared (f16 / q8 decode).
+      const job = word(ctl, JOB);
+      const ready = load<i32>(header) == job;
+      store<i32>(header, job);
+      matmulPrepared(arg(ctl, 0), arg(ctl, 1), arg(ctl, 2), arg(ctl, 3), arg(ctl, 4), arg(ctl, 5), arg(ctl, 6),
+        arg(ctl, 7), arg(ctl, 8), arg(ctl, 9), r0, r1, arg(ctl, 11) != 0, scratch, ready);
     }
   } else if (kernel == K_CONV) {
     // x, state, w, bias, out, T, E, K

@@ -7,6 +7,13 @@ export const F16: i32 = 1;
 export const Q8: i32 = 2;
 /** q8 block length along K: one f32 scale per 32 int8 weights. */
 export const QBLOCK: i32 = 32;
+/**
+ * Flag on a dtype argument: the f16 / q8 matrix is stored in tiles of 4 rows (src/wasm/layout.ts
+ * `tileRows`): [⌈N/4⌉, K/unit, 4, unit] with unit = one q8 block (32 bytes) or 8 halves (16 bytes). The
+ * 4-row GEMVs then read memory as one sequential stream; four separate row streams per thread halve
+ * the rate the hardware prefetcher sustains (measured on Zen 5: q8 16 vs 26 GB/s).
+ */
+export const TILED: i32 = 4;
 
 /**
  * a·b + c. In the relaxed-SIMD build (build/mamba-relaxed.wasm, used where the engine validates it) this
@@ -49,6 +56,12 @@ const C = memory.data<f32>([
   1.2676506002282294e30, 1.2676506002282294e30, 1.2676506002282294e30, 1.2676506002282294e30, // 224: 2^100
   4096.0, 4096.0, 4096.0, 4096.0, // 240: 2^12
   12582912.0, 12582912.0, 12582912.0, 12582912.0, // 256: 1.5·2^23, rounds to an integer when added
+  1.0000001192, 1.0000001192, 1.0000001192, 1.0000001192, // 272: 2^f on [-1/2, 1/2], minimax q0 .. q5
+  0.69314694405, 0.69314694405, 0.69314694405, 0.69314694405, // 288
+  0.24022120237, 0.24022120237, 0.24022120237, 0.24022120237, // 304
+  0.05550711602, 0.05550711602, 0.05550711602, 0.05550711602, // 320
+  0.00967554562, 0.00967554562, 0.00967554562, 0.00967554562, // 336
+  0.00132769765, 0.00132769765, 0.00132769765, 0.00132769765, // 352
 ], 16);
 // @ts-ignore: decorator
 @inline export function c(offset: usize): v128 {
@@ -56,6 +69,10 @@ const C = memory.data<f32>([
 }
 /** Bits of 1.5·2^23 minus the f32 exponent bias: (bits(1.5·2^23 + n) − this) << 23 = bits(2^n). */
 const EXP_BIAS = memory.data<i32>([0x4b3fff81, 0x4b3fff81, 0x4b3fff81, 0x4b3fff81], 16);
+/** bits(1.5·2^23): (bits(v + 1.5·2^23) − this) = round(v) for |v| < 2^22, ties to even like f32x4.nearest. */
+export const ROUND_BITS = memory.data<i32>([0x4b400000, 0x4b400000, 0x4b400000, 0x4b400000], 16);
+/** The high byte of each i16 lane: w & this = 256 · (the odd int8 of the lane). */
+export const HI_BYTES = memory.data<i32>([0xff00ff00, 0xff00ff00, 0xff00ff00, 0xff00ff00], 16);
 /** Keeps sign, exponent and mantissa of a half moved to the top of a lane and shifted right by 3. */
 export const HALF_MASK = memory.data<i32>([0x8fffe000, 0x8fffe000, 0x8fffe000, 0x8fffe000], 16);
 export const C_POW112: usize = 208;
@@ -80,7 +97,8 @@ export const C_POW12: usize = 240;
  */
 // @ts-ignore: decorator
 @inline export function exp4(x: v128): v128 {
-  x = f32x4.min(f32x4.max(x, c(0)), c(16));
+  // pmin/pmax are one minps/maxps each; f32x4.min/max's NaN and ±0 rules cost V8 ~7 instructions on x64.
+  x = f32x4.pmin(f32x4.pmax(x, c(0)), c(16));
   // n = round(x·log2 e) by the 1.5·2^23 trick: t holds n both as a float (t − M) and in its low mantissa
   // bits, which avoids nearest + trunc_sat (the latter is ~8 instructions on SSE4.1).
   const t = f32x4.add(f32x4.mul(x, c(32)), c(256));
@@ -99,6 +117,25 @@ export const C_POW12: usize = 240;
   return f32x4.mul(p, i32x4.shl(i32x4.sub(t, v128.load(EXP_BIAS)), 23));
 }
 
+/**
+ * e^x for x ≤ 0: the scan's decay exp(Δ·A) (Δ > 0 > A), which is most of a decode step's non-GEMV time.
+ * 2^(x·log2 e) split as 2^n · 2^f, |f| ≤ 1/2, with a degree-5 minimax polynomial for 2^f: 18 operations
+ * to exp4's 26. Rounding x·log2 e costs accuracy in proportion to |x|: relative error ≤ 5e-7 for x ≥ −5,
+ * ≤ 4e-6 down to the clamp at −87 (where e^x < 2e-38 and only decays a state to nothing).
+ */
+// @ts-ignore: decorator
+@inline export function expNeg4(x: v128): v128 {
+  const y = f32x4.mul(f32x4.pmax(x, c(0)), c(32));
+  const t = f32x4.add(y, c(256));
+  const f = f32x4.sub(y, f32x4.sub(t, c(256)));
+  let p = f32x4.add(f32x4.mul(c(352), f), c(336));
+  p = f32x4.add(f32x4.mul(p, f), c(320));
+  p = f32x4.add(f32x4.mul(p, f), c(304));
+  p = f32x4.add(f32x4.mul(p, f), c(288));
+  p = f32x4.add(f32x4.mul(p, f), c(272));
+  return f32x4.mul(p, i32x4.shl(i32x4.sub(t, v128.load(EXP_BIAS)), 23));
+}
+
 /** SiLU(x) = x · sigmoid(x) = x / (1 + e^−x) */
 // @ts-ignore: decorator
 @inline export function silu4(x: v128): v128 {
@@ -112,7 +149,7 @@ export const C_POW12: usize = 240;
  */
 // @ts-ignore: decorator
 @inline export function softplus4(x: v128): v128 {
-  const y = exp4(f32x4.neg(f32x4.abs(x)));
+  const y = expNeg4(f32x4.neg(f32x4.abs(x)));
   const s = f32x4.div(y, f32x4.add(f32x4.splat(2.0), y));
   const s2 = f32x4.mul(s, s);
   let p = f32x4.splat(1.0 / 13.0);
@@ -123,7 +160,7 @@ export const C_POW12: usize = 240;
   p = f32x4.add(f32x4.mul(p, s2), f32x4.splat(1.0 / 3.0));
   p = f32x4.add(f32x4.mul(p, s2), f32x4.splat(1.0));
   const log1p = f32x4.mul(f32x4.mul(p, s), f32x4.splat(2.0));
-  return f32x4.add(f32x4.max(x, f32x4.splat(0.0)), log1p);
+  return f32x4.add(f32x4.pmax(x, f32x4.splat(0.0)), log1p);
 }
 
 /** Scalar forms through lane 0 of the vector code, so scalar tails round exactly like the SIMD body. */
@@ -146,6 +183,49 @@ export const C_POW12: usize = 240;
   if (dtype == F32) return <usize>K << 2;
   if (dtype == F16) return <usize>K << 1;
   return <usize>((K + QBLOCK - 1) & ~(QBLOCK - 1)); // q8 rows are padded to whole blocks
+}
+
+/** Bytes of one row's unit in a tile (see TILED): a q8 block or 8 halves. */
+// @ts-ignore: decorator
+@inline export function unitBytes(dtype: i32): usize {
+  return dtype == Q8 ? <usize>QBLOCK : 16;
+}
+
+/** Bytes from one unit of a row to its next: the unit itself, or four of them when rows are tiled. */
+// @ts-ignore: decorator
+@inline export function unitStride(dtype: i32, tiled: bool): usize {
+  return unitBytes(dtype) << (tiled ? 2 : 0);
+}
+
+/** Start of row n (its first unit) of a [N, K] matrix at w. */
+// @ts-ignore: decorator
+@inline export function rowAddr(dtype: i32, w: usize, n: i32, K: i32, tiled: bool): usize {
+  if (!tiled) return w + <usize>n * rowBytes(dtype, K);
+  return w + <usize>(n & ~3) * rowBytes(dtype, K) + <usize>(n & 3) * unitBytes(dtype);
+}
+
+/**
+ * Start of row n's q8 block scales: [N, blocks] f32, or for tiled rows [⌈N/4⌉, blocks, 4] (the four rows'
+ * scales of a block next to each other, read in the same stream as the tile). Blocks are `scaleStride` apart.
+ */
+// @ts-ignore: decorator
+@inline export function scaleAddr(scales: usize, n: i32, K: i32, tiled: bool): usize {
+  const blocks = (K + QBLOCK - 1) / QBLOCK;
+  if (!tiled) return scales + (<usize>(n * blocks) << 2);
+  return scales + (<usize>((n >> 2) * blocks) << 4) + (<usize>(n & 3) << 2);
+}
+
+// @ts-ignore: decorator
+@inline export function scaleStride(tiled: bool): usize {
+  return tiled ? 16 : 4;
+}
+
+/** Byte offset of column k from its row's start; us = `unitStride`. Tiled f16 needs K % 8 = 0. */
+// @ts-ignore: decorator
+@inline export function colOffset(dtype: i32, k: i32, us: usize): usize {
+  if (dtype == F32) return <usize>k << 2;
+  if (dtype == F16) return <usize>(k >> 3) * us + (<usize>(k & 7) << 1);
+  return <usize>(k >> 5) * us + <usize>(k & 31);
 }
 
 /**
@@ -171,12 +251,4 @@ export const C_POW12: usize = 240;
     return reinterpret<f32>(reinterpret<u32>(mag) | ((h & 0x8000) << 16));
   }
   return <f32>load<i8>(row + <usize>k) * scale;
-}
-
-/** The q8 scale of block `k / 32` of row `n` (1 for float formats). Scales are [N, ceil(K/32)] f32. */
-// @ts-ignore: decorator
-@inline export function blockScale(dtype: i32, scales: usize, n: i32, K: i32, k: i32): f32 {
-  if (dtype != Q8) return 1.0;
-  const blocks = (K + QBLOCK - 1) / QBLOCK;
-  return load<f32>(scales + ((<usize>(n * blocks + k / QBLOCK)) << 2));
 }

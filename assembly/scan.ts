@@ -5,7 +5,7 @@
 //   out_t = y_t ⊙ SiLU(z_t)
 // u, z, out [T, E]; dbc [T, R+2N]; dtW [E, R]; dtB, D [E]; A [E, N] (A = −exp(A_log)); state [E, N]
 // Channels are independent, so threads split [eStart, eEnd) and never touch each other's rows.
-import { F32, exp1, exp4, hsum, silu1, silu4, softplus1, softplus4 } from './math';
+import { F32, expNeg4, hsum, silu1, silu4, softplus1, softplus4 } from './math';
 import { matmul } from './matmul';
 
 /** One channel's state row h [16] against B_t, C_t for T tokens; Δ_t is read from (and y_t written to) out. */
@@ -20,10 +20,10 @@ import { matmul } from './matmul';
     const delta = load<f32>(out + io), ut = load<f32>(u + io);
     const B = dbc + ((<usize>(t * S + R)) << 2); // C_t follows at B + 64
     const dv = f32x4.splat(delta), duv = f32x4.splat(delta * ut);
-    h0 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a0)), h0), f32x4.mul(duv, v128.load(B)));
-    h1 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a1)), h1), f32x4.mul(duv, v128.load(B, 16)));
-    h2 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a2)), h2), f32x4.mul(duv, v128.load(B, 32)));
-    h3 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, a3)), h3), f32x4.mul(duv, v128.load(B, 48)));
+    h0 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dv, a0)), h0), f32x4.mul(duv, v128.load(B)));
+    h1 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dv, a1)), h1), f32x4.mul(duv, v128.load(B, 16)));
+    h2 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dv, a2)), h2), f32x4.mul(duv, v128.load(B, 32)));
+    h3 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dv, a3)), h3), f32x4.mul(duv, v128.load(B, 48)));
     const yv = f32x4.add(
       f32x4.add(f32x4.mul(h0, v128.load(B, 64)), f32x4.mul(h1, v128.load(B, 80))),
       f32x4.add(f32x4.mul(h2, v128.load(B, 96)), f32x4.mul(h3, v128.load(B, 112))),
@@ -48,14 +48,14 @@ import { matmul } from './matmul';
     const dv = f32x4.splat(delta), duv = f32x4.splat(delta * ut);
     const dw = f32x4.splat(delta2), duw = f32x4.splat(delta2 * ut2);
     const b0 = v128.load(B), b1 = v128.load(B, 16), b2 = v128.load(B, 32), b3 = v128.load(B, 48);
-    h0 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, v128.load(a))), h0), f32x4.mul(duv, b0));
-    g0 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dw, v128.load(a, 64))), g0), f32x4.mul(duw, b0));
-    h1 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, v128.load(a, 16))), h1), f32x4.mul(duv, b1));
-    g1 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dw, v128.load(a, 80))), g1), f32x4.mul(duw, b1));
-    h2 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, v128.load(a, 32))), h2), f32x4.mul(duv, b2));
-    g2 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dw, v128.load(a, 96))), g2), f32x4.mul(duw, b2));
-    h3 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dv, v128.load(a, 48))), h3), f32x4.mul(duv, b3));
-    g3 = f32x4.add(f32x4.mul(exp4(f32x4.mul(dw, v128.load(a, 112))), g3), f32x4.mul(duw, b3));
+    h0 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dv, v128.load(a))), h0), f32x4.mul(duv, b0));
+    g0 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dw, v128.load(a, 64))), g0), f32x4.mul(duw, b0));
+    h1 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dv, v128.load(a, 16))), h1), f32x4.mul(duv, b1));
+    g1 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dw, v128.load(a, 80))), g1), f32x4.mul(duw, b1));
+    h2 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dv, v128.load(a, 32))), h2), f32x4.mul(duv, b2));
+    g2 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dw, v128.load(a, 96))), g2), f32x4.mul(duw, b2));
+    h3 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dv, v128.load(a, 48))), h3), f32x4.mul(duv, b3));
+    g3 = f32x4.add(f32x4.mul(expNeg4(f32x4.mul(dw, v128.load(a, 112))), g3), f32x4.mul(duw, b3));
     const c0 = v128.load(B, 64), c1 = v128.load(B, 80), c2 = v128.load(B, 96), c3 = v128.load(B, 112);
     const yh = f32x4.add(f32x4.add(f32x4.mul(h0, c0), f32x4.mul(h1, c1)), f32x4.add(f32x4.mul(h2, c2), f32x4.mul(h3, c3)));
     const yg = f32x4.add(f32x4.add(f32x4.mul(g0, c0), f32x4.mul(g1, c1)), f32x4.add(f32x4.mul(g2, c2), f32x4.mul(g3, c3)));
@@ -114,7 +114,7 @@ export function scan(
       let yv = f32x4.splat(0);
       for (let n = 0; n < Nv; n += 4) {
         const o = <usize>n << 2;
-        const dA = exp4(f32x4.mul(dv, v128.load(a + o)));
+        const dA = expNeg4(f32x4.mul(dv, v128.load(a + o)));
         const hn = f32x4.add(f32x4.mul(dA, v128.load(h + o)), f32x4.mul(duv, v128.load(B + o)));
         v128.store(h + o, hn);
         yv = f32x4.add(yv, f32x4.mul(hn, v128.load(C + o)));
@@ -122,7 +122,7 @@ export function scan(
       let y = hsum(yv);
       for (let n = Nv; n < N; n++) {
         const o = <usize>n << 2;
-        const hn = exp1(delta * load<f32>(a + o)) * load<f32>(h + o) + delta * ut * load<f32>(B + o);
+        const hn = f32x4.extract_lane(expNeg4(f32x4.splat(delta * load<f32>(a + o))), 0) * load<f32>(h + o) + delta * ut * load<f32>(B + o);
         store<f32>(h + o, hn);
         y += hn * load<f32>(C + o);
       }

@@ -8,13 +8,13 @@ import type { BackendOptions, WeightDtype } from '../backends.js';
 import type { MambaConfig } from '../config.js';
 import { DEFAULT_CHUNK, KernelBackend, uploadWeights } from '../forward.js';
 import type { LayerWeights, ModelWeights } from '../weights.js';
-import { DTYPE_CODE, KERNEL, quantizeQ8, tensorBytes, toHalfArray, type DtypeCode } from './layout.js';
+import { canTile, DTYPE_CODE, KERNEL, quantizeQ8, tensorBytes, TILE_UNIT, TILED, tileRows, toHalfArray, type DtypeCode } from './layout.js';
 import { defaultThreads, WasmRuntime } from './runtime.js';
 
 /** A weight tensor in linear memory. */
 export interface WasmTensor {
-  dtype: DtypeCode;
-  ptr: number; // data [rows, cols] (q8: rows padded to whole blocks)
+  dtype: number; // DtypeCode, plus TILED for f16 / q8 matrices stored in tiles of 4 rows
+  ptr: number; // data [rows, cols] (q8: rows padded to whole blocks; tiled: see layout.ts tileRows)
   scales: number; // q8 block scales [rows, ceil(cols/32)], else 0
   rows: number;
   cols: number;
@@ -36,16 +36,16 @@ const CHUNKS_PER_THREAD = 2;
  * (conv [E, K], A [E, N], dt_proj [E, R]) stay float32; `upload` only sees shapes, so a tensor whose
  * width matches both kinds (tiny models) keeps both forms.
  */
-function storagePlan(c: MambaConfig, dtype: DtypeCode, rows: number, cols: number): { dtype: DtypeCode; f32: boolean } {
+function storagePlan(c: MambaConfig, dtype: DtypeCode, rows: number, cols: number): { dtype: DtypeCode; f32: boolean; tiled: boolean } {
   const matrix = rows > 1 && (cols === c.dModel || cols === c.dInner);
-  if (!matrix || dtype === DTYPE_CODE.f32) return { dtype: DTYPE_CODE.f32, f32: true };
+  if (!matrix || dtype === DTYPE_CODE.f32) return { dtype: DTYPE_CODE.f32, f32: true, tiled: false };
   const small = cols === c.dConv || cols === c.dState || cols === c.dtRank;
-  return { dtype, f32: small };
+  return { dtype, f32: small, tiled: canTile(dtype, cols) };
 }
 
 function planBytes(c: MambaConfig, dtype: DtypeCode, rows: number, cols: number): number {
   const p = storagePlan(c, dtype, rows, cols);
-  const t = tensorBytes(p.dtype, rows, cols);
+  const t = tensorBytes(p.dtype, rows, cols, p.tiled);
   const pad = (n: number) => (n === 0 ? 0 : Math.ceil(n / 64) * 64);
   return pad(t.data) + pad(t.scales) + (p.f32 && p.dtype !== DTYPE_CODE.f32 ? pad(rows * cols * 4) : 0);
 }
@@ -67,13 +67,25 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
   upload(data: Float32Array, rows: number, cols: number): WasmTensor {
     const rt = this.rt;
     const plan = storagePlan(this.config, this.dtype, rows, cols);
-    const size = tensorBytes(plan.dtype, rows, cols);
+    const size = tensorBytes(plan.dtype, rows, cols, plan.tiled);
     const ptr = rt.allocBytes(size.data);
     const scales = size.scales > 0 ? rt.allocBytes(size.scales) : 0;
     const v = rt.views();
     if (plan.dtype === DTYPE_CODE.f32) v.f32.set(data, ptr >> 2);
-    else if (plan.dtype === DTYPE_CODE.f16) toHalfArray(data, new Uint16Array(v.u8.buffer, ptr, rows * cols));
-    else quantizeQ8(data, rows, cols, new Int8Array(v.u8.buffer, ptr, size.data), new Float32Array(v.u8.buffer, scales, size.scales / 4));
+    else {
+      // Row-major first (into a temporary when the rows get tiled), as the formats' reference code writes it.
+      const flat = tensorBytes(plan.dtype, rows, cols);
+      const at = (p: number, bytes: number) => (plan.tiled ? new Uint8Array(bytes) : new Uint8Array(v.u8.buffer, p, bytes));
+      const rm = at(ptr, flat.data);
+      const rs = at(scales, flat.scales);
+      if (plan.dtype === DTYPE_CODE.f16) toHalfArray(data, new Uint16Array(rm.buffer, rm.byteOffset, rows * cols));
+      else quantizeQ8(data, rows, cols, new Int8Array(rm.buffer, rm.byteOffset, flat.data), new Float32Array(rs.buffer, rs.byteOffset, flat.scales / 4));
+      if (plan.tiled) {
+        tileRows(rm, rows, flat.data / rows, TILE_UNIT[plan.dtype], new Uint8Array(v.u8.buffer, ptr, size.data));
+        // q8 scales [rows, blocks] f32 follow the tiles: one f32 per row and block.
+        if (flat.scales > 0) tileRows(rs, rows, flat.scales / rows, 4, new Uint8Array(v.u8.buffer, scales, size.scales));
+      }
+    }
     let f32 = plan.dtype === DTYPE_CODE.f32 ? ptr : -1;
     if (plan.f32 && f32 < 0) {
       f32 = rt.allocBytes(rows * cols * 4);
@@ -81,7 +93,7 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
     }
     const bytes = size.data + size.scales;
     this.weightBytes += bytes;
-    return { dtype: plan.dtype, ptr, scales, rows, cols, f32, bytes };
+    return { dtype: plan.dtype | (plan.tiled ? TILED : 0), ptr, scales, rows, cols, f32, bytes };
   }
 
   alloc(floats: number): Ptr {

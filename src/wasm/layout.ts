@@ -7,6 +7,15 @@
 export const DTYPE_CODE = { f32: 0, f16: 1, q8: 2 } as const;
 export type DtypeCode = (typeof DTYPE_CODE)[keyof typeof DTYPE_CODE];
 
+/**
+ * Flag added to an f16 / q8 dtype code: rows stored in tiles of 4 by `tileRows` (assembly/math.ts TILED),
+ * q8 block scales likewise (unit = one f32). The 4-row decode GEMVs then stream each thread's rows as one
+ * sequential run of memory.
+ */
+export const TILED = 4;
+/** Bytes of one row's unit within a tile: a q8 block of 32 weights, or 8 halves. */
+export const TILE_UNIT = { 1: 16, 2: 32 } as const;
+
 /** q8: int8 weights in blocks of 32 along K with one f32 scale per block (rows padded to whole blocks). */
 export const QBLOCK = 32;
 
@@ -28,20 +37,47 @@ export const CTL = {
   SLEEPERS: 24, // workers blocked in Atomics.wait on SEQ (notify only when > 0)
   COORD_SLEEPING: 25, // 1 while the coordinator is blocked in Atomics.wait on DONE
   ERROR: 26, // set by a worker whose kernel threw
+  JOB: 27, // bumped for every job, solo ones included: keys the per-thread prepared x (assembly/index.ts)
   WORDS: 32,
 } as const;
 
 /** Most chunks a job is split into (RESULT has room for this many). */
 export const MAX_CHUNKS = 256;
 
+/** Bytes at the start of each thread's scratch area that the kernels keep for themselves (assembly/index.ts). */
+export const SCRATCH_HEADER = 64;
+
 export const KERNEL = { EXIT: -1, MATMUL: 1, CONV: 2, SCAN: 3, NORM: 4, EMBED: 5, READ: 6 } as const;
 
-/** Bytes of a [rows, cols] tensor stored as `dtype`, including q8 block scales. */
-export function tensorBytes(dtype: DtypeCode, rows: number, cols: number): { data: number; scales: number } {
+/**
+ * Bytes of a [rows, cols] tensor stored as `dtype`, including q8 block scales; `tiled` rounds the rows up
+ * to whole tiles of 4 (the kernels read all four rows of a tile, the padding rows being zero).
+ */
+export function tensorBytes(dtype: DtypeCode, rows: number, cols: number, tiled = false): { data: number; scales: number } {
+  if (tiled) rows = Math.ceil(rows / 4) * 4;
   if (dtype === DTYPE_CODE.f32) return { data: rows * cols * 4, scales: 0 };
   if (dtype === DTYPE_CODE.f16) return { data: rows * cols * 2, scales: 0 };
   const blocks = Math.ceil(cols / QBLOCK);
   return { data: rows * blocks * QBLOCK, scales: rows * blocks * 4 };
+}
+
+/** Whether a [rows, cols] f16 / q8 matrix is stored tiled: f16 tiles need whole units of 8 halves per row. */
+export function canTile(dtype: DtypeCode, cols: number): boolean {
+  return dtype === DTYPE_CODE.q8 || (dtype === DTYPE_CODE.f16 && cols % 8 === 0);
+}
+
+/**
+ * Row-major [rows, rowBytes] → tiles [⌈rows/4⌉, rowBytes/unit, 4, unit]: unit j of rows 4i .. 4i+3 lie
+ * next to each other. `dst` (tensorBytes(…, true).data bytes) keeps zeros in the padding rows.
+ */
+export function tileRows(src: Uint8Array, rows: number, rowBytes: number, unit: number, dst: Uint8Array): void {
+  const units = rowBytes / unit;
+  for (let r = 0; r < rows; r++) {
+    const tile = (r >> 2) * 4 * rowBytes + (r & 3) * unit;
+    for (let u = 0; u < units; u++) {
+      dst.set(src.subarray(r * rowBytes + u * unit, r * rowBytes + (u + 1) * unit), tile + u * 4 * unit);
+    }
+  }
 }
 
 const f32buf = new Float32Array(1);

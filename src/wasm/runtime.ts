@@ -11,7 +11,7 @@
  */
 import { assetUrl, readAsset } from '../assets.js';
 import { BackendUnavailableError, MambaError, OutOfMemoryError } from '../errors.js';
-import { CTL, KERNEL, MAX_CHUNKS } from './layout.js';
+import { CTL, KERNEL, MAX_CHUNKS, SCRATCH_HEADER } from './layout.js';
 
 const PAGE = 65536;
 const MAX_PAGES = 65536; // wasm32: 4 GiB
@@ -158,8 +158,9 @@ export class WasmRuntime {
     this.top = align(this.exports.heapBase() + 1024);
     this.ctlPtr = this.allocBytes(CTL.WORDS * 4);
     this.refreshViews();
-    this.ctl[CTL.SCRATCH_STRIDE] = align(o.scratchBytesPerThread);
-    this.ctl[CTL.SCRATCH] = this.allocBytes(threads * align(o.scratchBytesPerThread));
+    const stride = align(o.scratchBytesPerThread + SCRATCH_HEADER);
+    this.ctl[CTL.SCRATCH_STRIDE] = stride;
+    this.ctl[CTL.SCRATCH] = this.allocBytes(threads * stride);
     this.ctl[CTL.RESULT] = this.allocBytes(MAX_CHUNKS * 4);
     this.workers = [];
     this.block = canBlock();
@@ -179,7 +180,7 @@ export class WasmRuntime {
       note = 'SharedArrayBuffer unavailable: 1 thread';
       threads = 1;
     }
-    const fixed = 64 * 1024 + threads * (align(o.scratchBytesPerThread) + 64) + 4 * ALIGN;
+    const fixed = 64 * 1024 + threads * (align(o.scratchBytesPerThread + SCRATCH_HEADER) + 64) + 4 * ALIGN;
     const initialBytes = o.reserveBytes + fixed + 1024 * 1024;
     const initial = Math.ceil(initialBytes / PAGE);
     if (initial > MAX_PAGES) {
@@ -329,6 +330,7 @@ export class WasmRuntime {
     const n = this.threads === 1 ? 1 : Math.max(1, Math.min(parts, MAX_CHUNKS));
     ctl[CTL.KERNEL] = kernel;
     ctl[CTL.NPARTS] = n;
+    ctl[CTL.JOB] = (ctl[CTL.JOB] + 1) | 0;
     for (let i = 0; i < args.length; i++) ctl[CTL.ARGS + i] = args[i];
     if (n === 1) {
       this.exports.runJob(this.ctlPtr, 0, 0);
