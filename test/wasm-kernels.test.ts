@@ -11,7 +11,7 @@ import { matmul as refMatmul } from '../src/reference/matmul.js';
 import { rmsnorm as refNorm } from '../src/reference/norm.js';
 import { scan as refScan } from '../src/reference/scan.js';
 import type { LayerWeights } from '../src/weights.js';
-import { DTYPE_CODE, KERNEL, QBLOCK, quantizeQ8, tensorBytes, toHalf, toHalfArray, type DtypeCode } from '../src/wasm/layout.js';
+import { canTile, DTYPE_CODE, KERNEL, QBLOCK, quantizeQ8, tensorBytes, TILE_UNIT, TILED, tileRows, toHalf, toHalfArray, type DtypeCode } from '../src/wasm/layout.js';
 import { WasmRuntime } from '../src/wasm/runtime.js';
 
 /** The kernels as exported by the module (pointer arguments are byte offsets). */
@@ -101,6 +101,19 @@ function upload(r: WasmRuntime, w: Float32Array, N: number, K: number, dtype: Dt
   return { ptr, scales, seen };
 }
 
+/** A row-major upload (`upload`) re-laid out in tiles of 4 rows, as the backend stores f16 / q8 matrices. */
+function tile(r: WasmRuntime, u: { ptr: number; scales: number; seen: Float32Array }, N: number, K: number, dtype: DtypeCode) {
+  const flat = tensorBytes(dtype, N, K);
+  const size = tensorBytes(dtype, N, K, true);
+  const ptr = r.allocBytes(size.data);
+  const scales = size.scales ? r.allocBytes(size.scales) : 0;
+  const v = r.views(); // after the allocations: growing memory detaches older views
+  const src = v.u8.slice(u.ptr, u.ptr + flat.data);
+  tileRows(src, N, flat.data / N, TILE_UNIT[dtype as keyof typeof TILE_UNIT], new Uint8Array(v.u8.buffer, ptr, size.data));
+  if (scales) tileRows(v.u8.slice(u.scales, u.scales + flat.scales), N, flat.scales / N, 4, new Uint8Array(v.u8.buffer, scales, size.scales));
+  return { ptr, scales, seen: u.seen };
+}
+
 describe('weight formats', () => {
   test('toHalf rounds to nearest even, flushes subnormals to zero, saturates', () => {
     for (const v of [0, 1, -2.5, 65504, 6.2e-5, 0.1, -0.333, 1234.567]) {
@@ -132,14 +145,20 @@ describe('matmul', () => {
     [5, 96, 6],
     [64, 45, 21],
   ];
-  for (const dtype of [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8]) {
+  // f16 / q8 matrices also as the backend stores them: tiles of 4 rows (layout.ts `tileRows`).
+  const formats = [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8].flatMap((dtype) => [
+    { dtype, tiled: false },
+    ...(dtype === DTYPE_CODE.f32 ? [] : [{ dtype, tiled: true }]),
+  ]);
+  for (const { dtype, tiled } of formats) {
     for (const [T, K, N] of shapes) {
-      test(`dtype ${dtype} T=${T} K=${K} N=${N}`, () => {
+      if (tiled && !canTile(dtype, K)) continue;
+      test(`dtype ${dtype}${tiled ? ' tiled' : ''} T=${T} K=${K} N=${N}`, () => {
         const x = randn(T * K, 2);
         const w = randn(N * K, 0.5);
         const bias = randn(N);
         const init = randn(T * N);
-        const { ptr, scales, seen } = upload(rt, w, N, K, dtype);
+        const { ptr, scales, seen } = tiled ? tile(rt, upload(rt, w, N, K, dtype), N, K, dtype) : upload(rt, w, N, K, dtype);
         const tol = dtype === DTYPE_CODE.q8 && T === 1 ? 1e-4 : 2e-6; // q8 decode quantises x to int16
         for (const accumulate of [false, true]) {
           for (const withBias of [false, true]) {
@@ -148,8 +167,9 @@ describe('matmul', () => {
             const px = put(rt, x), pb = put(rt, bias), po = put(rt, init);
             // An arbitrary split of the rows: [0, a) then [a, N).
             const a = Math.floor(N / 3);
-            k.matmul(dtype, px, K, ptr, scales, withBias ? pb : 0, po, N, T, K, 0, a, accumulate ? 1 : 0, scratch);
-            k.matmul(dtype, px, K, ptr, scales, withBias ? pb : 0, po, N, T, K, a, N, accumulate ? 1 : 0, scratch);
+            const code = dtype | (tiled ? TILED : 0);
+            k.matmul(code, px, K, ptr, scales, withBias ? pb : 0, po, N, T, K, 0, a, accumulate ? 1 : 0, scratch);
+            k.matmul(code, px, K, ptr, scales, withBias ? pb : 0, po, N, T, K, a, N, accumulate ? 1 : 0, scratch);
             expect(relErr(get(rt, po, T * N), want)).toBeLessThan(tol * Math.sqrt(K));
             for (const p of [px, pb, po]) rt.free(p);
           }
