@@ -3,7 +3,7 @@
  * stream goes on; with greedy decoding the output equals an uninterrupted run.
  */
 import { describe, expect, test } from 'vitest';
-import type { Backend, StateData, StateHandle } from '../src/backend.js';
+import { greedySteps, type Backend, type DecodeBlock, type StateData, type StateHandle } from '../src/backend.js';
 import { DeviceLostError, BackendUnavailableError } from '../src/errors.js';
 import { FallbackBackend } from '../src/fallback.js';
 import { readModel } from '../src/loader.js';
@@ -55,6 +55,42 @@ class LosingBackend implements Backend {
   }
   dispose(): void {
     this.inner.dispose();
+  }
+}
+
+/**
+ * A device that decodes blocks ahead (`decodeAhead`): each block is queued at once and run in order;
+ * the `failAt`-th block (1-based) advances its state part-way and loses the device.
+ */
+class BlockBackend extends LosingBackend {
+  readonly decodeAhead = true;
+  blocks = 0;
+  overlapped = false;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly next = new Map<number, number>();
+  private pending = 0;
+  constructor(private readonly failBlock: number) {
+    super(Infinity);
+  }
+  decodeGreedy(s: StateHandle, first: number | null, n: number): Promise<DecodeBlock> {
+    if (this.pending++ > 0) this.overlapped = true;
+    const block = ++this.blocks;
+    const run = this.queue.then(async () => {
+      try {
+        if (block >= this.failBlock) {
+          if (block === this.failBlock) await this.forward(s, Uint8Array.of(first ?? this.next.get(s.id)!), 'last');
+          this.lost = true;
+          throw new DeviceLostError('WebGPU device lost (destroyed): injected');
+        }
+        const out = await greedySteps(this, s, first ?? this.next.get(s.id)!, n);
+        this.next.set(s.id, out.next);
+        return out;
+      } finally {
+        this.pending--;
+      }
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
   }
 }
 
@@ -123,6 +159,25 @@ describe('FallbackBackend', () => {
     expect(snap.conv).toEqual(refSnap.conv);
     model.dispose();
     ref.dispose();
+  });
+
+  test.each([
+    // 60 tokens: blocks of 4, 8, 16 and 32, each but the first issued before the previous one is done
+    ['the first block', 1, 0],
+    ['the second block, copy after every block', 2, 0],
+    ['the third block, checkpoint + replay', 3, 7],
+    ['the last block, replaying mirrored tokens', 4, 256],
+  ])('device lost in %s of overlapping decode blocks: greedy output unchanged', async (_, failAt, checkpointTokens) => {
+    const primary = new BlockBackend(failAt);
+    const backend = new FallbackBackend(primary, async () => createReferenceBackend(config, weights), { checkpointTokens });
+    expect(backend.decodeAhead).toBe(true);
+    const model = new Model(config, backend);
+    expect(await text(model)).toBe(expected);
+    expect(primary.blocks).toBeGreaterThanOrEqual(failAt);
+    expect(primary.overlapped).toBe(true); // the generation really issued blocks ahead
+    expect(backend.failure).toBeInstanceOf(DeviceLostError);
+    expect(backend.decodeAhead).toBe(false);
+    model.dispose();
   });
 
   test('other errors are not swallowed', async () => {
