@@ -101,10 +101,17 @@ export function parseSafetensors(bytes: Uint8Array, file = 'model.safetensors'):
       data: bytes.subarray(dataStart + b, dataStart + e),
     });
   }
+  // As the reference implementation (safetensors' `validate`): the tensors tile the data section
+  // exactly, without overlaps, gaps or trailing bytes. A file that does not was not written by it, or
+  // was damaged (a gap or tail can hide data that other tools would read differently).
   spans.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
-  for (let i = 1; i < spans.length; i++) {
-    if (spans[i][0] < spans[i - 1][1]) fail(`data overlaps tensor ${spans[i - 1][2]}`, spans[i][2]);
+  let at = 0;
+  for (const [b, e, name] of spans) {
+    if (b < at) fail(`data overlaps the tensor before it (bytes ${b}..${at})`, name);
+    if (b > at) fail(`bytes ${at}..${b} of the data section before this tensor belong to no tensor`, name);
+    at = e;
   }
+  if (at !== dataLen) fail(`${dataLen - at} bytes after the last tensor belong to no tensor (data section ${dataLen} bytes)`);
   return { file, tensors, metadata };
 }
 

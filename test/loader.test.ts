@@ -9,6 +9,7 @@ import {
   UnsupportedModelError,
 } from '../src/index.js';
 import { syntheticModel } from '../src/synthetic.js';
+import { toFloat32 } from '../src/safetensors.js';
 import { FIXTURE_ROOT, loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
 
 const tinyDir = `${FIXTURE_ROOT}tiny-hf-f32`;
@@ -26,6 +27,15 @@ function withHeader(bytes: Uint8Array, edit: (h: Record<string, any>) => void): 
   out.set(head, 8);
   out.set(bytes.subarray(8 + len), 8 + head.length);
   return out;
+}
+
+/** The same checkpoint written again without tensor `name`. */
+function without(bytes: Uint8Array, name: string): Uint8Array {
+  const tensors: Parameters<typeof encodeSafetensors>[0] = {};
+  for (const [n, t] of parseSafetensors(bytes).tensors) {
+    if (n !== name) tensors[n] = { dtype: t.dtype as 'F32' | 'F16' | 'BF16', shape: t.shape, data: toFloat32(t, 'model.safetensors') };
+  }
+  return encodeSafetensors(tensors);
 }
 
 async function loadError(files: Record<string, string | Uint8Array>): Promise<Error> {
@@ -51,6 +61,9 @@ describe('safetensors reader rejects malformed files with a ModelFormatError nam
     ['offsets reversed', () => withHeader(tinyWeights, (h) => (h['backbone.norm_f.weight'].data_offsets = [10, 2])), /bad data_offsets/],
     ['offsets outside file', () => withHeader(tinyWeights, (h) => { const o = h['backbone.norm_f.weight'].data_offsets; h['backbone.norm_f.weight'].data_offsets = [o[0] + 1e9, o[1] + 1e9]; }), /past the data section/],
     ['overlapping tensors', () => withHeader(tinyWeights, (h) => { h['backbone.norm_f.weight'].data_offsets = h['backbone.layers.0.norm.weight'].data_offsets; }), /overlaps/],
+    // The data section must be tiled exactly, as safetensors' own reader demands.
+    ['bytes that belong to no tensor', () => withHeader(tinyWeights, (h) => delete h['backbone.layers.1.mixer.x_proj.weight']), /bytes \d+\.\.\d+ of the data section before this tensor belong to no tensor/],
+    ['trailing bytes', () => { const b = new Uint8Array(tinyWeights.length + 12); b.set(tinyWeights); return b; }, /12 bytes after the last tensor belong to no tensor/],
   ];
   test.each(cases)('%s', (_name, make, message) => {
     const bytes = make();
@@ -67,7 +80,7 @@ describe('safetensors reader rejects malformed files with a ModelFormatError nam
 
 describe('loader checks the tensors against the config', () => {
   test('missing tensor names the tensor and the expected shape', async () => {
-    const bytes = withHeader(tinyWeights, (h) => delete h['backbone.layers.1.mixer.x_proj.weight']);
+    const bytes = without(tinyWeights, 'backbone.layers.1.mixer.x_proj.weight');
     const e = await loadError({ 'config.json': tinyConfig, 'model.safetensors': bytes });
     expect(e).toBeInstanceOf(ModelFormatError);
     expect(e.message).toMatch(/backbone\.layers\.1\.mixer\.x_proj\.weight.*missing tensor.*\[36, 128\]/);
