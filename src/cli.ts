@@ -10,7 +10,10 @@ import { checkBackendOptions } from './backends.js';
 const MODEL_FLAGS = `  --model DIR|URL        model directory or URL (config.json + model.safetensors); default: the bundled model
   --backend B            auto | js | wasm | webgpu (default auto)
   --dtype D              weight format on the backend: f32 | f16 | q8 (default f32)
-  --threads N            CPU threads for the wasm backend (default: all cores)`;
+  --threads N            CPU threads for the wasm backend (default: all cores)
+  --sha256 FILE=HEX      refuse the model unless FILE (e.g. model.safetensors) has this sha256 (repeatable)
+  --cache                keep a downloaded model (--model URL) for next time, in ~/.cache/mamba-edge
+  --cache-dir DIR        ... in DIR instead (implies --cache)`;
 
 const USAGE: Record<string, string> = {
   main: `mamba-edge: run Mamba language models offline
@@ -65,6 +68,9 @@ const modelOptions: ParseArgsConfig['options'] = {
   backend: { type: 'string' },
   dtype: { type: 'string' },
   threads: { type: 'string' },
+  sha256: { type: 'string', multiple: true },
+  cache: { type: 'boolean' },
+  'cache-dir': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 };
 
@@ -108,12 +114,27 @@ async function openModel(values: Record<string, unknown>): Promise<Model> {
     backend: values.backend as LoadOptions['backend'],
     dtype: values.dtype as LoadOptions['dtype'],
     threads: number(values, 'threads', true),
+    sha256: checksums(values.sha256 as string[] | undefined),
+    cache: values.cache as boolean | undefined,
+    cacheDir: values['cache-dir'] as string | undefined,
   };
   checkBackendOptions(options);
   if (values.model === undefined && !existsSync(source)) {
     throw new MambaError('NO_DEFAULT_MODEL', `the bundled model is missing at ${source}; pass --model DIR`);
   }
   return loadModel(source, options);
+}
+
+/** `--sha256 model.safetensors=9f86…` (repeatable) as the loader's `{ file: hex }`. */
+function checksums(pairs: string[] | undefined): Record<string, string> | undefined {
+  if (!pairs) return undefined;
+  const out: Record<string, string> = {};
+  for (const p of pairs) {
+    const m = /^([^=]+)=([0-9a-fA-F]{64})$/.exec(p);
+    if (!m) throw new UsageError(`--sha256 takes FILE=HEX with 64 hex digits, got '${p}'`);
+    out[m[1]] = m[2];
+  }
+  return out;
 }
 
 function readPrompt(values: Record<string, unknown>): string | Uint8Array {

@@ -33,6 +33,20 @@ describe('mamba-edge CLI', () => {
     expect(r.stdout).toBe(`${new TextDecoder().decode(small.greedy)}\n`);
   });
 
+  test('--sha256 pins the model files: a mismatch is refused, a match runs', async () => {
+    const { createHash } = await import('node:crypto');
+    const file = join(small.dir, 'model.safetensors');
+    const good = createHash('sha256').update(readFileSync(file)).digest('hex');
+    const args = ['generate', '--model', small.dir, '--backend', 'js', '--prompt', 'Hi', '--max-tokens', '4'];
+    const bad = run([...args, '--sha256', `model.safetensors=${'0'.repeat(64)}`]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/model\.safetensors.*sha256 mismatch/);
+    expect(run([...args, '--sha256', `model.safetensors=${good}`]).status).toBe(0);
+    const malformed = run([...args, '--sha256', 'model.safetensors=xyz']);
+    expect(malformed.status).toBe(2);
+    expect(malformed.stderr).toMatch(/--sha256 takes FILE=HEX/);
+  });
+
   test('same --seed gives the same text', () => {
     const args = ['generate', '--model', `${FIXTURE_ROOT}tiny-hf-f32`, '--backend', 'js', '--prompt', 'Hi', '--max-tokens', '20', '--seed', '5', '--temperature', '1.5'];
     expect(run(args).stdout).toBe(run(args).stdout);
