@@ -93,8 +93,9 @@ function scanShape(N: number, R: number): { L: number; TB: number } {
 
 /**
  * The Mamba kernels on WebGPU. Calls between `begin()` and `end()` are recorded into one compute
- * pass and submitted as one command buffer (one token step = one submit); a call outside that
- * window is submitted by itself (kernel tests).
+ * pass and submitted as one command buffer (a token step is never split across command buffers;
+ * chained decoding puts a few steps in each); a call outside that window is submitted by itself
+ * (kernel tests).
  *
  * Everything a call needs — pipeline, uniform buffer, bind group — is created on the first call
  * with those buffers and parameters and cached: a decode step repeats exactly the calls of the
