@@ -12,8 +12,7 @@ import { parseArgs } from 'node:util';
 
 const dist = new URL('../dist/src/', import.meta.url);
 const { createWasmBackend } = await import(new URL('wasm/backend.js', dist).href);
-const { WasmRuntime } = await import(new URL('wasm/runtime.js', dist).href);
-const { KERNEL } = await import(new URL('wasm/layout.js', dist).href);
+const { readBandwidth } = await import('./bandwidth.js');
 const { readModel } = await import(new URL('loader.js', dist).href);
 const { syntheticModel, MAMBA_130M_BYTES } = await import(new URL('synthetic.js', dist).href);
 
@@ -28,25 +27,6 @@ const { values } = parseArgs({
 });
 const steps = Number(values.steps);
 const { config, weights } = await readModel({ files: syntheticModel(MAMBA_130M_BYTES) });
-
-async function readBandwidth(threads, mib) {
-  const bytes = mib * 2 ** 20;
-  const rt = await WasmRuntime.create({ threads, reserveBytes: bytes, growBytes: 0, scratchBytesPerThread: 64 });
-  try {
-    const buf = rt.allocBytes(bytes);
-    const f32 = rt.views().f32;
-    for (let i = buf >> 2, end = (buf + bytes) >> 2; i < end; i += 1024) f32[i] = 1;
-    let best = Infinity;
-    for (let rep = 0; rep < 6; rep++) {
-      const t0 = performance.now();
-      rt.run(KERNEL.READ, [buf, bytes], threads);
-      best = Math.min(best, performance.now() - t0);
-    }
-    return bytes / (best / 1000) / 1e9;
-  } finally {
-    rt.dispose();
-  }
-}
 
 /** Names each matmul by the weight it streams (the layer loop passes the same tensor objects every step). */
 function weightNames(w) {

@@ -15,8 +15,7 @@ import { parseArgs } from 'node:util';
 
 const dist = new URL('../dist/src/', import.meta.url);
 const { createWasmBackend } = await import(new URL('wasm/backend.js', dist).href);
-const { WasmRuntime } = await import(new URL('wasm/runtime.js', dist).href);
-const { KERNEL } = await import(new URL('wasm/layout.js', dist).href);
+const { readBandwidth } = await import('./bandwidth.js');
 
 const { values } = parseArgs({
   options: {
@@ -45,28 +44,6 @@ const { syntheticModel, MAMBA_130M_BYTES } = await import(new URL('synthetic.js'
 // Without --model: random weights in realistic ranges with mamba-130m's shapes (src/synthetic.ts).
 const { config, weights } = await readModel(values.model ?? { files: syntheticModel(MAMBA_130M_BYTES) });
 const modelName = values.model ?? 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)';
-
-// ---- bandwidth ----
-
-/** GB/s of a WASM SIMD read loop over `mib` MiB (written first so no page is the shared zero page). */
-async function readBandwidth(threads, mib) {
-  const bytes = mib * 2 ** 20;
-  const rt = await WasmRuntime.create({ threads, reserveBytes: bytes, growBytes: 0, scratchBytesPerThread: 64 });
-  try {
-    const buf = rt.allocBytes(bytes);
-    const f32 = rt.views().f32;
-    for (let i = buf >> 2, end = (buf + bytes) >> 2; i < end; i += 1024) f32[i] = 1;
-    let best = Infinity;
-    for (let rep = 0; rep < 6; rep++) {
-      const t0 = performance.now();
-      rt.run(KERNEL.READ, [buf, bytes], threads);
-      best = Math.min(best, performance.now() - t0);
-    }
-    return bytes / (best / 1000) / 1e9;
-  } finally {
-    rt.dispose();
-  }
-}
 
 // ---- runs ----
 
