@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { BackendUnavailableError, loadModel, type Model } from '../src/index.js';
 import { FIXTURE_ROOT, loadFixtures } from './helpers/fixtures.js';
 import { collect } from './helpers/stream.js';
+import { readModel } from '../src/loader.js';
+import { createWebGPUBackendWith } from '../src/webgpu/backend.js';
 
 // The small fixture: its greedy continuation is varied bytes (the tiny one repeats one byte).
 const fx = loadFixtures().find((f) => f.name === 'small-hf-f16-untied')!;
@@ -47,9 +49,12 @@ describe('webgpu chained greedy decoding', () => {
     be.releaseState(st);
   });
 
-  test('blocks issued ahead (first = null) continue exactly, per sequence, in any interleaving', async (ctx) => {
+  // 'fused': the decode step a hardware GPU runs (shaders/step.wgsl), whose chained steps are replayed.
+  test.for([{ kernels: 'default' }, { kernels: 'fused' }])('blocks issued ahead (first = null) continue exactly, per sequence, in any interleaving ($kernels kernels)', async ({ kernels }, ctx) => {
     if (!gpu) return ctx.skip(why);
-    const be = gpu.backend;
+    const fused = kernels === 'fused' ? await loadModel(fx.dir, { backend: 'webgpu', webgpuKernels: { fusedDecode: true, gemvLanes: 32 } }) : undefined;
+    ctx.onTestFinished(() => fused?.dispose());
+    const be = (fused ?? gpu).backend;
     expect(be.decodeAhead).toBe(true);
     const start = async () => {
       const st = be.createState();
@@ -74,6 +79,26 @@ describe('webgpu chained greedy decoding', () => {
     const c = be.createState();
     await expect(be.decodeGreedy!(c, null, 2)).rejects.toThrow(RangeError);
     be.releaseState(c);
+  });
+
+  test('a replayed decode step follows a reallocated token buffer', async (ctx) => {
+    if (!gpu) return ctx.skip(why);
+    const { config, weights } = await readModel(fx.dir);
+    // Chunks of 128: a 100-token prompt outgrows the 64-token buffer that the captured steps name.
+    const be = await createWebGPUBackendWith(config, weights, { dtype: 'f32', fused: true, gemvLanes: 32, chunk: 128 });
+    try {
+      const a = be.createState();
+      const logits = await be.forward(a, fx.input, 'last');
+      const first = logits.indexOf(Math.max(...logits));
+      const r1 = await be.decodeGreedy(a, first, 4);
+      const r2 = await be.decodeGreedy(a, null, 4); // steps captured, then replayed
+      const b = be.createState();
+      await be.forward(b, new Uint8Array(100).fill(65), 'last');
+      const r3 = await be.decodeGreedy(a, null, 4);
+      expect([...r1.tokens, ...r2.tokens, ...r3.tokens]).toEqual([...fx.greedy.subarray(0, 12)]);
+    } finally {
+      be.dispose();
+    }
   });
 
   test('model.generate greedy equals transformers, with stops landing mid-block', async (ctx) => {

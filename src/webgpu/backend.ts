@@ -6,7 +6,7 @@ import type { DecodeBlock, DeviceSampling, StateHandle } from '../backend.js';
 import { KernelBackend, type LayerState } from '../forward.js';
 import type { ModelWeights } from '../weights.js';
 import { acquireDevice, type GpuContext } from './device.js';
-import { WebGPUKernels, type GpuBuf, type GpuWeight } from './kernels.js';
+import { WebGPUKernels, type Cached, type GpuBuf, type GpuWeight } from './kernels.js';
 
 /** Most tokens one chained-decode block may hold. */
 export const MAX_CHAIN = 64;
@@ -55,6 +55,18 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
    */
   protected override chunkForward(st: LayerState<GpuBuf>[], tokens: Uint8Array, T: number): void {
     if (T !== 1 || !this.fused) return super.chunkForward(st, tokens, T);
+    const k = this.kernels;
+    if (!k.residentTokens) return this.fusedStep(st, tokens);
+    // A chained step (token already on the GPU) dispatches exactly what the last one did: replay it.
+    const hit = this.steps.get(st);
+    if (hit && hit.tokensId === k.tokensId) return k.replay(hit.program);
+    this.steps.set(st, { tokensId: k.tokensId, program: k.capture(() => this.fusedStep(st, tokens)) });
+  }
+
+  /** Per sequence: the dispatches of its chained decode step (see `WebGPUKernels.capture`). */
+  private readonly steps = new WeakMap<LayerState<GpuBuf>[], { tokensId: number; program: readonly Cached[] }>();
+
+  private fusedStep(st: LayerState<GpuBuf>[], tokens: Uint8Array): void {
     const { kernels: k, w, scratch: s, config: c } = this;
     k.embed(tokens, w.embedding, s.h, 1, c.dModel);
     for (let l = 0; l < c.nLayer; l++) {

@@ -61,7 +61,7 @@ export interface WebGPUKernelOptions {
 
 type Shaders = Record<ShaderName, string>;
 
-interface Cached {
+export interface Cached {
   pipeline: GPUComputePipeline;
   bindGroup: GPUBindGroup;
   workgroups: [number, number, number];
@@ -327,8 +327,46 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     const pass = this.pass!;
     pass.setPipeline(c.pipeline);
     pass.setBindGroup(0, c.bindGroup);
-    pass.dispatchWorkgroups(...c.workgroups);
+    pass.dispatchWorkgroups(c.workgroups[0], c.workgroups[1], c.workgroups[2]);
+    this.captured?.push(c);
     if (auto) this.end();
+  }
+
+  /** While capturing: every dispatch recorded, in order. */
+  private captured: Cached[] | null = null;
+
+  /**
+   * Records what `record` dispatches, as usual, and also returns that list, which `replay` records
+   * again. A decode step repeats exactly the dispatches of the previous one, and looking each one up
+   * by its key (built from a dozen ids) costs the host several times what the dispatch itself costs
+   * (measured in Deno: ~90 against ~20 µs a token). Only dispatches are captured: `record` must not
+   * write buffers (the token upload of `embed`, for one, unless `residentTokens`).
+   */
+  capture(record: () => void): readonly Cached[] {
+    this.captured = [];
+    try {
+      record();
+      return this.captured;
+    } finally {
+      this.captured = null;
+    }
+  }
+
+  /** Records a list from `capture` into the current pass. Valid while every buffer it names lives. */
+  replay(list: readonly Cached[]): void {
+    this.check();
+    const pass = this.pass;
+    if (!pass) throw new Error('replay: not recording (call begin() first)');
+    for (const c of list) {
+      pass.setPipeline(c.pipeline);
+      pass.setBindGroup(0, c.bindGroup);
+      pass.dispatchWorkgroups(c.workgroups[0], c.workgroups[1], c.workgroups[2]);
+    }
+  }
+
+  /** Changes whenever the token buffer is reallocated (a captured `embed` names it). */
+  get tokensId(): number {
+    return this.tokens.id;
   }
 
   private pipeline(
@@ -418,15 +456,16 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     if (w.cols !== K || w.rows !== N) throw new Error(`matmul: weight [${w.rows}, ${w.cols}] used as [${N}, ${K}]`);
     const m = this.mat(w);
     const b = bias ? this.raw(bias) : this.dummy;
-    const entry = T === 1 ? (K % 4 === 0 ? 'gemv4' : 'gemv') : this.opts.flatGemm ? 'gemm_flat' : 'gemm';
-    // gemm's token tile (matmul.wgsl): 64 once even the 64-token grid has ≥ 528 workgroups (4 per
-    // SM of a 132-SM GPU), else 32 for twice the workgroups. Every matmul pipeline gets GBT/GTY:
-    // gemv and gemm share one module.
-    const gbt = entry === 'gemm' && Math.ceil(T / 64) * Math.ceil(m.parts[0].rows / 64) >= 528 ? 64 : 32;
-    const defines = { ...this.weightDefines(m.fmt), GBT: gbt, GTY: gbt / 4 };
-    const lanes = entry === 'gemv4' ? this.rowLanes(K) : this.gemvLanes;
     for (const part of m.parts) {
+      // Everything below the key is worked out once per call site: a decode step repeats its calls.
       this.call(`mm:${x.id}:${part.id}:${b.id}:${out.id}:${T}:${accumulate}`, () => {
+        const entry = T === 1 ? (K % 4 === 0 ? 'gemv4' : 'gemv') : this.opts.flatGemm ? 'gemm_flat' : 'gemm';
+        // gemm's token tile (matmul.wgsl): 64 once even the 64-token grid has ≥ 528 workgroups (4 per
+        // SM of a 132-SM GPU), else 32 for twice the workgroups. Every matmul pipeline gets GBT/GTY:
+        // gemv and gemm share one module.
+        const gbt = entry === 'gemm' && Math.ceil(T / 64) * Math.ceil(m.parts[0].rows / 64) >= 528 ? 64 : 32;
+        const defines = { ...this.weightDefines(m.fmt), GBT: gbt, GTY: gbt / 4 };
+        const lanes = entry === 'gemv4' ? this.rowLanes(K) : this.gemvLanes;
         let workgroups: [number, number, number];
         if (T === 1) {
           const groups = Math.ceil(part.rows / (256 / lanes));
@@ -544,40 +583,46 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   mixIn(h: GpuBuf, L: LayerWeights<GpuWeight>, convState: GpuBuf, u: GpuBuf, z: GpuBuf, cfg: MambaConfig): void {
     const wx = this.mat(L.inProjX), wz = this.mat(L.inProjZ);
     const vec = this.mixPack(L, cfg);
-    const defines = this.stepDefines(cfg);
-    this.call(`mix_in:${h.id}:${vec.id}:${convState.id}:${u.id}:${z.id}`, () => ({
-      pipeline: this.pipeline('step', 'mix_in', defines),
-      buffers: [h.buffer, vec.buffer, wx.parts[0].buffer, wz.parts[0].buffer, convState.buffer, u.buffer, z.buffer],
-      params: this.rowParams(cfg.dModel, cfg.dInner, wx.ks, cfg.eps),
-      // 256 / LANES rows a workgroup: half x rows, half z rows of as many channels
-      workgroups: [Math.ceil(cfg.dInner / (128 / (defines.LANES as number))), 1, 1],
-    }));
+    this.call(`mix_in:${h.id}:${vec.id}:${convState.id}:${u.id}:${z.id}`, () => {
+      const defines = this.stepDefines(cfg);
+      return {
+        pipeline: this.pipeline('step', 'mix_in', defines),
+        buffers: [h.buffer, vec.buffer, wx.parts[0].buffer, wz.parts[0].buffer, convState.buffer, u.buffer, z.buffer],
+        params: this.rowParams(cfg.dModel, cfg.dInner, wx.ks, cfg.eps),
+        // 256 / LANES rows a workgroup: half x rows, half z rows of as many channels
+        workgroups: [Math.ceil(cfg.dInner / (128 / (defines.LANES as number))), 1, 1],
+      };
+    });
   }
 
   /** dt_proj → Δ → the selective scan step → D skip → SiLU(z) gate.    u, z [E], dbc [R+2N] → y [E] */
   scanStep(u: GpuBuf, dbc: GpuBuf, z: GpuBuf, L: LayerWeights<GpuWeight>, state: GpuBuf, y: GpuBuf, cfg: MambaConfig): void {
     const prm = this.scanPack(L, cfg);
-    const defines = this.stepDefines(cfg);
-    this.call(`scan_step:${u.id}:${prm.id}:${dbc.id}:${z.id}:${state.id}:${y.id}`, () => ({
-      pipeline: this.pipeline('step', 'scan_step', defines),
-      buffers: [u.buffer, prm.buffer, dbc.buffer, z.buffer, state.buffer, y.buffer],
-      params: new Uint32Array([cfg.dInner, 0, 0, 0]).buffer,
-      workgroups: [Math.ceil(cfg.dInner / (256 / (defines.NL as number))), 1, 1],
-    }));
+    this.call(`scan_step:${u.id}:${prm.id}:${dbc.id}:${z.id}:${state.id}:${y.id}`, () => {
+      const defines = this.stepDefines(cfg);
+      return {
+        pipeline: this.pipeline('step', 'scan_step', defines),
+        buffers: [u.buffer, prm.buffer, dbc.buffer, z.buffer, state.buffer, y.buffer],
+        params: new Uint32Array([cfg.dInner, 0, 0, 0]).buffer,
+        workgroups: [Math.ceil(cfg.dInner / (256 / (defines.NL as number))), 1, 1],
+      };
+    });
   }
 
   /** Final RMSNorm → LM head, for one token.    h [D] → logits [V] */
   normHead(h: GpuBuf, norm: GpuWeight, head: GpuWeight, logits: GpuBuf, cfg: MambaConfig): void {
     const m = this.mat(head);
     const g = this.raw(norm);
-    const defines = this.stepDefines(cfg);
-    this.call(`norm_gemv:${h.id}:${g.id}:${m.parts[0].id}:${logits.id}`, () => ({
-      pipeline: this.pipeline('step', 'norm_gemv', defines),
-      // The head is bound twice: norm_gemv shares norm_dot, which names mix_in's second matrix too.
-      buffers: [h.buffer, g.buffer, m.parts[0].buffer, m.parts[0].buffer, logits.buffer],
-      params: this.rowParams(cfg.dModel, cfg.vocabSize, m.ks, cfg.eps),
-      workgroups: [Math.ceil(cfg.vocabSize / (256 / (defines.LANES as number))), 1, 1],
-    }));
+    this.call(`norm_gemv:${h.id}:${g.id}:${m.parts[0].id}:${logits.id}`, () => {
+      const defines = this.stepDefines(cfg);
+      return {
+        pipeline: this.pipeline('step', 'norm_gemv', defines),
+        // The head is bound twice: norm_gemv shares norm_dot, which names mix_in's second matrix too.
+        buffers: [h.buffer, g.buffer, m.parts[0].buffer, m.parts[0].buffer, logits.buffer],
+        params: this.rowParams(cfg.dModel, cfg.vocabSize, m.ks, cfg.eps),
+        workgroups: [Math.ceil(cfg.vocabSize / (256 / (defines.LANES as number))), 1, 1],
+      };
+    });
   }
 
   // ---- read back --------------------------------------------------------------------------------
