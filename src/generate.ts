@@ -163,6 +163,13 @@ export async function* generateTokens(
       : backend.decodeSampled!(seq.handle, first, n, { ...sampling, seed: sampler.nextSeed() });
   };
 
+  /** The next token from the host's logits (every token, or a block's first when the device chains). */
+  const sampleFirst = (): number => {
+    const token = sampler.sample(seq.logits!, seq.history);
+    if (stats.generatedTokens === 0) stats.timeToFirstTokenMs = now() - start;
+    return token;
+  };
+
   let lastYield = now();
   decode: while (stats.generatedTokens < maxTokens) {
     if (now() - lastYield > YIELD_EVERY_MS) {
@@ -178,21 +185,17 @@ export async function* generateTokens(
     // Feed what was sampled right away so the state always covers everything emitted: a session can continue.
     let block: Uint8Array;
     if (chained) {
-      let r = inflight;
+      const r = inflight ?? issue(sampleFirst());
       inflight = undefined;
-      if (!r) {
-        const first = sampler.sample(seq.logits!, seq.history);
-        if (stats.generatedTokens === 0) stats.timeToFirstTokenMs = now() - start;
-        r = issue(first);
+      if (ahead && !aborting && planned < maxTokens) {
+        inflight = issue(null);
+        inflight.catch(() => undefined); // if `r` fails first, this one's failure is not left unhandled
       }
-      if (ahead && !aborting && planned < maxTokens) inflight = issue(null);
       const got = await r;
       block = got.tokens;
       seq.logits = got.logits;
     } else {
-      const first = sampler.sample(seq.logits!, seq.history);
-      if (stats.generatedTokens === 0) stats.timeToFirstTokenMs = now() - start;
-      block = Uint8Array.of(first);
+      block = Uint8Array.of(sampleFirst());
       seq.logits = await backend.forward(seq.handle, block, 'last');
     }
     seq.history = pushHistory(seq.history, block);

@@ -167,6 +167,7 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
         k.residentTokens = false;
       }
       read = k.endAndRead(this.chain, MAX_CHAIN + V);
+      read.catch(() => undefined); // awaited in turn below, possibly after it fails
       this.pending.set(state.id, (this.pending.get(state.id) ?? 0) + 1);
     });
     const result = this.results.then(async () => {
