@@ -120,8 +120,11 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     });
   }
 
-  /** Per sequence: its pick after its last block, on the GPU [1] and as read back. */
-  private readonly feeds = new Map<number, { slot: GpuBuf; next?: number }>();
+  /**
+   * Per sequence: its pick after its last block, on the GPU [1] and as read back, and how many of its
+   * blocks are issued but not yet handed out.
+   */
+  private readonly feeds = new Map<number, { slot: GpuBuf; next?: number; pending: number }>();
   /** Block results are handed out in the order the blocks were issued (a block may need the previous pick). */
   private results: Promise<unknown> = Promise.resolve();
 
@@ -140,8 +143,8 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     const recorded = this.serialize(async () => {
       const st = this.layerStates(state);
       let feed = this.feeds.get(state.id);
-      if (!feed) this.feeds.set(state.id, (feed = { slot: k.alloc(1) }));
-      if (first === null && feed.next === undefined && !this.pending.get(state.id)) {
+      if (!feed) this.feeds.set(state.id, (feed = { slot: k.alloc(1), pending: 0 }));
+      if (first === null && feed.next === undefined && feed.pending === 0) {
         throw new RangeError('decode: first = null continues a previous block of this sequence, and there is none');
       }
       this.chain ??= k.alloc(MAX_CHAIN + V); // [tokens of the block | logits after its last step]
@@ -153,7 +156,7 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
           this.chunkForward(st, Uint8Array.of(first ?? 0), 1);
           select(this.scratch.logits, V, this.chain, i, i === n - 1 ? MAX_CHAIN : 0);
           // Submit every few steps: the GPU starts on them while the rest of the block is recorded
-          // (recording costs the CPU ~0.2 ms a step, as much as the GPU's share of a step).
+          // (recording a step costs the host about as much as the GPU's share of it).
           if (i % SUBMIT_EVERY === SUBMIT_EVERY - 1 && i < n - 1) {
             k.end();
             k.begin();
@@ -168,35 +171,31 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
       }
       read = k.endAndRead(this.chain, MAX_CHAIN + V);
       read.catch(() => undefined); // awaited in turn below, possibly after it fails
-      this.pending.set(state.id, (this.pending.get(state.id) ?? 0) + 1);
+      feed.pending++;
     });
     const result = this.results.then(async () => {
       await recorded;
+      const feed = this.feeds.get(state.id)!;
       try {
         const back = await read;
         const chain = new Uint32Array(back.buffer, 0, n);
-        const feed = this.feeds.get(state.id)!;
         const tokens = new Uint8Array(n);
         tokens[0] = first ?? feed.next!;
         for (let i = 1; i < n; i++) tokens[i] = chain[i - 1];
         feed.next = chain[n - 1];
         return { tokens, logits: back.slice(MAX_CHAIN), next: feed.next };
       } finally {
-        this.pending.set(state.id, this.pending.get(state.id)! - 1);
+        feed.pending--;
       }
     });
     this.results = result.catch(() => undefined);
     return result;
   }
 
-  /** Blocks issued and not yet handed out, per sequence. */
-  private readonly pending = new Map<number, number>();
-
   override releaseState(state: StateHandle): void {
     const feed = this.feeds.get(state.id);
     if (feed) this.kernels.free(feed.slot);
     this.feeds.delete(state.id);
-    this.pending.delete(state.id);
     super.releaseState(state);
   }
 
