@@ -1,7 +1,8 @@
-import { readLocalBytes } from './assets.js';
+import { localPathExists, readLocalBytes } from './assets.js';
 import type { BackendOptions } from './backends.js';
 import { parameterCount, parseConfig, preview, type MambaConfig } from './config.js';
-import { InvalidOptionError, MambaError, ModelFormatError, OutOfMemoryError } from './errors.js';
+import { DEFAULT_MODEL_PATH } from './defaults.js';
+import { InvalidOptionError, MambaError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from './errors.js';
 import { checkFetchOptions, fetchModelFile, sha256Hex, type FetchOptions } from './fetch.js';
 import { DEFAULT_CHUNK } from './forward.js';
 import { MAX_HEADER_BYTES, parseSafetensors } from './safetensors.js';
@@ -79,7 +80,15 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
   };
 
   const configBytes = await read('config.json', true, MAX_CONFIG_BYTES);
-  if (!configBytes) throw new ModelFormatError('config.json', `not found in ${describe(source)}`);
+  if (!configBytes) {
+    const dir = localDir(source);
+    if (dir === undefined) throw new ModelFormatError('config.json', `not found in ${describe(source)}`);
+    if (await localPathExists(dir)) throw new ModelNotFoundError(dir, 'no config.json in this directory');
+    const relative = !/^([/\\]|[A-Za-z]:)/.test(dir) ? ', relative to the working directory' : '';
+    // The bundled model's path inside the package means nothing in the caller's project.
+    const bundled = dir.replace(/[/\\]+$/, '').endsWith(DEFAULT_MODEL_PATH.replace(/\/$/, '')) ? '; the bundled model needs no path: loadModel() / loadModelInWorker() with no source' : '';
+    throw new ModelNotFoundError(dir, `no such directory${relative}${bundled}`);
+  }
   const config = parseConfig(new TextDecoder().decode(configBytes));
   // Before any weight byte is fetched or allocated.
   if (opts.maxMemoryBytes !== undefined) checkMemoryBudget(config, opts.maxMemoryBytes, opts);
@@ -209,6 +218,13 @@ function describe(source: ModelSource): string {
   return typeof source === 'string' || source instanceof URL ? String(source) : 'the in-memory files';
 }
 
+/** The directory of a local source (a path or file: URL); undefined for URLs and in-memory files. */
+function localDir(source: ModelSource): string | undefined {
+  if (!(typeof source === 'string' || source instanceof URL) || isUrlSource(source)) return undefined;
+  const s = String(source);
+  return s.startsWith('file:') ? decodeURIComponent(new URL(s).pathname) : s;
+}
+
 function isUrlSource(source: ModelSource): boolean {
   return (typeof source === 'string' || source instanceof URL) && /^https?:\/\//i.test(String(source));
 }
@@ -243,7 +259,7 @@ function readerFor(source: ModelSource, opts: ReadOptions): Reader {
   if (/^[a-z][a-z\d+.-]*:\/\//i.test(s) && !s.startsWith('file:')) {
     throw new InvalidOptionError('source', `unsupported URL scheme in ${s} (use http, https, file or a path)`);
   }
-  const dir = s.startsWith('file:') ? decodeURIComponent(new URL(s).pathname) : s;
+  const dir = localDir(source)!;
   return async (name) => {
     const bytes = await readLocalFile(dir, name);
     if (bytes) opts.onProgress?.({ file: name, loaded: bytes.byteLength, total: bytes.byteLength });

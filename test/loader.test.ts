@@ -4,6 +4,7 @@ import {
   encodeSafetensors,
   loadModel,
   ModelFormatError,
+  ModelNotFoundError,
   parseConfig,
   parseSafetensors,
   UnsupportedModelError,
@@ -114,7 +115,7 @@ describe('loader checks the tensors against the config', () => {
   test('missing files', async () => {
     expect((await loadError({ 'model.safetensors': tinyWeights })).message).toMatch(/config\.json: not found/);
     expect((await loadError({ 'config.json': tinyConfig })).message).toMatch(/model\.safetensors.*not found.*never pickle/);
-    await expect(loadModel('/nonexistent/model/dir', { backend: 'js' })).rejects.toThrow(ModelFormatError);
+    await expect(loadModel('/nonexistent/model/dir', { backend: 'js' })).rejects.toThrow(ModelNotFoundError);
   });
 });
 
