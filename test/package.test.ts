@@ -62,8 +62,10 @@ describe('the packed tarball installed into a new project', () => {
   beforeAll(() => {
     tmp = mkdtempSync(join(tmpdir(), 'mamba-edge-pack-'));
     // prepack builds only what is stale (nothing after `pretest`): packing is a copy, not a build.
+    const p0 = performance.now();
     const pack = npm(['pack', '--pack-destination', tmp, '--silent'], ROOT);
     expect(pack.status, pack.stderr).toBe(0);
+    console.log(`npm pack: ${((performance.now() - p0) / 1000).toFixed(1)} s${/building/.test(pack.stderr) ? ' (built first: dist/ or build/ was stale)' : ''}`);
     const tarball = join(tmp, pack.stdout.trim().split('\n').pop()!);
     app = join(tmp, 'app');
     mkdirSync(app);
@@ -124,6 +126,16 @@ describe('the packed tarball installed into a new project', () => {
     expect(out.inProcess.text).toBe(expected);
     expect(out.worker.backend).toBe(out.inProcess.backend);
     expect(out.worker.text).toBe(expected);
+
+    // The installed CLI (`npx mamba-edge generate`) defaults to the same model: prompt, continuation, newline.
+    const cli = spawnSync(process.execPath, ['node_modules/mamba-edge/bin/mamba-edge.js', 'generate', '--prompt', PROMPT, '--max-tokens', String(GREEDY.maxTokens), '--temperature', '0'], {
+      cwd: app,
+      encoding: 'utf8',
+      env: cleanEnv(),
+      timeout: 120_000,
+    });
+    expect(cli.status, cli.stderr).toBe(0);
+    expect(cli.stdout).toBe(`${PROMPT}${expected}\n`);
 
     // The old README's path, relative to the user's project: its own code, naming the path.
     expect(out.notFound).toMatchObject({ name: 'ModelNotFoundError', code: 'MODEL_NOT_FOUND', path: 'models/mambabyte-fortunes' });
