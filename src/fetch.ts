@@ -98,6 +98,15 @@ export function redactUrl(url: string): string {
   }
 }
 
+/** The URL of model file `name` in the model directory `base`; a base that is not a URL is a FetchError. */
+export function modelFileUrl(base: string, name: string): string {
+  try {
+    return new URL(name, base).href;
+  } catch {
+    throw new FetchError(redactUrl(`${base}${name}`), 'not a valid URL (check the host and port)');
+  }
+}
+
 function parseTarget(url: string): Target {
   let u: URL;
   try {
