@@ -1,8 +1,9 @@
 /**
  * Downloads model files over http(s) robustly: progress events, resume with HTTP Range after a
- * dropped connection, bounded retries with backoff, stall detection, optional sha256 verification,
- * and an opt-in cache (the Cache API where it exists, else a directory in Node) that also keeps
- * partial downloads (`.part`) so a later run can resume them.
+ * dropped connection, retries with backoff that always end (bounded in attempts without progress,
+ * in all attempts and in bytes), stall detection, optional sha256 verification, redirects followed
+ * by hand so that headers and credentials never leave the first origin, and an opt-in cache
+ * (`cache.ts`) that only ever holds verified files and resumes partial downloads.
  *
  * Nothing here runs unless the caller passes an http(s) URL: directory and in-memory sources never
  * touch the network.
@@ -15,18 +16,31 @@ import { parseSafetensors } from './safetensors.js';
 export interface FetchOptions {
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
-  /** Extra `fetch` init (headers, credentials). Its `signal` is ignored: use `signal`. */
+  /**
+   * Extra `fetch` init (headers, credentials). Sent to the URL's own origin only: after a redirect to
+   * another origin, requests carry nothing but the URL and its Range. Its `signal` and `redirect`
+   * are ignored (use `signal`).
+   */
   fetchInit?: RequestInit;
   /**
    * Keep downloaded files for next time. Browsers (and Deno): the Cache API (`caches`). Node: a
    * directory, `cacheDir` or `~/.cache/mamba-edge`. Off by default; giving `cacheDir` turns it on.
    */
   cache?: boolean;
-  /** Cache directory (Node); implies `cache: true`. Files are keyed by URL. */
+  /**
+   * Cache directory (Node); implies `cache: true`. Files are keyed by URL; safe to share between
+   * processes. Only files that pass their checks are kept (see `SECURITY.md`), and a 404 of an
+   * optional file is remembered, so a cached model loads without the network.
+   */
   cacheDir?: string;
   /** Expected sha256 (hex) per file name, e.g. `{ 'model.safetensors': '9f86…' }`. */
   sha256?: Record<string, string>;
-  /** Retries after a failed attempt that received no new bytes (attempts that make progress reset the count). Default 4. */
+  /**
+   * Retries after a failed attempt that got no further into the file than any attempt before
+   * (attempts that do reset the count). Default 4. Whatever happens, a file gets at most
+   * `4 * (retries + 1)` attempts, and is abandoned once it received more than twice its size (at least 2 MiB) in
+   * bytes that did not extend it.
+   */
   retries?: number;
   /** First backoff delay; doubles with every failure in a row, capped at 30 s. Default 500 ms. */
   retryDelayMs?: number;
@@ -232,8 +246,8 @@ function looksLikeHtml(bytes: Uint8Array): boolean {
   return /^\s*<(!doctype\s+html|html[\s>]|head[\s>]|body[\s>]|!--)/i.test(head);
 }
 
-const HTML_ANSWER =
-  'the server answered with an HTML page, not the model file (a login or captive-portal page, or a dev server that answers missing files with its index.html?)';
+const htmlAnswer = (name: string) =>
+  `the server answered with an HTML page, not ${name} (a login or captive-portal page, or a dev server that answers missing files with its index.html?)`;
 
 /** A download with the checks every source of bytes gets: no HTML, the right hash. */
 async function downloadChecked(
@@ -249,7 +263,7 @@ async function downloadChecked(
   if (looksLikeHtml(bytes)) {
     await writer?.discardPartial();
     if (optional) return { remember: false };
-    throw new FetchError(target.href, `${name}: ${HTML_ANSWER}`, 200);
+    throw new FetchError(target.href, htmlAnswer(name), 200);
   }
   if (expected) {
     const actual = await sha256Hex(bytes);
@@ -369,7 +383,7 @@ async function download(target: Target, name: string, opts: FetchOptions, option
         // A dev server (Vite) answers every missing file with its index.html: for an optional
         // file that means "not there", but it is not a 404 to remember.
         if (optional && offset === 0) return { remember: false };
-        throw new AttemptFailed(`${name}: ${HTML_ANSWER}`, false, res.status);
+        throw new AttemptFailed(htmlAnswer(name), false, res.status);
       }
 
       // Compressed transfer: sizes on the wire are not file sizes and ranges are not byte ranges.

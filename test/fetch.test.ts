@@ -380,11 +380,14 @@ describe('download cache', () => {
   });
 
   test('the Cache API is used where it exists (browsers, Deno)', async () => {
-    const store = new Map<string, ArrayBuffer>();
+    const store = new Map<string, { body: ArrayBuffer; headers: Headers }>();
     const fake = {
       open: async () => ({
-        match: async (url: string) => (store.has(url) ? new Response(store.get(url)!) : undefined),
-        put: async (url: string, res: Response) => void store.set(url, await res.arrayBuffer()),
+        match: async (url: string) => {
+          const e = store.get(url);
+          return e ? new Response(e.body, { headers: e.headers }) : undefined;
+        },
+        put: async (url: string, res: Response) => void store.set(url, { body: await res.arrayBuffer(), headers: res.headers }),
         delete: async (url: string) => store.delete(url),
       }),
     };
@@ -397,6 +400,12 @@ describe('download cache', () => {
       expect(Buffer.from(a!).equals(FILES['model.safetensors'])).toBe(true);
       expect(count('/ok/model.safetensors')).toBe(1);
       expect([...store.keys()]).toEqual([url]);
+
+      // A whole model: the second load makes no request (the index's 404 is remembered).
+      await expectSameModel(await loadModel(`${base}/ok/`, { ...FAST, cache: true }));
+      hits = [];
+      await expectSameModel(await loadModel(`${base}/ok/`, { ...FAST, cache: true }));
+      expect(hits).toEqual([]);
     } finally {
       delete (globalThis as { caches?: unknown }).caches;
     }
@@ -595,7 +604,7 @@ describe('a cache that cannot be corrupted', () => {
     const dir = join(cacheRoot, 'portal');
     const e = await loadModel(`${base}/portal-once`, { ...FAST, cacheDir: dir }).catch((x) => x);
     expect(e).toBeInstanceOf(FetchError);
-    expect(e.message).toMatch(/portal-once\/config\.json: config\.json: the server answered with an HTML page, not the model file/);
+    expect(e.message).toMatch(/portal-once\/config\.json: the server answered with an HTML page, not config\.json \(a login or captive-portal page/);
     expect(cacheFiles(dir).names).toEqual([]);
     // The portal is gone: the next run loads, and caches the real files.
     portal = false;
