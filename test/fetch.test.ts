@@ -3,12 +3,12 @@
  * stalls, wrong content, 404s, servers that ignore Range. Every scenario asserts the exact number
  * of requests, so retries are visibly bounded, and recovered downloads must load the same model.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { FetchError, InvalidOptionError, loadModel, ModelFormatError, type LoadProgress, type Model } from '../src/index.js';
@@ -649,6 +649,27 @@ describe('a cache that cannot be corrupted', () => {
     expect(e.message).toContain(`HTTP 503 Service Unavailable; the cached copy ${cached} does not parse (model.safetensors: `);
     expect(e.message).toContain('so it was removed and fetched again');
     expect(existsSync(cached)).toBe(false);
+  });
+
+  test('a lock and a partial left by a killed process: the next run takes over at once and resumes', async () => {
+    const dir = join(cacheRoot, 'killed');
+    await expect(loadModel(`${base}/truncate`, { ...FAST, cacheDir: dir, retries: 0 })).rejects.toThrow(FetchError);
+    const parked = cacheFiles(dir).entry('model.safetensors.part')!;
+    const entry = parked.replace(/\.part$/, '');
+    // As a process killed mid-download leaves it: its own partial, and its lock.
+    const dead = spawnSync(process.execPath, ['-e', '']).pid;
+    renameSync(parked, `${entry}.${dead}-zz.part`);
+    renameSync(`${parked}.json`, `${entry}.${dead}-zz.part.json`);
+    writeFileSync(`${entry}.lock`, JSON.stringify({ pid: dead, host: hostname(), token: 'zz' }));
+    hits = [];
+    const t = performance.now();
+    await expectSameModel(await loadModel(`${base}/truncate`, { ...FAST, cacheDir: dir }));
+    expect(performance.now() - t).toBeLessThan(2000); // not the 10 s a silent lock is given
+    const reqs = hits.filter((h) => h.path === '/truncate/model.safetensors');
+    expect(reqs).toHaveLength(1);
+    expect(reqs[0].range).toMatch(/^bytes=[1-9]\d*-$/); // resumed from the dead process's bytes
+    expect(sha(readFileSync(entry))).toBe(SHA);
+    expect(cacheFiles(dir).names.filter((n) => /\.(part|json|lock|tmp)$/.test(n) && !n.endsWith('-config.json'))).toEqual([]);
   });
 
   test('4 processes cold-starting on one cache dir: one download, identical weights, no temporary files left', async () => {
