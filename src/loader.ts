@@ -3,7 +3,7 @@ import type { BackendOptions } from './backends.js';
 import { parameterCount, parseConfig, preview, type MambaConfig } from './config.js';
 import { DEFAULT_MODEL_PATH } from './defaults.js';
 import { InvalidOptionError, MambaError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from './errors.js';
-import { checkFetchOptions, fetchModelFile, sha256Hex, type FetchOptions } from './fetch.js';
+import { checkFetchOptions, fetchModelFile, modelFileUrl, redactUrl, sha256Hex, type FetchOptions } from './fetch.js';
 import { DEFAULT_CHUNK } from './forward.js';
 import { MAX_HEADER_BYTES, parseSafetensors } from './safetensors.js';
 import { buildWeights, type ModelWeights, type TensorSource } from './weights.js';
@@ -215,7 +215,7 @@ function shardMap(indexBytes: Uint8Array): Map<string, string> {
 }
 
 function describe(source: ModelSource): string {
-  return typeof source === 'string' || source instanceof URL ? String(source) : 'the in-memory files';
+  return typeof source === 'string' || source instanceof URL ? redactUrl(String(source)) : 'the in-memory files';
 }
 
 /** The directory of a local source (a path or file: URL); undefined for URLs and in-memory files. */
@@ -254,7 +254,7 @@ function readerFor(source: ModelSource, opts: ReadOptions): Reader {
   if (isUrlSource(source)) {
     const base = s.endsWith('/') ? s : `${s}/`;
     // Shard names were restricted by shardMap, so joining cannot leave the model's URL directory.
-    return (name, required, maxBytes) => fetchModelFile(new URL(name, base).href, name, { ...opts, maxBytes }, !required);
+    return (name, required, maxBytes) => fetchModelFile(modelFileUrl(base, name), name, { ...opts, maxBytes }, !required);
   }
   if (/^[a-z][a-z\d+.-]*:\/\//i.test(s) && !s.startsWith('file:')) {
     throw new InvalidOptionError('source', `unsupported URL scheme in ${s} (use http, https, file or a path)`);
