@@ -4,13 +4,13 @@
 import { conv1d } from './conv';
 import { embed } from './embed';
 import { matmulPrepared } from './matmul';
-import { rmsnorm } from './norm';
+import { normSegments, rmsnorm } from './norm';
 import { scan } from './scan';
 
 export { conv1d, siluRows } from './conv';
 export { embed } from './embed';
 export { dequantRow, matmul } from './matmul';
-export { rmsnorm } from './norm';
+export { normSegments, rmsnorm } from './norm';
 export { scan } from './scan';
 export { argmax, topk } from './sample';
 
@@ -32,6 +32,7 @@ const K_SCAN = 3;
 const K_NORM = 4;
 const K_EMBED = 5;
 const K_READ = 6;
+const K_NORM_SEGMENTS = 7;
 
 // @ts-ignore: decorator
 @inline function arg(ctl: usize, i: i32): i32 {
@@ -89,6 +90,11 @@ export function runJob(ctl: usize, part: i32, thread: i32): void {
     const T = arg(ctl, 5);
     const t0 = split(T, part, nparts, 1), t1 = split(T, part + 1, nparts, 1);
     if (t0 < t1) rmsnorm(arg(ctl, 0), arg(ctl, 1), arg(ctl, 2), arg(ctl, 3), argf(ctl, 4), t0, t1);
+  } else if (kernel == K_NORM_SEGMENTS) {
+    // x, s0, s1, s2, eps, T
+    const T = arg(ctl, 5);
+    const t0 = split(T, part, nparts, 1), t1 = split(T, part + 1, nparts, 1);
+    if (t0 < t1) normSegments(arg(ctl, 0), arg(ctl, 1), arg(ctl, 2), arg(ctl, 3), argf(ctl, 4), t0, t1);
   } else if (kernel == K_EMBED) {
     // dtype, tokens, table, scales, out, D, T
     const T = arg(ctl, 6);

@@ -29,3 +29,26 @@ export function rmsnorm(x: usize, w: usize, out: usize, dim: i32, eps: f32, tSta
     }
   }
 }
+
+/**
+ * Weightless RMSNorm of each of the three consecutive segments [s0 | s1 | s2] of rows [tStart, tEnd)
+ * of x [T, s0+s1+s2], in place (Falcon-Mamba's Δ | B | C). Segments are a few dozen floats and start
+ * at any offset, so this stays scalar.
+ */
+export function normSegments(x: usize, s0: i32, s1: i32, s2: i32, eps: f32, tStart: i32, tEnd: i32): void {
+  const width = s0 + s1 + s2;
+  for (let t = tStart; t < tEnd; t++) {
+    let p = x + ((<usize>t * <usize>width) << 2);
+    for (let s = 0; s < 3; s++) {
+      const len = s == 0 ? s0 : s == 1 ? s1 : s2;
+      let ss: f32 = 0;
+      for (let i = 0; i < len; i++) {
+        const v = load<f32>(p + (<usize>i << 2));
+        ss += v * v;
+      }
+      const scale: f32 = 1.0 / Mathf.sqrt(ss / <f32>len + eps);
+      for (let i = 0; i < len; i++) store<f32>(p + (<usize>i << 2), load<f32>(p + (<usize>i << 2)) * scale);
+      p += <usize>len << 2;
+    }
+  }
+}

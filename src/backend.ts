@@ -81,6 +81,11 @@ export interface Kernels<A, W> {
   embed(tokens: Uint8Array, table: W, out: A, T: number, D: number): void;
   /** out[t, :] = x[t, :] / rms(x[t, :]) · w    x, out [T, dim] */
   rmsnorm(x: A, w: W, out: A, T: number, dim: number, eps: number): void;
+  /**
+   * In place, per row t of x [T, Σ segments]: each consecutive segment of the row divided by its own
+   * rms, with no weight (Falcon-Mamba's Δ | B | C norms):  x[t, s] ← x[t, s] / sqrt(mean(x[t, s]²) + eps)
+   */
+  normSegments(x: A, T: number, segments: readonly number[], eps: number): void;
   /** out[t, n] (+)= Σ_k x[t, k] · w[n, k] + bias[n]    x [T, K], w [N, K], out [T, N] */
   matmul(x: A, w: W, bias: W | undefined, out: A, T: number, K: number, N: number, accumulate: boolean): void;
   /** Causal depthwise conv over the sequence continuing `state`, then SiLU.  x, out [T, E]; state [E, K-1] */

@@ -28,6 +28,11 @@ export interface MambaConfig {
   tiedEmbeddings: boolean;
   /** Which tensor naming the checkpoint uses. */
   naming: 'hf' | 'mamba_ssm';
+  /**
+   * Falcon-Mamba (`model_type: "falcon_mamba"`): the epsilon of the weightless RMSNorms applied to
+   * Δ (before dt_proj), B and C, each on its own, right after x_proj. Undefined for Mamba-1.
+   */
+  mixerRmsEps?: number;
 }
 
 type Json = Record<string, unknown>;
@@ -113,9 +118,9 @@ export function parseConfig(text: string): MambaConfig {
   const cfg = raw as Json;
   const modelType = cfg.model_type;
   if (modelType === undefined && 'd_model' in cfg) return parseMambaSsm(cfg);
-  if (modelType !== 'mamba') {
+  if (modelType !== 'mamba' && modelType !== 'falcon_mamba') {
     throw unsupported(
-      `model_type ${preview(modelType)} is not supported: mamba-edge runs Mamba-1 ("mamba", or an original mamba_ssm config)`,
+      `model_type ${preview(modelType)} is not supported: mamba-edge runs Mamba-1 ("mamba", or an original mamba_ssm config) and Falcon-Mamba ("falcon_mamba")`,
     );
   }
   const act = cfg.hidden_act ?? 'silu';
@@ -137,6 +142,8 @@ export function parseConfig(text: string): MambaConfig {
     eps: num(cfg, 'layer_norm_epsilon', 1e-5),
     tiedEmbeddings: bool(cfg, 'tie_word_embeddings', true),
     naming: 'hf',
+    // transformers' FalconMambaConfig defaults mixer_rms_eps to 1e-6.
+    ...(modelType === 'falcon_mamba' ? { mixerRmsEps: num(cfg, 'mixer_rms_eps', 1e-6) } : {}),
   });
 }
 
@@ -179,6 +186,9 @@ function check(c: MambaConfig): MambaConfig {
   const naming = (hf: string, ssm: string) => (c.naming === 'hf' ? hf : ssm);
   if (!(c.eps > 0 && c.eps < 1)) {
     throw new ModelFormatError(FILE, `epsilon ${c.eps} must be in (0, 1)`, naming('layer_norm_epsilon', 'norm_epsilon'));
+  }
+  if (c.mixerRmsEps !== undefined && !(c.mixerRmsEps > 0 && c.mixerRmsEps < 1)) {
+    throw new ModelFormatError(FILE, `epsilon ${c.mixerRmsEps} must be in (0, 1)`, 'mixer_rms_eps');
   }
   if (c.dConv < 2) throw unsupported(`conv kernel ${c.dConv} is not supported (need >= 2)`);
   // Derived sizes get the same caps as stated ones (mamba_ssm's expand * d_model, the padded vocabulary).

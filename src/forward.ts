@@ -24,8 +24,8 @@ interface Scratch<A> {
 }
 
 /**
- * The one path from tokens to logits, shared by every backend: the Mamba-1 block loop,
- * written once against the `Kernels` interface.
+ * The one path from tokens to logits, shared by every backend: the Mamba-1 block loop (and its
+ * Falcon-Mamba variant, which normalises Δ, B and C after x_proj), written once against `Kernels`.
  */
 export class KernelBackend<A, W> implements Backend {
   readonly name: BackendName;
@@ -111,7 +111,7 @@ export class KernelBackend<A, W> implements Backend {
   /** One chunk of T tokens through every block; leaves logits [T, V] in scratch. */
   protected chunkForward(st: LayerState<A>[], tokens: Uint8Array, T: number): void {
     const { k, w, scratch: s, config: c } = this;
-    const { dModel: D, dInner: E, dConv: K, dtRank: R, dState: N, vocabSize: V, eps } = c;
+    const { dModel: D, dInner: E, dConv: K, vocabSize: V, eps } = c;
     k.embed(tokens, w.embedding, s.h, T, D);
     for (let l = 0; l < c.nLayer; l++) {
       const L = w.layers[l];
@@ -119,12 +119,19 @@ export class KernelBackend<A, W> implements Backend {
       k.matmul(s.xn, L.inProjX, L.inProjXBias, s.x, T, D, E, false);
       k.matmul(s.xn, L.inProjZ, L.inProjZBias, s.z, T, D, E, false);
       k.conv1d(s.x, st[l].conv, L.convW, L.convB, s.u, T, E, K);
-      k.matmul(s.u, L.xProj, undefined, s.dbc, T, E, R + 2 * N, false);
+      this.xProj(s.u, L, s.dbc, T);
       k.scan(s.u, s.dbc, s.z, L, st[l].ssm, s.y, T, c);
       k.matmul(s.y, L.outProj, L.outProjBias, s.h, T, E, D, true); // residual add
     }
     k.rmsnorm(s.h, w.normF, s.xn, T, D, eps);
     k.matmul(s.xn, w.lmHead, undefined, s.logits, T, D, V, false);
+  }
+
+  /** dbc = x_proj(u), then Falcon-Mamba's weightless RMSNorms of Δ, B and C.    u [T, E] → dbc [T, R+2N] */
+  protected xProj(u: A, L: LayerWeights<W>, dbc: A, T: number): void {
+    const { dInner: E, dtRank: R, dState: N, mixerRmsEps } = this.config;
+    this.k.matmul(u, L.xProj, undefined, dbc, T, E, R + 2 * N, false);
+    if (mixerRmsEps !== undefined) this.k.normSegments(dbc, T, [R, N, N], mixerRmsEps);
   }
 
   async readState(state: StateHandle): Promise<StateData> {

@@ -13,6 +13,8 @@ export interface SyntheticSpec {
   use_conv_bias?: boolean;
   tie_word_embeddings?: boolean;
   naming?: 'hf' | 'mamba_ssm';
+  /** Falcon-Mamba (`model_type: "falcon_mamba"`, HF naming only): Δ, B, C normalised after x_proj. */
+  falcon?: boolean;
   dtype?: 'F32' | 'F16' | 'BF16';
   seed?: number;
 }
@@ -84,8 +86,9 @@ export function syntheticModel(spec: SyntheticSpec): { 'config.json': string; 'm
   const config =
     naming === 'hf'
       ? {
-          model_type: 'mamba',
-          architectures: ['MambaForCausalLM'],
+          model_type: spec.falcon ? 'falcon_mamba' : 'mamba',
+          architectures: [spec.falcon ? 'FalconMambaForCausalLM' : 'MambaForCausalLM'],
+          ...(spec.falcon ? { mixer_rms_eps: 1e-6 } : {}),
           hidden_size: D,
           num_hidden_layers: spec.num_hidden_layers,
           state_size: N,

@@ -5,7 +5,7 @@ import type { ModelWeights } from '../weights.js';
 import { conv1d } from './conv.js';
 import { embed } from './embed.js';
 import { matmul } from './matmul.js';
-import { rmsnorm } from './norm.js';
+import { normSegments, rmsnorm } from './norm.js';
 import { scan } from './scan.js';
 
 /** The reference kernels: plain float32 arrays, one function per op, executed at once. */
@@ -17,6 +17,7 @@ const referenceKernels: Kernels<Float32Array, Float32Array> = {
   read: async (buf, floats, offset = 0) => buf.slice(offset, offset + floats),
   embed,
   rmsnorm,
+  normSegments,
   matmul,
   conv1d,
   scan,

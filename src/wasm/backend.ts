@@ -127,6 +127,12 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
     this.rt.run(KERNEL.NORM, [x, w.f32, out, dim, WasmRuntime.floatArg(eps), T], this.parts(T * dim));
   }
 
+  normSegments(x: Ptr, T: number, segments: readonly number[], eps: number): void {
+    if (segments.length !== 3) throw new RangeError('normSegments: the wasm kernel takes three segments');
+    const [s0, s1, s2] = segments;
+    this.rt.run(KERNEL.NORM_SEGMENTS, [x, s0, s1, s2, WasmRuntime.floatArg(eps), T], this.parts(T * (s0 + s1 + s2)));
+  }
+
   matmul(x: Ptr, w: WasmTensor, bias: WasmTensor | undefined, out: Ptr, T: number, K: number, N: number, accumulate: boolean): void {
     const args = [w.dtype, x, K, w.ptr, w.scales, bias?.f32 ?? 0, out, N, T, K, N, accumulate ? 1 : 0];
     this.rt.run(KERNEL.MATMUL, args, this.parts(T * K * N, N));

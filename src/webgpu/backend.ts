@@ -72,7 +72,7 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     for (let l = 0; l < c.nLayer; l++) {
       const L = w.layers[l];
       k.mixIn(s.h, L, st[l].conv, s.u, s.z, c); // h [D] → u, z [E]
-      k.matmul(s.u, L.xProj, undefined, s.dbc, 1, c.dInner, c.dtRank + 2 * c.dState, false); // → dbc [R+2N]
+      this.xProj(s.u, L, s.dbc, 1); // → dbc [R+2N]
       k.scanStep(s.u, s.dbc, s.z, L, st[l].ssm, s.y, c); // → y [E]
       k.matmul(s.y, L.outProj, L.outProjBias, s.h, 1, c.dInner, c.dModel, true); // h += out_proj(y)
     }

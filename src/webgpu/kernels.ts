@@ -452,6 +452,17 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     });
   }
 
+  normSegments(x: GpuBuf, T: number, segments: readonly number[], eps: number): void {
+    if (segments.length < 1 || segments.length > 4) throw new RangeError('normSegments: 1 to 4 segments');
+    this.call(`normseg:${x.id}:${T}:${segments.join(',')}:${eps}`, () => {
+      const params = new ArrayBuffer(32);
+      new Uint32Array(params, 0, 2).set([T, segments.reduce((a, b) => a + b, 0)]);
+      new Float32Array(params, 8, 1)[0] = eps;
+      new Uint32Array(params, 16, 4).set(segments);
+      return { pipeline: this.pipeline('norm', 'norm_segments', {}), buffers: [x.buffer], params, workgroups: [T, segments.length, 1] };
+    });
+  }
+
   matmul(x: GpuBuf, w: GpuWeight, bias: GpuWeight | undefined, out: GpuBuf, T: number, K: number, N: number, accumulate: boolean): void {
     if (w.cols !== K || w.rows !== N) throw new Error(`matmul: weight [${w.rows}, ${w.cols}] used as [${N}, ${K}]`);
     const m = this.mat(w);
