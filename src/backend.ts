@@ -1,6 +1,6 @@
 import type { MambaConfig } from './config.js';
 import { argmax, Sampler } from './sampler.js';
-import type { LayerWeights } from './weights.js';
+import type { LayerWeights, Mamba2LayerWeights } from './weights.js';
 
 export type BackendName = 'js' | 'wasm' | 'webgpu';
 
@@ -95,6 +95,13 @@ export interface Kernels<A, W> {
    * y = C·state + D·u, out = y · SiLU(z).    u, z, out [T, E]; dbc [T, R+2N]; state [E, N]
    */
   scan(u: A, dbc: A, z: A, layer: LayerWeights<W>, state: A, out: A, T: number, cfg: MambaConfig): void;
+  /**
+   * Mamba-2's scan (src/reference/ssd.ts): Δ = clamp(softplus(dt + dt_bias)), per head
+   * S ← exp(Δ·A)·S + Δ·x ⊗ B, y = S·C + D·x.    xbc [T, E+2GN] (x | B | C), dt [T, H]; state [H, P, N]; y [T, E]
+   */
+  ssd(xbc: A, dt: A, layer: Mamba2LayerWeights<W>, state: A, y: A, T: number, cfg: MambaConfig): void;
+  /** Mamba-2's gated RMSNorm per group: out = rmsnorm_g(y·SiLU(z))·w.    y, z, out [T, E]; out ≠ y */
+  gatedNorm(y: A, z: A, w: W, out: A, T: number, cfg: MambaConfig): void;
 }
 
 /** A block of decoded tokens: those fed (`tokens[0]` = first), the logits after the last, the next pick. */

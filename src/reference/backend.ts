@@ -7,6 +7,7 @@ import { embed } from './embed.js';
 import { matmul } from './matmul.js';
 import { normSegments, rmsnorm } from './norm.js';
 import { scan } from './scan.js';
+import { gatedNorm, ssd } from './ssd.js';
 
 /** The reference kernels: plain float32 arrays, one function per op, executed at once. */
 const referenceKernels: Kernels<Float32Array, Float32Array> = {
@@ -21,6 +22,8 @@ const referenceKernels: Kernels<Float32Array, Float32Array> = {
   matmul,
   conv1d,
   scan,
+  ssd,
+  gatedNorm,
 };
 
 /** The readable specification every other backend is tested against. */

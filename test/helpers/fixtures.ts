@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { parseJsonText } from '../../src/config.js';
 
 export const FIXTURE_ROOT = fileURLToPath(new URL('../fixtures/hf-mamba/', import.meta.url));
 /** Every model family's fixtures: test/fixtures/<family>/<name>/ (copied from ../shared/fixtures). */
@@ -28,7 +29,7 @@ export function loadFixtures(): Fixture[] {
   return families
     .flatMap((family) => readdirSync(`${FIXTURES}${family}`).map((name) => ({ family, name, dir: `${FIXTURES}${family}/${name}` })))
     .filter(({ dir }) => existsSync(`${dir}/expected.json`))
-    .map(({ family, name, dir }) => ({ family, name, dir, exp: JSON.parse(readFileSync(`${dir}/expected.json`, 'utf8')) }))
+    .map(({ family, name, dir }) => ({ family, name, dir, exp: parseJsonText(readFileSync(`${dir}/expected.json`, 'utf8')) as Record<string, any> }))
     // Token-id fixtures (a tokenizer.json vocabulary) need the tokenizer path, not bytes.
     .filter(({ exp }) => Array.isArray(exp.input_bytes))
     .map(({ family, name, dir, exp }) => {
