@@ -5,9 +5,9 @@ import type { ModelWeights } from '../weights.js';
 import { conv1d } from './conv.js';
 import { embed } from './embed.js';
 import { matmul } from './matmul.js';
-import { normSegments, rmsnorm } from './norm.js';
+import { gatedNorm, normSegments, rmsnorm } from './norm.js';
 import { scan } from './scan.js';
-import { gatedNorm, ssd } from './ssd.js';
+import { ssd } from './ssd.js';
 
 /** The reference kernels: plain float32 arrays, one function per op, executed at once. */
 const referenceKernels: Kernels<Float32Array, Float32Array> = {

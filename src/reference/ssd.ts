@@ -1,6 +1,6 @@
 import type { MambaConfig } from '../config.js';
 import type { Mamba2LayerWeights } from '../weights.js';
-import { silu, softplus } from './math.js';
+import { softplus } from './math.js';
 
 /**
  * Mamba-2's scan (the state space dual layer, Dao & Gu 2024), one token at a time: the recurrence
@@ -104,31 +104,6 @@ export function ssdChunked(
           const i = (h * P + p) * N + n;
           state[i] = Math.exp(last) * state[i] + acc;
         }
-      }
-    }
-  }
-}
-
-/**
- * Mamba-2's gated RMSNorm, per group of `normGroupSize` channels as mamba_ssm's RMSNormGated:
- *   out = rmsnorm_g(y ⊙ SiLU(z)) ⊙ w      (normBeforeGate: rmsnorm_g(y) ⊙ w ⊙ SiLU(z))
- * y, z, out [T, E]; w [E]. `out` may alias `y`.
- */
-export function gatedNorm(y: Float32Array, z: Float32Array, w: Float32Array, out: Float32Array, T: number, cfg: MambaConfig): void {
-  const E = cfg.dInner;
-  const { normGroupSize: S, normBeforeGate, normEps: eps } = cfg.mamba2!;
-  const v = new Float64Array(S);
-  for (let t = 0; t < T; t++) {
-    for (let g0 = t * E; g0 < (t + 1) * E; g0 += S) {
-      let ss = 0;
-      for (let i = 0; i < S; i++) {
-        v[i] = normBeforeGate ? y[g0 + i] : y[g0 + i] * silu(z[g0 + i]);
-        ss += v[i] * v[i];
-      }
-      const scale = 1 / Math.sqrt(ss / S + eps);
-      for (let i = 0; i < S; i++) {
-        const c = (g0 % E) + i;
-        out[g0 + i] = v[i] * scale * w[c] * (normBeforeGate ? silu(z[g0 + i]) : 1);
       }
     }
   }
