@@ -20,10 +20,11 @@ import { parseArgs } from 'node:util';
 const REPO_ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 
 /**
- * What the pages need from the repository: the browser bundle, the example and bench pages, the reports the
+ * What the pages need from the repository: the browser bundle, the example pages (the Electron renderer also opens
+ * in a browser), the bench page, the reports the
  * bench page imports, the bundled model and the test fixtures (models the tests and the bench page load).
  */
-export const PAGE_PATHS = ['dist/browser', 'examples/browser', 'bench/page', 'bench/results', 'bench/schema.json', 'models', 'test/fixtures'];
+export const PAGE_PATHS = ['dist/browser', 'examples/browser', 'examples/electron/renderer', 'bench/page', 'bench/results', 'bench/schema.json', 'models', 'test/fixtures'];
 
 const TYPES = {
   '.html': 'text/html; charset=utf-8',
