@@ -105,8 +105,14 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
   };
 
   const maxWeights = maxWeightFileBytes(config);
-  const index = await read('model.safetensors.index.json', false, MAX_INDEX_BYTES);
-  if (index) {
+  // model.safetensors first, as transformers does, and the shard index only where it is absent: a single-file
+  // checkpoint (the common case) then makes no request that fails (a 404 in every browser console, or the 200
+  // HTML page that some dev servers send for a missing file).
+  const single = await read('model.safetensors', false, maxWeights);
+  const index = single ? undefined : await read('model.safetensors.index.json', false, MAX_INDEX_BYTES);
+  if (single) {
+    addFile('model.safetensors', single);
+  } else if (index) {
     const map = shardMap(index);
     for (const file of [...new Set(map.values())].sort()) {
       const bytes = await read(file, true, maxWeights);
@@ -121,11 +127,10 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
       if (found.file !== file) throw new ModelFormatError(found.file, `tensor is listed under ${file} in model.safetensors.index.json`, name);
     }
   } else {
-    const bytes = await read('model.safetensors', true, maxWeights);
-    if (!bytes) {
-      throw new ModelFormatError('model.safetensors', `not found in ${describe(source)} (mamba-edge reads safetensors only, never pickle .bin files)`);
-    }
-    addFile('model.safetensors', bytes);
+    throw new ModelFormatError(
+      'model.safetensors',
+      `not found in ${describe(source)}, nor model.safetensors.index.json (mamba-edge reads safetensors only, never pickle .bin files)`,
+    );
   }
   // A digest for a file that was never read would silently verify nothing: say so.
   for (const name of Object.keys(opts.sha256 ?? {})) {

@@ -1,5 +1,5 @@
 import type { Backend, StateData } from './backend.js';
-import { createBackend, type BackendOptions } from './backends.js';
+import { createBackend, type BackendOptions, type SelectedBackend } from './backends.js';
 import type { MambaConfig } from './config.js';
 import { parameterCount } from './config.js';
 import { resolveModelSource } from './defaults.js';
@@ -214,7 +214,8 @@ export class Model {
   /** @internal use `loadModel()` */
   constructor(
     readonly config: MambaConfig,
-    readonly backend: Backend,
+    /** The backend, with `selection` (why it was picked) when `loadModel` chose it. */
+    readonly backend: SelectedBackend,
   ) {}
 
   get parameters(): number {

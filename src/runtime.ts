@@ -167,9 +167,12 @@ export class WorkerModel {
     return parameterCount(this.config);
   }
 
-  /** Why this backend: shorthand for `backend.selection.reason`. */
-  get backendReason(): string | undefined {
-    return this.backend.selection?.reason;
+  /**
+   * Why this backend runs: `backend.selection.reason`, e.g. "software WebGPU adapter (SwiftShader) is slower than
+   * WASM SIMD", or "requested backend 'wasm'" for an explicit choice.
+   */
+  get backendReason(): string {
+    return this.backend.selection?.reason ?? `backend '${this.backend.name}'`;
   }
 
   /** A one-off generation from an empty state, streamed in batches of chunks. */

@@ -222,8 +222,8 @@ describe('fetching a model over http', () => {
     const st = events.filter((e) => e.file === 'model.safetensors');
     expect(st.at(-1)).toEqual({ file: 'model.safetensors', loaded: SIZE, total: SIZE });
     for (let i = 1; i < st.length; i++) expect(st[i].loaded).toBeGreaterThanOrEqual(st[i - 1].loaded);
-    // config.json, the optional shard index (404), model.safetensors: nothing else.
-    expect(hits.map((h) => h.path)).toEqual(['/ok/config.json', '/ok/model.safetensors.index.json', '/ok/model.safetensors']);
+    // config.json, model.safetensors: nothing else (the shard index is only looked for when model.safetensors is absent).
+    expect(hits.map((h) => h.path)).toEqual(['/ok/config.json', '/ok/model.safetensors']);
   });
 
   test('a connection dropped mid-body resumes with a Range request', async () => {
@@ -344,10 +344,10 @@ describe('download cache', () => {
     const dir = join(cacheRoot, 'plain');
     await expectSameModel(await loadModel(`${base}/ok`, { ...FAST, cacheDir: dir }));
     const first = hits.length;
-    expect(first).toBe(3);
+    expect(first).toBe(2);
     const events: LoadProgress[] = [];
     await expectSameModel(await loadModel(`${base}/ok`, { ...FAST, cacheDir: dir, onProgress: (e) => events.push(e) }));
-    // Not even the optional shard index: its 404 was remembered.
+    // Nothing at all: the shard index is never asked for when model.safetensors exists.
     expect(hits.slice(first)).toEqual([]);
     expect(events.find((e) => e.file === 'model.safetensors')).toEqual({ file: 'model.safetensors', loaded: SIZE, total: SIZE });
     expect(readdirSync(dir).some((f) => f.endsWith('.part'))).toBe(false);
