@@ -70,6 +70,9 @@ Prints a JSON report of this device's capabilities (WebGPU, WASM SIMD, threads, 
 
 const DEFAULT_PROMPT = 'The ';
 
+/** Prompts from this many bytes on report their prefill's progress (shorter ones take milliseconds). */
+const LONG_PROMPT = 2048;
+
 /** Exit statuses: 1 for runtime and file errors, 2 for usage errors, 128 + SIGINT when interrupted. */
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
@@ -196,7 +199,7 @@ let stdoutSingleton: Stdout | undefined;
 class Progress {
   private static readonly INTERVAL_MS = 250;
   private readonly mode: 'off' | 'tty' | 'lines';
-  private last = performance.now();
+  private last: number | undefined; // the step's clock starts with its first update
   private shown = false;
   private latest = '';
   private printed = '';
@@ -210,6 +213,7 @@ class Progress {
     if (this.mode === 'off') return;
     this.latest = line;
     const t = performance.now();
+    this.last ??= t;
     if (t - this.last < Progress.INTERVAL_MS) return;
     this.last = t;
     this.shown = true;
@@ -222,11 +226,12 @@ class Progress {
     if (this.mode === 'lines' && this.latest && this.latest !== this.printed) say(`${this.latest}\n`);
     this.shown = false;
     this.latest = this.printed = '';
+    this.last = undefined;
   }
 }
 
 const percent = (done: number, total: number) => (total > 0 ? ` (${Math.floor((100 * done) / total)}%)` : '');
-const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+const size = (n: number) => (n < 2 ** 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 2 ** 20).toFixed(1)} MiB`);
 
 function number(values: Record<string, unknown>, flag: string, integer = false): number | undefined {
   const v = values[flag];
@@ -297,7 +302,7 @@ async function openModel(values: Record<string, unknown>, signal?: AbortSignal):
     cacheDir: values['cache-dir'] as string | undefined,
     signal,
     onProgress: (p: LoadProgress) =>
-      download.update(`${p.file} ${mib(p.loaded)}${p.total ? `/${mib(p.total)}` : ''} MiB${percent(p.loaded, p.total ?? 0)}`),
+      download.update(`${p.file} ${size(p.loaded)}${p.total ? ` of ${size(p.total)}` : ''}${percent(p.loaded, p.total ?? 0)}`),
   };
   checkBackendOptions(options);
   if (values.model === undefined && !existsSync(source)) {
@@ -395,7 +400,10 @@ async function generate(values: Record<string, unknown>, out: Stdout): Promise<n
   try {
     model = await openModel(values, ctrl.signal);
     if (values.echo) out.write(prompt);
-    const view = withPrefillProgress(model, prompt.length, (done) => prefill.update(`prompt ${done}/${prompt.length} B${percent(done, prompt.length)}`));
+    const view =
+      prompt.length >= LONG_PROMPT
+        ? withPrefillProgress(model, prompt.length, (done) => prefill.update(`prompt ${done}/${prompt.length} B${percent(done, prompt.length)}`))
+        : model;
     for await (const chunk of view.generate(prompt, options)) {
       prefill.end();
       out.write(raw ? chunk.bytes : chunk.text);
