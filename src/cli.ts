@@ -408,6 +408,7 @@ async function generate(values: Record<string, unknown>, out: Stdout): Promise<n
       prefill.end();
       out.write(raw ? chunk.bytes : chunk.text);
       const s = chunk.stats;
+      if (s && !raw) out.write('\n'); // before the stats, so a terminal shows them on a line of their own
       if (s && values.stats) {
         say(
           `[${s.backend}] prompt ${s.promptTokens} B at ${s.prefillTokensPerSecond.toFixed(1)} B/s, ` +
@@ -416,7 +417,6 @@ async function generate(values: Record<string, unknown>, out: Stdout): Promise<n
         );
       }
     }
-    if (!raw) out.write('\n');
   } catch (e) {
     // Interrupted while loading (the loader's signal): nothing was generated, nothing to report.
     if (!(ctrl.signal.aborted && (interrupted || out.closed))) throw e;
