@@ -488,7 +488,7 @@ async function mayLoadDawn(command: string, values: Record<string, unknown>): Pr
 function runWithoutDawnChatter(argv: string[]): Promise<number> {
   const script = `import { main } from ${JSON.stringify(import.meta.url)};\nprocess.exitCode = await main(${JSON.stringify(argv)});`;
   const child = spawn(process.execPath, [...process.execArgv, '--input-type=module', '--eval', script], {
-    stdio: ['inherit', 'inherit', 'pipe', 'inherit'],
+    stdio: ['inherit', 'inherit', 'pipe', 2], // fd 3 = this process's stderr
     env: { ...process.env, [STDERR_FD_ENV]: '3' },
   });
   child.stderr!.resume();
@@ -555,7 +555,9 @@ export async function main(argv: string[]): Promise<number> {
       out.write(`${USAGE[command]}\n`);
       return 0;
     }
-    if (!values.verbose && process.env[STDERR_FD_ENV] === undefined && (await mayLoadDawn(command, values))) {
+    // The child imports this module by URL: only the compiled one (not src/cli.ts under a test runner) can be.
+    const compiled = import.meta.url.endsWith('.js');
+    if (compiled && !values.verbose && process.env[STDERR_FD_ENV] === undefined && (await mayLoadDawn(command, values))) {
       return await runWithoutDawnChatter(argv);
     }
     if (command === 'generate') return await generate(values, out);

@@ -159,10 +159,13 @@ describe('mamba-edge CLI', () => {
     expect(probe.status).toBe(0);
     expect(JSON.parse(probe.stdout).webgpu).toBeDefined();
     expect(probe.stderr).toBe('');
-    // Either the GPU backend runs silently, or it is unavailable: then one line, status 1.
-    const gpu = run(['generate', '--model', `${FIXTURE_ROOT}tiny-hf-f32`, '--backend', 'webgpu', '--prompt', 'Hi', '--max-tokens', '4']);
-    if (gpu.status === 0) expect(gpu.stderr).toBe('');
+    // Either the GPU backend runs and stderr has --stats' line alone, or it is unavailable: one line, status 1.
+    const gpu = run(['generate', '--model', `${FIXTURE_ROOT}tiny-hf-f32`, '--backend', 'webgpu', '--prompt', 'Hi', '--max-tokens', '4', '--stats']);
+    if (gpu.status === 0) expect(gpu.stderr).toMatch(/^\[webgpu [^\n]*generated 4 B[^\n]*\n$/);
     else expect([gpu.status, gpu.stderr]).toEqual([1, expect.stringMatching(/^mamba-edge: backend 'webgpu' is not available[^\n]*\n$/)]);
+    // The CLI's own errors still reach stderr when Dawn's are dropped.
+    const bad = run(['eval', '--backend', 'webgpu', '--input', tmpdir()]);
+    expect([bad.status, bad.stderr]).toEqual([1, `mamba-edge: --input ${tmpdir()}: is a directory\n`]);
   });
 
   test('prefill progress goes to stderr when forced (a terminal shows it by default), never otherwise', () => {
