@@ -102,7 +102,7 @@ describe('offline by default', () => {
       return true;
     });
     try {
-      const code = await main(['generate', '--model', tinyDir, '--prompt', 'Hello', '--max-tokens', '12', '--temperature', '0']);
+      const code = await main(['generate', '--model', tinyDir, '--prompt', 'Hello', '--echo', '--max-tokens', '12', '--temperature', '0']);
       expect(code).toBe(0);
     } finally {
       write.mockRestore();
