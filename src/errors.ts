@@ -25,11 +25,12 @@ export class ModelFormatError extends MambaError {
 }
 
 /**
- * A local model source points at nothing loadable: the directory does not exist, or has no
- * config.json. (A malformed file that is there is a `ModelFormatError`.)
+ * A model source points at nothing loadable: the directory does not exist, or has no config.json;
+ * a Hugging Face Hub id whose repository, revision or config.json the Hub does not have. (A
+ * malformed file that is there is a `ModelFormatError`.)
  */
 export class ModelNotFoundError extends MambaError {
-  /** The directory as given (relative paths resolve against the process's working directory). */
+  /** The directory as given (relative paths resolve against the process's working directory), or the Hub's `org/name`. */
   readonly path: string;
   constructor(path: string, message: string) {
     super('MODEL_NOT_FOUND', `${path}: ${message}`);

@@ -5,10 +5,14 @@ import { DEFAULT_MODEL_PATH } from './defaults.js';
 import { InvalidOptionError, MambaError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from './errors.js';
 import { checkFetchOptions, fetchModelFile, modelFileUrl, redactUrl, sha256Hex, type FetchOptions } from './fetch.js';
 import { DEFAULT_CHUNK } from './forward.js';
+import { checkHubOptions, hubIdOf, hubReader, type HubOptions } from './hub.js';
 import { MAX_HEADER_BYTES, parseSafetensors } from './safetensors.js';
 import { buildWeights, type ModelWeights, type TensorSource } from './weights.js';
 
-/** Where a model comes from: a directory path (Node, Deno), an http(s) URL, or files already in memory. */
+/**
+ * Where a model comes from: a directory path (Node, Deno), an http(s) URL, a Hugging Face Hub id
+ * (`org/name[@revision]`, see `src/hub.ts` for when a string is one), or files already in memory.
+ */
 export type ModelSource = string | URL | { files: Record<string, Uint8Array | ArrayBuffer | Blob | string> };
 
 export interface LoadProgress {
@@ -23,7 +27,7 @@ export interface LoadProgress {
  * How to read a model. The network options (`cache`, `retries`, `stallTimeoutMs`, ...) only matter
  * for http(s) sources; see `FetchOptions`. `sha256` is checked for every source.
  */
-export interface ReadOptions extends FetchOptions {
+export interface ReadOptions extends FetchOptions, HubOptions {
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
   /** Extra `fetch` init for URL sources (headers, credentials). */
@@ -61,8 +65,10 @@ function maxWeightFileBytes(c: MambaConfig): number {
 /** Reads config.json + safetensors (single or sharded) from any source and validates them. */
 export async function readModel(source: ModelSource, opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {}): Promise<LoadedFiles> {
   checkReadOptions(opts);
-  const isUrl = isUrlSource(source);
-  const baseRead = readerFor(source, opts);
+  const hub = await hubIdOf(source);
+  // Downloads (URL and Hub sources) verify their hashes themselves, so a bad file is never cached.
+  const isUrl = isUrlSource(source) || hub !== undefined;
+  const baseRead = hub ? hubReader(hub, opts) : readerFor(source, opts);
   const seen: string[] = [];
   // Every file passes here: abort between files, and hashes for local and in-memory files
   // (downloads are verified inside fetchModelFile, which can then drop a bad cached copy).
@@ -150,6 +156,7 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
 function checkReadOptions(o: ReadOptions): void {
   if (typeof o !== 'object' || o === null) throw new InvalidOptionError('options', 'must be an object');
   checkFetchOptions(o);
+  checkHubOptions(o);
   const m = o.maxMemoryBytes;
   if (m !== undefined && (typeof m !== 'number' || !(m > 0) || !Number.isFinite(m))) {
     throw new InvalidOptionError('maxMemoryBytes', `must be a positive number of bytes, got ${String(m)}`);
