@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
 import { main } from '../src/cli.js';
-import { FetchError, InvalidOptionError, loadModel, ModelNotFoundError, type LoadProgress } from '../src/index.js';
+import { FetchError, InvalidOptionError, loadModel, loadModelInWorker, ModelNotFoundError, type LoadProgress } from '../src/index.js';
 import { hubIdOf, parseHubId } from '../src/hub.js';
 import { syntheticModel } from '../src/synthetic.js';
 import { FIXTURE_ROOT, loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
@@ -252,6 +252,25 @@ describe('Hugging Face Hub ids', () => {
     const tried = blockNetwork();
     expect(await logitsOf('test-org/sharded', { cacheDir: cache })).toEqual(got);
     expect(tried()).toBe(0);
+    globalThis.fetch = realFetch;
+
+    // In a worker too (the source crosses as the id; the worker reads the same cache); still no request.
+    hubHits = [];
+    const w = await loadModelInWorker('test-org/sharded', { backend: 'js', cacheDir: cache });
+    try {
+      expect(await w.logits(fixture.input)).toEqual(got);
+    } finally {
+      w.dispose();
+    }
+    expect(hubHits).toEqual([]);
+  });
+
+  test('cache: false downloads into memory only: the Hugging Face cache stays empty', async () => {
+    const cache = tempDir();
+    process.env.HF_HUB_CACHE = cache;
+    expect(await logitsOf('test-org/tiny-mamba', { cache: false })).toEqual(await logitsOf(fixture.dir));
+    expect(readdirSync(cache)).toEqual([]);
+    expect(cdnHits).toHaveLength(1);
   });
 
   test("a cache laid out by hand like Python's huggingface_hub loads with no server at all", async () => {
@@ -407,6 +426,28 @@ describe('Hugging Face Hub ids', () => {
     expect(hubHits.every((h) => h.auth === 'Bearer hf_cli')).toBe(true);
     expect(existsSync(join(repoDir(cache, 'test-org/tiny-mamba'), 'refs'))).toBe(false); // asked by commit: no ref to write
     expect(cdnHits).toHaveLength(1);
+
+    // generate and logits from the now cached model: not one request.
+    const tried = blockNetwork();
+    const raw: Buffer[] = [];
+    const write2 = vi.spyOn(process.stdout, 'write').mockImplementation((s) => (raw.push(Buffer.from(s as Uint8Array | string)), true));
+    const logitsFile = join(tempDir(), 'logits.f32');
+    try {
+      const model = ['--model', `test-org/tiny-mamba@${REPOS['test-org/tiny-mamba'].commit}`, '--backend', 'js', '--cache-dir', cache];
+      expect(await main(['generate', ...model, '--prompt', 'Hello', '--max-tokens', '8', '--temperature', '0', '--raw'])).toBe(0);
+      expect(await main(['logits', ...model, '--input', input, '--out', logitsFile])).toBe(0);
+    } finally {
+      write2.mockRestore();
+    }
+    expect(tried()).toBe(0);
+    const local = await loadModel(fixture.dir, { backend: 'js' });
+    let greedy = new Uint8Array(0);
+    for await (const c of local.generate('Hello', { maxTokens: 8, temperature: 0 })) greedy = Buffer.concat([greedy, c.bytes]);
+    local.dispose();
+    expect(greedy.length).toBe(8);
+    expect(Buffer.concat(raw).equals(Buffer.from(greedy))).toBe(true);
+    const f = readFileSync(logitsFile);
+    expect(maxAbsDiff(new Float32Array(f.buffer, f.byteOffset, f.byteLength / 4), fixture.logits) / fixture.maxAbsLogit).toBeLessThanOrEqual(1e-4);
   });
 });
 
