@@ -205,8 +205,8 @@ export function hubReader(id: HubId, opts: FetchOptions & HubOptions): Reader {
   const notFound = (what: string) =>
     new ModelNotFoundError(
       id.repo,
-      `${what}: repository or revision not found on the Hub (${where}); check the organisation, name and revision` +
-        `${token ? '' : ', or for a private or gated model set HF_TOKEN'} (no local directory of that name exists either)`,
+      `${what}: repository or revision not found on the Hub (${where}), or it has no config.json; check the organisation, ` +
+        `name and revision${token ? '' : ', or for a private or gated model set HF_TOKEN'} (no local directory of that name exists either)`,
     );
 
   if (!hasFileSystem() || opts.cache === false) {

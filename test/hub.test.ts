@@ -79,6 +79,7 @@ function hubHandler(req: IncomingMessage, res: ServerResponse) {
   hubHits.push({ method: req.method!, path, auth: req.headers.authorization });
   const m = /^\/([^/]+\/[^/]+)\/resolve\/(.+)\/([^/]+)$/.exec(path);
   const repo = m && REPOS[m[1]];
+  if (m?.[1].startsWith('plain-org/')) return res.writeHead(404).end(); // a mirror that says nothing more
   if (!m || !repo) return res.writeHead(404, { 'x-error-code': 'RepositoryNotFound', 'x-error-message': 'Repository not found' }).end();
   const [, , rev, name] = m;
   const commit = rev === repo.commit ? rev : repo.refs[rev];
@@ -323,6 +324,10 @@ describe('Hugging Face Hub ids', () => {
     expect(r).toBeInstanceOf(ModelNotFoundError);
     expect(r.message).toMatch(/RevisionNotFound.*test-org\/tiny-mamba@no-such-branch/);
     expect(hubHits).toHaveLength(2);
+    const p = await loadModel('plain-org/x', { backend: 'js', cacheDir: cache }).catch((x) => x);
+    expect(p).toBeInstanceOf(ModelNotFoundError);
+    expect(p.message).toMatch(/^plain-org\/x: HTTP 404 for config.json: repository or revision not found on the Hub \(plain-org\/x@main on /);
+    expect(hubHits).toHaveLength(3);
     expect(readdirSync(cache)).toEqual([]);
   });
 
