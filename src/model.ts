@@ -269,9 +269,9 @@ export class Session {
   }
 }
 
-/** Prompt positions per backend call in `logits()`: where an abort is noticed; a multiple of the driver's 64-token chunk (same numerics). */
-const LOGITS_SKIP = 64 * 1024;
-/** Bytes of logits computed per backend call in `logits()`. */
+/** Positions per backend call in `logits()` (where an abort is noticed): a multiple of the driver's 64-token chunk, so the numerics equal one call. */
+const LOGITS_SLICE = 1024;
+/** At most this many bytes of logits per backend call (large vocabularies get fewer positions). */
 const LOGITS_SLICE_BYTES = 16 * 2 ** 20;
 
 export class Model {
@@ -330,7 +330,7 @@ export class Model {
     } catch (e) {
       throw new OutOfMemoryError(`could not allocate logits for ${end - start} positions x ${V}: ${(e as Error).message}`);
     }
-    const rows = Math.max(64, Math.floor(LOGITS_SLICE_BYTES / (4 * V) / 64) * 64);
+    const rows = Math.max(64, Math.min(LOGITS_SLICE, Math.floor(LOGITS_SLICE_BYTES / (4 * V) / 64) * 64));
     const state = this.backend.createState();
     try {
       // Positions before the first wanted row only advance the state (the last one aligned to 64).
@@ -339,7 +339,7 @@ export class Model {
         signal?.throwIfAborted();
         if (t > 0) await yieldToEventLoop(); // lets a timer's abort land
         if (t < from) {
-          const stop = Math.min(from, t + LOGITS_SKIP);
+          const stop = Math.min(from, t + LOGITS_SLICE);
           await this.backend.forward(state, bytes.subarray(t, stop), 'last');
           t = stop;
           continue;
