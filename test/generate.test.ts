@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { decodeSnapshot, encodeSnapshot, InvalidOptionError, loadModel, MambaError, OutOfMemoryError, Utf8Stream, type Backend, type GenerationChunk, type Model } from '../src/index.js';
-import { generateTokens, StopMatcher } from '../src/generate.js';
+import { generateTokens, StopMatcher, type SequenceState } from '../src/generate.js';
 import { syntheticModel } from '../src/synthetic.js';
 import { rng, Sampler, resolveSampling } from '../src/sampler.js';
 import { incompleteTail } from '../src/tokenizer.js';
@@ -164,7 +164,7 @@ describe('stop strings are matched incrementally (linear in the output)', () => 
       forward: async () => logits,
     } as unknown as Backend;
     const run = async (stop?: string[]) => {
-      const seq = { handle: {}, logits: null, history: new Uint8Array(0) };
+      const seq = { handle: { id: 0 }, logits: null, history: new Uint8Array(0) } as unknown as SequenceState;
       // CPU time, not wall time: other processes on a loaded machine do not count.
       const t0 = process.cpuUsage();
       let bytes = 0;
