@@ -1,4 +1,5 @@
 import { ModelFormatError, UnsupportedModelError } from './errors.js';
+import { parseJsonBytes } from './json.js';
 
 /**
  * Everything about a Mamba-1 model that changes the math, normalised from either
@@ -54,6 +55,8 @@ const L = CONFIG_LIMITS;
 
 /** A short, safe rendering of an untrusted JSON value for an error message (never throws, bounded). */
 export function preview(v: unknown, max = 60): string {
+  // JSON.stringify renders Infinity (1e400 in a file) as "null": say what it is.
+  if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
   let s: string;
   try {
     // JSON.stringify recurses: a deeply nested value from a hostile file overflows the stack.
@@ -67,6 +70,7 @@ export function preview(v: unknown, max = 60): string {
 function int(cfg: Json, key: string, max: number, fallback?: number, min = 1): number {
   const v = cfg[key] ?? fallback;
   if (v === undefined) throw new ModelFormatError(FILE, 'required field is missing', key);
+  if (typeof v === 'number' && !Number.isFinite(v)) throw notFinite(key);
   if (typeof v !== 'number' || !Number.isInteger(v)) {
     throw new ModelFormatError(FILE, `expected an integer, got ${preview(v)}`, key);
   }
@@ -76,10 +80,14 @@ function int(cfg: Json, key: string, max: number, fallback?: number, min = 1): n
 
 function num(cfg: Json, key: string, fallback: number): number {
   const v = cfg[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new ModelFormatError(FILE, `expected a number, got ${preview(v)}`, key);
-  }
+  if (typeof v === 'number' && !Number.isFinite(v)) throw notFinite(key);
+  if (typeof v !== 'number') throw new ModelFormatError(FILE, `expected a number, got ${preview(v)}`, key);
   return v;
+}
+
+/** JSON has no Infinity: a literal like 1e400 overflows a double when parsed. */
+function notFinite(key: string): ModelFormatError {
+  return new ModelFormatError(FILE, 'number is out of range (not finite as a double, e.g. 1e400)', key);
 }
 
 function bool(cfg: Json, key: string, fallback: boolean): boolean {
@@ -99,14 +107,22 @@ function unsupported(message: string): UnsupportedModelError {
   return new UnsupportedModelError(`${FILE}: ${message}`);
 }
 
-/** Parses and validates `config.json` text. Throws `ModelFormatError` / `UnsupportedModelError`. */
-export function parseConfig(text: string): MambaConfig {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new ModelFormatError(FILE, `not valid JSON (${(e as Error).message})`);
-  }
+/**
+ * Largest config.json accepted: real ones are a few kB. Bounds the parse (with `CONFIG_JSON_LIMITS`)
+ * and is checked before a file is read.
+ */
+export const MAX_CONFIG_BYTES = 1 << 20;
+/** Nesting as serde_json; entries far above any real config (a few dozen fields). */
+const CONFIG_JSON_LIMITS = { maxDepth: 128, maxEntries: 1 << 16 };
+
+/** Parses and validates `config.json` (text or UTF-8 bytes). Throws `ModelFormatError` / `UnsupportedModelError`. */
+export function parseConfig(text: string | Uint8Array): MambaConfig {
+  // A string's UTF-8 form is at least as long as the string: refuse before encoding it.
+  const size = typeof text === 'string' ? text.length : text?.byteLength;
+  if (typeof size !== 'number') throw new ModelFormatError(FILE, 'must be text or bytes');
+  if (size > MAX_CONFIG_BYTES) throw new ModelFormatError(FILE, `is ${size} ${typeof text === 'string' ? 'characters' : 'bytes'}, more than the ${MAX_CONFIG_BYTES} accepted`);
+  const bytes = typeof text === 'string' ? new TextEncoder().encode(text) : text;
+  const raw = parseJsonBytes(bytes, FILE, CONFIG_JSON_LIMITS);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ModelFormatError(FILE, 'top level must be a JSON object');
   }
