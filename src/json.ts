@@ -252,7 +252,8 @@ class Scanner {
 function refusal(e: unknown, file: string, what: string): never {
   if (!(e instanceof Refused)) throw e;
   if (e.key !== undefined) throw new ModelFormatError(file, e.message, e.key);
-  throw new ModelFormatError(file, e.syntax ? `${what} is not valid JSON (${e.message})` : `${what} ${e.message}`);
+  const subject = what ? `${what} ` : '';
+  throw new ModelFormatError(file, e.syntax ? `${what ? `${what} is ` : ''}not valid JSON (${e.message})` : `${subject}${e.message}`);
 }
 
 /** JSON.parse of text the scan accepted; only UTF-8 can still fail. */
@@ -261,14 +262,14 @@ function finish(bytes: Uint8Array, file: string, what: string): unknown {
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    throw new ModelFormatError(file, `${what} is not valid UTF-8`);
+    throw new ModelFormatError(file, `${what ? `${what} is ` : ''}not valid UTF-8`);
   }
   try {
     return JSON.parse(text);
   } catch (e) {
     // JSON.parse quotes the text in its message: never pass file content on. (The scan accepted the
     // text, so only running out of memory is expected here.)
-    throw new ModelFormatError(file, `${what} cannot be parsed (${e instanceof RangeError ? 'too large' : 'invalid JSON'})`);
+    throw new ModelFormatError(file, `${what ? `${what} ` : ''}cannot be parsed (${e instanceof RangeError ? 'too large' : 'invalid JSON'})`);
   }
 }
 
@@ -276,7 +277,7 @@ function finish(bytes: Uint8Array, file: string, what: string): unknown {
  * Parses untrusted JSON bytes within `limits`, or throws `ModelFormatError(file, ...)` saying which
  * limit or rule failed and at which byte (never quoting the text).
  */
-export function parseJsonBytes(bytes: Uint8Array, file: string, limits: JsonLimits, what = 'text'): unknown {
+export function parseJsonBytes(bytes: Uint8Array, file: string, limits: JsonLimits, what = ''): unknown {
   try {
     new Scanner(bytes, limits).run(Infinity);
   } catch (e) {
@@ -286,7 +287,7 @@ export function parseJsonBytes(bytes: Uint8Array, file: string, limits: JsonLimi
 }
 
 /** As `parseJsonBytes`, yielding to the event loop every MiB so `signal` can stop a long scan. */
-export async function parseJsonBytesAsync(bytes: Uint8Array, file: string, limits: JsonLimits, what = 'text', signal?: AbortSignal): Promise<unknown> {
+export async function parseJsonBytesAsync(bytes: Uint8Array, file: string, limits: JsonLimits, what = '', signal?: AbortSignal): Promise<unknown> {
   const scanner = new Scanner(bytes, limits);
   for (let until = SLICE_BYTES; ; until += SLICE_BYTES) {
     signal?.throwIfAborted();

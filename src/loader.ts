@@ -113,6 +113,9 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
   for (const ts of shards.values()) configAllows += 8 + maxHeaderBytesFor(ts.length);
   configAllows += f32Bytes(expected);
   const budget = Math.min(configAllows, opts.maxMemoryBytes ?? Infinity);
+  // One file's header: twice the expected count (still bounded by the config), so a file with a few
+  // extra layers gets the precise "not used by this config" from buildWeights rather than a count.
+  const fileLimits = { maxTensors: 2 * maxTensors + 16, maxHeaderBytes: maxHeaderBytesFor(2 * maxTensors + 16) };
   let weightBytes = 0;
   const weightBound = (file: string): FileBound => {
     const left = budget - weightBytes;
@@ -125,7 +128,7 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
               file,
               `file is ${size} bytes, more than the ${left} bytes left of the ${configAllows} that config.json allows for all weight files (${maxTensors} tensors at float32, plus headers)`,
             ),
-      checkHead: (head, size) => checkHeaderLength(head, size, file, maxHeaderBytesFor(maxTensors)),
+      checkHead: (head, size) => checkHeaderLength(head, size, file, fileLimits.maxHeaderBytes),
     };
   };
 
@@ -140,7 +143,7 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
       );
     }
     weightBytes += bytes.byteLength;
-    const parsed = await parseSafetensorsAsync(bytes, file, { maxHeaderBytes: maxHeaderBytesFor(maxTensors), maxTensors, signal: opts.signal });
+    const parsed = await parseSafetensorsAsync(bytes, file, { ...fileLimits, signal: opts.signal });
     for (const [name, info] of parsed.tensors) {
       const prev = tensors.get(name);
       if (prev) throw new ModelFormatError(file, `tensor also present in ${prev.file}`, name);
@@ -226,7 +229,7 @@ function checkMemoryBudget(c: MambaConfig, limit: number, o: Pick<BackendOptions
 async function shardMap(indexBytes: Uint8Array, maxTensors: number, signal?: AbortSignal): Promise<Map<string, string>> {
   const file = INDEX_FILE;
   // Unique keys: a tensor listed twice is in two places at once.
-  const index = await parseJsonBytesAsync(indexBytes, file, { maxEntries: 2 * maxTensors + 4096, uniqueKeys: true }, 'text', signal);
+  const index = await parseJsonBytesAsync(indexBytes, file, { maxEntries: 2 * maxTensors + 4096, uniqueKeys: true }, '', signal);
   const map = (index as { weight_map?: unknown })?.weight_map;
   if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new ModelFormatError(file, 'weight_map must be an object', 'weight_map');
   const out = new Map<string, string>();
