@@ -365,7 +365,7 @@ describe('hostile inputs found or targeted by the fuzzer', () => {
 
   test('JSON nested deeper than 128 levels is refused by the scan, anywhere, before JSON.parse builds it', async () => {
     await expect(load({ 'config.json': `{"model_type":"mamba","hidden_size":${deep(30_000)}}`, 'model.safetensors': b.st })).rejects.toThrow(
-      /config\.json: is nested deeper than 128 levels \(at byte 164\)/,
+      /config\.json: is nested deeper than 128 levels \(at byte 163\)/,
     );
     // 128 levels are fine (and then wrong for the field).
     await expect(load({ 'config.json': `{"model_type":"mamba","hidden_size":${deep(127)}}`, 'model.safetensors': b.st })).rejects.toThrow(
