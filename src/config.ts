@@ -113,7 +113,7 @@ function unsupported(message: string): UnsupportedModelError {
  */
 export const MAX_CONFIG_BYTES = 1 << 20;
 /** Nesting as serde_json; entries far above any real config (a few dozen fields). */
-const CONFIG_JSON_LIMITS = { maxDepth: 128, maxEntries: 1 << 16 };
+const CONFIG_JSON_LIMITS = { maxDepth: 128, maxEntries: 1 << 16, maxKeys: 4096 };
 
 /** Parses and validates `config.json` (text or UTF-8 bytes). Throws `ModelFormatError` / `UnsupportedModelError`. */
 export function parseConfig(text: string | Uint8Array): MambaConfig {

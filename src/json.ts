@@ -12,6 +12,8 @@ export interface JsonLimits {
   maxDepth?: number;
   /** Most values plus keys in the whole text (each `{}`, `[]`, number, key... counts one). */
   maxEntries: number;
+  /** Most keys in one object (bounds the key set kept for `uniqueKeys`). Default: maxEntries. */
+  maxKeys?: number;
   /** Refuse an object with the same key twice (parsers disagree on which one wins). */
   uniqueKeys?: boolean;
 }
@@ -53,6 +55,8 @@ class Scanner {
   private readonly isObject: boolean[] = [];
   /** Per open object, the keys seen so far (only with uniqueKeys). */
   private readonly keys: Array<Set<string> | undefined> = [];
+  /** Per open object, how many keys it has. */
+  private readonly keyCount: number[] = [];
   private readonly maxDepth: number;
   private readonly decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -131,6 +135,7 @@ class Scanner {
     if (this.depth >= this.maxDepth) throw new Refused(false, `is nested deeper than ${this.maxDepth} levels (at byte ${this.pos})`);
     this.isObject[this.depth] = object;
     this.keys[this.depth] = object && this.limits.uniqueKeys ? new Set() : undefined;
+    this.keyCount[this.depth] = 0;
     this.depth++;
     this.pos++;
     this.state = object ? S.KeyOrClose : S.ValueOrClose;
@@ -232,6 +237,8 @@ class Scanner {
 
   private key(): void {
     this.count();
+    const max = this.limits.maxKeys ?? this.limits.maxEntries;
+    if (++this.keyCount[this.depth - 1] > max) throw new Refused(false, `has an object with more than ${max} keys (at byte ${this.pos})`);
     const start = this.pos;
     const escaped = this.string();
     const keys = this.keys[this.depth - 1];

@@ -113,9 +113,10 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
   for (const ts of shards.values()) configAllows += 8 + maxHeaderBytesFor(ts.length);
   configAllows += f32Bytes(expected);
   const budget = Math.min(configAllows, opts.maxMemoryBytes ?? Infinity);
-  // One file's header: twice the expected count (still bounded by the config), so a file with a few
-  // extra layers gets the precise "not used by this config" from buildWeights rather than a count.
-  const fileLimits = { maxTensors: 2 * maxTensors + 16, maxHeaderBytes: maxHeaderBytesFor(2 * maxTensors + 16) };
+  // One file's header: room for the expected tensors; up to twice their count (still bounded by the
+  // config), so a file with a few extra layers gets the precise "not used by this config" from
+  // buildWeights rather than a count.
+  const fileLimits = { maxTensors: 2 * maxTensors + 16, maxHeaderBytes: maxHeaderBytesFor(maxTensors) };
   let weightBytes = 0;
   const weightBound = (file: string): FileBound => {
     const left = budget - weightBytes;
@@ -229,7 +230,7 @@ function checkMemoryBudget(c: MambaConfig, limit: number, o: Pick<BackendOptions
 async function shardMap(indexBytes: Uint8Array, maxTensors: number, signal?: AbortSignal): Promise<Map<string, string>> {
   const file = INDEX_FILE;
   // Unique keys: a tensor listed twice is in two places at once.
-  const index = await parseJsonBytesAsync(indexBytes, file, { maxEntries: 2 * maxTensors + 4096, uniqueKeys: true }, '', signal);
+  const index = await parseJsonBytesAsync(indexBytes, file, { maxEntries: 2 * maxTensors + 4096, maxKeys: maxTensors + 4096, uniqueKeys: true }, '', signal);
   const map = (index as { weight_map?: unknown })?.weight_map;
   if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new ModelFormatError(file, 'weight_map must be an object', 'weight_map');
   const out = new Map<string, string>();

@@ -23,7 +23,7 @@ export const MAX_TENSORS = CONFIG_LIMITS.num_hidden_layers * 12 + 3;
 /** The header bound when no config is known (~48 MiB): what the largest config allows. */
 export const MAX_HEADER_BYTES = maxHeaderBytesFor(MAX_TENSORS);
 /** Values + keys of one tensor entry: name, object, 3 keys, dtype, shape (<= 8 dims + array), 2 offsets + array. */
-const ENTRIES_PER_TENSOR = 20;
+const ENTRIES_PER_TENSOR = 16;
 /** Entries allowed for `__metadata__` on top of the tensors'. */
 const METADATA_ENTRIES = 4096;
 const MAX_DIMS = 8;
@@ -68,7 +68,9 @@ export function checkHeaderLength(head: Uint8Array, fileBytes: number, file: str
 }
 
 function jsonLimits(l: SafetensorsLimits) {
-  return { maxEntries: ENTRIES_PER_TENSOR * (l.maxTensors ?? MAX_TENSORS) + METADATA_ENTRIES, uniqueKeys: true };
+  const tensors = l.maxTensors ?? MAX_TENSORS;
+  // Keys per object: the tensors and __metadata__ at the top, or the metadata's own entries.
+  return { maxEntries: ENTRIES_PER_TENSOR * tensors + METADATA_ENTRIES, maxKeys: Math.max(tensors + 1, METADATA_ENTRIES / 2), uniqueKeys: true };
 }
 
 /**
