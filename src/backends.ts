@@ -51,7 +51,7 @@ export function checkBackendOptions(o: BackendOptions): void {
   }
 }
 
-/** Why a backend was picked: exposed as `backend.selection` (in-process) and `model.selection` (worker). */
+/** Why a backend was picked: `backend.selection` on a `Model` and a `WorkerModel` (`workerModel.backendReason` is its `reason`). */
 export interface BackendSelection {
   /** The backend that runs the model. */
   backend: BackendName;

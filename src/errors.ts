@@ -28,6 +28,19 @@ export class ModelFormatError extends MambaError {
   }
 }
 
+/**
+ * A local model source points at nothing loadable: the directory does not exist, or has no
+ * config.json. (A malformed file that is there is a `ModelFormatError`.)
+ */
+export class ModelNotFoundError extends MambaError {
+  /** The directory as given (relative paths resolve against the process's working directory). */
+  readonly path: string;
+  constructor(path: string, message: string) {
+    super('MODEL_NOT_FOUND', `${path}: ${message}`);
+    this.path = path;
+  }
+}
+
 /** The config is well-formed but describes a model this engine cannot run. */
 export class UnsupportedModelError extends MambaError {
   constructor(message: string) {

@@ -1,5 +1,6 @@
 export { loadModel, Model, Session, encodeSnapshot, decodeSnapshot, type LoadOptions, type Snapshot } from './model.js';
 export { loadModelInWorker, WorkerModel, WorkerSession, type WorkerLoadOptions, type WorkerBackendInfo } from './runtime.js';
+export { defaultModelSource, DEFAULT_MODEL_PATH } from './defaults.js';
 export { probe, type ProbeReport, type ProbeOptions, type WebGPUReport } from './probe.js';
 export { chooseBackend, type BackendSelection } from './backends.js';
 export { FallbackBackend, type FallbackOptions } from './fallback.js';

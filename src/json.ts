@@ -16,6 +16,8 @@ export interface JsonLimits {
   maxKeys?: number;
   /** Refuse an object with the same key twice (parsers disagree on which one wins). */
   uniqueKeys?: boolean;
+  /** Read a bare `Infinity` / `-Infinity` (Python's json.dumps of float('inf')) as ±Infinity. */
+  allowInfinity?: boolean;
 }
 
 export const MAX_JSON_DEPTH = 128;
@@ -57,6 +59,8 @@ class Scanner {
   private readonly keys: Array<Set<string> | undefined> = [];
   /** Per open object, how many keys it has. */
   private readonly keyCount: number[] = [];
+  /** Byte offsets of bare `Infinity` literals (allowInfinity). */
+  readonly infinities: number[] = [];
   private readonly maxDepth: number;
   private readonly decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -158,7 +162,11 @@ class Scanner {
     if (c === 0x7b) return this.open(true);
     if (c === 0x5b) return this.open(false);
     if (c === 0x22) this.string();
-    else if (c === 0x2d || isDigit(c)) this.number();
+    else if (this.limits.allowInfinity && (c === 0x49 || (c === 0x2d && this.b[this.pos + 1] === 0x49))) {
+      if (c === 0x2d) this.pos++;
+      this.infinities.push(this.pos);
+      this.literal('Infinity');
+    } else if (c === 0x2d || isDigit(c)) this.number();
     else if (c === 0x74) this.literal('true');
     else if (c === 0x66) this.literal('false');
     else if (c === 0x6e) this.literal('null');
@@ -264,7 +272,12 @@ function refusal(e: unknown, file: string, what: string): never {
 }
 
 /** JSON.parse of text the scan accepted; only UTF-8 can still fail. */
-function finish(bytes: Uint8Array, file: string, what: string): unknown {
+function finish(bytes: Uint8Array, file: string, what: string, infinities: number[]): unknown {
+  if (infinities.length > 0) {
+    // `Infinity` -> `1e999   ` (same length, so offsets hold), which JSON.parse reads as Infinity.
+    bytes = bytes.slice();
+    for (const at of infinities) bytes.set([0x31, 0x65, 0x39, 0x39, 0x39, 0x20, 0x20, 0x20], at);
+  }
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
@@ -285,12 +298,13 @@ function finish(bytes: Uint8Array, file: string, what: string): unknown {
  * limit or rule failed and at which byte (never quoting the text).
  */
 export function parseJsonBytes(bytes: Uint8Array, file: string, limits: JsonLimits, what = ''): unknown {
+  const scanner = new Scanner(bytes, limits);
   try {
-    new Scanner(bytes, limits).run(Infinity);
+    scanner.run(Infinity);
   } catch (e) {
     refusal(e, file, what);
   }
-  return finish(bytes, file, what);
+  return finish(bytes, file, what, scanner.infinities);
 }
 
 /** As `parseJsonBytes`, yielding to the event loop every MiB so `signal` can stop a long scan. */
@@ -307,7 +321,7 @@ export async function parseJsonBytesAsync(bytes: Uint8Array, file: string, limit
     await yieldToEventLoop();
   }
   signal?.throwIfAborted();
-  return finish(bytes, file, what);
+  return finish(bytes, file, what, scanner.infinities);
 }
 
 /** A macrotask turn, so an abort() queued by another task is seen. */

@@ -1,7 +1,9 @@
+import { localPathExists } from './assets.js';
 import type { BackendOptions } from './backends.js';
 import { MAX_CONFIG_BYTES, parameterCount, parseConfig, preview, type MambaConfig } from './config.js';
-import { InvalidOptionError, MambaError, ModelFormatError, OutOfMemoryError } from './errors.js';
-import { checkFetchOptions, fetchModelFile, sha256Hex, type FetchOptions } from './fetch.js';
+import { DEFAULT_MODEL_PATH } from './defaults.js';
+import { InvalidOptionError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from './errors.js';
+import { checkFetchOptions, fetchModelFile, modelFileUrl, redactUrl, sha256Hex, type FetchOptions } from './fetch.js';
 import { DEFAULT_CHUNK } from './forward.js';
 import { parseJsonBytesAsync } from './json.js';
 import { readLocalFile } from './localfile.js';
@@ -94,7 +96,15 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
   });
 
   const configBytes = await read('config.json', true, plainBound('config.json', MAX_CONFIG_BYTES));
-  if (!configBytes) throw new ModelFormatError('config.json', `not found in ${describe(source)}`);
+  if (!configBytes) {
+    const dir = localDir(source);
+    if (dir === undefined) throw new ModelFormatError('config.json', `not found in ${describe(source)}`);
+    if (await localPathExists(dir)) throw new ModelNotFoundError(dir, 'no config.json in this directory');
+    const relative = !/^([/\\]|[A-Za-z]:)/.test(dir) ? ', relative to the working directory' : '';
+    // The bundled model's path inside the package means nothing in the caller's project.
+    const bundled = dir.replace(/[/\\]+$/, '').endsWith(DEFAULT_MODEL_PATH.replace(/\/$/, '')) ? '; the bundled model needs no path: loadModel() / loadModelInWorker() with no source' : '';
+    throw new ModelNotFoundError(dir, `no such directory${relative}${bundled}`);
+  }
   const config = parseConfig(configBytes);
   // Before any weight byte is fetched or allocated.
   if (opts.maxMemoryBytes !== undefined) checkMemoryBudget(config, opts.maxMemoryBytes, opts);
@@ -103,20 +113,19 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
   // header room per tensor.
   const expected = expectedTensors(config);
   const maxTensors = expected.length;
-  const index = await read(INDEX_FILE, false, plainBound(INDEX_FILE, maxHeaderBytesFor(maxTensors)));
-  // Shard → the tensors it must hold; the index is checked against the config before any shard is read.
-  const shards = index ? shardsOf(await shardMap(index, maxTensors, opts.signal), expected) : new Map([['model.safetensors', expected]]);
-
-  // The byte budget of all weight files together: the data at float32 plus each file's header room,
-  // and never more than maxMemoryBytes.
-  let configAllows = 0;
-  for (const ts of shards.values()) configAllows += 8 + maxHeaderBytesFor(ts.length);
-  configAllows += f32Bytes(expected);
-  const budget = Math.min(configAllows, opts.maxMemoryBytes ?? Infinity);
   // One file's header: room for the expected tensors; up to twice their count (still bounded by the
   // config), so a file with a few extra layers gets the precise "not used by this config" from
   // buildWeights rather than a count.
   const fileLimits = { maxTensors: 2 * maxTensors + 16, maxHeaderBytes: maxHeaderBytesFor(maxTensors) };
+  // The byte budget of all weight files together: the data at float32 plus each file's header room,
+  // and never more than maxMemoryBytes. Set for one file, then for the shards the index names.
+  let configAllows = 0;
+  let budget = 0;
+  const setBudget = (shards: Map<string, ExpectedTensor[]>) => {
+    configAllows = f32Bytes(expected);
+    for (const ts of shards.values()) configAllows += 8 + maxHeaderBytesFor(ts.length);
+    budget = Math.min(configAllows, opts.maxMemoryBytes ?? Infinity);
+  };
   let weightBytes = 0;
   const weightBound = (file: string): FileBound => {
     const left = budget - weightBytes;
@@ -134,15 +143,9 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
   };
 
   const tensors: TensorSource = new Map();
-  const map = index ? new Map([...shards].flatMap(([f, ts]) => ts.map((t) => [t.name, f] as const))) : undefined;
-  for (const file of [...shards.keys()].sort()) {
-    const bytes = await read(file, true, weightBound(file));
-    if (!bytes) {
-      throw new ModelFormatError(
-        file,
-        index ? `shard listed in ${INDEX_FILE} is missing` : `not found in ${describe(source)} (mamba-edge reads safetensors only, never pickle .bin files)`,
-      );
-    }
+  /** Tensor → the shard the index puts it in (sharded checkpoints only). */
+  let listedIn: Map<string, string> | undefined;
+  const addFile = async (file: string, bytes: Uint8Array, shard?: ExpectedTensor[]) => {
     weightBytes += bytes.byteLength;
     const parsed = await parseSafetensorsAsync(bytes, file, { ...fileLimits, signal: opts.signal });
     for (const [name, info] of parsed.tensors) {
@@ -150,14 +153,40 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
       if (prev) throw new ModelFormatError(file, `tensor also present in ${prev.file}`, name);
       // Other tools locate tensors through the index: a tensor found elsewhere than the index says
       // would make them and us read different weights from the same checkpoint.
-      const listed = map?.get(name);
-      if (map && listed !== file) {
+      const listed = listedIn?.get(name);
+      if (listedIn && listed !== file) {
         throw new ModelFormatError(file, listed ? `tensor is listed under ${listed} in ${INDEX_FILE}` : `tensor is not listed in ${INDEX_FILE}`, name);
       }
       tensors.set(name, { info, file });
     }
-    for (const t of shards.get(file)!) {
-      if (index && !parsed.tensors.has(t.name)) throw new ModelFormatError(file, `tensor listed in ${INDEX_FILE} is not in this shard`, t.name);
+    for (const t of shard ?? []) {
+      if (!parsed.tensors.has(t.name)) throw new ModelFormatError(file, `tensor listed in ${INDEX_FILE} is not in this shard`, t.name);
+    }
+  };
+
+  // model.safetensors first, as transformers does, and the shard index only where it is absent: a single-file
+  // checkpoint (the common case) then makes no request that fails (a 404 in every browser console, or the 200
+  // HTML page that some dev servers send for a missing file).
+  setBudget(new Map([['model.safetensors', expected]]));
+  const single = await read('model.safetensors', false, weightBound('model.safetensors'));
+  if (single) {
+    await addFile('model.safetensors', single);
+  } else {
+    const index = await read(INDEX_FILE, false, plainBound(INDEX_FILE, maxHeaderBytesFor(maxTensors)));
+    if (!index) {
+      throw new ModelFormatError(
+        'model.safetensors',
+        `not found in ${describe(source)}, nor ${INDEX_FILE} (mamba-edge reads safetensors only, never pickle .bin files)`,
+      );
+    }
+    // Shard → the tensors it must hold: the index is checked against the config before any shard is read.
+    const shards = shardsOf(await shardMap(index, maxTensors, opts.signal), expected);
+    listedIn = new Map([...shards].flatMap(([f, ts]) => ts.map((t) => [t.name, f] as const)));
+    setBudget(shards);
+    for (const file of [...shards.keys()].sort()) {
+      const bytes = await read(file, true, weightBound(file));
+      if (!bytes) throw new ModelFormatError(file, `shard listed in ${INDEX_FILE} is missing`);
+      await addFile(file, bytes, shards.get(file));
     }
   }
   // A digest for a file that was never read would silently verify nothing: say so.
@@ -263,7 +292,14 @@ function shardsOf(map: Map<string, string>, expected: ExpectedTensor[]): Map<str
 }
 
 function describe(source: ModelSource): string {
-  return typeof source === 'string' || source instanceof URL ? String(source) : 'the in-memory files';
+  return typeof source === 'string' || source instanceof URL ? redactUrl(String(source)) : 'the in-memory files';
+}
+
+/** The directory of a local source (a path or file: URL); undefined for URLs and in-memory files. */
+function localDir(source: ModelSource): string | undefined {
+  if (!(typeof source === 'string' || source instanceof URL) || isUrlSource(source)) return undefined;
+  const s = String(source);
+  return s.startsWith('file:') ? decodeURIComponent(new URL(s).pathname) : s;
 }
 
 function isUrlSource(source: ModelSource): boolean {
@@ -298,12 +334,12 @@ function readerFor(source: ModelSource, opts: ReadOptions): Reader {
   if (isUrlSource(source)) {
     const base = s.endsWith('/') ? s : `${s}/`;
     // Shard names were restricted by shardMap, so joining cannot leave the model's URL directory.
-    return (name, required, bound) => fetchModelFile(new URL(name, base).href, name, { ...opts, maxBytes: bound.maxBytes }, !required);
+    return (name, required, bound) => fetchModelFile(modelFileUrl(base, name), name, { ...opts, maxBytes: bound.maxBytes }, !required);
   }
   if (/^[a-z][a-z\d+.-]*:\/\//i.test(s) && !s.startsWith('file:')) {
     throw new InvalidOptionError('source', `unsupported URL scheme in ${s} (use http, https, file or a path)`);
   }
-  const dir = s.startsWith('file:') ? decodeURIComponent(new URL(s).pathname) : s;
+  const dir = localDir(source)!;
   return async (name, _required, bound) => {
     const bytes = await readLocalFile(dir, name, { ...bound, signal: opts.signal });
     if (bytes) opts.onProgress?.({ file: name, loaded: bytes.byteLength, total: bytes.byteLength });

@@ -1,7 +1,8 @@
 import type { Backend, StateData } from './backend.js';
-import { createBackend, type BackendOptions } from './backends.js';
+import { createBackend, type BackendOptions, type SelectedBackend } from './backends.js';
 import type { MambaConfig } from './config.js';
 import { parameterCount } from './config.js';
+import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError } from './errors.js';
 import { generateTokens, pushHistory, type GenerateOptions, type GenerationChunk, type SequenceState } from './generate.js';
 import { readModel, type ModelSource, type ReadOptions } from './loader.js';
@@ -213,7 +214,8 @@ export class Model {
   /** @internal use `loadModel()` */
   constructor(
     readonly config: MambaConfig,
-    readonly backend: Backend,
+    /** The backend, with `selection` (why it was picked) when `loadModel` chose it. */
+    readonly backend: SelectedBackend,
   ) {}
 
   get parameters(): number {
@@ -295,9 +297,12 @@ export class Model {
   }
 }
 
-/** Loads a model from a directory, a URL or in-memory files, on the chosen (or best available) backend. */
-export async function loadModel(source: ModelSource, options: LoadOptions = {}): Promise<Model> {
-  const { config, weights } = await readModel(source, options);
+/**
+ * Loads a model from a directory, a URL or in-memory files, on the chosen (or best available) backend.
+ * Without a source (or `undefined`), the model bundled with the package (Node, Deno).
+ */
+export async function loadModel(source?: ModelSource, options: LoadOptions = {}): Promise<Model> {
+  const { config, weights } = await readModel(resolveModelSource(source), options);
   const backend = await createBackend(config, weights, options);
   return new Model(config, backend);
 }

@@ -19,6 +19,7 @@ import type { BackendName } from './backend.js';
 import type { BackendSelection } from './backends.js';
 import { checkBackendOptions } from './backends.js';
 import { parameterCount, type MambaConfig } from './config.js';
+import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError } from './errors.js';
 import type { GenerateOptions, GenerationChunk } from './generate.js';
 import type { ModelSource } from './loader.js';
@@ -166,9 +167,12 @@ export class WorkerModel {
     return parameterCount(this.config);
   }
 
-  /** Why this backend: shorthand for `backend.selection.reason`. */
-  get backendReason(): string | undefined {
-    return this.backend.selection?.reason;
+  /**
+   * Why this backend runs: `backend.selection.reason`, e.g. "software WebGPU adapter (SwiftShader) is slower than
+   * WASM SIMD", or "requested backend 'wasm'" for an explicit choice.
+   */
+  get backendReason(): string {
+    return this.backend.selection?.reason ?? `backend '${this.backend.name}'`;
   }
 
   /** A one-off generation from an empty state, streamed in batches of chunks. */
@@ -335,11 +339,14 @@ function wireSource(source: ModelSource): WireSource {
 /**
  * Loads a model into a new worker. Recommended over `loadModel` (which computes on the calling
  * thread): generation never blocks the caller's event loop, the wasm backend's threads and a GPU
- * device live with the engine, and `dispose()` gives everything back at once.
+ * device live with the engine, and `dispose()` gives everything back at once. Without a source
+ * (or `undefined`), the model bundled with the package (Node, Deno).
  */
-export async function loadModelInWorker(source: ModelSource, options: WorkerLoadOptions = {}): Promise<WorkerModel> {
+export async function loadModelInWorker(source?: ModelSource, options: WorkerLoadOptions = {}): Promise<WorkerModel> {
   const { onProgress, signal, workerUrl, ...rest } = options;
   checkBackendOptions(rest); // fail fast, before starting a thread
+  // Here, not in the worker: the worker script may live elsewhere (`workerUrl`).
+  const wire = wireSource(resolveModelSource(source));
   signal?.throwIfAborted();
   installErrorHandler(Comlink as never);
   if (isNode && (rest.backend === undefined || rest.backend === 'auto' || rest.backend === 'webgpu')) await prepareNodeEnvironment();
@@ -357,7 +364,7 @@ export async function loadModelInWorker(source: ModelSource, options: WorkerLoad
     await Promise.race([handle.ready, handle.ended, aborted]);
     // Loading reads files inside the worker; an abort simply ends the worker.
     const info = await Promise.race([
-      api.load(wireSource(source), rest, onProgress ? Comlink.proxy(onProgress) : undefined),
+      api.load(wire, rest, onProgress ? Comlink.proxy(onProgress) : undefined),
       handle.ended,
       aborted,
     ]);

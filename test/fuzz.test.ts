@@ -303,9 +303,10 @@ const fileMutators: Array<(r: Rng, b: Base) => Files> = [
   (r, b) => {
     const bad = r.pick(['../model.safetensors', '/etc/passwd', 'a/b.safetensors', '..', 'x.bin', 'model.safetensors\u0000.txt', '%2e%2e/x.safetensors', 42, null, ['a'], 'missing.safetensors', 'model.safetensors']);
     const index = r.next() < 0.8
-      ? shardIndex(b, (_n, i) => (i === 0 ? bad : 'model.safetensors'))
+      ? shardIndex(b, (_n, i) => (i === 0 ? bad : 'a.safetensors'))
       : r.pick(['{}', '[]', 'null', '{"weight_map":[]}', '{"weight_map":"x"}', '{', deep(10_000), '{"weight_map":{}}']);
-    return { 'config.json': JSON.stringify(b.config), 'model.safetensors.index.json': index, 'model.safetensors': b.st };
+    // No model.safetensors: the loader reads the index only when that file is absent.
+    return { 'config.json': JSON.stringify(b.config), 'model.safetensors.index.json': index, 'a.safetensors': b.st };
   },
   // a tensor present in two shards
   (_r, b) => ({
@@ -686,13 +687,13 @@ describe('hostile inputs found or targeted by the fuzzer', () => {
 
   test('a shard index that disagrees with the shards is refused', async () => {
     const names = tensorNames(b.header);
-    // Every tensor is in model.safetensors, but the index puts one in another shard (which holds nothing else).
+    // Every tensor is in a.safetensors, but the index puts one in another shard (which holds nothing else).
     const empty = assemble('{}', new Uint8Array(0));
-    const index = JSON.stringify({ weight_map: Object.fromEntries(names.map((n, i) => [n, i === 0 ? 'other.safetensors' : 'model.safetensors'])) });
-    await expect(load({ 'config.json': cfg({}), 'model.safetensors.index.json': index, 'model.safetensors': b.st, 'other.safetensors': empty })).rejects.toThrow(
-      new RegExp(`model\\.safetensors \\[${names[0].replace(/\./g, '\\.')}\\]: tensor is listed under other\\.safetensors`),
+    const index = JSON.stringify({ weight_map: Object.fromEntries(names.map((n, i) => [n, i === 0 ? 'other.safetensors' : 'a.safetensors'])) });
+    await expect(load({ 'config.json': cfg({}), 'model.safetensors.index.json': index, 'a.safetensors': b.st, 'other.safetensors': empty })).rejects.toThrow(
+      new RegExp(`a\\.safetensors \\[${names[0].replace(/\./g, '\\.')}\\]: tensor is listed under other\\.safetensors`),
     );
-    await expect(load({ 'config.json': cfg({}), 'model.safetensors.index.json': '{"weight_map":{}}', 'model.safetensors': b.st })).rejects.toThrow(/weight_map lists no tensors/);
+    await expect(load({ 'config.json': cfg({}), 'model.safetensors.index.json': '{"weight_map":{}}', 'a.safetensors': b.st })).rejects.toThrow(/weight_map lists no tensors/);
   });
 
   test('shard names that could leave the model directory are refused', async () => {

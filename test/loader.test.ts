@@ -4,6 +4,7 @@ import {
   encodeSafetensors,
   loadModel,
   ModelFormatError,
+  ModelNotFoundError,
   parseConfig,
   parseSafetensors,
   UnsupportedModelError,
@@ -115,22 +116,29 @@ describe('loader checks the tensors against the config', () => {
   test('missing files', async () => {
     expect((await loadError({ 'model.safetensors': tinyWeights })).message).toMatch(/config\.json: not found/);
     expect((await loadError({ 'config.json': tinyConfig })).message).toMatch(/model\.safetensors.*not found.*never pickle/);
-    await expect(loadModel('/nonexistent/model/dir', { backend: 'js' })).rejects.toThrow(ModelFormatError);
+    await expect(loadModel('/nonexistent/model/dir', { backend: 'js' })).rejects.toThrow(ModelNotFoundError);
   });
 });
 
 describe('config parsing', () => {
   const bad: Array<[string, object, RegExp, any]> = [
-    ['other model_type', { model_type: 'mamba2', hidden_size: 8 }, /model_type "mamba2" is not supported/, UnsupportedModelError],
+    ['other model_type', { model_type: 'jamba', hidden_size: 8 }, /model_type "jamba" is not supported/, UnsupportedModelError],
     ['unknown activation', { ...JSON.parse(tinyConfig), hidden_act: 'gelu' }, /hidden_act "gelu"/, UnsupportedModelError],
     ['wrong type', { ...JSON.parse(tinyConfig), hidden_size: '64' }, /hidden_size.*expected an integer/, ModelFormatError],
     ['negative size', { ...JSON.parse(tinyConfig), num_hidden_layers: -1 }, /num_hidden_layers.*out of range/, ModelFormatError],
     ['missing field', { model_type: 'mamba' }, /hidden_size.*missing/, ModelFormatError],
-    ['Mamba2 in mamba_ssm', { d_model: 8, n_layer: 1, vocab_size: 256, ssm_cfg: { layer: 'Mamba2' } }, /Mamba2/, UnsupportedModelError],
+    ['Mamba3 in mamba_ssm', { d_model: 8, n_layer: 1, vocab_size: 256, ssm_cfg: { layer: 'Mamba3' } }, /Mamba3/, UnsupportedModelError],
+    ['falcon_mamba eps', { ...JSON.parse(tinyConfig), model_type: 'falcon_mamba', mixer_rms_eps: 0 }, /mixer_rms_eps.*must be in \(0, 1\)/, ModelFormatError],
   ];
   test.each(bad)('%s', (_n, cfg, msg, type) => {
     expect(() => parseConfig(JSON.stringify(cfg))).toThrow(type);
     expect(() => parseConfig(JSON.stringify(cfg))).toThrow(msg);
+  });
+  test('falcon_mamba: Mamba-1 plus mixer_rms_eps (default 1e-6); Mamba-1 has none', () => {
+    const falcon = { ...JSON.parse(tinyConfig), model_type: 'falcon_mamba' };
+    expect(parseConfig(JSON.stringify(falcon)).mixerRmsEps).toBe(1e-6);
+    expect(parseConfig(JSON.stringify({ ...falcon, mixer_rms_eps: 1e-5 })).mixerRmsEps).toBe(1e-5);
+    expect(parseConfig(tinyConfig).mixerRmsEps).toBeUndefined();
   });
   test('not JSON', () => expect(() => parseConfig('{')).toThrow(/config\.json: not valid JSON/));
 

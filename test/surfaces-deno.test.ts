@@ -1,7 +1,7 @@
 // Deno surface: examples/deno/main.ts streams text from the default model (or the small fixture until the
 // bundled model exists), choosing WebGPU (Deno's navigator.gpu) or WASM; and Deno can import the browser bundle.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -12,9 +12,20 @@ const skip = !existsSync(DENO) ? 'deno is not installed' : !existsSync('dist/src
 // wgpu complains on stderr when XDG_RUNTIME_DIR is unset (harmless, but noisy).
 const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? mkdtempSync(join(tmpdir(), 'xdg-')), NO_COLOR: '1' };
 
-function deno(args: string[], input?: string) {
-  const r = spawnSync(DENO, args, { encoding: 'utf8', env, input, timeout: 90_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+function deno(args: string[], input?: string, timeout = 90_000) {
+  const t0 = performance.now();
+  const r = spawnSync(DENO, args, { encoding: 'utf8', env, input, timeout });
+  return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, ms: performance.now() - t0 };
+}
+
+/** The README's Deno snippet (section "### Deno"), importing the compiled package instead of npm:mamba-edge. */
+function readmeSnippet(): string {
+  const readme = readFileSync('README.md', 'utf8');
+  const section = readme.slice(readme.indexOf('\n### Deno\n'));
+  const code = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
+  expect(code, 'README has a ```ts block under ### Deno').toBeDefined();
+  expect(code).toContain("from 'npm:mamba-edge'");
+  return code!.replace("'npm:mamba-edge'", "'./dist/src/index.js'");
 }
 
 function stats(stderr: string) {
@@ -43,6 +54,31 @@ describe.skipIf(skip)('Deno', () => {
       console.log(`deno --backend ${backend}: ${s.backend}, decode ${s.decodeTokensPerSecond.toFixed(0)} tok/s`);
     });
   }
+
+  // Deno stays alive while a Web Worker exists, and a Web Worker there cannot be unref'd: the wasm compute
+  // threads are node:worker_threads workers (unref'd) in Deno too, so a program that never disposes still ends.
+  it("the README's snippet exits without dispose(), its wasm threads running", () => {
+    const code = readmeSnippet();
+    const r = deno(['run', '--allow-read', '--allow-env', '--ext=ts', '-'], code.replace('maxTokens: 200', 'maxTokens: 24'), 60_000);
+    expect(r.signal, `killed after ${r.ms.toFixed(0)} ms: the process did not exit\n${r.stderr}`).toBeNull();
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('generatedTokens: 24');
+    console.log(`README snippet: exited in ${r.ms.toFixed(0)} ms`);
+  });
+
+  it('wasm with 2 threads, never disposed: the process ends once the program does', () => {
+    const code = `
+      import { loadModel } from './dist/src/index.js';
+      const model = await loadModel('test/fixtures/hf-mamba/tiny-hf-f32', { backend: 'wasm', threads: 2 });
+      let n = 0, s;
+      for await (const c of model.generate('Hello', { maxTokens: 8, temperature: 0 })) { n += c.bytes.length; s = c.stats ?? s; }
+      console.log(JSON.stringify({ n, backend: s.backend }));`;
+    const r = deno(['run', '--allow-read', '--ext=js', '-'], code, 60_000);
+    expect(r.signal, `killed after ${r.ms.toFixed(0)} ms: the process did not exit\n${r.stderr}`).toBeNull();
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(out).toEqual({ n: 8, backend: expect.stringMatching(/^wasm simd.*, 2 threads, f32$/) });
+  });
 
   it.skipIf(!existsSync('dist/browser/mamba-edge.js'))('imports the browser bundle (inlined wasm, blob worker threads)', () => {
     const code = `

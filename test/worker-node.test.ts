@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { assetUrl } from '../src/assets.js';
-import { DisposedError, InvalidOptionError, ModelFormatError } from '../src/errors.js';
+import { DisposedError, InvalidOptionError, ModelNotFoundError } from '../src/errors.js';
 import { loadModel, type Model } from '../src/model.js';
 import { activeEngineWorkers, loadModelInWorker, type WorkerModel } from '../src/runtime.js';
 import { loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
@@ -104,9 +104,9 @@ describe.skipIf(!built)('loadModelInWorker (Node worker_threads)', () => {
 
   test('errors keep their class and code across the boundary', async () => {
     const err = await loadModelInWorker('/nonexistent/model/dir').catch((e) => e);
-    expect(err).toBeInstanceOf(ModelFormatError);
-    expect(err.code).toBe('MODEL_FORMAT');
-    expect(err.file).toBe('config.json');
+    expect(err).toBeInstanceOf(ModelNotFoundError);
+    expect(err.code).toBe('MODEL_NOT_FOUND');
+    expect(err.path).toBe('/nonexistent/model/dir');
     await noWorkersLeft();
 
     const model = await loadModelInWorker(fixtures[0].dir, { backend: 'js' });

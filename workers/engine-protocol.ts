@@ -72,6 +72,7 @@ interface WireError {
 const ERROR_CLASSES: Record<string, new (...a: never[]) => Error> = {
   MambaError: errors.MambaError,
   ModelFormatError: errors.ModelFormatError,
+  ModelNotFoundError: errors.ModelNotFoundError,
   UnsupportedModelError: errors.UnsupportedModelError,
   InvalidOptionError: errors.InvalidOptionError,
   BackendUnavailableError: errors.BackendUnavailableError,

@@ -1,7 +1,7 @@
 // Runs the WebGPU backend under Deno (navigator.gpu: wgpu over Vulkan, e.g. Mesa lavapipe) on the
 // test fixtures and checks the logits against the float64 reference.
 //
-//   deno run -A --unstable-sloppy-imports examples/deno/gpu-check.ts [fixture-dir ...]
+//   npx deno run -A --unstable-sloppy-imports examples/deno/gpu-check.ts [fixture-dir ...]
 //
 // Prints one JSON line per fixture and dtype; exits 1 when f32 misses 1e-4·max|logit|, 2 when
 // there is no adapter. (--unstable-sloppy-imports lets Deno resolve the sources' `.js`
