@@ -197,7 +197,7 @@ function withSelection(backend: Backend, selection: BackendSelection): SelectedB
  * Without one, WebGPU can only offer a software adapter, which 'auto' never prefers, so the probe
  * skips loading Dawn/Vulkan: faster, and no driver chatter on stderr for a CPU-only machine.
  */
-async function gpuDeviceNodes(): Promise<boolean | undefined> {
+export async function gpuDeviceNodes(): Promise<boolean | undefined> {
   const g = globalThis as { process?: { platform?: string }; Deno?: { build?: { os?: string } } };
   const linux = g.Deno?.build?.os === 'linux' || (!g.Deno && g.process?.platform === 'linux');
   if (!linux) return undefined;

@@ -418,7 +418,7 @@ describe('download cache', () => {
     try {
       (await loadModel(`${base}/ok`, { ...FAST, cache: true })).dispose();
       const files = readdirSync(join(home, '.cache', 'mamba-edge'));
-      expect(files.map((f) => f.replace(/^[0-9a-f]{32}-/, '')).sort()).toEqual(['config.json', 'model.safetensors', 'model.safetensors.index.json.absent']);
+      expect(files.map((f) => f.replace(/^[0-9a-f]{32}-/, '')).sort()).toEqual(['config.json', 'model.safetensors']);
     } finally {
       process.env.HOME = old;
       rmSync(home, { recursive: true, force: true });
@@ -544,9 +544,9 @@ describe('credentials stay with their origin', () => {
     const m = await loadModel(`${withCreds}/to-other/`, { ...FAST, fetchInit: { headers: { 'x-api-key': 'KEY-123', cookie: 'session=abc' } } });
     await expectSameModel(m);
     // The first origin got the credentials (and redirected every file)...
-    expect(hits.map((h) => h.path)).toEqual(['/to-other/config.json', '/to-other/model.safetensors.index.json', '/to-other/model.safetensors']);
+    expect(hits.map((h) => h.path)).toEqual(['/to-other/config.json', '/to-other/model.safetensors']);
     // ...the other origin got the requests and nothing else.
-    expect(headers2).toHaveLength(3);
+    expect(headers2).toHaveLength(2);
     for (const h of headers2) {
       expect(h['x-api-key']).toBeUndefined();
       expect(h.cookie).toBeUndefined();
@@ -619,7 +619,8 @@ describe('a cache that cannot be corrupted', () => {
 
   test('a dev server that answers missing files with index.html (Vite) serves a non-sharded model', async () => {
     await expectSameModel(await loadModel(`${base}/vite/`, FAST));
-    expect(count('/vite/model.safetensors.index.json')).toBe(1);
+    // model.safetensors is found first, so the index (which Vite would answer with HTML) is never asked for.
+    expect(count('/vite/model.safetensors.index.json')).toBe(0);
     expect(count('/vite/model.safetensors')).toBe(1);
   });
 
@@ -699,7 +700,7 @@ describe('a cache that cannot be corrupted', () => {
     expect(count('/slow-ok/model.safetensors')).toBe(1);
     expect(count('/slow-ok/config.json')).toBe(1);
     const { names, entry } = cacheFiles(dir);
-    expect(names.map((n) => n.replace(/^[0-9a-f]{32}-/, '')).sort()).toEqual(['config.json', 'model.safetensors', 'model.safetensors.index.json.absent']);
+    expect(names.map((n) => n.replace(/^[0-9a-f]{32}-/, '')).sort()).toEqual(['config.json', 'model.safetensors']);
     expect(sha(readFileSync(entry('model.safetensors')!))).toBe(SHA);
   }, 60_000);
 });

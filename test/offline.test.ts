@@ -102,7 +102,7 @@ describe('offline by default', () => {
       return true;
     });
     try {
-      const code = await main(['generate', '--model', tinyDir, '--prompt', 'Hello', '--max-tokens', '12', '--temperature', '0']);
+      const code = await main(['generate', '--model', tinyDir, '--prompt', 'Hello', '--echo', '--max-tokens', '12', '--temperature', '0']);
       expect(code).toBe(0);
     } finally {
       write.mockRestore();
@@ -112,7 +112,17 @@ describe('offline by default', () => {
   });
 
   test('a model cached from a URL loads with the network down (its missing shard index was remembered)', async () => {
-    const files = syntheticModel({ hidden_size: 16, num_hidden_layers: 1, seed: 5 });
+    // Sharded: model.safetensors answers 404, which the cache must remember for the offline run.
+    const single = syntheticModel({ hidden_size: 16, num_hidden_layers: 1, seed: 5 });
+    const st = single['model.safetensors'];
+    const header = JSON.parse(new TextDecoder().decode(st.subarray(8, 8 + Number(new DataView(st.buffer, st.byteOffset).getBigUint64(0, true)))));
+    const shard = 'model-00001-of-00001.safetensors';
+    const weightMap = Object.fromEntries(Object.keys(header).filter((k) => k !== '__metadata__').map((k) => [k, shard]));
+    const files = {
+      'config.json': single['config.json'],
+      'model.safetensors.index.json': JSON.stringify({ metadata: {}, weight_map: weightMap }),
+      [shard]: st,
+    };
     const dir = mkdtempSync(join(tmpdir(), 'mamba-edge-offline-'));
     const url = 'https://models.example/tiny/';
     const requested: string[] = [];
@@ -127,13 +137,13 @@ describe('offline by default', () => {
       const m = await loadModel(url, { backend: 'js', cacheDir: dir });
       const text = await generateText(m, 'Hello');
       m.dispose();
-      expect(requested).toEqual(['config.json', 'model.safetensors.index.json', 'model.safetensors']);
+      expect(requested).toEqual(['config.json', 'model.safetensors', 'model.safetensors.index.json', shard]);
       // Second run: every way out is blocked (afterEach checks that none was tried).
       globalThis.fetch = fetchSpy as unknown as typeof fetch;
       const again = await loadModel(url, { backend: 'js', cacheDir: dir });
       expect(await generateText(again, 'Hello')).toBe(text);
       again.dispose();
-      expect(readdirSync(dir).filter((f) => /\.(part|tmp|lock|json)$/.test(f) && !f.endsWith('-config.json'))).toEqual([]);
+      expect(readdirSync(dir).filter((f) => /\.(part|tmp|lock|json)$/.test(f) && !/-(config|model\.safetensors\.index)\.json$/.test(f))).toEqual([]);
     } finally {
       globalThis.fetch = fetchSpy as unknown as typeof fetch;
       rmSync(dir, { recursive: true, force: true });
