@@ -52,6 +52,7 @@ export interface FetchOptions {
 
 const DEFAULTS = { retries: 4, retryDelayMs: 500, stallTimeoutMs: 30_000 };
 const MAX_BACKOFF_MS = 30_000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Checks the fetch options once, so a typo fails before any request is made. */
 export function checkFetchOptions(o: FetchOptions): void {
@@ -69,6 +70,10 @@ export function checkFetchOptions(o: FetchOptions): void {
   positive('retryDelayMs', o.retryDelayMs);
   positive('stallTimeoutMs', o.stallTimeoutMs);
   if (o.stallTimeoutMs === 0) throw new InvalidOptionError('stallTimeoutMs', 'must be > 0');
+  // Timers take at most 2^31 - 1 ms; a larger delay fires at once (every attempt "stalled").
+  for (const key of ['retryDelayMs', 'stallTimeoutMs'] as const) {
+    if (o[key] !== undefined && o[key]! > MAX_TIMER_MS) throw new InvalidOptionError(key, `must be at most ${MAX_TIMER_MS} ms, got ${o[key]}`);
+  }
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || o.cacheDir === '')) {
     throw new InvalidOptionError('cacheDir', 'must be a non-empty path');
   }

@@ -6,6 +6,7 @@ export { chooseBackend, type BackendSelection } from './backends.js';
 export { FallbackBackend, type FallbackOptions } from './fallback.js';
 export type { GenerateOptions, GenerationChunk, GenerationStats } from './generate.js';
 export type { SamplingOptions } from './sampler.js';
+export type { LogitsOptions } from './inputs.js';
 export type { ModelSource, LoadProgress } from './loader.js';
 export type { BackendChoice, BackendOptions, WeightDtype } from './backends.js';
 export type { Backend, BackendName, StateData } from './backend.js';

@@ -33,8 +33,26 @@ export const MAMBA_130M_BYTES: SyntheticSpec = {
   seed: 1,
 };
 
+/** mamba2-130m's shapes with a byte vocabulary (state 128, heads of 64, one group): Mamba-2's bench row. */
+export const MAMBA2_130M_BYTES: SyntheticSpec = {
+  hidden_size: 768,
+  num_hidden_layers: 24,
+  state_size: 128,
+  expand: 2,
+  conv_kernel: 4,
+  vocab_size: 256,
+  mamba2: { head_dim: 64, n_groups: 1, chunk_size: 256 },
+  seed: 1,
+};
+
+/** The synthetic shapes the benchmarks take by name (`--shape`). */
+export const BENCH_SHAPES: Record<string, { spec: SyntheticSpec; label: string }> = {
+  '130m': { spec: MAMBA_130M_BYTES, label: 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)' },
+  'mamba2-130m': { spec: MAMBA2_130M_BYTES, label: 'random mamba2-130m-shaped byte model (D768 L24 N128 E1536 H24x64 G1 V256, tied)' },
+};
+
 /**
- * Builds `config.json` + `model.safetensors` for a random Mamba-1 with realistic value ranges
+ * Builds `config.json` + `model.safetensors` for a random Mamba-1 (or Mamba-2, Falcon-Mamba) with realistic value ranges
  * (mamba's own initialisation scales): for tests, fuzzing and benchmarks without a checkpoint.
  */
 export function syntheticModel(spec: SyntheticSpec): { 'config.json': string; 'model.safetensors': Uint8Array } {

@@ -439,7 +439,7 @@ describe('download cache', () => {
   });
 
   test('bad options fail before any request', async () => {
-    for (const o of [{ retries: -1 }, { retries: 1.5 }, { stallTimeoutMs: 0 }, { retryDelayMs: NaN }, { cacheDir: '' }, { sha256: { 'model.safetensors': 'xyz' } }]) {
+    for (const o of [{ retries: -1 }, { retries: 1.5 }, { stallTimeoutMs: 0 }, { stallTimeoutMs: 2 ** 31 }, { retryDelayMs: NaN }, { retryDelayMs: 2 ** 31 }, { cacheDir: '' }, { sha256: { 'model.safetensors': 'xyz' } }]) {
       await expect(loadModel(`${base}/ok`, { backend: 'js', ...o } as never), JSON.stringify(o)).rejects.toThrow(InvalidOptionError);
     }
     expect(hits).toEqual([]);

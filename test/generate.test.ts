@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { decodeSnapshot, encodeSnapshot, InvalidOptionError, loadModel, Utf8Stream, type GenerationChunk, type Model } from '../src/index.js';
-import type { Backend, StateHandle } from '../src/backend.js';
-import { generateTokens } from '../src/generate.js';
-import { Sampler, resolveSampling } from '../src/sampler.js';
+import { decodeSnapshot, encodeSnapshot, InvalidOptionError, loadModel, MambaError, OutOfMemoryError, Utf8Stream, type Backend, type GenerationChunk, type Model } from '../src/index.js';
+import type { StateHandle } from '../src/backend.js';
+import { generateTokens, StopMatcher, type SequenceState } from '../src/generate.js';
+import { syntheticModel } from '../src/synthetic.js';
+import { rng, Sampler, resolveSampling } from '../src/sampler.js';
 import { incompleteTail } from '../src/tokenizer.js';
 import { FIXTURE_ROOT, loadFixtures } from './helpers/fixtures.js';
 import { collect } from './helpers/stream.js';
@@ -177,6 +178,101 @@ describe('sampler', () => {
   });
 });
 
+describe('stop strings are matched incrementally (linear in the output)', () => {
+  /** The old rule, by brute force: the earliest complete stop string in the output, and what is held back. */
+  function reference(out: Uint8Array, stops: Uint8Array[]): { at: number; emitted: number[] } {
+    const emitted: number[] = [];
+    let pending: number[] = [];
+    for (let i = 0; i < out.length; i++) {
+      pending.push(out[i]);
+      const text = pending.join(',') + ',';
+      let hit = -1;
+      for (const st of stops) {
+        const key = [...st].join(',') + ',';
+        if (text.endsWith(',' + key) || text === key) hit = Math.max(hit, st.length);
+      }
+      if (hit > 0) return { at: i, emitted: [...emitted, ...pending.slice(0, pending.length - hit)] };
+      let hold = 0;
+      for (const st of stops) for (let len = 1; len < st.length && len <= pending.length; len++) if (pending.slice(-len).every((b, j) => b === st[j])) hold = Math.max(hold, len);
+      emitted.push(...pending.slice(0, pending.length - hold));
+      pending = pending.slice(pending.length - hold);
+    }
+    return { at: -1, emitted: [...emitted, ...pending] };
+  }
+
+  test('same result as the brute-force rule on random outputs and stop strings', () => {
+    const random = rng(5);
+    const pick = (n: number, alphabet: number) => Uint8Array.from({ length: n }, () => 97 + Math.floor(random() * alphabet));
+    for (let trial = 0; trial < 300; trial++) {
+      const alphabet = 1 + Math.floor(random() * 3);
+      const stops = Array.from({ length: 1 + Math.floor(random() * 3) }, () => pick(1 + Math.floor(random() * 6), alphabet));
+      const out = pick(60, alphabet);
+      const m = new StopMatcher(stops);
+      const emitted: number[] = [];
+      let at = -1;
+      for (let i = 0; i < out.length && at < 0; i++) {
+        const r = m.push(out[i]);
+        emitted.push(...r.emit);
+        if (r.stopped) at = i;
+      }
+      if (at < 0) emitted.push(...m.rest());
+      expect({ at, emitted }, `trial ${trial}`).toEqual(reference(out, stops));
+    }
+  });
+
+  // 'a'×m 'b' 'a'×m against an output of only 'a': m bytes stay held back, and checking every
+  // suffix length against the stop string fails only after m comparisons: ~m²/... a byte before.
+  const nearMiss = (m: number) => 'a'.repeat(m) + 'b' + 'a'.repeat(m);
+
+  test('40,000 bytes that keep almost matching 1,001-byte stop strings: at most 2 comparisons a byte', () => {
+    const stops = [enc(nearMiss(500)), enc('a'.repeat(1000) + 'c')];
+    const m = new StopMatcher(stops);
+    let emitted = 0;
+    for (let i = 0; i < 40_000; i++) emitted += m.push(97).emit.length;
+    expect(emitted + m.rest().length).toBe(40_000);
+    expect(m.comparisons).toBeLessThanOrEqual(2 * 40_000 * stops.length);
+  });
+
+  test('generation time with such a stop string stays within 1.5x of no stop string', async () => {
+    // A model that always predicts 'a': the decode loop's own cost dominates, so the stop check shows.
+    const V = 256;
+    const logits = new Float32Array(V);
+    logits[97] = 1;
+    const backend = {
+      name: 'js',
+      description: 'always a',
+      config: { vocabSize: V },
+      createState: () => ({}),
+      forward: async () => logits,
+    } as unknown as Backend;
+    const run = async (stop?: string[]) => {
+      const seq = { handle: { id: 0 }, logits: null, history: new Uint8Array(0) } as unknown as SequenceState;
+      // CPU time, not wall time: other processes on a loaded machine do not count.
+      const t0 = process.cpuUsage();
+      let bytes = 0;
+      let last: GenerationChunk | undefined;
+      for await (const c of generateTokens(backend, seq, 'x', { temperature: 0, maxTokens: 40_000, stop })) {
+        bytes += c.bytes.length;
+        last = c;
+      }
+      expect(bytes).toBe(40_000);
+      expect(last!.stats!.finishReason).toBe('length');
+      const t = process.cpuUsage(t0);
+      return (t.user + t.system) / 1000;
+    };
+    // Best of 5, interleaved, so a slow phase of the machine affects both alike.
+    let without = Infinity;
+    let withStop = Infinity;
+    for (let i = 0; i < 5; i++) {
+      without = Math.min(without, await run());
+      withStop = Math.min(withStop, await run(['a'.repeat(399) + 'b', 'a'.repeat(49) + 'c']));
+    }
+    // Before: ~3x slower: the 399 held-back bytes were searched for the short stop string at every token.
+    console.log(`40,000 tokens: ${without.toFixed(0)} ms without a stop string, ${withStop.toFixed(0)} ms with stop strings it keeps almost producing`);
+    expect(withStop / without).toBeLessThan(1.5);
+  });
+});
+
 describe('generation API', () => {
   let model: Model;
   const [tiny] = loadFixtures().filter((f) => f.name === 'small-hf-f16-untied');
@@ -321,6 +417,112 @@ describe('generation API', () => {
     await expect(collect(model.generate('x', { stop: [''] }))).rejects.toThrow(/stop/);
     await expect(collect(model.generate('', {}))).rejects.toThrow(/prompt/);
     await expect(loadModel(`${FIXTURE_ROOT}tiny-hf-f32`, { backend: 'cuda' as never })).rejects.toThrow(/backend/);
+  });
+
+  test('wrong argument types are InvalidOptionError naming the argument, never a TypeError', async () => {
+    for (const prompt of [42, null, {}, [72, 105], new Uint16Array(2), undefined]) {
+      const e = await collect(model.generate(prompt as never, { maxTokens: 1 })).catch((x) => x);
+      expect(e, String(prompt)).toBeInstanceOf(InvalidOptionError);
+      expect(e.option).toBe('prompt');
+      const se = await collect(model.createSession().generate(prompt as never)).catch((x) => x);
+      expect(se.option).toBe('prompt');
+      await expect(model.createSession().feed(prompt as never)).rejects.toThrow(InvalidOptionError);
+      await expect(model.logits(prompt as never)).rejects.toThrow(InvalidOptionError);
+      await expect(model.bitsPerByte(prompt as never)).rejects.toThrow(InvalidOptionError);
+    }
+    for (const [opts, option] of [[null, 'options'], [[1], 'options'], [{ signal: {} }, 'signal'], [{ signal: 'x' }, 'signal']] as const) {
+      const e = await collect(model.generate('x', opts as never)).catch((x) => x);
+      expect(e).toBeInstanceOf(InvalidOptionError);
+      expect(e.option).toBe(option);
+    }
+    await expect(model.bitsPerByte('xyz', {} as never)).rejects.toMatchObject({ option: 'signal' });
+  });
+
+  test('malformed snapshots are typed SNAPSHOT errors; NaN/Inf states are refused', async () => {
+    const s = model.createSession();
+    await s.feed('abc');
+    const snap = await s.snapshot();
+    const bad: Array<[unknown, RegExp]> = [
+      [[], /not a mamba-edge snapshot/],
+      [null, /not a mamba-edge snapshot/],
+      [{ ...snap, conv: Array.from(snap.conv) }, /conv must be a Float32Array/],
+      [{ ...snap, history: undefined }, /history must be a Uint8Array/],
+      [{ ...snap, ssm: null }, /ssm must be a Float32Array/],
+      [{ ...snap, logits: [1, 2] }, /logits must be a Float32Array or null/],
+      [{ ...snap, ssm: snap.ssm.map((v, i) => (i === 7 ? NaN : v)) }, /ssm holds NaN or infinite/],
+      [{ ...snap, conv: snap.conv.map((v, i) => (i === 0 ? Infinity : v)) }, /conv holds NaN or infinite/],
+      [{ ...snap, logits: snap.logits!.map(() => -Infinity) }, /logits holds NaN or infinite/],
+    ];
+    for (const [value, message] of bad) {
+      const e = await model.createSession().restore(value as never).catch((x) => x);
+      expect(e, String(message)).toBeInstanceOf(MambaError);
+      expect(e.code).toBe('SNAPSHOT');
+      expect(e.message).toMatch(message);
+      expect(() => model.createSession(value as never)).toThrow(message);
+    }
+    // Encoded bytes: a header that is JSON but not an object, non-bytes, NaN inside.
+    const enc = (header: string) => {
+      const h = new TextEncoder().encode(header);
+      const out = new Uint8Array(8 + h.length);
+      new DataView(out.buffer).setUint32(0, 0x5353454d, true);
+      new DataView(out.buffer).setUint32(4, h.length, true);
+      out.set(h, 8);
+      return out;
+    };
+    for (const bytes of [enc('null'), enc('[1]'), enc('{"version":1,"model":"m","conv":"x"}'), null, 'abc']) {
+      expect(() => decodeSnapshot(bytes as never)).toThrow(expect.objectContaining({ code: 'SNAPSHOT' }));
+    }
+    const nan = encodeSnapshot(snap);
+    new DataView(nan.buffer).setFloat32(nan.length - snap.history.length - 4, NaN, true);
+    expect(() => decodeSnapshot(nan)).toThrow(/NaN or infinite/);
+    expect(() => encodeSnapshot({ ...snap, ssm: null } as never)).toThrow(/ssm must be a Float32Array/);
+    s.dispose();
+  });
+
+  test('a snapshot from another model with the same shapes is refused', async () => {
+    const spec = { hidden_size: 8, num_hidden_layers: 1, state_size: 4 };
+    const [a, b] = await Promise.all([7, 8].map((seed) => loadModel({ files: syntheticModel({ ...spec, seed }) }, { backend: 'js' })));
+    const a2 = await loadModel({ files: syntheticModel({ ...spec, seed: 7 }) }, { backend: 'js' });
+    const sa = a.createSession();
+    await sa.feed('hello');
+    const snap = await sa.snapshot();
+    expect(a.identity).not.toBe(b.identity);
+    expect(a.identity.split(':W')[0]).toBe(b.identity.split(':W')[0]);
+    await expect(b.createSession().restore(snap)).rejects.toThrow(/same shapes, different weights/);
+    // The same weights loaded again (or on another backend / dtype) have the same identity.
+    expect(a2.identity).toBe(a.identity);
+    await a2.createSession().restore(decodeSnapshot(encodeSnapshot(snap)));
+    for (const m of [a, b, a2]) m.dispose();
+  });
+
+  test('logits: positions, a memory bound checked before allocating, and a signal', async () => {
+    const V = model.config.vocabSize;
+    const all = await model.logits(tiny.input);
+    const T = tiny.input.length;
+    expect(await model.logits(tiny.input, { positions: 'last' })).toEqual(all.subarray((T - 1) * V));
+    expect(await model.logits(tiny.input, { positions: { start: 3, end: 9 } })).toEqual(all.subarray(3 * V, 9 * V));
+    expect(await model.logits(tiny.input, { positions: { start: 5 } })).toEqual(all.subarray(5 * V));
+    expect(await model.logits(tiny.input, { maxMemoryBytes: T * V * 4 })).toEqual(all);
+    for (const positions of ['first', { start: 2, end: 1 }, { start: 0, end: T + 1 }, { start: -1 }, { start: 1.5 }]) {
+      await expect(model.logits(tiny.input, { positions } as never)).rejects.toMatchObject({ option: 'positions' });
+    }
+    await expect(model.logits(tiny.input, { maxMemoryBytes: T * V * 4 - 1 })).rejects.toThrow(OutOfMemoryError);
+
+    // 10 MiB in: [T, V] would be 10.7 GB. Refused at once, before a float is allocated or computed.
+    const big = new Uint8Array(10 * 2 ** 20).fill(97);
+    const heap0 = process.memoryUsage().heapUsed;
+    const t0 = performance.now();
+    const e = await model.logits(big).catch((x) => x);
+    expect(performance.now() - t0, 'ms to refuse').toBeLessThan(200);
+    expect(e).toBeInstanceOf(OutOfMemoryError);
+    expect(e.message).toMatch(/10485760 positions x 256 need 10737418240 bytes, more than maxMemoryBytes \(1073741824 bytes\)/);
+    expect(process.memoryUsage().heapUsed - heap0).toBeLessThan(16 * 2 ** 20);
+    // An abort lands between slices of the input (on a tiny model, so the slices are short).
+    const small = await loadModel({ files: syntheticModel({ hidden_size: 8, num_hidden_layers: 1, state_size: 4, seed: 2 }) }, { backend: 'js' });
+    const t1 = performance.now();
+    await expect(small.logits(big, { positions: 'last', signal: AbortSignal.timeout(50) })).rejects.toMatchObject({ name: 'TimeoutError' });
+    expect(performance.now() - t1, 'ms until the abort landed').toBeLessThan(2_000);
+    small.dispose();
   });
 
   test('bits per byte agrees with the fixture logits', async () => {
