@@ -21,6 +21,7 @@ import {
   loadModel,
   MambaError,
   ModelFormatError,
+  ModelNotFoundError,
   OutOfMemoryError,
   parseSafetensors,
   UnsupportedModelError,
@@ -482,7 +483,9 @@ async function sameOutcome(reference: () => Promise<Loaded>, load: () => Promise
   const want = await settle(reference());
   want.m?.dispose();
   const got = await settle(load());
-  const kind = (x: { e: unknown }) => (x.e === undefined ? 'loaded' : (x.e as Error)?.constructor?.name);
+  // A directory without config.json is ModelNotFoundError; files in memory say "config.json: not found".
+  const kind = (x: { e: unknown }) =>
+    x.e === undefined ? 'loaded' : x.e instanceof ModelNotFoundError || /^config\.json: not found/.test((x.e as Error)?.message) ? 'no config.json' : (x.e as Error)?.constructor?.name;
   if (kind(want) !== kind(got)) {
     got.m?.dispose();
     throw new Error(`outcome ${kind(got)} differs from the in-memory ${kind(want)}: ${String((got.e ?? want.e) as Error)?.slice(0, 200)}`);
