@@ -175,7 +175,8 @@ export async function hubCacheDir(): Promise<string> {
   return join(home(hfHome), 'hub');
 }
 
-type Reader = (name: string, required: boolean, maxBytes: number) => Promise<Uint8Array | undefined>;
+/** The loader's `Reader`: `bound.maxBytes` caps what a download may deliver. */
+type Reader = (name: string, required: boolean, bound: { maxBytes: number }) => Promise<Uint8Array | undefined>;
 
 /** What a HEAD of `resolve/{rev}/{file}` said. */
 type Head =
@@ -212,7 +213,7 @@ export function hubReader(id: HubId, opts: FetchOptions & HubOptions): Reader {
   if (!hasFileSystem() || opts.cache === false) {
     // Browsers: the Cache API keyed by URL (on unless cache: false); Node with cache: false: memory only.
     const fetchOpts = withAuth({ ...opts, cacheDir: undefined, cache: hasFileSystem() ? false : opts.cache !== false });
-    return async (name, required, maxBytes) => {
+    return async (name, required, { maxBytes }) => {
       checkFileName(name);
       try {
         return await fetchModelFile(fileUrl(id.revision, name), name, { ...fetchOpts, maxBytes }, !required);
@@ -225,7 +226,7 @@ export function hubReader(id: HubId, opts: FetchOptions & HubOptions): Reader {
 
   let repo: HubRepoCache | undefined;
   let commit = COMMIT.test(id.revision) ? id.revision : undefined;
-  return async (name, required, maxBytes) => {
+  return async (name, required, { maxBytes }) => {
     checkFileName(name);
     const cacheRoot = opts.cacheDir ?? (await hubCacheDir());
     repo ??= await HubRepoCache.open(cacheRoot, id);
