@@ -6,6 +6,7 @@ import { InvalidOptionError, MambaError, ModelFormatError, ModelNotFoundError, O
 import { checkFetchOptions, fetchModelFile, modelFileUrl, redactUrl, sha256Hex, type FetchOptions } from './fetch.js';
 import { DEFAULT_CHUNK } from './forward.js';
 import { MAX_HEADER_BYTES, parseSafetensors } from './safetensors.js';
+import { tokenizerFromFiles, type Tokenizer, type TokenizerFiles } from './tokenizer.js';
 import { buildWeights, type ModelWeights, type TensorSource } from './weights.js';
 
 /** Where a model comes from: a directory path (Node, Deno), an http(s) URL, or files already in memory. */
@@ -41,6 +42,8 @@ export interface LoadedFiles {
   weights: ModelWeights;
   /** Total bytes of weight files read. */
   weightBytes: number;
+  /** From tokenizer.json, or bytes (MambaByte) without one. */
+  tokenizer: Tokenizer;
 }
 
 /**
@@ -52,14 +55,16 @@ type Reader = (name: string, required: boolean, maxBytes: number) => Promise<Uin
 /** No real config.json or shard index comes near these. */
 const MAX_CONFIG_BYTES = 16 * 2 ** 20;
 const MAX_INDEX_BYTES = 64 * 2 ** 20;
+/** The largest published tokenizer.json files (256k-token vocabularies) are ~35 MB. */
+const MAX_TOKENIZER_BYTES = 64 * 2 ** 20;
 
 /** The largest safetensors file a config can need: every tensor (and an lm_head) in float32, plus the header. */
 function maxWeightFileBytes(c: MambaConfig): number {
   return (parameterCount(c) + c.vocabSize * c.dModel) * 4 + MAX_HEADER_BYTES + 8;
 }
 
-/** Reads config.json + safetensors (single or sharded) from any source and validates them. */
-export async function readModel(source: ModelSource, opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {}): Promise<LoadedFiles> {
+/** Opens a source: its reader (abort between files, sha256 of local and in-memory files) and its config.json. */
+async function openSource(source: ModelSource, opts: ReadOptions): Promise<{ read: Reader; seen: string[]; config: MambaConfig; configBytes: Uint8Array }> {
   checkReadOptions(opts);
   const isUrl = isUrlSource(source);
   const baseRead = readerFor(source, opts);
@@ -89,9 +94,41 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
     const bundled = dir.replace(/[/\\]+$/, '').endsWith(DEFAULT_MODEL_PATH.replace(/\/$/, '')) ? '; the bundled model needs no path: loadModel() / loadModelInWorker() with no source' : '';
     throw new ModelNotFoundError(dir, `no such directory${relative}${bundled}`);
   }
-  const config = parseConfig(new TextDecoder().decode(configBytes));
+  return { read, seen, config: parseConfig(new TextDecoder().decode(configBytes)), configBytes };
+}
+
+/**
+ * tokenizer.json is optional: without it the model reads bytes (MambaByte). Only beside one are
+ * tokenizer_config.json and generation_config.json looked for, so a byte-level model costs one
+ * request more, not three.
+ */
+async function readTokenizerFiles(read: Reader, config: MambaConfig, configBytes: Uint8Array): Promise<Tokenizer> {
+  const json = await read('tokenizer.json', false, MAX_TOKENIZER_BYTES);
+  const files: TokenizerFiles = { 'config.json': configBytes };
+  if (json) {
+    files['tokenizer.json'] = json;
+    files['tokenizer_config.json'] = await read('tokenizer_config.json', false, MAX_CONFIG_BYTES);
+    files['generation_config.json'] = await read('generation_config.json', false, MAX_CONFIG_BYTES);
+  }
+  return tokenizerFromFiles(files, config.vocabSize);
+}
+
+/**
+ * Only a model's tokenizer (config.json and the tokenizer files, no weights): for tokenizing text
+ * without loading, or downloading, the model.
+ */
+export async function readTokenizer(source: ModelSource, opts: ReadOptions = {}): Promise<Tokenizer> {
+  const { read, config, configBytes } = await openSource(source, opts);
+  return readTokenizerFiles(read, config, configBytes);
+}
+
+/** Reads config.json + safetensors (single or sharded), and the tokenizer, from any source and validates them. */
+export async function readModel(source: ModelSource, opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {}): Promise<LoadedFiles> {
+  const { read, seen, config, configBytes } = await openSource(source, opts);
   // Before any weight byte is fetched or allocated.
   if (opts.maxMemoryBytes !== undefined) checkMemoryBudget(config, opts.maxMemoryBytes, opts);
+  // Before the weights too: a tokenizer that does not fit the model fails without the download.
+  const tokenizer = await readTokenizerFiles(read, config, configBytes);
 
   const tensors: TensorSource = new Map();
   let weightBytes = 0;
@@ -144,7 +181,7 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
     if (e instanceof RangeError) throw new OutOfMemoryError(`decoding ${parameterCount(config)} weights to float32 failed (${e.message})`);
     throw e;
   }
-  return { config, weights, weightBytes };
+  return { config, weights, weightBytes, tokenizer };
 }
 
 function checkReadOptions(o: ReadOptions): void {

@@ -5,8 +5,8 @@ import { parameterCount } from './config.js';
 import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError } from './errors.js';
 import { generateTokens, pushHistory, type GenerateOptions, type GenerationChunk, type SequenceState } from './generate.js';
-import { readModel, type ModelSource, type ReadOptions } from './loader.js';
-import { encode } from './tokenizer.js';
+import { readModel, readTokenizer, type ModelSource, type ReadOptions } from './loader.js';
+import { ByteTokenizer, encode, type Tokenizer } from './tokenizer.js';
 
 export interface LoadOptions extends BackendOptions, ReadOptions {}
 
@@ -216,6 +216,11 @@ export class Model {
     readonly config: MambaConfig,
     /** The backend, with `selection` (why it was picked) when `loadModel` chose it. */
     readonly backend: SelectedBackend,
+    /**
+     * Text ↔ token ids: the model's tokenizer.json (Tokenizers.js), or, without one, UTF-8 bytes
+     * (MambaByte). `model.tokenizer.encode(text)`, `model.tokenizer.decode(ids)`.
+     */
+    readonly tokenizer: Tokenizer = new ByteTokenizer(),
   ) {}
 
   get parameters(): number {
@@ -302,7 +307,15 @@ export class Model {
  * Without a source (or `undefined`), the model bundled with the package (Node, Deno).
  */
 export async function loadModel(source?: ModelSource, options: LoadOptions = {}): Promise<Model> {
-  const { config, weights } = await readModel(resolveModelSource(source), options);
+  const { config, weights, tokenizer } = await readModel(resolveModelSource(source), options);
   const backend = await createBackend(config, weights, options);
-  return new Model(config, backend);
+  return new Model(config, backend, tokenizer);
+}
+
+/**
+ * Only the tokenizer of a model (config.json and tokenizer.json, no weights read or downloaded):
+ * the same `Tokenizer` as `(await loadModel(source)).tokenizer`.
+ */
+export async function loadTokenizer(source?: ModelSource, options: ReadOptions = {}): Promise<Tokenizer> {
+  return readTokenizer(resolveModelSource(source), options);
 }

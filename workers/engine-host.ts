@@ -117,10 +117,10 @@ export class EngineHost implements EngineApi {
 
   async load(source: WireSource, options: WireLoadOptions, onProgress?: (p: LoadProgress) => void): Promise<LoadInfo> {
     if (this.model) throw new MambaError('LOADED', 'this worker already holds a model');
-    const { config, weights } = await readModel(source, { ...options, onProgress: onProgress && ((p) => void onProgress(p)) });
+    const { config, weights, tokenizer } = await readModel(source, { ...options, onProgress: onProgress && ((p) => void onProgress(p)) });
     const backend = (await createBackend(config, weights, options)) as SelectedBackend;
     this.backend = backend;
-    this.model = new Model(config, new YieldingBackend(backend));
+    this.model = new Model(config, new YieldingBackend(backend), tokenizer);
     return { config, backend: backend.name, description: backend.description, selection: backend.selection };
   }
 
@@ -139,7 +139,7 @@ export class EngineHost implements EngineApi {
       const model = this.loaded();
       // A view of the same backend whose forwards stop between slices once aborted: the abort
       // lands within ~512 tokens instead of after a whole 4096-token block.
-      const view = new Model(model.config, new YieldingBackend(this.backend!, controller.signal));
+      const view = new Model(model.config, new YieldingBackend(this.backend!, controller.signal), model.tokenizer);
       return await view.bitsPerByte(input, controller.signal);
     } finally {
       this.aborts.delete(opId);
