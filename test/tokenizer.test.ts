@@ -3,7 +3,9 @@
  * fixture's probes, incremental detokenization, the typed errors, and `mamba-edge tokenize`.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
 import { InvalidOptionError, ModelFormatError, UnsupportedModelError } from '../src/errors.js';
@@ -133,6 +135,35 @@ describe('tokenizer.json (Tokenizers.js) equals Hugging Face tokenizers', async 
     expect(Array.from(t.encode('é🦀'))).toEqual([...new TextEncoder().encode('é🦀')]);
     expect(t.decode([0xef, 0xbb, 0xbf, 0x41])).toBe('\ufeffA'); // a generated BOM is text
     expect(t.eosTokenIds).toEqual([0]); // config.json's
+  });
+});
+
+describe('tokenizer.json from a URL', () => {
+  test('read with its tokenizer_config.json and generation_config.json, and cached', async () => {
+    const url = 'https://models.example/bpe/';
+    const requested: string[] = [];
+    const realFetch = globalThis.fetch;
+    const dir = mkdtempSync(join(tmpdir(), 'mamba-edge-tokenizer-'));
+    globalThis.fetch = (async (input: string | URL | Request) => {
+      const name = String(input instanceof Request ? input.url : input).slice(url.length);
+      requested.push(name);
+      const files = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors'];
+      return files.includes(name) ? new Response(file(name)) : new Response('not found', { status: 404 });
+    }) as typeof fetch;
+    try {
+      const m = await loadModel(url, { backend: 'js', cacheDir: dir });
+      expect(Array.from(m.tokenizer.encode(expected.text))).toEqual(expected.input_ids);
+      m.dispose();
+      expect(requested).toEqual(['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'model.safetensors']);
+      // From the cache: no request at all.
+      requested.length = 0;
+      const t = await loadTokenizer(url, { cacheDir: dir });
+      expect(Array.from(t.encode(expected.text))).toEqual(expected.input_ids);
+      expect(requested).toEqual([]);
+    } finally {
+      globalThis.fetch = realFetch;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
