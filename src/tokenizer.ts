@@ -251,7 +251,7 @@ export class HfTokenizer implements Tokenizer {
     checkText(text);
     if (text === '') return new Uint32Array(0);
     // A piece the vocabulary lacks, with no unk token and no byte fallback, has no id: HF tokenizers drops it.
-    return Uint32Array.from(this.impl.encode(text).ids.filter((id: number | undefined) => id !== undefined));
+    return Uint32Array.from(this.run('encode', () => this.impl.encode(text).ids).filter((id: number | undefined) => id !== undefined));
   }
 
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
@@ -259,7 +259,16 @@ export class HfTokenizer implements Tokenizer {
     const skip = options.skipSpecialTokens ?? true;
     const kept: number[] = [];
     for (let i = 0; i < ids.length; i++) if (this.defined.has(ids[i]) && !(skip && this.special.has(ids[i]))) kept.push(ids[i]);
-    return kept.length === 0 ? '' : this.impl.decode(kept);
+    return kept.length === 0 ? '' : this.run('decode', () => this.impl.decode(kept));
+  }
+
+  /** A tokenizer.json that Tokenizers.js accepted can still fail when used: say which file is at fault. */
+  private run<T>(what: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw new ModelFormatError('tokenizer.json', `Tokenizers.js cannot ${what} with it: ${String((e as Error)?.message ?? e).slice(0, 200)}`, undefined, { cause: e });
+    }
   }
 
   isSpecial(id: number): boolean {

@@ -7,8 +7,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, test } from 'vitest';
-import { InvalidOptionError, ModelFormatError, UnsupportedModelError } from '../src/errors.js';
+import { describe, expect, test, vi } from 'vitest';
+import { InvalidOptionError, MambaError, ModelFormatError, UnsupportedModelError } from '../src/errors.js';
 import { loadModel, loadTokenizer } from '../src/model.js';
 import { ByteTokenizer, Detokenizer, HfTokenizer, type Tokenizer } from '../src/tokenizer.js';
 import { FIXTURE_ROOT } from './helpers/fixtures.js';
@@ -292,6 +292,35 @@ describe('bad tokenizer files are typed errors', () => {
       expect(e, String(message)).toBeInstanceOf(ModelFormatError);
       expect(e.message).toMatch(message);
     }
+  });
+
+  test('hostile values in every part of tokenizer.json: it works, or fails with a MambaError (never a bare Error)', () => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {}); // Tokenizers.js: "Unknown pattern type"
+    const values = [null, 5, 'x', [], {}, { type: 'Split' }, { type: 'Split', pattern: { Regex: '(' } }, { type: 'BPE' }, true, -1, [1, 2], { type: 'Sequence', pretokenizers: 5 }];
+    const paths = ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder', 'model.merges', 'model.vocab', 'model.unk_token', 'model.byte_fallback', 'added_tokens', 'model.continuing_subword_prefix', 'model.end_of_word_suffix'];
+    const bare: string[] = [];
+    let typed = 0;
+    try {
+      for (const path of paths) {
+        for (const value of values) {
+          const json = structuredClone(tokenizerJson);
+          const keys = path.split('.');
+          keys.slice(0, -1).reduce((o, k) => o[k], json)[keys.at(-1)!] = value;
+          try {
+            const t = new HfTokenizer(JSON.stringify(json), { modelVocabSize: 416 });
+            t.decode(t.encode('Hello wörld 🦀 <|endoftext|>'));
+            t.decode([5, 6, 7]);
+          } catch (e) {
+            if (e instanceof MambaError) typed++;
+            else bare.push(`${path} = ${JSON.stringify(value)}: ${e}`);
+          }
+        }
+      }
+    } finally {
+      warn.mockRestore();
+    }
+    expect(bare).toEqual([]);
+    expect(typed).toBeGreaterThan(40);
   });
 
   test('eos_token_id: generation_config.json first, then config.json; a list; out of range is ModelFormatError', async () => {
