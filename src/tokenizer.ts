@@ -325,18 +325,22 @@ export class Detokenizer {
   }
 
   push(ids: ArrayLike<number>): string {
-    // Validates before anything is kept, so a bad id leaves the stream as it was.
-    this.tokenizer.decode(ids, { skipSpecialTokens: false });
-    const before = this.window.length;
+    const window = this.window.slice();
     // Skipped special tokens leave no trace, as in decode(): not even as context.
-    for (let i = 0; i < ids.length; i++) if (!(this.skipSpecial && this.tokenizer.isSpecial(ids[i]))) this.window.push(ids[i]);
-    if (this.window.length === before) return '';
-    const text = this.decode(this.window);
+    for (let i = 0; i < ids.length; i++) if (!(this.skipSpecial && this.tokenizer.isSpecial(ids[i]))) window.push(ids[i]);
+    if (window.length === this.window.length) {
+      this.tokenizer.decode(ids, { skipSpecialTokens: false }); // only special ids (or none): still checked
+      return '';
+    }
+    // Throws on a bad id before anything is kept: the stream stays as it was.
+    const text = this.decode(window);
+    this.window = window;
     let end = text.length;
     while (end > this.shown && text.charCodeAt(end - 1) === 0xfffd) end--;
     const out = end > this.shown ? text.slice(this.shown, end) : '';
-    if (end === text.length) {
-      // All out: keep the last id as context for the next one.
+    if (end === text.length && out !== '') {
+      // All out: keep the last id as context for the next one. Only after new text: ids that decode to nothing
+      // (the vocabulary's padding) stay in the window, after the context that showed something.
       this.window = this.window.slice(-1);
       this.shown = this.decode(this.window).length;
     } else {

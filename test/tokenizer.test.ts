@@ -229,6 +229,38 @@ describe('incremental detokenization', async () => {
     expect(d.push(tok.encode('c')) + d.flush()).toBe('c');
   });
 
+  test('a SentencePiece-style tokenizer (Metaspace, byte fallback, Strip): streamed text equals decode(all)', () => {
+    // Llama-style: "▁" for spaces, characters outside the vocabulary as <0xXX> byte tokens, BOS added.
+    const bytes = Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+    const pieces = ['<unk>', '<s>', '</s>', ...bytes, '▁', ...'Helowrd', '▁H', 'll', '▁w', 'or'];
+    const json = {
+      version: '1.0',
+      added_tokens: ['<unk>', '<s>', '</s>'].map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+      normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+      pre_tokenizer: null,
+      post_processor: {
+        type: 'TemplateProcessing',
+        single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+        pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+        special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
+      },
+      decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+      model: { type: 'BPE', unk_token: '<unk>', fuse_unk: true, byte_fallback: true, vocab: Object.fromEntries(pieces.map((p, i) => [p, i])), merges: ['▁ H', 'l l', '▁ w', 'o r'] },
+    };
+    const sp = new HfTokenizer(JSON.stringify(json), { modelVocabSize: 512 });
+    const text = 'Hello world 🦀 日本 Hello';
+    const ids = sp.encode(text);
+    expect(ids[0]).toBe(1); // BOS from the template
+    expect(sp.decode(ids)).toBe(text);
+    expect(Array.from(ids).filter((id) => id >= 3 && id < 259).length).toBe(4 + 3 + 3); // 🦀 日 本 as bytes
+    const random = rng(11);
+    for (let trial = 0; trial < 20; trial++) {
+      const chunks = stream(sp, ids, trial === 0 ? () => 1 : () => 1 + Math.floor(random() * 3));
+      expect(chunks.join('')).toBe(text);
+      for (const c of chunks) expect(hasLoneSurrogate(c) || c.includes('\ufffd')).toBe(false);
+    }
+  });
+
   test('the byte tokenizer streams the same way (random UTF-8 and invalid bytes)', () => {
     const byte = new ByteTokenizer();
     const random = rng(3);
