@@ -1,0 +1,130 @@
+/**
+ * The adapter self-check (src/webgpu/selfcheck.ts): it passes on this adapter for the kernel shapes
+ * the backend runs, refuses the adapter — naming the path — when one path computes wrong (a hook
+ * perturbs what the GPU returned), and `auto` then moves on to wasm.
+ */
+import { afterEach, describe, expect, test, vi } from 'vitest';
+import { BackendUnavailableError } from '../src/errors.js';
+import { readModel } from '../src/loader.js';
+import { loadModel } from '../src/model.js';
+import { createWebGPUBackendWith } from '../src/webgpu/backend.js';
+import { acquireDevice } from '../src/webgpu/device.js';
+import { selfCheckHooks, selfCheckVerdicts } from '../src/webgpu/selfcheck.js';
+import { FIXTURE_ROOT } from './helpers/fixtures.js';
+import type { ProbeReport } from '../src/probe.js';
+
+// `auto` ranks a hardware GPU first: make the probe report one (and a GPU device node), so the
+// real adapter of this machine is tried first and its self-check decides.
+const fakeHardware = vi.hoisted(() => ({ on: false }));
+vi.mock('../src/probe.js', async (orig) => {
+  const real = await orig<typeof import('../src/probe.js')>();
+  return {
+    ...real,
+    probe: async (o?: object): Promise<ProbeReport> => {
+      const r = await real.probe(o);
+      if (!fakeHardware.on || !r.webgpu.available) return r;
+      return { ...r, webgpu: { ...r.webgpu, adapter: { ...r.webgpu.adapter!, software: false } } };
+    },
+  };
+});
+vi.mock('node:fs', async (orig) => {
+  const real = await orig<typeof import('node:fs')>();
+  const readdirSync = ((dir: string, ...rest: unknown[]) =>
+    fakeHardware.on && dir === '/dev/dri' ? ['renderD128'] : (real.readdirSync as (...a: unknown[]) => unknown)(dir, ...rest)) as typeof real.readdirSync;
+  return { ...real, default: { ...real, readdirSync }, readdirSync };
+});
+
+let available = true;
+try {
+  (await acquireDevice(false)).device.destroy();
+} catch (e) {
+  if (!(e instanceof BackendUnavailableError)) throw e;
+  available = false;
+}
+
+const TINY = `${FIXTURE_ROOT}tiny-hf-f32`;
+
+afterEach(() => {
+  selfCheckHooks.perturb = undefined;
+  fakeHardware.on = false;
+});
+
+/** A wrong kernel, as seen from outside: `path`'s output changed by 1e-2 of its largest value. */
+function breakPath(path: string): void {
+  selfCheckHooks.perturb = (p, out) => {
+    if (p !== path) return;
+    if (out instanceof Uint8Array) out[out.length - 1] ^= 1; // another token
+    else out[3] += 1e-2 * Math.max(...out.map(Math.abs));
+  };
+}
+
+describe.skipIf(!available)('webgpu adapter self-check', () => {
+  test.each([
+    { kernels: 'default', o: {} },
+    { kernels: 'fused', o: { fused: true, gemvLanes: 32 } },
+  ])('passes on this adapter, covering every path ($kernels kernels)', async ({ o }) => {
+    const { config, weights } = await readModel(TINY);
+    const before = selfCheckVerdicts().length;
+    const be = await createWebGPUBackendWith(config, weights, { dtype: 'f32', ...o });
+    try {
+      const v = selfCheckVerdicts().slice(before);
+      expect(v).toHaveLength(1);
+      expect(v[0]).toMatchObject({ ok: true, adapter: be.gpu.adapterName });
+      expect(v[0].paths).toEqual(['prefill', be.fused ? 'fused decode step' : 'decode step', 'chained greedy decode', 'sampled decode']);
+      console.log(`self-check (${o.fused ? 'fused' : 'default'} kernels) on ${v[0].adapter}: ${v[0].ms} ms`);
+      // Once per process and shape: a second backend does not check again.
+      const again = await createWebGPUBackendWith(config, weights, { dtype: 'f32', ...o });
+      again.dispose();
+      expect(selfCheckVerdicts().length).toBe(before + 1);
+    } finally {
+      be.dispose();
+    }
+  });
+
+  test.each([
+    { path: 'prefill', o: {} },
+    { path: 'fused decode step', o: { fused: true, gemvLanes: 32 } },
+    { path: 'decode step', o: { fused: false } },
+    { path: 'chained greedy decode', o: {} },
+    { path: 'sampled decode', o: {} },
+  ])('refuses the adapter when the $path is wrong, naming that path', async ({ path, o }) => {
+    const { config, weights } = await readModel(TINY);
+    breakPath(path);
+    const err = await createWebGPUBackendWith(config, weights, { dtype: 'f32', ...o }).catch((e) => e);
+    expect(err).toBeInstanceOf(BackendUnavailableError);
+    expect(err.message).toContain(`self-check failed: ${path} off by`);
+    expect(err.message).toMatch(/\(tolerance 1e-4\) on \S/);
+  });
+
+  test('a sampled token the filters do not allow is refused, naming the path', async () => {
+    const { config, weights } = await readModel(TINY);
+    breakPath('sampled decode tokens');
+    const err = await createWebGPUBackendWith(config, weights, { dtype: 'f32' }).catch((e) => e);
+    expect(err).toBeInstanceOf(BackendUnavailableError);
+    expect(err.message).toMatch(/self-check failed: sampled decode (drew token|continued with)/);
+  });
+
+  test("an explicit 'webgpu' surfaces the refusal; 'auto' moves on to wasm", async () => {
+    breakPath('fused decode step');
+    await expect(loadModel(TINY, { backend: 'webgpu', webgpuKernels: { fusedDecode: true, gemvLanes: 32 } })).rejects.toThrow(
+      /self-check failed: fused decode step off by/,
+    );
+    fakeHardware.on = true; // 'auto' now ranks this adapter first
+    const m = await loadModel(TINY, { backend: 'auto', webgpuKernels: { fusedDecode: true, gemvLanes: 32 } });
+    try {
+      expect(m.backend.name).toBe('wasm');
+      const sel = (m.backend as { selection?: { order: string[]; reason: string } }).selection!;
+      expect(sel.order[0]).toBe('webgpu');
+      expect(sel.reason).toMatch(/webgpu unavailable \(.*self-check failed: fused decode step/);
+    } finally {
+      m.dispose();
+    }
+  });
+
+  test('opting out skips the check', async () => {
+    const { config, weights } = await readModel(TINY);
+    breakPath('prefill');
+    const be = await createWebGPUBackendWith(config, weights, { dtype: 'f32', selfCheck: false });
+    be.dispose();
+  });
+});
