@@ -20,7 +20,7 @@ import { readModel } from '../loader.js';
 import { createReferenceBackend } from '../reference/backend.js';
 import { syntheticModel } from '../synthetic.js';
 import type { ModelWeights } from '../weights.js';
-import type { GpuContext } from './device.js';
+import { selfCheckResults, type GpuContext, type SelfCheckResult } from './device.js';
 import type { WebGPUKernelOptions } from './kernels.js';
 import type { WebGPUBackend } from './backend.js';
 
@@ -32,19 +32,8 @@ import type { WebGPUBackend } from './backend.js';
  */
 export const SELF_CHECK_TOLERANCE = { f32: 1e-4, f16: 1e-3 } as const;
 
-export interface SelfCheckVerdict {
-  ok: boolean;
-  /** Adapter description, as in the backend description. */
-  adapter: string;
-  /** What the verdict is cached under: adapter, weight format, kernel shapes. */
-  key: string;
-  /** The paths checked, in order, e.g. ['prefill', 'fused decode step', ...]. */
-  paths: string[];
-  /** Why it failed (names the path), when `ok` is false. */
-  failure?: string;
-  /** Wall time of the check (ms). */
-  ms: number;
-}
+/** `paths`: those checked, in order, e.g. ['prefill', 'fused decode step', ...]; `failure` names the path. */
+export type SelfCheckVerdict = SelfCheckResult;
 
 /** What the real backend will run: the kernel options and the model shapes compiled into shaders. */
 export interface SelfCheckTarget {
@@ -62,11 +51,10 @@ export interface SelfCheckTarget {
 export const selfCheckHooks: { perturb?: (path: string, out: Float32Array | Uint8Array) => void } = {};
 
 const verdicts = new Map<string, Promise<SelfCheckVerdict>>();
-const settled: SelfCheckVerdict[] = [];
 
-/** Verdicts reached so far in this process (for `probe`). */
+/** Verdicts reached so far in this process. */
 export function selfCheckVerdicts(): readonly SelfCheckVerdict[] {
-  return settled;
+  return selfCheckResults;
 }
 
 /** FNV-1a of the shader sources: an edited kernel gets a verdict of its own. */
@@ -102,7 +90,7 @@ export async function selfCheck(
   let v = selfCheckHooks.perturb ? undefined : verdicts.get(key);
   if (!v) {
     v = run(ctx, target, key, makeBackend).then((r) => {
-      settled.push(r);
+      selfCheckResults.push(r);
       return r;
     });
     // A perturbed run (tests) is never cached: the next load sees the adapter as it is.
@@ -151,6 +139,7 @@ async function run(
     seed: SEED,
   });
   const { config, weights } = await readModel({ files });
+  stress(weights);
   // The GPU stores matrices in the weight format; the reference computes on the same values.
   const refWeights = dtype === 'f16' ? roundMatrices(weights) : weights;
   const ref = createReferenceBackend(config, refWeights);
@@ -184,8 +173,8 @@ async function run(
     // 3. Chained greedy blocks, the second continuing the first on the GPU (first = null).
     const greedy = 'chained greedy decode';
     paths.push(greedy);
-    const g1 = gpu.decodeGreedy(gs, first, 5);
-    const g2 = gpu.decodeGreedy(gs, null, 4);
+    const g1 = gpu.decodeGreedy(gs, first, 4);
+    const g2 = gpu.decodeGreedy(gs, null, 3);
     let start = first;
     for (const b of [await g1, await g2]) {
       c.perturbBlock(greedy, b);
@@ -205,17 +194,19 @@ async function run(
     //    logits after each block, and the same tokens again for the same seed.
     const sampled = 'sampled decode';
     if (target.model.vocabSize <= 256) paths.push(sampled);
-    for (const s of target.model.vocabSize <= 256 ? SAMPLINGS : []) {
+    for (const [si, s] of (target.model.vocabSize <= 256 ? SAMPLINGS : []).entries()) {
       const fg = await fork(gpu, forkG);
-      const again = await fork(gpu, forkG);
       const fc = await fork(ref, forkC);
-      const s1 = gpu.decodeSampled(fg, first, 6, s);
-      const s2 = gpu.decodeSampled(fg, null, 4, s);
+      const s1 = gpu.decodeSampled(fg, first, 4, s);
+      const s2 = gpu.decodeSampled(fg, null, 3, s);
       const blocks = [await s1, await s2];
-      const repeat = await gpu.decodeSampled(again, first, 6, s);
       gpu.releaseState(fg);
-      gpu.releaseState(again);
-      if (!sameTokens(blocks[0].tokens, repeat.tokens) || blocks[0].next !== repeat.next) fail(sampled, `is not reproducible for seed ${s.seed}`);
+      if (si === 0) {
+        const again = await fork(gpu, forkG);
+        const repeat = await gpu.decodeSampled(again, first, 4, s);
+        gpu.releaseState(again);
+        if (!sameTokens(blocks[0].tokens, repeat.tokens) || blocks[0].next !== repeat.next) fail(sampled, `is not reproducible for seed ${s.seed}`);
+      }
       start = first;
       for (const b of blocks) {
         c.perturbBlock(sampled, b);
@@ -279,6 +270,25 @@ function gpuDraws(seed: number): () => number {
     z ^= z >>> 16;
     return (z >>> 8 >>> 0) / 16777216;
   };
+}
+
+/**
+ * Makes the scan matter to the logits. Mamba's initialisation (Δ in [1e-3, 1e-1]) keeps the
+ * state's share of each output small, so a scan that got Δ wrong for half its lanes moved the
+ * logits by 1.6e-6 only; with Δ spread over softplus's curve (0.05 .. 3) and a wider Δ projection,
+ * the same fault is 1e-2 off, as it is on trained models.
+ */
+function stress(w: ModelWeights): void {
+  let s = SEED;
+  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  for (const L of w.layers) {
+    for (let i = 0; i < L.dtProjB.length; i++) L.dtProjB[i] = -3 + 4 * rand();
+    for (let i = 0; i < L.dtProjW.length; i++) L.dtProjW[i] *= 4;
+    for (let i = 0; i < L.A.length; i++) L.A[i] = -0.1 - rand(); // memory of a few tokens in every state
+    for (let i = 0; i < L.D.length; i++) L.D[i] *= 0.1; // the skip no longer hides the scan
+    for (let i = 0; i < L.outProj.length; i++) L.outProj[i] *= 3;
+  }
+  for (let i = 0; i < w.embedding.length; i++) w.embedding[i] *= 0.1; // the mixers, not the embedding, make the logits
 }
 
 function roundMatrices(w: ModelWeights): ModelWeights {
