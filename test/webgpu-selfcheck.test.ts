@@ -7,11 +7,13 @@ import { afterEach, describe, expect, test, vi } from 'vitest';
 import { BackendUnavailableError } from '../src/errors.js';
 import { readModel } from '../src/loader.js';
 import { loadModel } from '../src/model.js';
-import { createWebGPUBackendWith } from '../src/webgpu/backend.js';
+import { createWebGPUBackendWith, WebGPUBackend } from '../src/webgpu/backend.js';
 import { acquireDevice } from '../src/webgpu/device.js';
-import { selfCheckHooks, selfCheckVerdicts } from '../src/webgpu/selfcheck.js';
+import { selfCheck, selfCheckHooks, selfCheckVerdicts } from '../src/webgpu/selfcheck.js';
+import { WebGPUKernels } from '../src/webgpu/kernels.js';
+import { loadShaderSources } from '../src/webgpu/wgsl.js';
 import { FIXTURE_ROOT } from './helpers/fixtures.js';
-import type { ProbeReport } from '../src/probe.js';
+import { probeDevice, type ProbeReport } from '../src/probe.js';
 
 // `auto` ranks a hardware GPU first: make the probe report one (and a GPU device node), so the
 // real adapter of this machine is tried first and its self-check decides.
@@ -43,6 +45,7 @@ try {
 }
 
 const TINY = `${FIXTURE_ROOT}tiny-hf-f32`;
+type Shaders = Awaited<ReturnType<typeof loadShaderSources>>;
 
 afterEach(() => {
   selfCheckHooks.perturb = undefined;
@@ -96,6 +99,44 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
     expect(err.message).toMatch(/\(tolerance 1e-4\) on \S/);
   });
 
+  // Wrong kernels in WGSL itself, through `selfCheck` with edited shader sources.
+  async function checkWith(edit: (s: Shaders) => Shaders, o: { gemvLanes: number; fused: boolean }) {
+    const { config } = await readModel(TINY);
+    const ctx = await acquireDevice(false);
+    const shaders = edit(await loadShaderSources());
+    const kernels = { dtype: 'f32' as const, shaderF16: false, gemvLanes: o.gemvLanes, flatGemm: ctx.software };
+    try {
+      return await selfCheck(ctx, shaders, { kernels, fused: o.fused, model: config }, (c, w, chunk, f) =>
+        new WebGPUBackend(ctx, new WebGPUKernels(ctx.device, shaders, kernels), 'self-check test', c, w, chunk, f, false),
+      ).then((v) => v.paths.join(', '), (e: Error) => e);
+    } finally {
+      ctx.device.destroy();
+    }
+  }
+
+  test('a sampler that draws from half the mass is refused on any adapter', async () => {
+    const edit = (s: Shaders) => ({ ...s, sample: s.sample.replace('16777216.0 * cum[keep - 1u]', '16777216.0 * 0.5 * cum[keep - 1u]') });
+    const r = await checkWith(edit, { gemvLanes: 32, fused: true });
+    expect(r).toBeInstanceOf(BackendUnavailableError);
+    expect((r as Error).message).toMatch(/self-check failed: sampled decode drew token \d+ where the draw/);
+  });
+
+  test("the fault found on OpenGL ES (a workgroup sum's memory reused across a barrier) is refused there", async () => {
+    // step.wgsl before the fix, in effect: both of scan_step's sums in one region of `red`.
+    const edit = (s: Shaders) => ({ ...s, step: s.step.replace('channel_sum(li, y, 1u)', 'channel_sum(li, y, 0u)') });
+    expect(edit(await loadShaderSources()).step).toContain('channel_sum(li, y, 0u)');
+    const r = await checkWith(edit, { gemvLanes: 32, fused: true });
+    const ctx = await acquireDevice(false);
+    const gles = /OpenGL ES/.test(ctx.adapterName);
+    ctx.device.destroy();
+    if (gles) {
+      expect(r).toBeInstanceOf(BackendUnavailableError);
+      expect((r as Error).message).toMatch(/self-check failed: fused decode step off by \S+ \(tolerance 1e-4\)/);
+    } else {
+      expect(r).toBe('prefill, fused decode step, chained greedy decode, sampled decode'); // a correct compiler
+    }
+  });
+
   test('a sampled token the filters do not allow is refused, naming the path', async () => {
     const { config, weights } = await readModel(TINY);
     breakPath('sampled decode tokens');
@@ -119,6 +160,19 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
     } finally {
       m.dispose();
     }
+  });
+
+  test('probe reports the adapter the backend runs on, and its verdicts', async () => {
+    const { config, weights } = await readModel(TINY);
+    const be = await createWebGPUBackendWith(config, weights, { dtype: 'f32' });
+    be.dispose();
+    const r = await probeDevice({ timeoutMs: 20_000 });
+    expect(r.webgpu).toMatchObject({ available: true, source: be.gpu.source });
+    const a = r.webgpu.adapter!;
+    expect([a.vendor, a.architecture, a.device, a.description].filter((x) => x && x !== '0').join(' ')).toBe(be.gpu.adapterName);
+    expect(a.software).toBe(be.gpu.software);
+    expect(r.webgpu.selfCheck?.some((v) => v.ok && v.paths.includes('sampled decode'))).toBe(true);
+    expect(JSON.parse(JSON.stringify(r))).toEqual(r);
   });
 
   test('opting out skips the check', async () => {

@@ -17,6 +17,7 @@ import type { MambaConfig } from '../config.js';
 import { BackendUnavailableError } from '../errors.js';
 import { roundToF16 } from '../half.js';
 import { readModel } from '../loader.js';
+import { argmax, rng } from '../sampler.js';
 import { createReferenceBackend } from '../reference/backend.js';
 import { syntheticModel } from '../synthetic.js';
 import type { ModelWeights } from '../weights.js';
@@ -114,7 +115,7 @@ function checkWidth(t: SelfCheckTarget): number {
   return lanes * 8 + 8;
 }
 
-const PROMPT = 40; // tokens: chunks of 16, 16 and 8
+const PROMPT = 24; // tokens: chunks of 16 and 8
 const CHUNK = 16;
 const SEED = 0x5eed;
 
@@ -129,7 +130,7 @@ async function run(
   const dtype = target.kernels.dtype;
   const files = syntheticModel({
     hidden_size: checkWidth(target),
-    num_hidden_layers: 2,
+    num_hidden_layers: 1,
     state_size: N,
     conv_kernel: K,
     time_step_rank: R,
@@ -176,7 +177,7 @@ async function run(
     const g1 = gpu.decodeGreedy(gs, first, 4);
     const g2 = gpu.decodeGreedy(gs, null, 3);
     let start = first;
-    for (const b of [await g1, await g2]) {
+    for (const b of await Promise.all([g1, g2])) {
       c.perturbBlock(greedy, b);
       if (b.tokens[0] !== start) fail(greedy, `continued with token ${b.tokens[0]}, not ${start}`);
       let logits = await ref.forward(cs, b.tokens.subarray(0, 1), 'last');
@@ -199,7 +200,7 @@ async function run(
       const fc = await fork(ref, forkC);
       const s1 = gpu.decodeSampled(fg, first, 4, s);
       const s2 = gpu.decodeSampled(fg, null, 3, s);
-      const blocks = [await s1, await s2];
+      const blocks = await Promise.all([s1, s2]);
       gpu.releaseState(fg);
       if (si === 0) {
         const again = await fork(gpu, forkG);
@@ -226,8 +227,9 @@ async function run(
     }
     return { ok: true, adapter: ctx.adapterName, key, paths, ms: Math.round(performance.now() - t0) };
   } catch (e) {
-    if (!(e instanceof CheckFailure)) throw e;
-    return { ok: false, adapter: ctx.adapterName, key, paths, failure: e.message, ms: Math.round(performance.now() - t0) };
+    // A kernel the adapter rejects or a device lost under it refuses the adapter just the same.
+    const failure = e instanceof CheckFailure ? e.message : `self-check failed: ${paths[paths.length - 1]} raised ${(e as Error).message} on ${ctx.adapterName}`;
+    return { ok: false, adapter: ctx.adapterName, key, paths, failure, ms: Math.round(performance.now() - t0) };
   } finally {
     gpu.dispose();
     ref.dispose();
@@ -253,30 +255,20 @@ function sameTokens(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((t, i) => t === b[i]);
 }
 
-function argmax(l: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < l.length; i++) if (l[i] > l[best]) best = i;
-  return best;
-}
 
-/** The uniform draws of the GPU sampler for a block seeded with `seed` (sample.wgsl `sample_feed`). */
+/** The uniform draws of the GPU sampler for a block seeded with `seed`: the host's SplitMix32 in 24 bits (sample.wgsl `sample_feed`). */
 function gpuDraws(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x9e3779b9) >>> 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    z ^= z >>> 16;
-    return (z >>> 8 >>> 0) / 16777216;
-  };
+  const next = rng(seed);
+  return () => Math.floor(next() * 2 ** 24) / 2 ** 24;
 }
 
 /**
- * Makes the scan matter to the logits. Mamba's initialisation (Δ in [1e-3, 1e-1]) keeps the
- * state's share of each output small, so a scan that got Δ wrong for half its lanes moved the
- * logits by 1.6e-6 only; with Δ spread over softplus's curve (0.05 .. 3) and a wider Δ projection,
- * the same fault is 1e-2 off, as it is on trained models.
+ * Makes every part of the layer matter to the logits. Under Mamba's initialisation (Δ in
+ * [1e-3, 1e-1], a skip D ~ 1, the embedding dominating the residual) a scan step that got Δ wrong
+ * for half its lanes — the OpenGL ES fault of step.wgsl's `channel_sum` — moved the logits by
+ * 1.6e-6, far inside the tolerance; with Δ spread over softplus's curve (0.05 .. 3), states that
+ * remember a few tokens, a small skip and the mixer outweighing the embedding, by 9.6e-4 (10x the
+ * tolerance), while a correct adapter stays below 1e-6 (llvmpipe).
  */
 function stress(w: ModelWeights): void {
   let s = SEED;
@@ -288,7 +280,7 @@ function stress(w: ModelWeights): void {
     for (let i = 0; i < L.D.length; i++) L.D[i] *= 0.1; // the skip no longer hides the scan
     for (let i = 0; i < L.outProj.length; i++) L.outProj[i] *= 3;
   }
-  for (let i = 0; i < w.embedding.length; i++) w.embedding[i] *= 0.1; // the mixers, not the embedding, make the logits
+  for (let i = 0; i < w.embedding.length; i++) w.embedding[i] *= 0.02;
 }
 
 function roundMatrices(w: ModelWeights): ModelWeights {
