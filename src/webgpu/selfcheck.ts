@@ -363,23 +363,24 @@ class Checker {
     // top-k: a pick ranked at K or below must tie the K-th logit within the error
     if (rank >= K && !(logits[pick] >= logits[ids[K - 1]] - 2 * this.delta)) return `outside the top ${K}`;
     const r = Math.min(rank, K - 1);
-    // top-p: kept = the shortest prefix whose sum reaches topP of the total (widened by the slack)
-    let keepHi = K;
+    // top-p keeps the shortest prefix whose sum reaches topP of the total; sums within the error
+    // of that goal may end it on the GPU one candidate earlier or later, which also rescales the draw.
+    let [keepLo, keepHi] = [K, K];
     if (s.topP < 1) {
       const goal = s.topP * acc;
+      keepLo = cum.findIndex((c) => c * (1 + slack) >= goal) + 1 || K;
       keepHi = cum.findIndex((c) => c * (1 - slack) >= goal) + 1 || K;
     }
     if (r >= keepHi) return `outside the top-p ${s.topP} set`;
-    let keep = K;
-    if (s.topP < 1) keep = cum.findIndex((c) => c >= s.topP * acc) + 1 || K;
-    const x = u * cum[keep - 1];
-    const lo = r > 0 ? cum[r - 1] : 0;
-    const hi = cum[r];
     const margin = slack * acc;
-    if (x < lo - margin || x >= hi + margin) {
-      const want = ids[Math.max(0, cum.findIndex((c) => c > x))];
-      return `where the draw ${u.toFixed(6)} gives token ${want}`;
+    for (let keep = Math.max(keepLo, r + 1); keep <= keepHi; keep++) {
+      const x = u * cum[keep - 1];
+      if (x >= (r > 0 ? cum[r - 1] : 0) - margin && x < cum[r] + margin) return '';
     }
-    return '';
+    const keep = s.topP < 1 ? cum.findIndex((c) => c >= s.topP * acc) + 1 || K : K;
+    const want = ids[cum.findIndex((c) => c > u * cum[keep - 1])] ?? ids[keep - 1];
+    // Candidates whose logits tie within the error may be ordered either way on the GPU.
+    if (Math.abs(logits[pick] - logits[want]) <= 2 * this.delta) return '';
+    return `where the draw ${u.toFixed(6)} gives token ${want}`;
   }
 }
