@@ -122,9 +122,17 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
   });
 
   test("the fault found on OpenGL ES (a workgroup sum's memory reused across a barrier) is refused there", async () => {
-    // step.wgsl before the fix, in effect: both of scan_step's sums in one region of `red`.
-    const edit = (s: Shaders) => ({ ...s, step: s.step.replace('channel_sum(li, y, 1u)', 'channel_sum(li, y, 0u)') });
-    expect(edit(await loadShaderSources()).step).toContain('channel_sum(li, y, 0u)');
+    // step.wgsl before the fix: both of scan_step's sums in one region of `red`, a barrier between
+    // the last read of one and the first write of the next (valid WGSL, so a correct compiler passes).
+    const edit = (s: Shaders) => ({
+      ...s,
+      step: s.step
+        .replace('channel_sum(li, y, 1u)', 'channel_sum(li, y, 0u)')
+        .replace('  return red[i - li % NL];', '  let total = red[i - li % NL];\n  workgroupBarrier();\n  return total;'),
+    });
+    const edited = edit(await loadShaderSources()).step;
+    expect(edited).toContain('channel_sum(li, y, 0u)');
+    expect(edited).toContain('let total = red[i - li % NL];');
     const r = await checkWith(edit, { gemvLanes: 32, fused: true });
     const ctx = await acquireDevice(false);
     const gles = /OpenGL ES/.test(ctx.adapterName);

@@ -230,6 +230,7 @@ export async function createWebGPUBackendWith(
     // CPU adapters: barrier-free kernel shapes (see matmul.wgsl).
     gemvLanes: o.gemvLanes ?? (ctx.software ? 1 : 32),
     flatGemm: o.flatGemm ?? ctx.software,
+    pipelineCache: { modules: new Map(), pipelines: new Map() },
   };
   // On software adapters the fused step is slower (measured with bench/webgpu-profile.js on lavapipe).
   const fused = o.fused ?? !ctx.software;

@@ -77,6 +77,11 @@ export async function findAdapter(): Promise<{ adapter: GPUAdapter; source: stri
   if (!dawn) throw new BackendUnavailableError('webgpu', "no navigator.gpu, and the 'webgpu' (Dawn) package is not installed");
   // One Dawn instance per process once one has found an adapter.
   const tryDawn = async (flags: string[]) => {
+    // Dawn's OpenGL ES backend (asked for, or the last resort below) goes through EGL, which must be
+    // told to run surfaceless when there is no display.
+    if (flags.includes('backend=opengles') && !process.env.EGL_PLATFORM && !process.env.DISPLAY && !process.env.WAYLAND_DISPLAY) {
+      process.env.EGL_PLATFORM = 'surfaceless';
+    }
     const gpu = dawn.create(flags);
     const adapter = await requestAdapter(gpu);
     if (adapter) dawnGpu = gpu;
@@ -94,9 +99,7 @@ export async function findAdapter(): Promise<{ adapter: GPUAdapter; source: stri
     }
   }
   if (!adapter && !dawnFlags().some((f) => f.startsWith('backend='))) {
-    // Last resort: Dawn's OpenGL ES backend (compatibility mode), e.g. over Mesa's llvmpipe. Without
-    // a display, EGL must be told to run surfaceless.
-    if (!process.env.EGL_PLATFORM && !process.env.DISPLAY && !process.env.WAYLAND_DISPLAY) process.env.EGL_PLATFORM = 'surfaceless';
+    // Last resort: Dawn's OpenGL ES backend (compatibility mode), e.g. over Mesa's llvmpipe.
     adapter = await tryDawn([...dawnFlags(), 'backend=opengles']);
   }
   if (!adapter) {

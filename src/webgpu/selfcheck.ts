@@ -174,8 +174,8 @@ async function run(
     // 3. Chained greedy blocks, the second continuing the first on the GPU (first = null).
     const greedy = 'chained greedy decode';
     paths.push(greedy);
-    const g1 = gpu.decodeGreedy(gs, first, 4);
-    const g2 = gpu.decodeGreedy(gs, null, 3);
+    const g1 = gpu.decodeGreedy(gs, first, 3);
+    const g2 = gpu.decodeGreedy(gs, null, 2);
     let start = first;
     for (const b of await Promise.all([g1, g2])) {
       c.perturbBlock(greedy, b);
@@ -198,13 +198,13 @@ async function run(
     for (const [si, s] of (target.model.vocabSize <= 256 ? SAMPLINGS : []).entries()) {
       const fg = await fork(gpu, forkG);
       const fc = await fork(ref, forkC);
-      const s1 = gpu.decodeSampled(fg, first, 4, s);
-      const s2 = gpu.decodeSampled(fg, null, 3, s);
+      const s1 = gpu.decodeSampled(fg, first, 3, s);
+      const s2 = gpu.decodeSampled(fg, null, 2, s);
       const blocks = await Promise.all([s1, s2]);
       gpu.releaseState(fg);
       if (si === 0) {
         const again = await fork(gpu, forkG);
-        const repeat = await gpu.decodeSampled(again, first, 4, s);
+        const repeat = await gpu.decodeSampled(again, first, 3, s);
         gpu.releaseState(again);
         if (!sameTokens(blocks[0].tokens, repeat.tokens) || blocks[0].next !== repeat.next) fail(sampled, `is not reproducible for seed ${s.seed}`);
       }
