@@ -20,6 +20,8 @@ const WG: u32 = 256u;
 const NONE: u32 = 0xffffffffu;
 var<workgroup> bestV: array<f32, 256>;
 var<workgroup> bestI: array<u32, 256>;
+var<workgroup> winV: array<f32, 2>; // topk: the winner of round r in slot r & 1
+var<workgroup> winI: array<u32, 2>;
 
 /** (v, i) ranks before (bv, bi): larger value first, then smaller index. */
 fn before(v: f32, i: u32, bv: f32, bi: u32) -> bool {
@@ -77,13 +79,19 @@ fn topk(@builtin(local_invocation_index) li: u32) {
     bestV[li] = v;
     bestI[li] = idx;
     reduce_best(li);
-    lastV = bestV[0];
-    lastI = bestI[0];
+    // The winner moves to a slot of its own: the next round rewrites bestV/bestI[0] (lane 0) while
+    // other lanes may still be reading them, since on OpenGL ES a barrier does not order workgroup
+    // memory (see `channel_sum` in step.wgsl). Slot r & 1 is rewritten two rounds later, after
+    // the next round's barriers, by which time every lane has used what it read.
     if (li == 0u) {
-      result[2u * r] = lastI;
-      result[2u * r + 1u] = bitcast<u32>(lastV);
+      winV[r & 1u] = bestV[0];
+      winI[r & 1u] = bestI[0];
+      result[2u * r] = bestI[0];
+      result[2u * r + 1u] = bitcast<u32>(bestV[0]);
     }
-    workgroupBarrier(); // everyone has read [0] before the next round overwrites it
+    workgroupBarrier();
+    lastV = winV[r & 1u];
+    lastI = winI[r & 1u];
   }
 }
 
@@ -125,7 +133,7 @@ struct SampleParams {
 @group(0) @binding(3) var<storage, read_write> rng: array<u32>; // [1] SplitMix32 state
 @group(0) @binding(4) var<uniform> sp: SampleParams;
 
-var<workgroup> cum: array<f32, 256>;
+var<workgroup> cum: array<f32, 512>; // [2, WG] prefix sums, ping-pong
 var<workgroup> pick: array<u32, 2>; // [kept candidates, chosen token]
 var<workgroup> draw: f32;
 
@@ -157,14 +165,19 @@ fn sample_feed(@builtin(local_invocation_index) li: u32) {
     }
   }
   // 3. Unnormalised probabilities of the top-k, then their inclusive prefix sums.
+  //    Hillis-Steele between the two halves of `cum`: in place ("read, barrier, add") went wrong on
+  //    OpenGL ES, where a barrier does not order workgroup memory (see `channel_sum` in step.wgsl)
+  //    and a lane could read its neighbour's sum after the neighbour had already added to it:
+  //    wrong probabilities, and text of unlikely bytes. Each round reads one half and writes the
+  //    other; log2(WG) = 8 rounds (even) leave the sums in the first half, which the steps below read.
   let K = select(min(sp.topK, sp.V), sp.V, sp.topK == 0u);
   cum[li] = select(0.0, exp(bestV[li] - bestV[0]), li < K);
   workgroupBarrier();
+  var src = 0u;
   for (var s = 1u; s < WG; s <<= 1u) {
-    let add = select(0.0, cum[select(0u, li - s, li >= s)], li >= s);
+    cum[WG - src + li] = cum[src + li] + select(0.0, cum[src + select(0u, li - s, li >= s)], li >= s);
     workgroupBarrier();
-    cum[li] += add;
-    workgroupBarrier();
+    src = WG - src;
   }
   // 4. Top-p: keep the smallest prefix whose mass reaches topP of the total (the sums only grow,
   //    so exactly one lane sees the crossing).
