@@ -19,8 +19,8 @@ import { roundToF16 } from '../half.js';
 import { readModel } from '../loader.js';
 import { argmax, rng } from '../sampler.js';
 import { createReferenceBackend } from '../reference/backend.js';
-import { syntheticModel } from '../synthetic.js';
-import type { ModelWeights } from '../weights.js';
+import { syntheticModel, type SyntheticSpec } from '../synthetic.js';
+import { isMamba2Layer, type ModelWeights } from '../weights.js';
 import { selfCheckResults, type GpuContext, type SelfCheckResult } from './device.js';
 import type { WebGPUKernelOptions } from './kernels.js';
 import type { WebGPUBackend } from './backend.js';
@@ -86,6 +86,8 @@ export async function selfCheck(
     k.flatGemm ? 'flat' : 'tiled',
     target.fused ? 'fused' : 'unfused',
     `N${N} K${K} R${R} D${checkWidth(target)}`,
+    // The architecture's own kernels: Mamba-2 (head size, groups, gate order) or Falcon-Mamba.
+    target.model.mamba2 ? `mamba2 P${target.model.mamba2.headDim} G${target.model.mamba2.nGroups} ${target.model.mamba2.normBeforeGate}` : target.model.mixerRmsEps !== undefined ? 'falcon' : 'mamba1',
     hashText(Object.values(shaders)),
   ].join('|');
   let v = selfCheckHooks.perturb ? undefined : verdicts.get(key);
@@ -126,14 +128,19 @@ async function run(
   makeBackend: (config: MambaConfig, weights: ModelWeights, chunk: number, fused: boolean) => WebGPUBackend,
 ): Promise<SelfCheckVerdict> {
   const t0 = performance.now();
-  const { dState: N, dConv: K, dtRank: R } = target.model;
+  const { dState: N, dConv: K, dtRank: R, mamba2: m2 } = target.model;
   const dtype = target.kernels.dtype;
+  // The target's architecture, so that every kernel its model runs is checked: Mamba-2's SSD and
+  // gated norm with its head size and groups (two heads a group), Falcon-Mamba's Δ/B/C norms.
+  const arch: Partial<SyntheticSpec> = m2
+    ? { hidden_size: m2.headDim * m2.nGroups, mamba2: { head_dim: m2.headDim, n_groups: m2.nGroups, norm_before_gate: m2.normBeforeGate } }
+    : { hidden_size: checkWidth(target), time_step_rank: R, falcon: target.model.mixerRmsEps !== undefined };
   const files = syntheticModel({
-    hidden_size: checkWidth(target),
+    hidden_size: 0,
+    ...arch,
     num_hidden_layers: 1,
     state_size: N,
     conv_kernel: K,
-    time_step_rank: R,
     vocab_size: 256,
     use_bias: true,
     tie_word_embeddings: false,
@@ -274,6 +281,13 @@ function stress(w: ModelWeights): void {
   let s = SEED;
   const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
   for (const L of w.layers) {
+    if (isMamba2Layer(L)) {
+      for (let i = 0; i < L.dtBias.length; i++) L.dtBias[i] = -3 + 4 * rand();
+      for (let i = 0; i < L.A.length; i++) L.A[i] = -0.1 - rand();
+      for (let i = 0; i < L.D.length; i++) L.D[i] *= 0.1;
+      for (let i = 0; i < L.outProj.length; i++) L.outProj[i] *= 3;
+      continue;
+    }
     for (let i = 0; i < L.dtProjB.length; i++) L.dtProjB[i] = -3 + 4 * rand();
     for (let i = 0; i < L.dtProjW.length; i++) L.dtProjW[i] *= 4;
     for (let i = 0; i < L.A.length; i++) L.A[i] = -0.1 - rand(); // memory of a few tokens in every state
@@ -284,13 +298,11 @@ function stress(w: ModelWeights): void {
 }
 
 function roundMatrices(w: ModelWeights): ModelWeights {
-  const layers = w.layers.map((L) => ({
-    ...L,
-    inProjX: roundToF16(L.inProjX),
-    inProjZ: roundToF16(L.inProjZ),
-    xProj: roundToF16(L.xProj),
-    outProj: roundToF16(L.outProj),
-  }));
+  const layers = w.layers.map((L) =>
+    isMamba2Layer(L)
+      ? { ...L, inProjX: roundToF16(L.inProjX), inProjZ: roundToF16(L.inProjZ), inProjDt: roundToF16(L.inProjDt), outProj: roundToF16(L.outProj) }
+      : { ...L, inProjX: roundToF16(L.inProjX), inProjZ: roundToF16(L.inProjZ), xProj: roundToF16(L.xProj), outProj: roundToF16(L.outProj) },
+  );
   return { ...w, embedding: roundToF16(w.embedding), lmHead: roundToF16(w.lmHead), layers };
 }
 
