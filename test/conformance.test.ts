@@ -2,11 +2,19 @@
  * The conformance table: every available backend × every Hugging Face fixture, against logits that
  * transformers computed in float64. Prefill (whole sequence), step decode (one byte at a time) and
  * greedy generation must all agree with the reference.
+ *
+ * On a software adapter (SwiftShader, lavapipe, llvmpipe) the WebGPU rows decode fewer bytes: there a
+ * GPU-shaped (fused) decode step takes ~0.5 s, and 91 of them per fixture timed out.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { BackendUnavailableError, loadModel, type BackendOptions, type Model } from '../src/index.js';
 import { loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
+import { nodeWebGPU } from './helpers/env.js';
 import { syntheticModel, type SyntheticSpec } from '../src/synthetic.js';
+
+const gpu = await nodeWebGPU(import.meta.url, { part: 'webgpu rows' });
+const softwareGpu = gpu?.software ?? false;
+gpu?.device.destroy();
 
 interface Entry extends BackendOptions {
   /** Allowed max|Δ| as a fraction of max|logit|. */
@@ -30,6 +38,12 @@ const TABLE: Entry[] = [
 const fixtures = loadFixtures();
 const worst: string[] = [];
 
+/** Bytes decoded step by step and greedily: all of them, except for WebGPU on a software adapter. */
+function decodeBytes(entry: Entry, all: number): number {
+  if (entry.backend !== 'webgpu' || !softwareGpu) return all;
+  return entry.webgpuKernels?.fusedDecode ? 6 : 24;
+}
+
 afterAll(() => {
   if (worst.length) console.log(`conformance: worst max|Δ|/max|logit|\n  ${worst.join('\n  ')}`);
 });
@@ -52,7 +66,7 @@ for (const entry of TABLE) {
     afterAll(() => model?.dispose());
 
     const check = (name: string, got: Float32Array) => {
-      const ratio = maxAbsDiff(got, fx.logits) / fx.maxAbsLogit;
+      const ratio = maxAbsDiff(got, fx.logits.subarray(0, got.length)) / fx.maxAbsLogit;
       worst.push(`${label.padEnd(16)} ${fx.name.padEnd(22)} ${name.padEnd(8)} ${ratio.toExponential(2)}`);
       expect(ratio).toBeLessThanOrEqual(entry.tolerance);
     };
@@ -62,26 +76,28 @@ for (const entry of TABLE) {
       check('prefill', await model.logits(fx.input));
     });
 
-    test('step-by-step decode logits match transformers', async (ctx) => {
+    const steps = decodeBytes(entry, fx.input.length);
+    test(`step-by-step decode logits match transformers${steps < fx.input.length ? ` (first ${steps} bytes: software adapter)` : ''}`, async (ctx) => {
       if (!model) return ctx.skip(unavailable);
       const V = fx.vocab;
-      const got = new Float32Array(fx.input.length * V);
+      const got = new Float32Array(steps * V);
       const state = model.backend.createState();
-      for (let t = 0; t < fx.input.length; t++) {
+      for (let t = 0; t < steps; t++) {
         got.set(await model.backend.forward(state, fx.input.subarray(t, t + 1), 'last'), t * V);
       }
       model.backend.releaseState(state);
       check('step', got);
     });
 
-    test('greedy continuation matches transformers', async (ctx) => {
+    const greedy = fx.greedy.subarray(0, decodeBytes(entry, fx.greedy.length));
+    test(`greedy continuation matches transformers${greedy.length < fx.greedy.length ? ` (first ${greedy.length} bytes: software adapter)` : ''}`, async (ctx) => {
       if (!model) return ctx.skip(unavailable);
       // A near-tie can flip under legitimate rounding: compare only where this path's error is far below the margin.
       const allowed = exact ? fx.greedyMargin > 2 * entry.tolerance * fx.maxAbsLogit : fx.greedyMargin > 0.5;
       if (!allowed) return ctx.skip(`top-2 margin ${fx.greedyMargin} too small for ${label}`);
       const bytes: number[] = [];
-      for await (const c of model.generate(fx.input, { temperature: 0, maxTokens: fx.greedy.length })) bytes.push(...c.bytes);
-      expect(Uint8Array.from(bytes)).toEqual(fx.greedy);
+      for await (const c of model.generate(fx.input, { temperature: 0, maxTokens: greedy.length })) bytes.push(...c.bytes);
+      expect(Uint8Array.from(bytes)).toEqual(greedy);
     });
   });
 }
