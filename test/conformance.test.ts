@@ -104,7 +104,8 @@ for (const entry of TABLE) {
 
 /**
  * Configurations the public fixtures do not cover (biases, other conv widths and expand factors,
- * untied heads, mamba_ssm naming, bf16): every backend against the reference backend.
+ * untied heads, mamba_ssm naming, bf16): every backend against the reference backend, prefill and
+ * a few decode steps (the fused step, for the gpu-shaped rows).
  */
 const SYNTHETIC: SyntheticSpec[] = [
   { hidden_size: 48, num_hidden_layers: 2, use_bias: true, conv_kernel: 3, expand: 3, seed: 3 },
@@ -122,7 +123,7 @@ describe.each(SYNTHETIC)('synthetic %o', (spec) => {
   });
   for (const entry of TABLE.slice(1)) {
     const label = [entry.backend, entry.dtype, entry.threads && `${entry.threads}t`, entry.webgpuKernels && 'gpu-shaped'].filter(Boolean).join(' ');
-    test(`${label} matches the reference`, async (ctx) => {
+    test(`${label} matches the reference (prefill, steps)`, async (ctx) => {
       let m: Model;
       try {
         m = await loadModel({ files: syntheticModel(spec) }, entry);
@@ -134,6 +135,15 @@ describe.each(SYNTHETIC)('synthetic %o', (spec) => {
         let max = 0;
         for (const v of reference) max = Math.max(max, Math.abs(v));
         expect(maxAbsDiff(await m.logits(TEXT), reference) / max).toBeLessThanOrEqual(entry.tolerance);
+        // A 5-byte prompt, then 3 single-byte steps: rows 4..7 of the reference.
+        const V = reference.length / TEXT.length;
+        const state = m.backend.createState();
+        const rows = [await m.backend.forward(state, TEXT.subarray(0, 5), 'last')];
+        for (let t = 5; t < 8; t++) rows.push(await m.backend.forward(state, TEXT.subarray(t, t + 1), 'last'));
+        m.backend.releaseState(state);
+        const got = new Float32Array(rows.length * V);
+        rows.forEach((r, i) => got.set(r, i * V));
+        expect(maxAbsDiff(got, reference.subarray(4 * V, 8 * V)) / max).toBeLessThanOrEqual(entry.tolerance);
       } finally {
         m.dispose();
       }

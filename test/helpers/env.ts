@@ -46,36 +46,43 @@ function vulkanIcds(): string[] {
   );
 }
 
-const debian = (pkg: string, present: boolean, ci: boolean): Need => ({ what: `Debian package ${pkg}`, install: `apt-get install ${pkg}`, present, ci });
+/**
+ * MAMBA_EDGE_TEST_HIDE=chromium,lavapipe: treat those needs as absent, to see what a fresh machine
+ * runs (only the gating: Dawn and Deno still find whatever drivers are installed).
+ */
+const HIDDEN = new Set((process.env.MAMBA_EDGE_TEST_HIDE ?? '').split(',').filter(Boolean));
+const need = (key: string, n: Need): Need => (HIDDEN.has(key) ? { ...n, present: false } : n);
+const debian = (key: string, pkg: string, present: boolean, ci: boolean): Need =>
+  need(key, { what: `Debian package ${pkg}`, install: `apt-get install ${pkg}`, present, ci });
 
 export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 export const DENO = at('node_modules/.bin/deno');
 
 export const NEEDS = {
   /** Headless Chromium for the browser, bench page, Electron renderer and Chromium worker tests. */
-  chromium: debian('chromium', existsSync('/usr/bin/chromium'), true),
-  /** The Vulkan loader (mesa-vulkan-drivers and chromium pull it in). */
-  vulkanLoader: debian('libvulkan1', hasLib('libvulkan.so.1'), true),
+  chromium: debian('chromium', 'chromium', existsSync('/usr/bin/chromium'), true),
+  /** The Vulkan loader (mesa-vulkan-drivers depends on it; chromium does not, it ships its own copy). */
+  vulkanLoader: debian('vulkanLoader', 'libvulkan1', hasLib('libvulkan.so.1'), true),
   /** Mesa's lavapipe: the Vulkan driver Deno's wgpu uses without a GPU (it also offers shader-f16). */
-  lavapipe: debian('mesa-vulkan-drivers', vulkanIcds().some((f) => /lvp_icd/.test(f)), true),
+  lavapipe: debian('lavapipe', 'mesa-vulkan-drivers', vulkanIcds().some((f) => /lvp_icd/.test(f)), true),
   /** SwiftShader (shipped in chromium): the Vulkan driver Dawn in Node accepts without a GPU. */
-  swiftshader: debian('chromium', existsSync(SWIFTSHADER_ICD) || vulkanIcds().some((f) => /swiftshader/i.test(f)), true),
+  swiftshader: debian('swiftshader', 'chromium', existsSync(SWIFTSHADER_ICD) || vulkanIcds().some((f) => /swiftshader/i.test(f)), true),
   /** Mesa's OpenGL (llvmpipe): the last-resort WebGPU route of Dawn (GLES) and Deno's wgpu (GL). */
-  mesaGL: debian('libegl-mesa0', hasLib('libEGL_mesa.so.0'), false),
-  deno: { what: 'the deno npm package', install: 'npm install', present: existsSync(DENO), ci: true } as Need,
-  build: {
+  mesaGL: debian('mesaGL', 'libegl-mesa0', hasLib('libEGL_mesa.so.0'), false),
+  deno: need('deno', { what: 'the deno npm package', install: 'npm install', present: existsSync(DENO), ci: true }),
+  build: need('build', {
     what: 'a build (dist/)',
     install: 'npm run build',
     present: ['dist/src/index.js', 'dist/src/runtime.js', 'dist/workers/engine-worker.js', 'dist/browser/mamba-edge.js'].every((p) => existsSync(at(p))),
     ci: true,
-  } as Need,
+  }),
   /** A hardware GPU's device node. */
-  gpu: {
+  gpu: need('gpu', {
     what: 'a hardware GPU (/dev/dri/renderD*, /dev/nvidia*)',
     install: 'a GPU and its driver',
     present: (existsSync('/dev/dri') && readdirSync('/dev/dri').some((f) => f.startsWith('renderD'))) || existsSync('/dev/nvidia0'),
     ci: false,
-  } as Need,
+  }),
 } as const;
 
 const CI = process.env.CI === 'true' || process.env.CI === '1';
@@ -111,6 +118,9 @@ export function requires(file: string, ...args: (Need | { part: string })[]): st
   return skipLine(file, reason, { part, ci: absent.some((n) => n.ci) });
 }
 
+/** What gives Dawn in Node a WebGPU adapter without a GPU: SwiftShader from chromium, through the system's Vulkan loader. */
+export const SOFTWARE_VULKAN_FOR_DAWN = 'needs Debian packages chromium and mesa-vulkan-drivers (apt-get install chromium mesa-vulkan-drivers: SwiftShader and the Vulkan loader) or a GPU driver';
+
 /**
  * A WebGPU device from Dawn in Node, as the backend finds one (Vulkan, SwiftShader, then GLES), or
  * undefined after the one skip line. Under CI=true no adapter is a failure: CI installs SwiftShader.
@@ -123,7 +133,7 @@ export async function nodeWebGPU(file: string, opts: { part?: string; f16?: bool
     return await acquireDevice(opts.f16 ?? false);
   } catch (e) {
     if (!(e instanceof BackendUnavailableError)) throw e;
-    skipLine(file, `no WebGPU adapter for Dawn (${e.message}): needs ${NEEDS.swiftshader.what} (${NEEDS.swiftshader.install}) or a GPU driver`, { part: opts.part, ci: true });
+    skipLine(file, `no WebGPU adapter for Dawn (${e.message}): ${SOFTWARE_VULKAN_FOR_DAWN}`, { part: opts.part, ci: true });
     return undefined;
   }
 }
