@@ -18,7 +18,7 @@ function stats(stderr: string) {
 describe.skipIf(skip)('Deno', () => {
   for (const backend of ['auto', 'webgpu']) {
     const small = backend === 'webgpu' && softwareGpu;
-    const n = small ? 16 : 32;
+    const n = small ? 8 : 32;
     it(`examples/deno/main.ts --backend ${backend} streams ${n} bytes with stats${small ? ' (small fixture: software adapter)' : ''}`, () => {
       const prompt = 'Q: What does the fortune say?\nA:';
       // Read access is all the example needs; --allow-env only lets optional MAMBA_EDGE_* settings through.

@@ -100,7 +100,7 @@ function label(file: string, part?: string): string {
  */
 export function skipLine(file: string, reason: string, opts: { part?: string; ci?: boolean } = {}): string {
   const line = `${label(file, opts.part)} skipped: ${reason}`;
-  if (CI && opts.ci) throw new Error(`CI=true, but ${line}: .ci/run installs this, so the test must run`);
+  if (CI && opts.ci) throw new Error(`CI=true and ${line}: .ci/run provides this, so the test must run, not skip`);
   process.stderr.write(`${line}\n`);
   return line;
 }
