@@ -41,7 +41,7 @@ const worst: string[] = [];
 /** Bytes decoded step by step and greedily: all of them, except for WebGPU on a software adapter. */
 function decodeBytes(entry: Entry, all: number): number {
   if (entry.backend !== 'webgpu' || !softwareGpu) return all;
-  return entry.webgpuKernels?.fusedDecode ? 6 : 24;
+  return entry.webgpuKernels?.fusedDecode ? 4 : 24;
 }
 
 afterAll(() => {
@@ -114,6 +114,13 @@ const SYNTHETIC: SyntheticSpec[] = [
 ];
 const TEXT = new TextEncoder().encode('Mamba läuft überall — 速い. '.repeat(6));
 
+// On a software adapter each WebGPU row costs a model load (every pipeline compiled again, ~6-10 s on a
+// loaded 2-core machine): there the shapes run through f32 with the default kernels and f16 with the
+// GPU-shaped ones, so each kernel shape and each weight format still meets every configuration.
+const SYNTHETIC_ROWS = TABLE.slice(1).filter(
+  (e) => e.backend !== 'webgpu' || !softwareGpu || (e.dtype === 'f32') === !e.webgpuKernels,
+);
+
 describe.each(SYNTHETIC)('synthetic %o', (spec) => {
   let reference: Float32Array;
   beforeAll(async () => {
@@ -121,7 +128,7 @@ describe.each(SYNTHETIC)('synthetic %o', (spec) => {
     reference = await m.logits(TEXT);
     m.dispose();
   });
-  for (const entry of TABLE.slice(1)) {
+  for (const entry of SYNTHETIC_ROWS) {
     const label = [entry.backend, entry.dtype, entry.threads && `${entry.threads}t`, entry.webgpuKernels && 'gpu-shaped'].filter(Boolean).join(' ');
     test(`${label} matches the reference (prefill, steps)`, async (ctx) => {
       let m: Model;

@@ -86,9 +86,9 @@ describe.skipIf(!available).each(fixtures.flatMap((f) => (['f32', 'f16'] as cons
       const m = fused ? await loadModel(fx.dir, { backend: 'webgpu', dtype, webgpuKernels: { fusedDecode: true, gemvLanes: 32 } }) : shared;
       const b = m.backend as WebGPUBackend;
       if (fused) expect(b.fused).toBe(true);
-      // Software adapter: 8 steps from empty (enough for the allocation check from step 3), 3 after the prompt.
-      const steps = software ? 8 : T;
-      const after = software ? 3 : T;
+      // Software adapter: 8 steps from empty (4 fused; the allocation check starts at step 3), 2-3 after the prompt.
+      const steps = software ? (fused ? 4 : 8) : T;
+      const after = software ? (fused ? 2 : 3) : T;
       const block = software ? 2 : 8;
       try {
         // token by token from an empty state
