@@ -4,13 +4,15 @@
 import { conv1d } from './conv';
 import { embed } from './embed';
 import { matmulPrepared } from './matmul';
-import { rmsnorm } from './norm';
+import { gatedNorm, normSegments, rmsnorm } from './norm';
+import { ssd } from './ssd';
 import { scan } from './scan';
 
 export { conv1d, siluRows } from './conv';
 export { embed } from './embed';
 export { dequantRow, matmul } from './matmul';
-export { rmsnorm } from './norm';
+export { gatedNorm, normSegments, rmsnorm } from './norm';
+export { ssd } from './ssd';
 export { scan } from './scan';
 export { argmax, topk } from './sample';
 
@@ -32,6 +34,9 @@ const K_SCAN = 3;
 const K_NORM = 4;
 const K_EMBED = 5;
 const K_READ = 6;
+const K_NORM_SEGMENTS = 7;
+const K_SSD = 8;
+const K_GATED_NORM = 9;
 
 // @ts-ignore: decorator
 @inline function arg(ctl: usize, i: i32): i32 {
@@ -89,6 +94,24 @@ export function runJob(ctl: usize, part: i32, thread: i32): void {
     const T = arg(ctl, 5);
     const t0 = split(T, part, nparts, 1), t1 = split(T, part + 1, nparts, 1);
     if (t0 < t1) rmsnorm(arg(ctl, 0), arg(ctl, 1), arg(ctl, 2), arg(ctl, 3), argf(ctl, 4), t0, t1);
+  } else if (kernel == K_NORM_SEGMENTS) {
+    // x, s0, s1, s2, eps, T
+    const T = arg(ctl, 5);
+    const t0 = split(T, part, nparts, 1), t1 = split(T, part + 1, nparts, 1);
+    if (t0 < t1) normSegments(arg(ctl, 0), arg(ctl, 1), arg(ctl, 2), arg(ctl, 3), argf(ctl, 4), t0, t1);
+  } else if (kernel == K_SSD) {
+    // xbc, dt, dtBias, A, D, state, y, T, N, H, P, G, dtMin, dtMax
+    const H = arg(ctl, 9);
+    const h0 = split(H, part, nparts, 1), h1 = split(H, part + 1, nparts, 1);
+    if (h0 < h1) {
+      ssd(arg(ctl, 0), arg(ctl, 1), arg(ctl, 2), arg(ctl, 3), arg(ctl, 4), arg(ctl, 5), arg(ctl, 6), arg(ctl, 7), arg(ctl, 8),
+        H, arg(ctl, 10), arg(ctl, 11), argf(ctl, 12), argf(ctl, 13), scratch, h0, h1);
+    }
+  } else if (kernel == K_GATED_NORM) {
+    // y, z, w, out, E, S, eps, normFirst, T
+    const T = arg(ctl, 8);
+    const t0 = split(T, part, nparts, 1), t1 = split(T, part + 1, nparts, 1);
+    if (t0 < t1) gatedNorm(arg(ctl, 0), arg(ctl, 1), arg(ctl, 2), arg(ctl, 3), arg(ctl, 4), arg(ctl, 5), argf(ctl, 6), arg(ctl, 7), t0, t1);
   } else if (kernel == K_EMBED) {
     // dtype, tokens, table, scales, out, D, T
     const T = arg(ctl, 6);

@@ -2,7 +2,7 @@
 // Speed of the wasm backend on a 130m-shaped byte model: decode and prefill tok/s per dtype and thread
 // count, next to the machine's read bandwidth measured by the same WASM SIMD code path.
 //
-//   npm run bench -- [--backend wasm] [--dtype f32,f16,q8] [--threads 1,2] [--model DIR]
+//   npm run bench -- [--backend wasm] [--dtype f32,f16,q8] [--threads 1,2] [--model DIR | --shape 130m|mamba2-130m]
 //                    [--decode 128] [--prompt 512] [--repeat 3] [--bandwidth-mib 1024] [--json out.json]
 //
 // Each measurement is repeated (--repeat) and the best run is reported: on a small machine other
@@ -23,6 +23,7 @@ const { values } = parseArgs({
     dtype: { type: 'string', default: 'f32,f16,q8' },
     threads: { type: 'string', default: `1,${os.availableParallelism()}` },
     model: { type: 'string' },
+    shape: { type: 'string', default: '130m' },
     decode: { type: 'string', default: '128' },
     prompt: { type: 'string', default: '512' },
     repeat: { type: 'string', default: '3' },
@@ -40,10 +41,12 @@ const repeat = Math.max(1, Number(values.repeat));
 // ---- model ----
 
 const { readModel } = await import(new URL('loader.js', dist).href);
-const { syntheticModel, MAMBA_130M_BYTES } = await import(new URL('synthetic.js', dist).href);
-// Without --model: random weights in realistic ranges with mamba-130m's shapes (src/synthetic.ts).
-const { config, weights } = await readModel(values.model ?? { files: syntheticModel(MAMBA_130M_BYTES) });
-const modelName = values.model ?? 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)';
+const { syntheticModel, BENCH_SHAPES } = await import(new URL('synthetic.js', dist).href);
+// Without --model: random weights in realistic ranges with a published model's shapes (src/synthetic.ts).
+const shape = BENCH_SHAPES[values.shape];
+if (!values.model && !shape) throw new Error(`--shape must be one of ${Object.keys(BENCH_SHAPES).join(', ')}, got ${values.shape}`);
+const { config, weights } = await readModel(values.model ?? { files: syntheticModel(shape.spec) });
+const modelName = values.model ?? shape.label;
 
 // ---- runs ----
 

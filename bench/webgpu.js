@@ -3,7 +3,8 @@
 // per token) and prefill tok/s of a long prompt, per weight dtype. Runs under Node (Dawn, `webgpu`
 // package) and Deno (navigator.gpu, wgpu) against the built package:
 //
-//   npm run bench:webgpu -- [--dtype f32,f16] [--prompt 2048] [--decode 128,512] [--chunk 64,256] [--model DIR] [--json out.json]
+//   npm run bench:webgpu -- [--dtype f32,f16] [--prompt 2048] [--decode 128,512] [--chunk 64,256]
+//                           [--model DIR | --shape 130m|mamba2-130m] [--json out.json]
 //   deno run -A bench/webgpu.js --json out.json            # e.g. on a machine with a real GPU
 //
 // On software adapters (SwiftShader, lavapipe) pass a small --prompt: they are ~10x slower than WASM.
@@ -14,7 +15,7 @@ const dist = new URL('../dist/src/', import.meta.url);
 // model.js, not index.js: the bench needs no worker runtime (and so no comlink), e.g. under a bare Deno.
 const { Model } = await import(new URL('model.js', dist).href);
 const { readModel } = await import(new URL('loader.js', dist).href);
-const { syntheticModel, MAMBA_130M_BYTES } = await import(new URL('synthetic.js', dist).href);
+const { syntheticModel, BENCH_SHAPES } = await import(new URL('synthetic.js', dist).href);
 const { probe } = await import(new URL('probe.js', dist).href);
 const { createWebGPUBackendWith } = await import(new URL('webgpu/backend.js', dist).href);
 
@@ -27,6 +28,7 @@ const { values } = parseArgs({
     decode: { type: 'string', default: '128,512' },
     chunk: { type: 'string', default: '' },
     model: { type: 'string' },
+    shape: { type: 'string', default: '130m' },
     json: { type: 'string' },
   },
 });
@@ -34,9 +36,11 @@ const promptTokens = Number(values.prompt);
 const decodeLengths = values.decode.split(',').map(Number);
 const chunks = values.chunk ? values.chunk.split(',').map(Number) : [undefined];
 
-// Without --model: random weights in realistic ranges with mamba-130m's shapes (src/synthetic.ts).
-const { config, weights } = await readModel(values.model ?? { files: syntheticModel(MAMBA_130M_BYTES) });
-const modelName = values.model ?? 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)';
+// Without --model: random weights in realistic ranges with a published model's shapes (src/synthetic.ts).
+const shape = BENCH_SHAPES[values.shape];
+if (!values.model && !shape) throw new Error(`--shape must be one of ${Object.keys(BENCH_SHAPES).join(', ')}, got ${values.shape}`);
+const { config, weights } = await readModel(values.model ?? { files: syntheticModel(shape.spec) });
+const modelName = values.model ?? shape.label;
 
 async function decodeRate(model, prompt, options, maxTokens) {
   let stats;

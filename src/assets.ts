@@ -26,6 +26,18 @@ export async function readLocalBytes(path: string | URL): Promise<Uint8Array> {
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
+/** Whether a local path exists, in Node or Deno (false where there is no file system). */
+export async function localPathExists(path: string): Promise<boolean> {
+  const deno = (globalThis as { Deno?: { stat(p: string): Promise<unknown> } }).Deno;
+  try {
+    if (deno) await deno.stat(path);
+    else await (await import('node:fs/promises')).stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export async function readAssetText(relative: string): Promise<string> {
   return new TextDecoder().decode(await readAsset(relative));
 }

@@ -1,6 +1,6 @@
 import type { MambaConfig } from './config.js';
 import { argmax, Sampler } from './sampler.js';
-import type { LayerWeights } from './weights.js';
+import type { LayerWeights, Mamba2LayerWeights } from './weights.js';
 
 export type BackendName = 'js' | 'wasm' | 'webgpu';
 
@@ -81,6 +81,11 @@ export interface Kernels<A, W> {
   embed(tokens: Uint8Array, table: W, out: A, T: number, D: number): void;
   /** out[t, :] = x[t, :] / rms(x[t, :]) · w    x, out [T, dim] */
   rmsnorm(x: A, w: W, out: A, T: number, dim: number, eps: number): void;
+  /**
+   * In place, per row t of x [T, Σ segments]: each consecutive segment of the row divided by its own
+   * rms, with no weight (Falcon-Mamba's Δ | B | C norms):  x[t, s] ← x[t, s] / sqrt(mean(x[t, s]²) + eps)
+   */
+  normSegments(x: A, T: number, segments: readonly number[], eps: number): void;
   /** out[t, n] (+)= Σ_k x[t, k] · w[n, k] + bias[n]    x [T, K], w [N, K], out [T, N] */
   matmul(x: A, w: W, bias: W | undefined, out: A, T: number, K: number, N: number, accumulate: boolean): void;
   /** Causal depthwise conv over the sequence continuing `state`, then SiLU.  x, out [T, E]; state [E, K-1] */
@@ -90,6 +95,13 @@ export interface Kernels<A, W> {
    * y = C·state + D·u, out = y · SiLU(z).    u, z, out [T, E]; dbc [T, R+2N]; state [E, N]
    */
   scan(u: A, dbc: A, z: A, layer: LayerWeights<W>, state: A, out: A, T: number, cfg: MambaConfig): void;
+  /**
+   * Mamba-2's scan (src/reference/ssd.ts): Δ = clamp(softplus(dt + dt_bias)), per head
+   * S ← exp(Δ·A)·S + Δ·x ⊗ B, y = S·C + D·x.    xbc [T, E+2GN] (x | B | C), dt [T, H]; state [H, P, N]; y [T, E]
+   */
+  ssd(xbc: A, dt: A, layer: Mamba2LayerWeights<W>, state: A, y: A, T: number, cfg: MambaConfig): void;
+  /** Mamba-2's gated RMSNorm per group: out = rmsnorm_g(y·SiLU(z))·w.    y, z, out [T, E]; out ≠ y */
+  gatedNorm(y: A, z: A, w: W, out: A, T: number, cfg: MambaConfig): void;
 }
 
 /** A block of decoded tokens: those fed (`tokens[0]` = first), the logits after the last, the next pick. */

@@ -51,7 +51,7 @@ export function checkBackendOptions(o: BackendOptions): void {
   }
 }
 
-/** Why a backend was picked: exposed as `backend.selection` (in-process) and `model.selection` (worker). */
+/** Why a backend was picked: `backend.selection` on a `Model` and a `WorkerModel` (`workerModel.backendReason` is its `reason`). */
 export interface BackendSelection {
   /** The backend that runs the model. */
   backend: BackendName;
@@ -197,7 +197,7 @@ function withSelection(backend: Backend, selection: BackendSelection): SelectedB
  * Without one, WebGPU can only offer a software adapter, which 'auto' never prefers, so the probe
  * skips loading Dawn/Vulkan: faster, and no driver chatter on stderr for a CPU-only machine.
  */
-async function gpuDeviceNodes(): Promise<boolean | undefined> {
+export async function gpuDeviceNodes(): Promise<boolean | undefined> {
   const g = globalThis as { process?: { platform?: string }; Deno?: { build?: { os?: string } } };
   const linux = g.Deno?.build?.os === 'linux' || (!g.Deno && g.process?.platform === 'linux');
   if (!linux) return undefined;

@@ -1,30 +1,46 @@
 /**
  * Downloads model files over http(s) robustly: progress events, resume with HTTP Range after a
- * dropped connection, bounded retries with backoff, stall detection, optional sha256 verification,
- * and an opt-in cache (the Cache API where it exists, else a directory in Node) that also keeps
- * partial downloads (`.part`) so a later run can resume them.
+ * dropped connection, retries with backoff that always end (bounded in attempts without progress,
+ * in all attempts and in bytes), stall detection, optional sha256 verification, redirects followed
+ * by hand so that headers and credentials never leave the first origin, and an opt-in cache
+ * (`cache.ts`) that only ever holds verified files and resumes partial downloads.
  *
  * Nothing here runs unless the caller passes an http(s) URL: directory and in-memory sources never
  * touch the network.
  */
+import { openModelCache, sleep, type CacheWriter, type ModelCache } from './cache.js';
 import { FetchError, InvalidOptionError, MambaError, OutOfMemoryError } from './errors.js';
 import type { LoadProgress } from './loader.js';
+import { parseSafetensors } from './safetensors.js';
 
 export interface FetchOptions {
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
-  /** Extra `fetch` init (headers, credentials). Its `signal` is ignored: use `signal`. */
+  /**
+   * Extra `fetch` init (headers, credentials). Sent to the URL's own origin only: after a redirect to
+   * another origin, requests carry nothing but the URL and its Range. Its `signal` and `redirect`
+   * are ignored (use `signal`).
+   */
   fetchInit?: RequestInit;
   /**
    * Keep downloaded files for next time. Browsers (and Deno): the Cache API (`caches`). Node: a
    * directory, `cacheDir` or `~/.cache/mamba-edge`. Off by default; giving `cacheDir` turns it on.
    */
   cache?: boolean;
-  /** Cache directory (Node); implies `cache: true`. Files are keyed by URL. */
+  /**
+   * Cache directory (Node); implies `cache: true`. Files are keyed by URL; safe to share between
+   * processes. Only files that pass their checks are kept (see `SECURITY.md`), and a 404 of an
+   * optional file is remembered, so a cached model loads without the network.
+   */
   cacheDir?: string;
   /** Expected sha256 (hex) per file name, e.g. `{ 'model.safetensors': '9f86…' }`. */
   sha256?: Record<string, string>;
-  /** Retries after a failed attempt that received no new bytes (attempts that make progress reset the count). Default 4. */
+  /**
+   * Retries after a failed attempt that got no further into the file than any attempt before
+   * (attempts that do reset the count). Default 4. Whatever happens, a file gets at most
+   * `4 * (retries + 1)` attempts, and is abandoned once it received more than twice its size (at least 2 MiB) in
+   * bytes that did not extend it.
+   */
   retries?: number;
   /** First backoff delay; doubles with every failure in a row, capped at 30 s. Default 500 ms. */
   retryDelayMs?: number;
@@ -36,8 +52,7 @@ export interface FetchOptions {
 
 const DEFAULTS = { retries: 4, retryDelayMs: 500, stallTimeoutMs: 30_000 };
 const MAX_BACKOFF_MS = 30_000;
-/** Cache API bucket name (browsers, Deno). */
-const CACHE_NAME = 'mamba-edge';
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Checks the fetch options once, so a typo fails before any request is made. */
 export function checkFetchOptions(o: FetchOptions): void {
@@ -55,6 +70,10 @@ export function checkFetchOptions(o: FetchOptions): void {
   positive('retryDelayMs', o.retryDelayMs);
   positive('stallTimeoutMs', o.stallTimeoutMs);
   if (o.stallTimeoutMs === 0) throw new InvalidOptionError('stallTimeoutMs', 'must be > 0');
+  // Timers take at most 2^31 - 1 ms; a larger delay fires at once (every attempt "stalled").
+  for (const key of ['retryDelayMs', 'stallTimeoutMs'] as const) {
+    if (o[key] !== undefined && o[key]! > MAX_TIMER_MS) throw new InvalidOptionError(key, `must be at most ${MAX_TIMER_MS} ms, got ${o[key]}`);
+  }
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || o.cacheDir === '')) {
     throw new InvalidOptionError('cacheDir', 'must be a non-empty path');
   }
@@ -76,50 +95,199 @@ export async function sha256Hex(bytes: Uint8Array): Promise<string> {
   return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** Where a request goes, split from what may be shown: URL credentials never reach a message. */
+interface Target {
+  /** The URL without user:password. */
+  href: string;
+  origin: string;
+  /** `Authorization: Basic` from the URL's user:password, sent to `origin` only. */
+  auth?: string;
+}
+
+/** `url` with any user:password replaced by `***`, for messages and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.username && !u.password) return url;
+    u.username = '***';
+    u.password = '';
+    return u.href;
+  } catch {
+    return url.replace(/\/\/[^/?#]*@/, '//***@');
+  }
+}
+
+/** The URL of model file `name` in the model directory `base`; a base that is not a URL is a FetchError. */
+export function modelFileUrl(base: string, name: string): string {
+  try {
+    return new URL(name, base).href;
+  } catch {
+    throw new FetchError(redactUrl(`${base}${name}`), 'not a valid URL (check the host and port)');
+  }
+}
+
+function parseTarget(url: string): Target {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new FetchError(redactUrl(url), 'not a valid URL (check the host and port)');
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new FetchError(redactUrl(url), `only http(s) URLs are fetched, not ${u.protocol}`);
+  let auth: string | undefined;
+  if (u.username || u.password) {
+    const raw = new TextEncoder().encode(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`);
+    auth = `Basic ${btoa(String.fromCharCode(...raw))}`;
+    u.username = '';
+    u.password = '';
+  }
+  return { href: u.href, origin: u.origin, auth };
+}
+
+/** A file the server does not have; `remember` only for a real 404/410 (not an HTML fallback page). */
+interface Absent {
+  remember: boolean;
+}
+
 /**
  * Fetches `url` (the model file `name`). Returns undefined for a 404 of an `optional` file (e.g. the
- * shard index); every other failure is a `FetchError` with the URL and, when there is one, the status.
- * An abort via `signal` rejects with the signal's reason.
+ * shard index); every other failure is a `FetchError` with the URL (credentials removed) and, when
+ * there is one, the status. An abort via `signal` rejects with the signal's reason.
  */
 export async function fetchModelFile(url: string, name: string, opts: FetchOptions = {}, optional = false): Promise<Uint8Array | undefined> {
   checkFetchOptions(opts);
   opts.signal?.throwIfAborted();
+  const target = parseTarget(url);
   const expected = opts.sha256?.[name]?.toLowerCase();
-  const store = await openCache(opts);
-  try {
-    return await fetchVia(store, url, name, opts, optional, expected);
-  } finally {
-    await store?.release(url);
+  const store = await openModelCache(opts);
+  if (!store) {
+    const got = await downloadChecked(target, name, opts, optional, expected, undefined);
+    return got instanceof Uint8Array ? got : undefined;
   }
+  return fetchCached(store, target.href, target, name, opts, optional, expected);
 }
 
-async function fetchVia(
-  store: CacheStore | undefined,
-  url: string,
+/**
+ * @internal `fetchModelFile` into the caller's store under the caller's key (the Hub cache: blobs
+ * named by ETag). The cache options in `opts` are not used; every other option is.
+ */
+export async function fetchModelFileInto(store: ModelCache, key: string, url: string, name: string, opts: FetchOptions = {}): Promise<Uint8Array> {
+  checkFetchOptions(opts);
+  opts.signal?.throwIfAborted();
+  const got = await fetchCached(store, key, parseTarget(url), name, opts, false, opts.sha256?.[name]?.toLowerCase());
+  return got!; // a required file: every way of not getting it throws
+}
+
+async function fetchCached(
+  store: ModelCache,
+  key: string,
+  target: Target,
   name: string,
   opts: FetchOptions,
   optional: boolean,
   expected: string | undefined,
 ): Promise<Uint8Array | undefined> {
-  const cached = await store?.get(url);
-  if (cached) {
-    if (!expected || (await sha256Hex(cached)) === expected) {
-      opts.onProgress?.({ file: name, loaded: cached.byteLength, total: cached.byteLength });
-      return cached;
+  // Set when a cached copy failed its checks: a failed re-fetch then says where the bad copy was.
+  let note = '';
+  /** The entry, if usable; a bad one is evicted (and re-fetched once, below). */
+  const lookup = async (): Promise<Uint8Array | Absent | undefined> => {
+    const hit = await store.get(key);
+    if (!hit) return undefined;
+    if ('absent' in hit) return optional ? { remember: true } : undefined;
+    const bad = await problemWith(name, hit.bytes, expected);
+    if (!bad) {
+      opts.onProgress?.({ file: name, loaded: hit.bytes.byteLength, total: hit.bytes.byteLength });
+      return hit.bytes;
     }
-    await store!.delete(url); // stale or corrupt: fetch it again
-  }
+    await store.evict(key);
+    note = `; the cached copy ${store.where(key)} ${bad}, so it was removed and fetched again`;
+    return undefined;
+  };
 
-  const bytes = await download(url, name, opts, store, optional);
-  if (!bytes) return undefined;
+  let writer: CacheWriter | undefined;
+  for (;;) {
+    const found = await lookup();
+    if (found instanceof Uint8Array) return found;
+    if (found) return undefined;
+    // Another process may be downloading this file: wait for it, then read what it published.
+    writer = await store.lock(key, opts.signal);
+    if (writer) break;
+  }
+  try {
+    // Published by another process between our lookup and our lock.
+    const found = note ? undefined : await lookup();
+    if (found instanceof Uint8Array) return found;
+    if (found) return undefined;
+    const got = await downloadChecked(target, name, opts, optional, expected, writer);
+    if (!(got instanceof Uint8Array)) {
+      if (got.remember) await store.markAbsent(key);
+      return undefined;
+    }
+    // A file that does not parse is returned (the loader reports what is wrong) but never cached.
+    if (verifyModelBytes(name, got)) await writer.discardPartial();
+    else await writer.publish(got);
+    return got;
+  } catch (e) {
+    if (note && e instanceof FetchError) throw new FetchError(e.url, `${e.message.slice(e.url.length + 2)}${note}`, e.status, { cause: e });
+    throw e;
+  } finally {
+    await writer.release();
+  }
+}
+
+/** Why these bytes cannot be `name` (HTML, wrong hash, do not parse), or undefined if they can. */
+async function problemWith(name: string, bytes: Uint8Array, expected: string | undefined): Promise<string | undefined> {
+  if (looksLikeHtml(bytes)) return 'is an HTML page';
+  if (expected) {
+    const actual = await sha256Hex(bytes);
+    if (actual !== expected) return `has sha256 ${actual}, not the expected ${expected}`;
+  }
+  return verifyModelBytes(name, bytes);
+}
+
+/** The checks that need no hash: JSON files parse, a safetensors file has exactly the size its header implies. */
+function verifyModelBytes(name: string, bytes: Uint8Array): string | undefined {
+  try {
+    if (name.endsWith('.json')) JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    else if (name.endsWith('.safetensors')) parseSafetensors(bytes, name);
+    return undefined;
+  } catch (e) {
+    return `does not parse (${(e as Error).message.slice(0, 200)})`;
+  }
+}
+
+/** An HTML document where a model file should be: a login or captive-portal page, or an SPA fallback. */
+function looksLikeHtml(bytes: Uint8Array): boolean {
+  const head = new TextDecoder().decode(bytes.subarray(0, 256)).replace(/^\uFEFF/, '');
+  return /^\s*<(!doctype\s+html|html[\s>]|head[\s>]|body[\s>]|!--)/i.test(head);
+}
+
+const htmlAnswer = (name: string) =>
+  `the server answered with an HTML page, not ${name} (a login or captive-portal page, or a dev server that answers missing files with its index.html?)`;
+
+/** A download with the checks every source of bytes gets: no HTML, the right hash. */
+async function downloadChecked(
+  target: Target,
+  name: string,
+  opts: FetchOptions,
+  optional: boolean,
+  expected: string | undefined,
+  writer: CacheWriter | undefined,
+): Promise<Uint8Array | Absent> {
+  const bytes = await download(target, name, opts, optional, writer);
+  if (!(bytes instanceof Uint8Array)) return bytes;
+  if (looksLikeHtml(bytes)) {
+    await writer?.discardPartial();
+    if (optional) return { remember: false };
+    throw new FetchError(target.href, htmlAnswer(name), 200);
+  }
   if (expected) {
     const actual = await sha256Hex(bytes);
     if (actual !== expected) {
-      await store?.discardPart(url);
-      throw new FetchError(url, `sha256 mismatch for ${name}: expected ${expected}, got ${actual} (wrong or corrupted file)`);
+      await writer?.discardPartial();
+      throw new FetchError(target.href, `sha256 mismatch for ${name}: expected ${expected}, got ${actual} (wrong or corrupted file)`);
     }
   }
-  await store?.commit(url, bytes);
   return bytes;
 }
 
@@ -135,38 +303,52 @@ class AttemptFailed extends Error {
   }
 }
 
-async function download(url: string, name: string, opts: FetchOptions, store: CacheStore | undefined, optional: boolean): Promise<Uint8Array | undefined> {
+/** Redirects followed per request, as browsers do (20) but tighter: model hosts use one or two. */
+const MAX_REDIRECTS = 10;
+/** Every attempt may be a retry that makes progress; this bounds them all (per `retries + 1`). */
+const ATTEMPTS_PER_TRY = 4;
+/** Bytes received that did not extend the furthest offset reached, in file sizes, before giving up. */
+const WASTE_FILES = 2;
+
+async function download(target: Target, name: string, opts: FetchOptions, optional: boolean, writer: CacheWriter | undefined): Promise<Uint8Array | Absent> {
   const retries = opts.retries ?? DEFAULTS.retries;
   const baseDelay = opts.retryDelayMs ?? DEFAULTS.retryDelayMs;
   const stallMs = opts.stallTimeoutMs ?? DEFAULTS.stallTimeoutMs;
   const { signal } = opts;
+  const url = target.href;
 
   const sink = new Sink(url, opts.maxBytes ?? Number.MAX_SAFE_INTEGER);
   // What the bytes in `sink` belong to: the validator (strong ETag or Last-Modified) and full size.
   let validator: string | undefined;
   let total: number | undefined;
-  const part = await store?.readPart(url);
-  if (part && part.bytes.byteLength <= (opts.maxBytes ?? Number.MAX_SAFE_INTEGER)) {
+  const part = await writer?.takePartial();
+  if (part && part.meta.url === url && part.bytes.byteLength <= (opts.maxBytes ?? Number.MAX_SAFE_INTEGER)) {
     sink.append(part.bytes);
-    validator = part.validator;
-    total = part.total;
+    validator = part.meta.validator;
+    total = part.meta.total;
     // A previous run got every byte but stopped before moving the file into place.
     if (total === sink.length) return sink.bytes();
+  } else if (part) {
+    await writer!.discardPartial();
   }
   const restart = async () => {
     sink.reset();
     validator = undefined;
     total = undefined;
-    await store?.discardPart(url);
+    await writer?.discardPartial();
   };
 
+  // Progress is only what extends the furthest offset ever reached: a restart that re-downloads
+  // bytes we had before is not progress, so a server that can never complete runs out of retries.
+  const start = sink.length;
+  let furthest = start;
+  let received = 0;
   let failures = 0;
   let attempts = 0;
   // False once a response says its bytes cannot be resumed with a Range (compressed, or no ranges).
   let resumable = true;
   for (;;) {
     attempts++;
-    const before = sink.length;
     const ctrl = new AbortController();
     const onAbort = () => ctrl.abort(signal!.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -182,27 +364,28 @@ async function download(url: string, name: string, opts: FetchOptions, store: Ca
     };
     try {
       const offset = sink.length;
-      const headers = new Headers(opts.fetchInit?.headers);
+      const range: Record<string, string> = {};
       if (offset > 0) {
-        headers.set('Range', `bytes=${offset}-`);
+        range.Range = `bytes=${offset}-`;
         // If the file changed on the server since the partial was written, it answers 200 (whole new file).
-        if (validator) headers.set('If-Range', validator);
+        if (validator) range['If-Range'] = validator;
       }
       arm();
-      let res: Response;
-      try {
-        res = await fetch(url, { ...opts.fetchInit, headers, signal: ctrl.signal });
-      } catch (e) {
-        throw networkFailure(e, stalled, stallMs);
-      }
+      const res = await request(target, range, opts, ctrl.signal, () => stalled, stallMs);
 
-      if (res.status === 404 && offset === 0 && optional) {
+      if ((res.status === 404 || res.status === 410) && offset === 0 && optional) {
         await res.body?.cancel().catch(() => {});
-        return undefined;
+        return { remember: true };
       }
       if (!res.ok) {
         await res.body?.cancel().catch(() => {});
         if (res.status === 416 && offset > 0) {
+          // The server has no byte at `offset`. If it says its file ends exactly there, the size it
+          // announced before was wrong and no retry can deliver the rest.
+          const has = /^bytes \*\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
+          if (has && Number(has[1]) === offset && total !== undefined && total > offset) {
+            throw new AttemptFailed(`the server announced ${total} bytes but its file has ${offset} (a wrong Content-Length)`, false, 416);
+          }
           // Our partial does not fit the file any more (it shrank or changed): start over.
           await restart();
           throw new AttemptFailed(`HTTP 416 for a resume at byte ${offset}; restarting`, true, 416);
@@ -210,6 +393,13 @@ async function download(url: string, name: string, opts: FetchOptions, store: Ca
         const retryable = res.status === 408 || res.status === 429 || res.status >= 500;
         const what = res.status === 404 ? `; ${name} is required` : '';
         throw new AttemptFailed(`HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}${what}`, retryable, res.status, retryAfter(res));
+      }
+      if (/^\s*(text\/html|application\/xhtml\+xml)\b/i.test(res.headers.get('content-type') ?? '')) {
+        await res.body?.cancel().catch(() => {});
+        // A dev server (Vite) answers every missing file with its index.html: for an optional
+        // file that means "not there", but it is not a 404 to remember.
+        if (optional && offset === 0) return { remember: false };
+        throw new AttemptFailed(htmlAnswer(name), false, res.status);
       }
 
       // Compressed transfer: sizes on the wire are not file sizes and ranges are not byte ranges.
@@ -231,7 +421,7 @@ async function download(url: string, name: string, opts: FetchOptions, store: Ca
         if (offset > 0) await restart();
         total = length;
         validator = newValidator;
-        await store?.startPart(url, { url, validator, total });
+        await writer?.startPartial({ url, validator, total });
       }
       sink.reserve(total);
 
@@ -247,8 +437,9 @@ async function download(url: string, name: string, opts: FetchOptions, store: Ca
           }
           if (chunk.done) break;
           arm();
+          received += chunk.value.byteLength;
           sink.append(chunk.value);
-          await store?.appendPart(url, chunk.value);
+          await writer?.appendPartial(chunk.value);
           opts.onProgress?.({ file: name, loaded: sink.length, total });
         }
       }
@@ -259,15 +450,28 @@ async function download(url: string, name: string, opts: FetchOptions, store: Ca
     } catch (e) {
       if (signal?.aborted) throw signal.reason;
       if (!(e instanceof AttemptFailed)) throw e;
+      const reached = sink.length;
       if (!resumable && sink.length > 0) await restart();
-      // A flaky link that keeps delivering data is not failing: only attempts without progress count.
-      failures = sink.length > before ? 1 : failures + 1;
-      if (!e.retry || failures > retries) {
-        const tries = attempts > 1 ? ` (after ${attempts} attempts)` : '';
-        throw new FetchError(url, `${e.message}${tries}`, e.status);
+      // A flaky link that keeps delivering new data is not failing: only attempts that get no
+      // further than any attempt before count.
+      if (reached > furthest) {
+        furthest = reached;
+        failures = 1;
+      } else {
+        failures++;
       }
-      const backoff = Math.min(baseDelay * 2 ** (failures - 1), MAX_BACKOFF_MS);
-      await sleep(Math.max(backoff, e.retryAfterMs ?? 0), signal);
+      const size = Math.max(total ?? 0, furthest);
+      const wasted = received - (furthest - start);
+      let why = '';
+      if (!e.retry || failures > retries) why = attempts > 1 ? ` (after ${attempts} attempts)` : '';
+      else if (attempts >= ATTEMPTS_PER_TRY * (retries + 1)) why = ` (gave up after ${attempts} attempts)`;
+      else if (wasted > WASTE_FILES * Math.max(size, 2 ** 20)) why = ` (gave up after ${attempts} attempts and ${received} bytes received for a file of ${size})`;
+      else {
+        const backoff = Math.min(baseDelay * 2 ** (failures - 1), MAX_BACKOFF_MS);
+        await sleep(Math.max(backoff, e.retryAfterMs ?? 0), signal);
+        continue;
+      }
+      throw new FetchError(url, `${e.message}${why}`, e.status);
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
@@ -275,12 +479,58 @@ async function download(url: string, name: string, opts: FetchOptions, store: Ca
   }
 }
 
+/**
+ * One GET, following redirects by hand: the caller's headers, credentials and URL user:password go
+ * to the first origin only; once a redirect leaves it, nothing but the request itself (the URL and
+ * its Range) is sent. Redirects that can never work end the download at once.
+ */
+async function request(target: Target, range: Record<string, string>, opts: FetchOptions, signal: AbortSignal, stalled: () => boolean, stallMs: number): Promise<Response> {
+  let url = target.href;
+  let crossed = false;
+  for (let hop = 0; ; hop++) {
+    const own = new Headers(crossed ? undefined : opts.fetchInit?.headers);
+    if (!crossed && target.auth && !own.has('authorization')) own.set('authorization', target.auth);
+    for (const [k, v] of Object.entries(range)) own.set(k, v);
+    const bare: RequestInit = { headers: range, signal, credentials: 'omit', referrerPolicy: 'no-referrer' };
+    const init: RequestInit = crossed ? { ...bare, redirect: 'manual' } : { ...opts.fetchInit, headers: own, signal, redirect: 'manual' };
+    let res: Response;
+    try {
+      res = await fetch(url, init);
+      // Browsers hide where a redirect goes: follow it with nothing but the request itself.
+      if (res.type === 'opaqueredirect') res = await fetch(url, { ...bare, redirect: 'follow' });
+    } catch (e) {
+      throw networkFailure(e, stalled(), stallMs);
+    }
+    if (![301, 302, 303, 307, 308].includes(res.status)) return res;
+    await res.body?.cancel().catch(() => {});
+    const location = res.headers.get('location');
+    const fail = (why: string) => new AttemptFailed(`HTTP ${res.status} redirect ${why}`, false, res.status);
+    if (!location) throw fail('without a Location');
+    if (hop >= MAX_REDIRECTS) throw fail(`after ${MAX_REDIRECTS} redirects (a redirect loop?)`);
+    let next: URL;
+    try {
+      next = new URL(location, url);
+    } catch {
+      throw fail(`to an invalid URL ${JSON.stringify(redactUrl(location).slice(0, 200))}`);
+    }
+    if (next.protocol !== 'http:' && next.protocol !== 'https:') throw fail(`to a ${next.protocol} URL, which is never followed`);
+    if (url.startsWith('https:') && next.protocol === 'http:') throw fail('from https to plain http, which is never followed');
+    next.username = '';
+    next.password = '';
+    if (next.origin !== target.origin) crossed = true;
+    url = next.href;
+  }
+}
+
 function networkFailure(e: unknown, stalled: boolean, stallMs: number, got?: number, total?: number): AttemptFailed {
   if (stalled) return new AttemptFailed(`stalled: no data for ${stallMs} ms`, true);
   const err = e as { message?: string; cause?: { code?: string; message?: string } };
-  const why = [err?.message, err?.cause?.code ?? err?.cause?.message].filter(Boolean).join(': ') || String(e);
+  const why = redactUrl([err?.message, err?.cause?.code ?? err?.cause?.message].filter(Boolean).join(': ') || String(e));
   const where = got !== undefined ? ` after ${got}${total !== undefined ? ` of ${total}` : ''} bytes` : '';
-  return new AttemptFailed(`connection failed${where} (${why})`, true);
+  // What fetch refuses before connecting (a bad port, a scheme, a URL it cannot parse) fails the
+  // same way every time; network errors carry a system or socket error code.
+  const permanent = !err?.cause?.code && /bad port|scheme|invalid url|parse url|credentials|redirect/i.test(`${err?.message} ${err?.cause?.message}`);
+  return new AttemptFailed(`connection failed${where} (${why})`, !permanent);
 }
 
 function parseLength(h: string | null): number | undefined {
@@ -300,21 +550,6 @@ function retryAfter(res: Response): number | undefined {
   if (!h) return undefined;
   const ms = /^\d+$/.test(h) ? Number(h) * 1000 : Date.parse(h) - Date.now();
   return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), 60_000) : undefined;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /**
@@ -380,172 +615,5 @@ class Sink {
       this.chunks = [out];
     }
     return this.chunks[0] ?? new Uint8Array(0);
-  }
-}
-
-// --- caches -------------------------------------------------------------------------------------
-
-interface PartMeta {
-  url: string;
-  validator?: string;
-  total?: number;
-}
-
-/** Where finished (and, in Node, partial) downloads are kept between runs. Keyed by URL. */
-interface CacheStore {
-  get(url: string): Promise<Uint8Array | undefined>;
-  delete(url: string): Promise<void>;
-  commit(url: string, bytes: Uint8Array): Promise<void>;
-  readPart(url: string): Promise<{ bytes: Uint8Array; validator?: string; total?: number } | undefined>;
-  startPart(url: string, meta: PartMeta): Promise<void>;
-  appendPart(url: string, chunk: Uint8Array): Promise<void>;
-  discardPart(url: string): Promise<void>;
-  /** Closes whatever is open for `url` (the download ended, however it ended). */
-  release(url: string): Promise<void>;
-}
-
-async function openCache(o: FetchOptions): Promise<CacheStore | undefined> {
-  if (!o.cache && o.cacheDir === undefined) return undefined;
-  const g = globalThis as { caches?: CacheStorage; process?: { versions?: { node?: string } } };
-  if (o.cacheDir === undefined && g.caches) return new CacheApiStore(await g.caches.open(CACHE_NAME));
-  if (!g.process?.versions?.node) {
-    throw new InvalidOptionError('cache', 'no Cache API here and no file system: pass cache: false');
-  }
-  const { homedir } = await import('node:os');
-  const { join } = await import('node:path');
-  return new DirStore(o.cacheDir ?? join(homedir(), '.cache', 'mamba-edge'));
-}
-
-/** Browsers and Deno: whole files only (a partial download resumes within the session, not across). */
-class CacheApiStore implements CacheStore {
-  constructor(private readonly cache: Cache) {}
-  async get(url: string) {
-    const res = await this.cache.match(url);
-    return res ? new Uint8Array(await res.arrayBuffer()) : undefined;
-  }
-  async delete(url: string) {
-    await this.cache.delete(url);
-  }
-  async commit(url: string, bytes: Uint8Array) {
-    await this.cache.put(url, new Response(bytes as Uint8Array<ArrayBuffer>, { headers: { 'content-length': String(bytes.byteLength) } }));
-  }
-  async readPart() {
-    return undefined;
-  }
-  async startPart() {}
-  async appendPart() {}
-  async discardPart() {}
-  async release() {}
-}
-
-/**
- * Node: `<dir>/<sha256(url)[0:32]>-<file name>`, with `.part` (bytes so far) and `.part.json`
- * (the URL, validator and size they belong to) while a download is unfinished.
- */
-class DirStore implements CacheStore {
-  private handles = new Map<string, import('node:fs/promises').FileHandle>();
-  constructor(private readonly dir: string) {}
-
-  private async path(url: string): Promise<string> {
-    const { createHash } = await import('node:crypto');
-    const { join } = await import('node:path');
-    const base = decodeURIComponent(new URL(url).pathname.split('/').pop() ?? '').replace(/[^\w.-]/g, '_').slice(-80) || 'file';
-    return join(this.dir, `${createHash('sha256').update(url).digest('hex').slice(0, 32)}-${base}`);
-  }
-
-  private async io<T>(what: string, f: (fs: typeof import('node:fs/promises')) => Promise<T>): Promise<T> {
-    const fs = await import('node:fs/promises');
-    try {
-      return await f(fs);
-    } catch (e) {
-      throw new MambaError('CACHE', `model cache ${this.dir}: cannot ${what} (${(e as Error).message})`, { cause: e });
-    }
-  }
-
-  async get(url: string) {
-    const p = await this.path(url);
-    return this.io('read a cached file', async (fs) => {
-      try {
-        const buf = await fs.readFile(p);
-        return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-      } catch (e) {
-        if ((e as { code?: string }).code === 'ENOENT') return undefined;
-        throw e;
-      }
-    });
-  }
-
-  async delete(url: string) {
-    const p = await this.path(url);
-    await this.io('delete a cached file', (fs) => fs.rm(p, { force: true }));
-  }
-
-  async commit(url: string, bytes: Uint8Array) {
-    const p = await this.path(url);
-    await this.closePart(url);
-    await this.io('store a download', async (fs) => {
-      await fs.mkdir(this.dir, { recursive: true });
-      // The .part already holds exactly these bytes when the download streamed into it; else write them.
-      const st = await fs.stat(`${p}.part`).catch(() => undefined);
-      if (st?.size !== bytes.byteLength) await fs.writeFile(`${p}.part`, bytes);
-      await fs.rename(`${p}.part`, p); // atomic: a reader sees the old state or the whole file
-      await fs.rm(`${p}.part.json`, { force: true });
-    });
-  }
-
-  async readPart(url: string) {
-    const p = await this.path(url);
-    return this.io('read a partial download', async (fs) => {
-      let meta: PartMeta;
-      try {
-        meta = JSON.parse(await fs.readFile(`${p}.part.json`, 'utf8'));
-      } catch {
-        return undefined; // no partial, or one we cannot trust: download from the start
-      }
-      if (meta?.url !== url) return undefined;
-      const buf = await fs.readFile(`${p}.part`).catch(() => undefined);
-      if (!buf || buf.byteLength === 0 || (meta.total !== undefined && buf.byteLength > meta.total)) return undefined;
-      return { bytes: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), validator: meta.validator, total: meta.total };
-    });
-  }
-
-  async startPart(url: string, meta: PartMeta) {
-    const p = await this.path(url);
-    await this.closePart(url);
-    await this.io('start a partial download', async (fs) => {
-      await fs.mkdir(this.dir, { recursive: true });
-      await fs.writeFile(`${p}.part.json`, JSON.stringify(meta));
-      this.handles.set(url, await fs.open(`${p}.part`, 'w'));
-    });
-  }
-
-  async appendPart(url: string, chunk: Uint8Array) {
-    let h = this.handles.get(url);
-    if (!h) {
-      // Resuming a partial from an earlier run: append to it.
-      const p = await this.path(url);
-      h = await this.io('resume a partial download', (fs) => fs.open(`${p}.part`, 'a'));
-      this.handles.set(url, h);
-    }
-    await this.io('write a partial download', () => h!.write(chunk));
-  }
-
-  async discardPart(url: string) {
-    const p = await this.path(url);
-    await this.closePart(url);
-    await this.io('discard a partial download', async (fs) => {
-      await fs.rm(`${p}.part`, { force: true });
-      await fs.rm(`${p}.part.json`, { force: true });
-    });
-  }
-
-  async release(url: string) {
-    await this.closePart(url);
-  }
-
-  private async closePart(url: string) {
-    const h = this.handles.get(url);
-    this.handles.delete(url);
-    await h?.close().catch(() => {});
   }
 }

@@ -1,10 +1,12 @@
 export { loadModel, Model, Session, encodeSnapshot, decodeSnapshot, type LoadOptions, type Snapshot } from './model.js';
 export { loadModelInWorker, WorkerModel, WorkerSession, type WorkerLoadOptions, type WorkerBackendInfo } from './runtime.js';
+export { defaultModelSource, DEFAULT_MODEL_PATH } from './defaults.js';
 export { probe, type ProbeReport, type ProbeOptions, type WebGPUReport } from './probe.js';
 export { chooseBackend, type BackendSelection } from './backends.js';
 export { FallbackBackend, type FallbackOptions } from './fallback.js';
 export type { GenerateOptions, GenerationChunk, GenerationStats } from './generate.js';
 export type { SamplingOptions } from './sampler.js';
+export type { LogitsOptions } from './inputs.js';
 export type { ModelSource, LoadProgress } from './loader.js';
 export type { BackendChoice, BackendOptions, WeightDtype } from './backends.js';
 export type { Backend, BackendName, StateData } from './backend.js';
@@ -15,3 +17,4 @@ export { encode, Utf8Stream } from './tokenizer.js';
 export * from './errors.js';
 export { estimateMemoryBytes, type MemoryEstimate, type ReadOptions } from './loader.js';
 export type { FetchOptions } from './fetch.js';
+export type { HubOptions } from './hub.js';

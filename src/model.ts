@@ -1,11 +1,13 @@
 import type { Backend, StateData } from './backend.js';
-import { createBackend, type BackendOptions } from './backends.js';
-import type { MambaConfig } from './config.js';
-import { parameterCount } from './config.js';
-import { DisposedError, MambaError } from './errors.js';
-import { generateTokens, pushHistory, type GenerateOptions, type GenerationChunk, type SequenceState } from './generate.js';
+import { createBackend, type BackendOptions, type SelectedBackend } from './backends.js';
+import { convChannels, parameterCount, type MambaConfig } from './config.js';
+import { resolveModelSource } from './defaults.js';
+import { DisposedError, MambaError, OutOfMemoryError } from './errors.js';
+import { checkGenerateArgs, generateTokens, HISTORY, pushHistory, yieldToEventLoop, type GenerateOptions, type GenerationChunk, type SequenceState } from './generate.js';
+import { checkSignal, isTyped, planLogits, toTokens, type LogitsOptions } from './inputs.js';
 import { readModel, type ModelSource, type ReadOptions } from './loader.js';
-import { encode } from './tokenizer.js';
+import { queuedGenerator, SessionQueue } from './session-queue.js';
+import type { ModelWeights } from './weights.js';
 
 export interface LoadOptions extends BackendOptions, ReadOptions {}
 
@@ -17,23 +19,51 @@ export interface LoadOptions extends BackendOptions, ReadOptions {}
 export interface Snapshot {
   format: 'mamba-edge-snapshot';
   version: 1;
-  /** Shape fingerprint of the model the state belongs to. */
+  /** The model the state belongs to: its architecture, shapes and a digest of its weights (`Model.identity`). */
   model: string;
-  conv: Float32Array; // [L, E, K-1]
-  ssm: Float32Array; // [L, E, N]
+  conv: Float32Array; // [L, C, K-1]  C = E (Mamba-1), E + 2GN (Mamba-2)
+  ssm: Float32Array; // [L, E, N]    Mamba-2: [L, H, P, N]
   /** Logits predicting the next byte [V], or null for an empty session. */
   logits: Float32Array | null;
   /** Recent bytes, for the repetition penalty. */
   history: Uint8Array;
 }
 
-function checkSnapshot(s: Snapshot, c: MambaConfig): void {
-  if (s?.format !== 'mamba-edge-snapshot' || s.version !== 1) throw new MambaError('SNAPSHOT', 'not a mamba-edge snapshot (version 1)');
-  const want = fingerprint(c);
-  if (s.model !== want) throw new MambaError('SNAPSHOT', `snapshot is for model ${s.model}, this model is ${want}`);
-  if (s.logits && s.logits.length !== c.vocabSize) throw new MambaError('SNAPSHOT', 'snapshot logits have the wrong size');
-  if (s.conv.length !== c.nLayer * c.dInner * (c.dConv - 1) || s.ssm.length !== c.nLayer * c.dInner * c.dState) {
-    throw new MambaError('SNAPSHOT', 'snapshot state has the wrong size for this model');
+const snapshotError = (why: string) => new MambaError('SNAPSHOT', why);
+
+function allFinite(a: Float32Array): boolean {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false;
+  return true;
+}
+
+/** The model-independent checks: a snapshot object with arrays of the right kinds and finite states. */
+function checkSnapshotShape(s: unknown): asserts s is Snapshot {
+  const o = s as Partial<Snapshot> | null;
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw snapshotError('not a mamba-edge snapshot: expected the object session.snapshot() returns');
+  if (o.format !== 'mamba-edge-snapshot' || o.version !== 1) throw snapshotError('not a mamba-edge snapshot (version 1)');
+  if (typeof o.model !== 'string') throw snapshotError('snapshot.model must be a string');
+  for (const key of ['conv', 'ssm'] as const) {
+    if (!isTyped(o[key], 'Float32Array')) throw snapshotError(`snapshot.${key} must be a Float32Array`);
+    if (!allFinite(o[key]!)) throw snapshotError(`snapshot.${key} holds NaN or infinite values`);
+  }
+  if (o.logits !== null && !isTyped(o.logits, 'Float32Array')) throw snapshotError('snapshot.logits must be a Float32Array or null');
+  if (o.logits && !allFinite(o.logits)) throw snapshotError('snapshot.logits holds NaN or infinite values');
+  if (!isTyped(o.history, 'Uint8Array')) throw snapshotError('snapshot.history must be a Uint8Array');
+}
+
+/** Everything, against the model it is being restored into. */
+function checkSnapshot(s: unknown, model: Model): asserts s is Snapshot {
+  checkSnapshotShape(s);
+  const c = model.config;
+  if (s.model !== model.identity) {
+    const sameShapes = s.model.split(':W')[0] === shapeFingerprint(c);
+    throw snapshotError(
+      `snapshot is for model ${s.model}, this model is ${model.identity}${sameShapes ? ' (same shapes, different weights)' : ''}`,
+    );
+  }
+  if (s.logits && s.logits.length !== c.vocabSize) throw snapshotError('snapshot logits have the wrong size');
+  if (s.conv.length !== c.nLayer * convChannels(c) * (c.dConv - 1) || s.ssm.length !== c.nLayer * c.dInner * c.dState) {
+    throw snapshotError('snapshot state has the wrong size for this model');
   }
 }
 
@@ -44,6 +74,7 @@ const SNAPSHOT_MAGIC = 0x5353454d; // "MESS" little-endian: Mamba-Edge Session S
  * u32 magic, u32 header length, JSON header {model, version, sizes}, then conv, ssm, logits as f32 LE, history bytes.
  */
 export function encodeSnapshot(s: Snapshot): Uint8Array {
+  checkSnapshotShape(s);
   const header = new TextEncoder().encode(
     JSON.stringify({ model: s.model, version: s.version, conv: s.conv.length, ssm: s.ssm.length, logits: s.logits?.length ?? 0, history: s.history.length }),
   );
@@ -64,7 +95,8 @@ export function encodeSnapshot(s: Snapshot): Uint8Array {
 }
 
 export function decodeSnapshot(bytes: Uint8Array): Snapshot {
-  const bad = (why: string) => new MambaError('SNAPSHOT', `not a valid encoded snapshot: ${why}`);
+  const bad = (why: string) => snapshotError(`not a valid encoded snapshot: ${why}`);
+  if (!isTyped(bytes, 'Uint8Array')) throw bad('expected a Uint8Array');
   if (bytes.length < 8) throw bad('too short');
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (dv.getUint32(0, true) !== SNAPSHOT_MAGIC) throw bad('wrong magic');
@@ -76,6 +108,8 @@ export function decodeSnapshot(bytes: Uint8Array): Snapshot {
   } catch {
     throw bad('header is not JSON');
   }
+  if (typeof h !== 'object' || h === null || Array.isArray(h)) throw bad('header is not a JSON object');
+  if (h.version !== 1 || typeof h.model !== 'string') throw bad('header needs version 1 and a model string');
   const sizes = [h.conv, h.ssm, h.logits, h.history];
   if (!sizes.every((n) => Number.isSafeInteger(n) && n >= 0)) throw bad('bad sizes');
   if (bytes.length !== 8 + hlen + 4 * (h.conv + h.ssm + h.logits) + h.history) throw bad('length does not match the header');
@@ -88,30 +122,47 @@ export function decodeSnapshot(bytes: Uint8Array): Snapshot {
   const conv = floats(h.conv);
   const ssm = floats(h.ssm);
   const logits = h.logits ? floats(h.logits) : null;
-  return { format: 'mamba-edge-snapshot', version: 1, model: h.model, conv, ssm, logits, history: bytes.slice(p) };
+  const s: Snapshot = { format: 'mamba-edge-snapshot', version: 1, model: h.model, conv, ssm, logits, history: bytes.slice(p) };
+  checkSnapshotShape(s); // finite states
+  return s;
 }
 
-function fingerprint(c: MambaConfig): string {
-  return `mamba1:D${c.dModel}:L${c.nLayer}:E${c.dInner}:N${c.dState}:K${c.dConv}:R${c.dtRank}:V${c.vocabSize}`;
+/** The architecture and every shape a state depends on: a snapshot restores only into the same. */
+function shapeFingerprint(c: MambaConfig): string {
+  const shapes = `D${c.dModel}:L${c.nLayer}:E${c.dInner}:N${c.dState}:K${c.dConv}:V${c.vocabSize}`;
+  if (c.mamba2) return `mamba2:${shapes}:H${c.mamba2.nHeads}:G${c.mamba2.nGroups}`;
+  return `${c.mixerRmsEps !== undefined ? 'falcon_mamba' : 'mamba1'}:${shapes}:R${c.dtRank}`;
 }
 
-/** Runs `fn` after every earlier call has finished: one sequence never interleaves two generations. */
-class Mutex {
-  private tail: Promise<unknown> = Promise.resolve();
-  async lock(): Promise<() => void> {
-    let release!: () => void;
-    const next = new Promise<void>((r) => (release = r));
-    const prev = this.tail;
-    this.tail = prev.then(() => next);
-    await prev;
-    return release;
+/** Values sampled per tensor for the weights digest: enough to tell fine-tunes apart, cheap for any model size. */
+const DIGEST_SAMPLES = 64;
+
+/**
+ * A digest of the weights (FNV-1a over the bits of up to 64 evenly spaced values of every tensor,
+ * as float32): two checkpoints with the same shapes get different identities, so a snapshot of one
+ * is not silently restored into the other. Computed once at load, in microseconds.
+ */
+export function weightsDigest(w: ModelWeights): string {
+  let h = 0x811c9dc5;
+  const bits = new Float32Array(1);
+  const u = new Uint32Array(bits.buffer);
+  const layerTensors = w.layers.flatMap((l) => Object.keys(l).sort().map((k) => l[k as keyof typeof l]));
+  const tensors = [w.embedding, w.normF, w.lmHead, ...layerTensors].filter((t): t is Float32Array => t !== undefined);
+  for (const t of tensors) {
+    const step = Math.max(1, Math.floor(t.length / DIGEST_SAMPLES));
+    for (let i = 0; i < t.length; i += step) {
+      bits[0] = t[i];
+      h = Math.imul(h ^ u[0], 0x01000193) >>> 0;
+    }
   }
+  return h.toString(16).padStart(8, '0');
 }
 
 /** A sequence with its own recurrent state: generate, continue, snapshot, restore, fork. */
 export class Session {
   private readonly seq: SequenceState;
-  private readonly mutex = new Mutex();
+  /** Calls run one at a time, in the order they were made (see session-queue.ts for abandoned generators). */
+  private readonly queue = new SessionQueue();
   private disposed = false;
 
   /** @internal use `model.createSession()` */
@@ -122,62 +173,53 @@ export class Session {
     this.seq = { handle: model.backend.createState(), logits: null, history: new Uint8Array(0), ephemeral };
   }
 
-  /** Streams a continuation of everything this session has seen, then `prompt`. */
-  async *generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
-    const release = await this.mutex.lock();
-    try {
-      this.check();
-      yield* generateTokens(this.model.backend, this.seq, prompt, options);
-    } finally {
-      release();
-    }
+  /**
+   * Streams a continuation of everything this session has seen, then `prompt`. Takes its place
+   * among the session's calls now; ended by a later call if its consumer stops reading it.
+   */
+  generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
+    const ticket = this.queue.enter(true);
+    return queuedGenerator(
+      ticket,
+      () => void checkGenerateArgs(prompt, options),
+      () => this.check(),
+      () => generateTokens(this.model.backend, this.seq, prompt, options),
+    );
   }
 
   /** Feeds text into the state without generating (e.g. a system prompt). */
   async feed(text: string | Uint8Array): Promise<void> {
-    const bytes = encode(text);
+    const bytes = toTokens(text, 'text');
     if (bytes.length === 0) return;
-    const release = await this.mutex.lock();
-    try {
-      this.check();
+    await this.run(async () => {
       this.seq.logits = await this.model.backend.forward(this.seq.handle, bytes, 'last');
       this.seq.history = pushHistory(this.seq.history, bytes);
-    } finally {
-      release();
-    }
+    });
   }
 
-  async snapshot(): Promise<Snapshot> {
-    const release = await this.mutex.lock();
-    try {
-      this.check();
+  snapshot(): Promise<Snapshot> {
+    return this.run(async () => {
       const { conv, ssm } = await this.model.backend.readState(this.seq.handle);
       return {
-        format: 'mamba-edge-snapshot',
-        version: 1,
-        model: fingerprint(this.model.config),
+        format: 'mamba-edge-snapshot' as const,
+        version: 1 as const,
+        model: this.model.identity,
         conv,
         ssm,
         logits: this.seq.logits?.slice() ?? null,
         history: this.seq.history.slice(),
       };
-    } finally {
-      release();
-    }
+    });
   }
 
-  async restore(s: Snapshot): Promise<void> {
-    const release = await this.mutex.lock();
-    try {
-      this.check();
-      checkSnapshot(s, this.model.config);
+  restore(s: Snapshot): Promise<void> {
+    return this.run(async () => {
+      checkSnapshot(s, this.model);
       const data: StateData = { conv: s.conv, ssm: s.ssm };
       await this.model.backend.writeState(this.seq.handle, data);
       this.seq.logits = s.logits ? s.logits.slice() : null;
-      this.seq.history = s.history.slice();
-    } finally {
-      release();
-    }
+      this.seq.history = s.history.slice(-HISTORY);
+    });
   }
 
   /** A new session starting from this one's current state. */
@@ -187,10 +229,21 @@ export class Session {
     return copy;
   }
 
+  /** Frees the state once the call running now has finished; later calls fail with `DisposedError`. */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    if (!this.model.disposed) this.model.backend.releaseState(this.seq.handle);
+    const free = () => {
+      if (!this.model.disposed) this.model.backend.releaseState(this.seq.handle);
+    };
+    const ticket = this.queue.enter();
+    if (ticket.granted) {
+      free();
+      ticket.release();
+      return;
+    }
+    // A waiting call: an abandoned generator ahead of it is ended rather than waited for.
+    ticket.turn().then(free).finally(() => ticket.release());
   }
 
   private failure: unknown;
@@ -200,6 +253,18 @@ export class Session {
     this.failure = e;
   }
 
+  /** Runs `fn` in this call's turn. */
+  private async run<T>(fn: () => Promise<T>): Promise<T> {
+    const ticket = this.queue.enter();
+    try {
+      await ticket.turn();
+      this.check();
+      return await fn();
+    } finally {
+      ticket.release();
+    }
+  }
+
   private check(): void {
     if (this.failure) throw this.failure;
     if (this.disposed) throw new DisposedError('session');
@@ -207,14 +272,26 @@ export class Session {
   }
 }
 
+/** Positions per backend call in `logits()` (where an abort is noticed): a multiple of the driver's 64-token chunk, so the numerics equal one call. */
+const LOGITS_SLICE = 1024;
+/** At most this many bytes of logits per backend call (large vocabularies get fewer positions). */
+const LOGITS_SLICE_BYTES = 16 * 2 ** 20;
+
 export class Model {
   disposed = false;
+  /** What snapshots are checked against: the shapes and a digest of the weights. */
+  readonly identity: string;
 
   /** @internal use `loadModel()` */
   constructor(
     readonly config: MambaConfig,
-    readonly backend: Backend,
-  ) {}
+    /** The backend, with `selection` (why it was picked) when `loadModel` chose it. */
+    readonly backend: SelectedBackend,
+    weights?: ModelWeights | string,
+  ) {
+    const digest = typeof weights === 'string' ? weights : weights ? weightsDigest(weights) : undefined;
+    this.identity = shapeFingerprint(config) + (digest ? `:W${digest}` : '');
+  }
 
   get parameters(): number {
     return parameterCount(this.config);
@@ -234,22 +311,54 @@ export class Model {
   /** A new, empty sequence; or one resuming `snapshot` (checked at once, applied before the first call). */
   createSession(snapshot?: Snapshot): Session {
     this.check();
-    if (snapshot) checkSnapshot(snapshot, this.config);
+    if (snapshot !== undefined) checkSnapshot(snapshot, this);
     const s = new Session(this);
     if (snapshot) s.restore(snapshot).catch((e) => s.fail(e));
     return s;
   }
 
-  /** Logits for every position of `input`, from an empty state: float32 [T, V]. */
-  async logits(input: string | Uint8Array): Promise<Float32Array> {
+  /**
+   * Logits from an empty state: float32 `[T, V]` for every position of `input`, or fewer rows with
+   * `positions` (`'last'` → `[V]`, `{ start, end }` → `[end − start, V]`). A result over
+   * `maxMemoryBytes` (default 1 GiB) is refused with `OutOfMemoryError` before anything is
+   * allocated; the input is read in slices, so `signal` lands between them.
+   */
+  async logits(input: string | Uint8Array, options?: LogitsOptions): Promise<Float32Array> {
     this.check();
-    const bytes = encode(input);
+    const bytes = toTokens(input, 'input');
+    const V = this.config.vocabSize;
+    const { start, end, signal } = planLogits(bytes.length, V, options);
+    let out: Float32Array;
+    try {
+      out = new Float32Array((end - start) * V);
+    } catch (e) {
+      throw new OutOfMemoryError(`could not allocate logits for ${end - start} positions x ${V}: ${(e as Error).message}`);
+    }
+    const rows = Math.max(64, Math.min(LOGITS_SLICE, Math.floor(LOGITS_SLICE_BYTES / (4 * V) / 64) * 64));
     const state = this.backend.createState();
     try {
-      return await this.backend.forward(state, bytes, 'all');
+      // Positions before the first wanted row only advance the state (the last one aligned to 64).
+      const from = start - (start % 64);
+      for (let t = 0; t < end; ) {
+        signal?.throwIfAborted();
+        if (t > 0) await yieldToEventLoop(); // lets a timer's abort land
+        if (t < from) {
+          const stop = Math.min(from, t + LOGITS_SLICE);
+          await this.backend.forward(state, bytes.subarray(t, stop), 'last');
+          t = stop;
+          continue;
+        }
+        const stop = Math.min(end, t + rows);
+        const l = await this.backend.forward(state, bytes.subarray(t, stop), 'all');
+        const skip = Math.max(0, start - t);
+        out.set(l.subarray(skip * V), (t + skip - start) * V);
+        t = stop;
+      }
+      signal?.throwIfAborted();
     } finally {
       this.backend.releaseState(state);
     }
+    return out;
   }
 
   /**
@@ -258,7 +367,8 @@ export class Model {
    */
   async bitsPerByte(input: string | Uint8Array, signal?: AbortSignal): Promise<number> {
     this.check();
-    const bytes = encode(input);
+    const bytes = toTokens(input, 'input');
+    checkSignal(signal);
     if (bytes.length < 2) throw new MambaError('EMPTY_INPUT', 'bits per byte needs at least 2 bytes');
     const V = this.config.vocabSize;
     const state = this.backend.createState();
@@ -295,9 +405,13 @@ export class Model {
   }
 }
 
-/** Loads a model from a directory, a URL or in-memory files, on the chosen (or best available) backend. */
-export async function loadModel(source: ModelSource, options: LoadOptions = {}): Promise<Model> {
-  const { config, weights } = await readModel(source, options);
+/**
+ * Loads a model from a directory, a URL or in-memory files, on the chosen (or best available) backend.
+ * Without a source (or `undefined`), the model bundled with the package (Node, Deno).
+ */
+export async function loadModel(source?: ModelSource, options: LoadOptions = {}): Promise<Model> {
+  const { config, weights } = await readModel(resolveModelSource(source), options);
+  const digest = weightsDigest(weights); // before the backend takes the weights over
   const backend = await createBackend(config, weights, options);
-  return new Model(config, backend);
+  return new Model(config, backend, digest);
 }

@@ -19,12 +19,16 @@ import type { BackendName } from './backend.js';
 import type { BackendSelection } from './backends.js';
 import { checkBackendOptions } from './backends.js';
 import { parameterCount, type MambaConfig } from './config.js';
+import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError } from './errors.js';
-import type { GenerateOptions, GenerationChunk } from './generate.js';
+import { looksLikeHubId } from './hub.js';
+import { checkGenerateArgs, type GenerateOptions, type GenerationChunk } from './generate.js';
+import { checkSignal, planLogits, toTokens, type LogitsOptions } from './inputs.js';
 import type { ModelSource } from './loader.js';
 import type { LoadOptions, Snapshot } from './model.js';
+import { queuedGenerator, SessionQueue } from './session-queue.js';
 import type { ProbeReport } from './probe.js';
-import type { EngineApi, LoadInfo, WireSource } from '../workers/engine-protocol.js';
+import type { EngineApi, LoadInfo, WireGenerateOptions, WireSource } from '../workers/engine-protocol.js';
 import { fromWireError, installErrorHandler } from '../workers/engine-protocol.js';
 
 export interface WorkerLoadOptions extends LoadOptions {
@@ -144,8 +148,13 @@ export class WorkerModel {
   /** @internal */
   declare readonly api: Comlink.Remote<EngineApi>;
   private readonly handle: WorkerHandle;
-  private readonly closed: Promise<never>;
-  private rejectClosed!: (e: unknown) => void;
+  /** Rejecters of the calls in flight: failed at once when the worker is disposed or dies. */
+  private readonly pending = new Set<(e: unknown) => void>();
+  private closedBy: { error: unknown } | undefined;
+  /** Streams dropped without being finished or closed: closed in the worker once collected here. */
+  private readonly dropped = new FinalizationRegistry<number>((id) => {
+    if (!this.closedBy) void this.api.closeStream(id).catch(() => undefined);
+  });
   private nextId = 1;
   /** @internal round trips made by streams so far (tests check batching). */
   pulls = 0;
@@ -157,23 +166,25 @@ export class WorkerModel {
     Object.defineProperty(this, 'api', { value: api, enumerable: false });
     this.config = info.config;
     this.backend = { name: info.backend, description: info.description, selection: info.selection };
-    const closed = new Promise<never>((_, rej) => (this.rejectClosed = rej));
-    this.closed = Promise.race([closed, handle.ended]);
-    this.closed.catch(() => undefined);
+    handle.ended.catch((e) => this.close(e));
   }
 
   get parameters(): number {
     return parameterCount(this.config);
   }
 
-  /** Why this backend: shorthand for `backend.selection.reason`. */
-  get backendReason(): string | undefined {
-    return this.backend.selection?.reason;
+  /**
+   * Why this backend runs: `backend.selection.reason`, e.g. "software WebGPU adapter (SwiftShader) is slower than
+   * WASM SIMD", or "requested backend 'wasm'" for an explicit choice.
+   */
+  get backendReason(): string {
+    return this.backend.selection?.reason ?? `backend '${this.backend.name}'`;
   }
 
   /** A one-off generation from an empty state, streamed in batches of chunks. */
   generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
-    return this.stream(null, prompt, options);
+    const id = this.id();
+    return this.track(this.stream(id, null, prompt, options), id);
   }
 
   createSession(snapshot?: Snapshot): WorkerSession {
@@ -187,21 +198,32 @@ export class WorkerModel {
     return new WorkerSession(this, id, this.call(this.api.createSession(id, snapshot)));
   }
 
-  /** Logits for every position of `input`, from an empty state: float32 [T, V] (transferred, not copied). */
-  async logits(input: string | Uint8Array): Promise<Float32Array> {
+  /**
+   * Logits from an empty state (see `Model.logits`: `positions`, `maxMemoryBytes`, `signal`), float32,
+   * transferred, not copied. A result over the limit is refused here, before the worker is asked.
+   */
+  async logits(input: string | Uint8Array, options?: LogitsOptions): Promise<Float32Array> {
     this.check();
-    return this.call(this.api.logits(input));
+    const { signal } = planLogits(toTokens(input, 'input').length, this.config.vocabSize, options);
+    const { positions, maxMemoryBytes } = options ?? {};
+    return this.abortable(signal, (id) => this.api.logits(input, { positions, maxMemoryBytes }, id));
   }
 
   /** Bits per byte of `input` (see `Model.bitsPerByte`); `signal` aborts the computation in the worker. */
   async bitsPerByte(input: string | Uint8Array, signal?: AbortSignal): Promise<number> {
     this.check();
+    toTokens(input, 'input');
+    return this.abortable(checkSignal(signal), (id) => this.api.bitsPerByte(input, id));
+  }
+
+  /** Runs an operation of the worker that an abort message can stop. */
+  private async abortable<T>(signal: AbortSignal | undefined, run: (id: number) => Promise<T>): Promise<T> {
     signal?.throwIfAborted();
     const id = this.id();
     const onAbort = () => void this.api.abort(id).catch(() => undefined);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      return await this.call(this.api.bitsPerByte(input, id));
+      return await this.call(run(id));
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -217,7 +239,7 @@ export class WorkerModel {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.rejectClosed(new DisposedError('model'));
+    this.close(new DisposedError('model'));
     this.api[Comlink.releaseProxy]();
     this.handle.terminate();
   }
@@ -227,10 +249,44 @@ export class WorkerModel {
     return this.nextId++;
   }
 
-  /** @internal a call that also fails when the worker is disposed or dies. */
+  /**
+   * @internal a call that also fails when the worker is disposed or dies. Not `Promise.race` with a
+   * promise that only settles at the end: every race would leave a reaction on it (~0.5 KB a call).
+   */
   call<T>(p: Promise<T>): Promise<T> {
     p.catch(() => undefined); // may never settle once the worker is gone; its rejection is not ours to report
-    return Promise.race([p, this.closed]);
+    if (this.closedBy) return Promise.reject(this.closedBy.error);
+    return new Promise<T>((resolve, reject) => {
+      this.pending.add(reject);
+      p.then(
+        (v) => {
+          this.pending.delete(reject);
+          resolve(v);
+        },
+        (e) => {
+          this.pending.delete(reject);
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /** @internal calls in flight (tests check that none is left behind). */
+  get pendingCalls(): number {
+    return this.pending.size;
+  }
+
+  private close(error: unknown): void {
+    if (this.closedBy) return;
+    this.closedBy = { error };
+    for (const reject of this.pending) reject(error);
+    this.pending.clear();
+  }
+
+  /** @internal closes stream `id` in the worker if `stream` is garbage-collected before it ends. */
+  track(stream: AsyncGenerator<GenerationChunk>, id: number): AsyncGenerator<GenerationChunk> {
+    this.dropped.register(stream, id, stream);
+    return stream;
   }
 
   /** @internal */
@@ -239,12 +295,13 @@ export class WorkerModel {
   }
 
   /** @internal Streams a generation: one `pull` round trip per batch of chunks. */
-  async *stream(sessionId: number | null, prompt: string | Uint8Array, options: GenerateOptions): AsyncGenerator<GenerationChunk> {
+  async *stream(id: number, sessionId: number | null, prompt: string | Uint8Array, options: GenerateOptions): AsyncGenerator<GenerationChunk> {
     this.check();
-    const { signal, ...rest } = options;
-    const id = this.id();
+    // Checked here, so bad arguments never reach the worker (and fail as they do in-process).
+    checkGenerateArgs(prompt, options);
+    const { signal } = options;
     // Starts lazily, like the in-process generator: nothing happens until the first `next()`.
-    await this.call(Promise.resolve(this.api.startGenerate(id, sessionId, prompt, rest)));
+    await this.call(Promise.resolve(this.api.startGenerate(id, sessionId, prompt, wireGenerateOptions(options))));
     const onAbort = () => void this.api.abort(id).catch(() => undefined);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener('abort', onAbort, { once: true });
@@ -267,9 +324,20 @@ export class WorkerModel {
   }
 }
 
-/** A sequence living in the worker: same surface as `Session`. */
+/** The generation options the worker needs: known fields only (a signal or a stray callback cannot be cloned). */
+function wireGenerateOptions(o: GenerateOptions): WireGenerateOptions {
+  const { maxTokens, stop, temperature, topK, topP, repetitionPenalty, repetitionWindow, seed } = o;
+  return { maxTokens, stop, temperature, topK, topP, repetitionPenalty, repetitionWindow, seed };
+}
+
+/**
+ * A sequence living in the worker: same surface as `Session`, and the same call order: calls queue
+ * here on the main thread, when they are made, and reach the worker one at a time in that order (an
+ * idle generator is ended by a later call, as in-process; see session-queue.ts).
+ */
 export class WorkerSession {
   private disposed = false;
+  private readonly queue = new SessionQueue();
 
   /** @internal use `model.createSession()` */
   constructor(
@@ -281,45 +349,74 @@ export class WorkerSession {
   }
 
   /** Streams a continuation of everything this session has seen, then `prompt`. */
-  async *generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
-    await this.ready();
-    yield* this.model.stream(this.id, prompt, options);
+  generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
+    const ticket = this.queue.enter(true);
+    const streamId = this.model.id();
+    const stream = queuedGenerator(
+      ticket,
+      () => void checkGenerateArgs(prompt, options),
+      () => this.check(),
+      async () => {
+        await this.created;
+        return this.model.stream(streamId, this.id, prompt, options);
+      },
+    );
+    return this.model.track(stream, streamId);
   }
 
   /** Feeds text into the state without generating (e.g. a system prompt). */
   async feed(text: string | Uint8Array): Promise<void> {
-    await this.ready();
-    return this.model.call(this.model.api.feed(this.id, text));
+    toTokens(text, 'text');
+    return this.run(() => this.model.api.feed(this.id, text));
   }
 
-  async snapshot(): Promise<Snapshot> {
-    await this.ready();
-    return this.model.call(this.model.api.snapshot(this.id));
+  snapshot(): Promise<Snapshot> {
+    return this.run(() => this.model.api.snapshot(this.id));
   }
 
-  async restore(snapshot: Snapshot): Promise<void> {
-    await this.ready();
-    return this.model.call(this.model.api.restore(this.id, snapshot));
+  restore(snapshot: Snapshot): Promise<void> {
+    return this.run(() => this.model.api.restore(this.id, snapshot));
   }
 
   /** A new session starting from this one's current state (copied inside the worker). */
   async fork(): Promise<WorkerSession> {
-    await this.ready();
     const id = this.model.id();
-    await this.model.call(this.model.api.fork(this.id, id));
+    await this.run(() => this.model.api.fork(this.id, id));
     return new WorkerSession(this.model, id, Promise.resolve());
   }
 
+  /** Frees the state in the worker once the call running now has finished; later calls fail with `DisposedError`. */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    if (!this.model.disposed) void this.model.api.disposeSession(this.id).catch(() => undefined);
+    const ticket = this.queue.enter();
+    const free = () => {
+      if (!this.model.disposed) void this.model.api.disposeSession(this.id).catch(() => undefined);
+    };
+    if (ticket.granted) {
+      free();
+      ticket.release();
+    } else {
+      ticket.turn().then(free).finally(() => ticket.release());
+    }
   }
 
-  private async ready(): Promise<void> {
+  /** Sends `fn`'s message in this call's turn. */
+  private async run<T>(fn: () => Promise<T>): Promise<T> {
+    const ticket = this.queue.enter();
+    try {
+      await ticket.turn();
+      this.check();
+      await this.created;
+      return await this.model.call(fn());
+    } finally {
+      ticket.release();
+    }
+  }
+
+  private check(): void {
     if (this.disposed) throw new DisposedError('session');
     this.model.check();
-    await this.created;
   }
 }
 
@@ -328,18 +425,22 @@ function wireSource(source: ModelSource): WireSource {
   if (source instanceof URL) return source.href;
   if (typeof source !== 'string') return source;
   const base = (globalThis as { location?: { href: string } }).location?.href;
-  if (!isNode && base && !/^[a-z][a-z0-9+.-]*:/i.test(source)) return new URL(source, base).href;
+  // A Hub id (`org/name`) is not a path beside the page (`./org/name` is).
+  if (!isNode && base && !/^[a-z][a-z0-9+.-]*:/i.test(source) && !looksLikeHubId(source)) return new URL(source, base).href;
   return source;
 }
 
 /**
  * Loads a model into a new worker. Recommended over `loadModel` (which computes on the calling
  * thread): generation never blocks the caller's event loop, the wasm backend's threads and a GPU
- * device live with the engine, and `dispose()` gives everything back at once.
+ * device live with the engine, and `dispose()` gives everything back at once. Without a source
+ * (or `undefined`), the model bundled with the package (Node, Deno).
  */
-export async function loadModelInWorker(source: ModelSource, options: WorkerLoadOptions = {}): Promise<WorkerModel> {
+export async function loadModelInWorker(source?: ModelSource, options: WorkerLoadOptions = {}): Promise<WorkerModel> {
   const { onProgress, signal, workerUrl, ...rest } = options;
   checkBackendOptions(rest); // fail fast, before starting a thread
+  // Here, not in the worker: the worker script may live elsewhere (`workerUrl`).
+  const wire = wireSource(resolveModelSource(source));
   signal?.throwIfAborted();
   installErrorHandler(Comlink as never);
   if (isNode && (rest.backend === undefined || rest.backend === 'auto' || rest.backend === 'webgpu')) await prepareNodeEnvironment();
@@ -357,7 +458,7 @@ export async function loadModelInWorker(source: ModelSource, options: WorkerLoad
     await Promise.race([handle.ready, handle.ended, aborted]);
     // Loading reads files inside the worker; an abort simply ends the worker.
     const info = await Promise.race([
-      api.load(wireSource(source), rest, onProgress ? Comlink.proxy(onProgress) : undefined),
+      api.load(wire, rest, onProgress ? Comlink.proxy(onProgress) : undefined),
       handle.ended,
       aborted,
     ]);

@@ -1,4 +1,4 @@
-import type { MambaConfig } from './config.js';
+import { convChannels, type MambaConfig } from './config.js';
 import { ModelFormatError } from './errors.js';
 import { toFloat32, type TensorInfo } from './safetensors.js';
 
@@ -20,9 +20,37 @@ export interface LayerWeights<W = Float32Array> {
   outProjBias?: W; // [D]
 }
 
+/**
+ * A Mamba-2 block's parameters (C = E + 2GN conv channels, H heads). in_proj is split at load into
+ * its z | xBC | dt rows, so that each projection writes a contiguous [T, ·] buffer.
+ */
+export interface Mamba2LayerWeights<W = Float32Array> {
+  norm: W; // [D]
+  inProjZ: W; // [E, D]   the gate
+  inProjX: W; // [C, D]   x | B | C, before the conv
+  inProjDt: W; // [H, D]
+  inProjZBias?: W; // [E]
+  inProjXBias?: W; // [C]
+  inProjDtBias?: W; // [H]
+  convW: W; // [C, K]
+  convB?: W; // [C]
+  dtBias: W; // [H]
+  A: W; // [H]   A = −exp(A_log)
+  D: W; // [H]
+  gateNorm: W; // [E]   the gated RMSNorm's weight
+  outProj: W; // [D, E]
+  outProjBias?: W; // [D]
+}
+
+export type AnyLayerWeights<W = Float32Array> = LayerWeights<W> | Mamba2LayerWeights<W>;
+
+export function isMamba2Layer<W>(L: AnyLayerWeights<W>): L is Mamba2LayerWeights<W> {
+  return 'gateNorm' in L;
+}
+
 export interface ModelWeights<W = Float32Array> {
   embedding: W; // [V, D]
-  layers: LayerWeights<W>[];
+  layers: AnyLayerWeights<W>[];
   normF: W; // [D]
   lmHead: W; // [V, D]  the embedding itself when tied
 }
@@ -30,20 +58,47 @@ export interface ModelWeights<W = Float32Array> {
 /** Looks tensors up by name across one or more safetensors files (sharded checkpoints). */
 export type TensorSource = Map<string, { info: TensorInfo; file: string }>;
 
-/**
- * Maps checkpoint tensors to `ModelWeights`, checking that every tensor the config implies is
- * present with the right shape, that nothing unexpected is left over, and that all values are finite.
- * Presence and shapes are checked for every tensor before any is decoded, so a file that does not
- * match its config fails before a single large allocation.
- */
-export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeights {
-  const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V } = cfg;
-  const anyFile = source.values().next().value?.file ?? 'model.safetensors';
+export interface ExpectedTensor {
+  name: string;
+  shape: number[];
+  /** lm_head of a tied model: used when present. */
+  optional?: boolean;
+}
 
-  // Pass 1: names and shapes only (no allocation), in the order the tensors are used below.
-  const embName = cfg.naming === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
-  const expected: Array<{ name: string; shape: number[]; optional?: boolean }> = [{ name: embName, shape: [V, D] }];
-  for (let l = 0; l < cfg.nLayer; l++) {
+function embeddingName(cfg: MambaConfig): string {
+  return cfg.naming === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
+}
+
+/**
+ * Every tensor the config implies, with its shape, in the order they are used. The loader bounds
+ * headers, shard indexes and file sizes with it before reading weights; `buildWeights` checks files against it.
+ */
+export function expectedTensors(cfg: MambaConfig): ExpectedTensor[] {
+  const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V } = cfg;
+  const expected: ExpectedTensor[] = [{ name: embeddingName(cfg), shape: [V, D] }];
+  const m2 = cfg.mamba2;
+  const H = m2?.nHeads ?? 0;
+  const C = convChannels(cfg);
+  for (let l = 0; l < cfg.nLayer && m2; l++) {
+    const p = `backbone.layers.${l}.`;
+    const m = `${p}mixer.`;
+    expected.push({ name: `${m}in_proj.weight`, shape: [E + C + H, D] });
+    if (cfg.bias) expected.push({ name: `${m}in_proj.bias`, shape: [E + C + H] });
+    expected.push(
+      { name: `${m}A_log`, shape: [H] },
+      { name: `${p}norm.weight`, shape: [D] },
+      { name: `${m}conv1d.weight`, shape: [C, 1, K] },
+    );
+    if (cfg.convBias) expected.push({ name: `${m}conv1d.bias`, shape: [C] });
+    expected.push(
+      { name: `${m}dt_bias`, shape: [H] },
+      { name: `${m}D`, shape: [H] },
+      { name: `${m}norm.weight`, shape: [E] },
+      { name: `${m}out_proj.weight`, shape: [D, E] },
+    );
+    if (cfg.bias) expected.push({ name: `${m}out_proj.bias`, shape: [D] });
+  }
+  for (let l = 0; l < cfg.nLayer && !m2; l++) {
     const p = `backbone.layers.${l}.`;
     const m = `${p}mixer.`;
     expected.push({ name: `${m}in_proj.weight`, shape: [2 * E, D] });
@@ -65,6 +120,25 @@ export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeigh
   }
   // A checkpoint may carry lm_head even when tied (transformers sometimes saves both): use it if present.
   expected.push({ name: 'backbone.norm_f.weight', shape: [D] }, { name: 'lm_head.weight', shape: [V, D], optional: cfg.tiedEmbeddings });
+
+  return expected;
+}
+
+/**
+ * Maps checkpoint tensors to `ModelWeights`, checking that every tensor the config implies is
+ * present with the right shape, that nothing unexpected is left over, and that all values are finite.
+ * Presence and shapes are checked for every tensor before any is decoded, so a file that does not
+ * match its config fails before a single large allocation.
+ */
+export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeights {
+  const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V } = cfg;
+  const anyFile = source.values().next().value?.file ?? 'model.safetensors';
+
+  // Pass 1: names and shapes only (no allocation), in the order the tensors are used below.
+  const embName = embeddingName(cfg);
+  const expected = expectedTensors(cfg);
+  const m2 = cfg.mamba2;
+  const C = convChannels(cfg);
 
   const used = new Set<string>();
   for (const { name, shape, optional } of expected) {
@@ -103,15 +177,40 @@ export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeigh
   };
   const need = (name: string) => take(name)!;
 
+  // A = -exp(A_log) overflows float32 for A_log > ~88.7: a finite file can still give an infinite A.
+  const negExp = (name: string) => finite(need(name).map((a) => -Math.exp(a)), source.get(name)!.file, name, 'A = -exp(A_log) =');
+
   const embedding = need(embName);
-  const layers: LayerWeights[] = [];
-  for (let l = 0; l < cfg.nLayer; l++) {
+  const layers: AnyLayerWeights[] = [];
+  for (let l = 0; l < cfg.nLayer && m2; l++) {
+    const p = `backbone.layers.${l}.`;
+    const m = `${p}mixer.`;
+    const inProj = need(`${m}in_proj.weight`); // [z E | xBC C | dt H, D]
+    const inBias = cfg.bias ? need(`${m}in_proj.bias`) : undefined;
+    layers.push({
+      norm: need(`${p}norm.weight`),
+      inProjZ: inProj.subarray(0, E * D),
+      inProjX: inProj.subarray(E * D, (E + C) * D),
+      inProjDt: inProj.subarray((E + C) * D),
+      inProjZBias: inBias?.subarray(0, E),
+      inProjXBias: inBias?.subarray(E, E + C),
+      inProjDtBias: inBias?.subarray(E + C),
+      convW: need(`${m}conv1d.weight`),
+      convB: cfg.convBias ? need(`${m}conv1d.bias`) : undefined,
+      dtBias: need(`${m}dt_bias`),
+      A: negExp(`${m}A_log`),
+      D: need(`${m}D`),
+      gateNorm: need(`${m}norm.weight`),
+      outProj: need(`${m}out_proj.weight`),
+      outProjBias: cfg.bias ? need(`${m}out_proj.bias`) : undefined,
+    });
+  }
+  for (let l = 0; l < cfg.nLayer && !m2; l++) {
     const p = `backbone.layers.${l}.`;
     const m = `${p}mixer.`;
     const inProj = need(`${m}in_proj.weight`);
     const inBias = cfg.bias ? need(`${m}in_proj.bias`) : undefined;
-    // A = -exp(A_log) overflows float32 for A_log > ~88.7: a finite file can still give an infinite A.
-    const A = finite(need(`${m}A_log`).map((a) => -Math.exp(a)), source.get(`${m}A_log`)!.file, `${m}A_log`, 'A = -exp(A_log) =');
+    const A = negExp(`${m}A_log`);
     layers.push({
       norm: need(`${p}norm.weight`),
       inProjX: inProj.subarray(0, E * D),

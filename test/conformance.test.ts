@@ -54,6 +54,8 @@ for (const entry of TABLE) {
     let model: Model | undefined;
     let unavailable = '';
     const exact = entry.tolerance <= 1e-4;
+    /** The worst error this path showed on this fixture so far (prefill and step run before greedy). */
+    let measured = 0;
 
     beforeAll(async () => {
       try {
@@ -67,6 +69,7 @@ for (const entry of TABLE) {
 
     const check = (name: string, got: Float32Array) => {
       const ratio = maxAbsDiff(got, fx.logits.subarray(0, got.length)) / fx.maxAbsLogit;
+      measured = Math.max(measured, ratio);
       worst.push(`${label.padEnd(16)} ${fx.name.padEnd(22)} ${name.padEnd(8)} ${ratio.toExponential(2)}`);
       expect(ratio).toBeLessThanOrEqual(entry.tolerance);
     };
@@ -92,8 +95,9 @@ for (const entry of TABLE) {
     const greedy = fx.greedy.subarray(0, decodeBytes(entry, fx.greedy.length));
     test(`greedy continuation matches transformers${greedy.length < fx.greedy.length ? ` (first ${greedy.length} bytes: software adapter)` : ''}`, async (ctx) => {
       if (!model) return ctx.skip(unavailable);
-      // A near-tie can flip under legitimate rounding: compare only where this path's error is far below the margin.
-      const allowed = exact ? fx.greedyMargin > 2 * entry.tolerance * fx.maxAbsLogit : fx.greedyMargin > 0.5;
+      // A near-tie can flip under legitimate rounding: compare only where this path's error, as
+      // measured on this fixture's prefill and step logits, is far below the margin.
+      const allowed = exact ? measured > 0 && fx.greedyMargin > 10 * measured * fx.maxAbsLogit : fx.greedyMargin > 0.5;
       if (!allowed) return ctx.skip(`top-2 margin ${fx.greedyMargin} too small for ${label}`);
       const bytes: number[] = [];
       for await (const c of model.generate(fx.input, { temperature: 0, maxTokens: greedy.length })) bytes.push(...c.bytes);
@@ -104,13 +108,17 @@ for (const entry of TABLE) {
 
 /**
  * Configurations the public fixtures do not cover (biases, other conv widths and expand factors,
- * untied heads, mamba_ssm naming, bf16): every backend against the reference backend, prefill and
- * a few decode steps (the fused step, for the gpu-shaped rows).
+ * untied heads, mamba_ssm naming, bf16, Falcon-Mamba with biases, Mamba-2): every backend against the
+ * reference, prefill and a few decode steps (the fused step, for the gpu-shaped rows).
  */
 const SYNTHETIC: SyntheticSpec[] = [
   { hidden_size: 48, num_hidden_layers: 2, use_bias: true, conv_kernel: 3, expand: 3, seed: 3 },
   { hidden_size: 40, num_hidden_layers: 2, state_size: 8, time_step_rank: 5, tie_word_embeddings: false, naming: 'mamba_ssm', seed: 4 },
   { hidden_size: 64, num_hidden_layers: 1, use_conv_bias: false, conv_kernel: 2, dtype: 'BF16', seed: 5 },
+  { hidden_size: 48, num_hidden_layers: 2, falcon: true, use_bias: true, state_size: 8, time_step_rank: 6, dtype: 'BF16', seed: 6 },
+  // Mamba-2: groups (the gated norm per group), biases, odd head and state sizes, Δ limits, norm before gate, mamba_ssm naming.
+  { hidden_size: 48, num_hidden_layers: 2, state_size: 12, mamba2: { head_dim: 12, n_groups: 2, time_step_limit: [0.01, 0.05] }, use_bias: true, seed: 7 },
+  { hidden_size: 40, num_hidden_layers: 2, state_size: 7, conv_kernel: 3, mamba2: { head_dim: 10, norm_before_gate: true }, naming: 'mamba_ssm', dtype: 'BF16', seed: 8 },
 ];
 const TEXT = new TextEncoder().encode('Mamba läuft überall — 速い. '.repeat(6));
 

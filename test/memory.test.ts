@@ -1,5 +1,9 @@
 /** Memory: a caller budget refuses models that cannot fit before loading them, and long prompts stream. */
 import { describe, expect, test } from 'vitest';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { assetUrl } from '../src/assets.js';
 import { InvalidOptionError, loadModel, ModelFormatError, OutOfMemoryError, parseConfig, parameterCount } from '../src/index.js';
 import { estimateMemoryBytes } from '../src/loader.js';
 import { syntheticModel } from '../src/synthetic.js';
@@ -76,5 +80,27 @@ describe('long prompts stream in bounded memory', () => {
     expect(snap.logits!.every(Number.isFinite)).toBe(true);
     session.dispose();
     model.dispose();
+  });
+});
+
+describe.skipIf(!existsSync(fileURLToPath(assetUrl('dist/workers/engine-worker.js'))))('the worker runtime does not grow the main thread per call', () => {
+  test('100,000 WorkerModel.logits() calls leave the heap flat; dropped streams are closed in the worker', async () => {
+    // A child process with --expose-gc, so the heap is measured after full collections.
+    const script = fileURLToPath(new URL('./helpers/worker-heap.mjs', import.meta.url));
+    const calls = 100_000;
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, ['--expose-gc', script, String(calls)], { timeout: 110_000 }, (e, stdout, stderr) =>
+        e ? reject(new Error(`${e.message}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    const r = JSON.parse(out.trim().split('\n').at(-1)!);
+    const perCall = (r.heap1 - r.heap0) / calls;
+    console.log(`worker calls: ${calls} in ${(r.ms / 1000).toFixed(1)} s, heap ${(r.heap0 / 2 ** 20).toFixed(1)} -> ${(r.heap1 / 2 ** 20).toFixed(1)} MiB (${perCall.toFixed(1)} B/call)`);
+    // Racing every call against a never-settling promise kept ~500 B a call (+49 MB here).
+    expect(perCall, 'heap growth, bytes per call').toBeLessThan(20);
+    expect(r.pending).toBe(0);
+    // 50 streams pulled once and dropped: open in the worker until collected on the main thread.
+    expect(r.before.streams).toBe(r.dropped);
+    expect(r.after).toEqual({ streams: 0, sessions: 0, operations: 0 });
   });
 });

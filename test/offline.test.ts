@@ -8,7 +8,9 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, test, vi, type MockInstance } from 'vitest';
 import { main } from '../src/cli.js';
@@ -100,13 +102,52 @@ describe('offline by default', () => {
       return true;
     });
     try {
-      const code = await main(['generate', '--model', tinyDir, '--prompt', 'Hello', '--max-tokens', '12', '--temperature', '0']);
+      const code = await main(['generate', '--model', tinyDir, '--prompt', 'Hello', '--echo', '--max-tokens', '12', '--temperature', '0']);
       expect(code).toBe(0);
     } finally {
       write.mockRestore();
     }
     expect(out.startsWith('Hello')).toBe(true);
     expect(out.length).toBeGreaterThan('Hello'.length);
+  });
+
+  test('a model cached from a URL loads with the network down (its missing shard index was remembered)', async () => {
+    // Sharded: model.safetensors answers 404, which the cache must remember for the offline run.
+    const single = syntheticModel({ hidden_size: 16, num_hidden_layers: 1, seed: 5 });
+    const st = single['model.safetensors'];
+    const header = JSON.parse(new TextDecoder().decode(st.subarray(8, 8 + Number(new DataView(st.buffer, st.byteOffset).getBigUint64(0, true)))));
+    const shard = 'model-00001-of-00001.safetensors';
+    const weightMap = Object.fromEntries(Object.keys(header).filter((k) => k !== '__metadata__').map((k) => [k, shard]));
+    const files = {
+      'config.json': single['config.json'],
+      'model.safetensors.index.json': JSON.stringify({ metadata: {}, weight_map: weightMap }),
+      [shard]: st,
+    };
+    const dir = mkdtempSync(join(tmpdir(), 'mamba-edge-offline-'));
+    const url = 'https://models.example/tiny/';
+    const requested: string[] = [];
+    // First run: a server (in-process, no socket) with config.json and model.safetensors only.
+    globalThis.fetch = (async (input: string | URL | Request) => {
+      const u = String(input instanceof Request ? input.url : input);
+      requested.push(u.slice(url.length));
+      const body = (files as Record<string, Uint8Array | string>)[u.slice(url.length)];
+      return body === undefined ? new Response('not found', { status: 404 }) : new Response(body as BodyInit);
+    }) as typeof fetch;
+    try {
+      const m = await loadModel(url, { backend: 'js', cacheDir: dir });
+      const text = await generateText(m, 'Hello');
+      m.dispose();
+      expect(requested).toEqual(['config.json', 'model.safetensors', 'model.safetensors.index.json', shard]);
+      // Second run: every way out is blocked (afterEach checks that none was tried).
+      globalThis.fetch = fetchSpy as unknown as typeof fetch;
+      const again = await loadModel(url, { backend: 'js', cacheDir: dir });
+      expect(await generateText(again, 'Hello')).toBe(text);
+      again.dispose();
+      expect(readdirSync(dir).filter((f) => /\.(part|tmp|lock|json)$/.test(f) && !/-(config|model\.safetensors\.index)\.json$/.test(f))).toEqual([]);
+    } finally {
+      globalThis.fetch = fetchSpy as unknown as typeof fetch;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test.skipIf(!existsSync(`${defaultModelSource()}/config.json`))('the CLI with the bundled default model', async () => {

@@ -12,6 +12,8 @@ interface Row {
   run: string;
   backend: string;
   ok: boolean;
+  dtype: string;
+  threads: string;
   ttft: number;
   prefill: number;
   decode: number;
@@ -27,6 +29,8 @@ async function tableRows(page: Page): Promise<Row[]> {
         run: el.dataset.run!,
         backend: el.dataset.backend!,
         ok: el.dataset.ok === '1',
+        dtype: el.querySelector('td.dtype')?.textContent ?? '',
+        threads: el.querySelector('td.threads')?.textContent ?? '',
         ttft: num('ttft'),
         prefill: num('prefill'),
         decode: num('decode'),
@@ -102,6 +106,63 @@ describe.skipIf(skip)('bench page (headless Chromium)', () => {
     expect(rows.map((r) => [r.backend, r.ok])).toEqual([['wasm', true], ['js', true]]);
     expect(rows.every((r) => r.decode > 0 && r.note.endsWith('page thread'))).toBe(true);
     await page.close();
+  });
+
+  it('a backend that cannot run here says why, before downloading anything for it', async () => {
+    const model = new URL('test/fixtures/hf-mamba/tiny-hf-f32/', env.server.url).href;
+    const run = async (query: string, hideGpu: boolean) => {
+      const page = await env.browser.newPage();
+      // A browser without WebGPU (the probe then finds no navigator.gpu).
+      if (hideGpu) await page.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }));
+      const weights: string[] = [];
+      page.on('request', (q) => q.url().endsWith('.safetensors') && weights.push(q.url()));
+      await page.goto(`${env.server.url}bench/page/?model=${encodeURIComponent(model)}&prompt=16&tokens=4&${query}&autorun=1`);
+      await page.waitForFunction(() => (window as any).mambaBench?.state.current, undefined, { timeout: 60_000, polling: 250 });
+      const rows = await tableRows(page);
+      await page.close();
+      return { rows, weights };
+    };
+
+    // No WebGPU: the row says so, and shows no weight format or thread count (nothing ran).
+    const noGpu = await run('backends=webgpu,js&dtype=f16', true);
+    expect(noGpu.rows.map((r) => [r.backend, r.ok, r.dtype, r.threads])).toEqual([['webgpu', false, '–', '–'], ['js', true, 'f32', '1']]);
+    expect(noGpu.rows[0].note).toMatch(/^unavailable: .*(WebGPU|navigator\.gpu)/i);
+    expect(noGpu.weights).toHaveLength(1); // the js row's download only
+
+    // q8 on WebGPU: CPU-only for now; wasm shows what ran (q8, the 2 threads asked for on this isolated page).
+    const q8 = await run('backends=webgpu,wasm&dtype=q8&threads=2', false);
+    expect(q8.rows.map((r) => [r.backend, r.ok, r.dtype, r.threads])).toEqual([['webgpu', false, '–', '–'], ['wasm', true, 'q8', '2']]);
+    expect(q8.rows[0].note).toBe('unavailable: q8 weights are CPU-only (wasm) for now');
+    expect(q8.weights).toHaveLength(1);
+  });
+
+  it('at 1280 px the table fits: the note column is not clipped', async () => {
+    const page = await env.browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await page.goto(`${env.server.url}bench/page/?backends=js`);
+    await page.evaluate(() => (window as any).mambaBench.ready);
+    // Rows as long as real ones: a WebGPU adapter name, an error message, a long device label.
+    const cli = {
+      device: { cpu: 'AMD EPYC 9B45 128-Core Processor with a long marketing name', cores: 128, memoryGiB: 512, node: 'v20.20.2', platform: 'linux x64' },
+      results: [
+        { backend: 'webgpu', dtype: 'f16', description: 'webgpu navigator.gpu, NVIDIA H100 80GB HBM3 (nvidia hopper), f16 (shader-f16)', decodeTokPerSec: 1220.5, prefillTokPerSec: 14120.3, timeToFirstTokenMs: 145.2, weightBytes: 1.8e8, memoryBytes: 2.1e8, loadMs: 1234, worker: true },
+        { backend: 'wasm', dtype: 'q8', threads: 128, description: 'wasm simd (relaxed fma), 128 threads, q8', decodeTokPerSec: 280.6, prefillTokPerSec: 425.1, timeToFirstTokenMs: 89.3, weightBytes: 1.1e8, memoryBytes: 1.3e8, loadMs: 987, worker: true },
+        { backend: 'js', error: 'unavailable: a long reason why this backend could not run on this device, as the engine words it' },
+      ],
+    };
+    await page.setInputFiles('#import', { name: 'wide.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(cli)) });
+    await page.waitForSelector('#results tbody tr[data-run="0"]');
+    const fit = await page.evaluate(() => {
+      const scroll = document.querySelector('#results')!.parentElement!;
+      const box = scroll.getBoundingClientRect();
+      const notes = [...document.querySelectorAll('#results tbody tr')].map((tr) => tr.lastElementChild!.getBoundingClientRect());
+      return { scrollWidth: scroll.scrollWidth, clientWidth: scroll.clientWidth, right: box.right, noteRight: Math.max(...notes.map((n) => n.right)), page: document.documentElement.scrollWidth };
+    });
+    mkdirSync('test-results', { recursive: true });
+    await page.screenshot({ path: 'test-results/bench-page-1280.png', fullPage: true });
+    await page.close();
+    expect(fit.scrollWidth, JSON.stringify(fit)).toBeLessThanOrEqual(fit.clientWidth);
+    expect(fit.noteRight).toBeLessThanOrEqual(fit.right + 0.5);
+    expect(fit.page).toBeLessThanOrEqual(1280);
   });
 
   it('rejects a file that is not a report; imports a report from the Node bench CLI', async () => {

@@ -43,6 +43,39 @@ describe.skipIf(skip)('browser example (headless Chromium)', () => {
     console.log(`browser example (static): ${r.stats}`);
   });
 
+  it('a double click starts one load, one worker and one generation; no request fails', async () => {
+    const page = await env.browser.newPage();
+    const workers: string[] = [];
+    const failed: string[] = [];
+    const requests: string[] = [];
+    page.on('worker', (w) => workers.push(w.url()));
+    page.on('request', (q) => requests.push(new URL(q.url()).pathname));
+    // (The browser's own favicon request is not the page's doing.)
+    const mine = (url: string) => !url.endsWith('/favicon.ico');
+    page.on('response', (r) => r.status() >= 400 && mine(r.url()) && failed.push(`${r.status()} ${r.url()}`));
+    // Requests the loader cancels itself once it has the bytes (ERR_ABORTED) are not failures (as in the Electron test).
+    page.on('requestfailed', (q) => mine(q.url()) && !q.failure()?.errorText.includes('ERR_ABORTED') && failed.push(`${q.failure()?.errorText} ${q.url()}`));
+    const model = new URL('test/fixtures/hf-mamba/tiny-hf-f32/', env.server.url).href;
+    // js: the engine worker is the only worker, so the count is exactly the number of loads.
+    await page.goto(`${env.server.url}examples/browser/?model=${encodeURIComponent(model)}&backend=js&maxTokens=24`);
+    await page.dblclick('#go');
+    await page.click('#go', { force: true }); // a third click while it runs (the button is disabled meanwhile)
+    await page.waitForFunction(() => (window as any).done, undefined, { timeout: 30_000 });
+    await page.evaluate(() => (window as any).done);
+    const out = (await page.textContent('#out'))!;
+    const stats = (await page.textContent('#stats'))!;
+    await page.close();
+    expect(stats, stats).toMatch(/^reference .*tok\/s/);
+    expect(workers).toHaveLength(1);
+    expect(requests.filter((p) => p.endsWith('/config.json'))).toHaveLength(1);
+    expect(requests.filter((p) => p.endsWith('/model.safetensors'))).toHaveLength(1);
+    // One generation of 24 bytes after the prompt (two would interleave up to 48).
+    expect(out.startsWith('The fortune says: ')).toBe(true);
+    expect(Buffer.byteLength(out) - Buffer.byteLength('The fortune says: ')).toBeLessThanOrEqual(24);
+    expect(failed, failed.join("\n")).toEqual([]);
+    expect(requests.some((p) => p.endsWith('.index.json'))).toBe(false);
+  });
+
   it('bundled by Vite: the worker is copied as an asset and still finds its wasm and shaders', async () => {
     const { build } = await import('vite');
     const out = mkdtempSync(join(tmpdir(), 'mamba-edge-vite-'));

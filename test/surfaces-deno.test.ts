@@ -1,5 +1,6 @@
 // Deno surface: examples/deno/main.ts streams text from the default model (or the small fixture until the
 // bundled model exists), choosing WebGPU (Deno's navigator.gpu) or WASM; and Deno can import the browser bundle.
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { denoRun as deno, NEEDS, requires } from './helpers/env.js';
 
@@ -8,6 +9,16 @@ const skip = requires(import.meta.url, NEEDS.deno, NEEDS.build);
 // WebGPU run gets the small fixture and fewer bytes (issue #12: with the bundled model, the first token
 // came after 62 s on a fresh 2-core machine).
 const softwareGpu = !NEEDS.gpu.present;
+
+/** The README's Deno snippet (section "### Deno"), importing the compiled package instead of npm:mamba-edge. */
+function readmeSnippet(): string {
+  const readme = readFileSync('README.md', 'utf8');
+  const section = readme.slice(readme.indexOf('\n### Deno\n'));
+  const code = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
+  expect(code, 'README has a ```ts block under ### Deno').toBeDefined();
+  expect(code).toContain("from 'npm:mamba-edge'");
+  return code!.replace("'npm:mamba-edge'", "'./dist/src/index.js'");
+}
 
 function stats(stderr: string) {
   const line = stderr.split('\n').find((l) => l.startsWith('stats '));
@@ -40,6 +51,31 @@ describe.skipIf(skip)('Deno', () => {
       console.log(`deno --backend ${backend}: ${s.backend}, decode ${s.decodeTokensPerSecond.toFixed(0)} tok/s`);
     });
   }
+
+  // Deno stays alive while a Web Worker exists, and a Web Worker there cannot be unref'd: the wasm compute
+  // threads are node:worker_threads workers (unref'd) in Deno too, so a program that never disposes still ends.
+  it("the README's snippet exits without dispose(), its wasm threads running", () => {
+    const code = readmeSnippet();
+    const r = deno(['run', '--allow-read', '--allow-env', '--ext=ts', '-'], { input: code.replace('maxTokens: 200', 'maxTokens: 24'), timeoutMs: 60_000 });
+    expect(r.signal, `killed after ${r.ms.toFixed(0)} ms: the process did not exit\n${r.stderr}`).toBeNull();
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('generatedTokens: 24');
+    console.log(`README snippet: exited in ${r.ms.toFixed(0)} ms`);
+  });
+
+  it('wasm with 2 threads, never disposed: the process ends once the program does', () => {
+    const code = `
+      import { loadModel } from './dist/src/index.js';
+      const model = await loadModel('test/fixtures/hf-mamba/tiny-hf-f32', { backend: 'wasm', threads: 2 });
+      let n = 0, s;
+      for await (const c of model.generate('Hello', { maxTokens: 8, temperature: 0 })) { n += c.bytes.length; s = c.stats ?? s; }
+      console.log(JSON.stringify({ n, backend: s.backend }));`;
+    const r = deno(['run', '--allow-read', '--ext=js', '-'], { input: code, timeoutMs: 60_000 });
+    expect(r.signal, `killed after ${r.ms.toFixed(0)} ms: the process did not exit\n${r.stderr}`).toBeNull();
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(out).toEqual({ n: 8, backend: expect.stringMatching(/^wasm simd.*, 2 threads, f32$/) });
+  });
 
   it('imports the browser bundle (inlined wasm, blob worker threads)', () => {
     const code = `

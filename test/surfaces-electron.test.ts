@@ -113,15 +113,14 @@ describe.skipIf(skip)('Electron renderer page in headless Chromium', () => {
     const page = await env.browser.newPage();
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(String(e)));
-    // (The loader asks for model.safetensors.index.json first; its 404 means "not sharded" and is expected.)
     // Requests the loader cancels itself (ERR_ABORTED, e.g. after reading headers) are not failures.
     page.on('requestfailed', (r) => {
       const why = r.failure()?.errorText ?? '';
-      if (!r.url().endsWith('.index.json') && !why.includes('ERR_ABORTED')) errors.push(`request failed: ${r.url()} ${why}`);
+      if (!why.includes('ERR_ABORTED')) errors.push(`request failed: ${r.url()} ${why}`);
     });
     // (HEAD requests are the page looking for the bundled model, which may not exist yet.)
     page.on('response', (r) => {
-      if (r.status() >= 400 && !r.url().endsWith('.index.json') && r.request().method() !== 'HEAD') errors.push(`HTTP ${r.status()}: ${r.url()}`);
+      if (r.status() >= 400 && r.request().method() !== 'HEAD') errors.push(`HTTP ${r.status()}: ${r.url()}`);
     });
     // No ?model=: the page finds the bundled model, or the small fixture until that is trained.
     await page.goto(`${env.server.url}examples/electron/renderer/index.html?maxTokens=64`);

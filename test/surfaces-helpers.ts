@@ -18,9 +18,9 @@ export function launchChromium(): Promise<Browser> {
   });
 }
 
-/** The repository root served on 127.0.0.1 with an ephemeral port. */
+/** What the pages need from the repository (scripts/serve.js's default), on 127.0.0.1 with an ephemeral port. */
 export function serveRepo(): Promise<StartedServer> {
-  return startServer({ root: new URL('..', import.meta.url).pathname, port: 0 });
+  return startServer({ port: 0 });
 }
 
 /** Starts the repository server and Chromium before a describe block's tests, and closes both after. */

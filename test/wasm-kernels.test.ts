@@ -8,7 +8,7 @@ import type { MambaConfig } from '../src/config.js';
 import { conv1d as refConv } from '../src/reference/conv.js';
 import { embed as refEmbed } from '../src/reference/embed.js';
 import { matmul as refMatmul } from '../src/reference/matmul.js';
-import { rmsnorm as refNorm } from '../src/reference/norm.js';
+import { normSegments as refNormSegments, rmsnorm as refNorm } from '../src/reference/norm.js';
 import { scan as refScan } from '../src/reference/scan.js';
 import type { LayerWeights } from '../src/weights.js';
 import { canTile, DTYPE_CODE, KERNEL, QBLOCK, quantizeQ8, tensorBytes, TILE_UNIT, TILED, tileRows, toHalf, toHalfArray, type DtypeCode } from '../src/wasm/layout.js';
@@ -18,6 +18,7 @@ import { WasmRuntime } from '../src/wasm/runtime.js';
 interface Exports {
   matmul(dtype: number, x: number, ldx: number, w: number, scales: number, bias: number, out: number, ldo: number, T: number, K: number, r0: number, r1: number, acc: number, scratch: number): void;
   rmsnorm(x: number, w: number, out: number, dim: number, eps: number, t0: number, t1: number): void;
+  normSegments(x: number, s0: number, s1: number, s2: number, eps: number, t0: number, t1: number): void;
   conv1d(x: number, state: number, w: number, bias: number, out: number, T: number, E: number, K: number, e0: number, e1: number): void;
   scan(u: number, dbc: number, z: number, dtW: number, dtB: number, A: number, D: number, state: number, out: number, T: number, E: number, R: number, N: number, e0: number, e1: number): void;
   embed(dtype: number, tokens: number, table: number, scales: number, out: number, D: number, t0: number, t1: number): void;
@@ -233,6 +234,22 @@ describe('rmsnorm', () => {
       k.rmsnorm(px, pw, po, dim, 1e-5, 0, 1);
       k.rmsnorm(px, pw, po, dim, 1e-5, 1, T);
       expect(relErr(get(rt, po, T * dim), want)).toBeLessThan(1e-6);
+    });
+  }
+});
+
+describe('normSegments (Falcon-Mamba Δ | B | C)', () => {
+  for (const [T, R, N] of [[1, 4, 16], [5, 48, 16], [3, 5, 7]]) {
+    test(`T=${T} segments ${R}|${N}|${N}`, () => {
+      const x = randn(T * (R + 2 * N), 3), want = x.slice();
+      refNormSegments(want, T, [R, N, N], 1e-6);
+      const px = put(rt, x);
+      k.normSegments(px, R, N, N, 1e-6, 0, 1);
+      k.normSegments(px, R, N, N, 1e-6, 1, T);
+      expect(relErr(get(rt, px, x.length), want)).toBeLessThan(1e-6);
+      const px2 = put(rt2, x); // and split across threads by the job runner
+      rt2.run(KERNEL.NORM_SEGMENTS, [px2, R, N, N, WasmRuntime.floatArg(1e-6), T], 2);
+      expect(relErr(get(rt2, px2, x.length), want)).toBeLessThan(1e-6);
     });
   }
 });

@@ -6,7 +6,7 @@ import type { MambaConfig } from '../src/config.js';
 import { conv1d } from '../src/reference/conv.js';
 import { embed } from '../src/reference/embed.js';
 import { matmul } from '../src/reference/matmul.js';
-import { rmsnorm } from '../src/reference/norm.js';
+import { normSegments, rmsnorm } from '../src/reference/norm.js';
 import { scan } from '../src/reference/scan.js';
 import type { LayerWeights } from '../src/weights.js';
 import type { GpuContext } from '../src/webgpu/device.js';
@@ -181,6 +181,22 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     const out = k.alloc(T * dim);
     k.rmsnorm(xb, k.upload(w, 1, dim), out, T, dim, 1e-5);
     expect(rel(await k.read(out, T * dim), want)).toBeLessThan(1e-5);
+    k.release();
+  });
+
+  test.each([
+    { T: 1, R: 4, N: 16 },
+    { T: 9, R: 48, N: 16 },
+    { T: 2, R: 5, N: 300 },
+  ])('normSegments T=$T segments R|N|N = $R|$N|$N', async ({ T, R, N }) => {
+    const k = mk();
+    const x = rand(T * (R + 2 * N), 23, -3, 3);
+    const want = x.slice();
+    normSegments(want, T, [R, N, N], 1e-6);
+    const xb = k.alloc(x.length);
+    k.write(xb, x);
+    k.normSegments(xb, T, [R, N, N], 1e-6);
+    expect(rel(await k.read(xb, x.length), want)).toBeLessThan(1e-5);
     k.release();
   });
 

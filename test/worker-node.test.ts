@@ -4,7 +4,7 @@
  * Runs from the compiled dist/workers/engine-worker.js (`npm test` builds first).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { DisposedError, InvalidOptionError, ModelFormatError } from '../src/errors.js';
+import { DisposedError, InvalidOptionError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from '../src/errors.js';
 import { loadModel, type Model } from '../src/model.js';
 import { activeEngineWorkers, loadModelInWorker, type WorkerModel } from '../src/runtime.js';
 import { loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
@@ -102,9 +102,9 @@ describe.skipIf(skip)('loadModelInWorker (Node worker_threads)', () => {
 
   test('errors keep their class and code across the boundary', async () => {
     const err = await loadModelInWorker('/nonexistent/model/dir').catch((e) => e);
-    expect(err).toBeInstanceOf(ModelFormatError);
-    expect(err.code).toBe('MODEL_FORMAT');
-    expect(err.file).toBe('config.json');
+    expect(err).toBeInstanceOf(ModelNotFoundError);
+    expect(err.code).toBe('MODEL_NOT_FOUND');
+    expect(err.path).toBe('/nonexistent/model/dir');
     await noWorkersLeft();
 
     const model = await loadModelInWorker(fixtures[0].dir, { backend: 'js' });
@@ -112,6 +112,23 @@ describe.skipIf(skip)('loadModelInWorker (Node worker_threads)', () => {
       const e2 = await collect(model.generate('x', { maxTokens: -1 })).catch((e) => e);
       expect(e2).toBeInstanceOf(InvalidOptionError);
       expect(e2.option).toBe('maxTokens');
+      // Wrong types are refused on this side, before anything is posted (a signal cannot be cloned).
+      for (const [args, option] of [[[42], 'prompt'], [[null], 'prompt'], [[[72, 105]], 'prompt'], [[{}], 'prompt'], [['x', null], 'options'], [['x', { signal: {} }], 'signal']] as const) {
+        const e = await collect(model.generate(...(args as unknown as [string]))).catch((x) => x);
+        expect(e, JSON.stringify(args)).toBeInstanceOf(InvalidOptionError);
+        expect(e.option).toBe(option);
+        const se = await collect(model.createSession().generate(...(args as unknown as [string]))).catch((x) => x);
+        expect(se.option).toBe(option);
+      }
+      await expect(model.bitsPerByte('abc', {} as never)).rejects.toMatchObject({ option: 'signal' });
+      await expect(model.createSession().feed(7 as never)).rejects.toMatchObject({ option: 'text' });
+      // logits: positions through the worker; a result over the limit is refused before the worker is asked.
+      const all = await model.logits('Hello');
+      expect(await model.logits('Hello', { positions: 'last' })).toEqual(all.subarray(4 * 256));
+      expect(await model.logits('Hello', { positions: { start: 1, end: 3 } })).toEqual(all.subarray(256, 3 * 256));
+      await expect(model.logits(new Uint8Array(2 ** 21))).rejects.toBeInstanceOf(OutOfMemoryError);
+      await expect(model.logits(new Uint8Array(2 ** 16), { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+      expect(model.pendingCalls).toBe(0);
       // The model is still usable afterwards.
       expect((await collect(model.generate('x', { ...GREEDY, maxTokens: 3 }))).stats.generatedTokens).toBe(3);
     } finally {

@@ -9,9 +9,9 @@ import { DisposedError, MambaError } from '../src/errors.js';
 import type { GenerationChunk } from '../src/generate.js';
 import type { LoadProgress } from '../src/loader.js';
 import { readModel } from '../src/loader.js';
-import { Model, type Session, type Snapshot } from '../src/model.js';
+import { Model, weightsDigest, type Session, type Snapshot } from '../src/model.js';
 import { probe } from '../src/probe.js';
-import type { EngineApi, LoadInfo, StreamBatch, WireGenerateOptions, WireLoadOptions, WireSource } from './engine-protocol.js';
+import type { EngineApi, LoadInfo, StreamBatch, WireGenerateOptions, WireLoadOptions, WireLogitsOptions, WireSource } from './engine-protocol.js';
 
 /** A stream round trip ends after this long or this many bytes, whichever comes first. */
 export const BATCH_MS = 16;
@@ -104,6 +104,7 @@ class YieldingBackend implements Backend {
 interface Stream {
   gen: AsyncGenerator<GenerationChunk>;
   controller: AbortController;
+  sessionId: number | null;
 }
 
 /** Everything except the transfer lists (added by the comlink wiring). */
@@ -118,9 +119,10 @@ export class EngineHost implements EngineApi {
   async load(source: WireSource, options: WireLoadOptions, onProgress?: (p: LoadProgress) => void): Promise<LoadInfo> {
     if (this.model) throw new MambaError('LOADED', 'this worker already holds a model');
     const { config, weights } = await readModel(source, { ...options, onProgress: onProgress && ((p) => void onProgress(p)) });
+    const digest = weightsDigest(weights);
     const backend = (await createBackend(config, weights, options)) as SelectedBackend;
     this.backend = backend;
-    this.model = new Model(config, new YieldingBackend(backend));
+    this.model = new Model(config, new YieldingBackend(backend), digest);
     return { config, backend: backend.name, description: backend.description, selection: backend.selection };
   }
 
@@ -128,19 +130,24 @@ export class EngineHost implements EngineApi {
     return probe();
   }
 
-  async logits(input: string | Uint8Array): Promise<Float32Array> {
-    return this.loaded().logits(input);
+  logits(input: string | Uint8Array, options: WireLogitsOptions, opId: number): Promise<Float32Array> {
+    return this.abortable(opId, (view, signal) => view.logits(input, { ...options, signal }));
   }
 
-  async bitsPerByte(input: string | Uint8Array, opId: number): Promise<number> {
+  bitsPerByte(input: string | Uint8Array, opId: number): Promise<number> {
+    return this.abortable(opId, (view, signal) => view.bitsPerByte(input, signal));
+  }
+
+  /**
+   * Runs `fn` on a view of the model whose forwards stop between slices once `abort(opId)` arrives:
+   * the abort lands within ~512 tokens instead of after a whole block.
+   */
+  private async abortable<T>(opId: number, fn: (view: Model, signal: AbortSignal) => Promise<T>): Promise<T> {
     const controller = new AbortController();
     this.aborts.set(opId, controller);
     try {
       const model = this.loaded();
-      // A view of the same backend whose forwards stop between slices once aborted: the abort
-      // lands within ~512 tokens instead of after a whole 4096-token block.
-      const view = new Model(model.config, new YieldingBackend(this.backend!, controller.signal));
-      return await view.bitsPerByte(input, controller.signal);
+      return await fn(new Model(model.config, new YieldingBackend(this.backend!, controller.signal)), controller.signal);
     } finally {
       this.aborts.delete(opId);
     }
@@ -169,6 +176,7 @@ export class EngineHost implements EngineApi {
   }
 
   disposeSession(id: number): void {
+    for (const [streamId, stream] of this.streams) if (stream.sessionId === id) void this.closeStream(streamId);
     this.sessions.get(id)?.dispose();
     this.sessions.delete(id);
   }
@@ -178,7 +186,7 @@ export class EngineHost implements EngineApi {
     const opts = { ...options, signal: controller.signal };
     // Generators are lazy: option errors surface at the first pull, as they would in-process.
     const gen = sessionId === null ? this.loaded().generate(prompt, opts) : this.session(sessionId).generate(prompt, opts);
-    this.streams.set(streamId, { gen, controller });
+    this.streams.set(streamId, { gen, controller, sessionId });
     this.aborts.set(streamId, controller);
   }
 
@@ -209,11 +217,15 @@ export class EngineHost implements EngineApi {
   async closeStream(streamId: number): Promise<void> {
     const stream = this.streams.get(streamId);
     this.endStream(streamId);
-    await stream?.gen.return(undefined);
+    await stream?.gen.return(undefined).catch(() => undefined);
   }
 
   abort(id: number): void {
     this.aborts.get(id)?.abort(new DOMException('aborted', 'AbortError'));
+  }
+
+  holding(): { streams: number; sessions: number; operations: number } {
+    return { streams: this.streams.size, sessions: this.sessions.size, operations: this.aborts.size };
   }
 
   private endStream(id: number): void {

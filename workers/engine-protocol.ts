@@ -8,6 +8,7 @@ import type { BackendSelection } from '../src/backends.js';
 import type { MambaConfig } from '../src/config.js';
 import * as errors from '../src/errors.js';
 import type { GenerateOptions, GenerationChunk } from '../src/generate.js';
+import type { LogitsOptions } from '../src/inputs.js';
 import type { LoadProgress } from '../src/loader.js';
 import type { LoadOptions, Snapshot } from '../src/model.js';
 import type { ProbeReport } from '../src/probe.js';
@@ -20,6 +21,9 @@ export type WireLoadOptions = Omit<LoadOptions, 'onProgress' | 'signal'>;
 
 /** Generation options minus the signal (aborts travel as `abort(streamId)` calls). */
 export type WireGenerateOptions = Omit<GenerateOptions, 'signal'>;
+
+/** Logits options minus the signal (aborts travel as `abort(opId)` calls). */
+export type WireLogitsOptions = Omit<LogitsOptions, 'signal'>;
 
 export interface LoadInfo {
   config: MambaConfig;
@@ -41,7 +45,7 @@ export interface StreamBatch {
 export interface EngineApi {
   load(source: WireSource, options: WireLoadOptions, onProgress?: (p: LoadProgress) => void): Promise<LoadInfo>;
   probe(): Promise<ProbeReport>;
-  logits(input: string | Uint8Array): Promise<Float32Array>;
+  logits(input: string | Uint8Array, options: WireLogitsOptions, opId: number): Promise<Float32Array>;
   bitsPerByte(input: string | Uint8Array, opId: number): Promise<number>;
   createSession(id: number, snapshot?: Snapshot): Promise<void>;
   feed(id: number, text: string | Uint8Array): Promise<void>;
@@ -54,8 +58,10 @@ export interface EngineApi {
   pull(streamId: number): Promise<StreamBatch>;
   /** Closes a stream the consumer stopped reading (`break` out of `for await`). */
   closeStream(streamId: number): Promise<void>;
-  /** Aborts a stream or an operation (`bitsPerByte`) by id. */
+  /** Aborts a stream or an operation (`bitsPerByte`, `logits`) by id. */
   abort(id: number): void;
+  /** @internal what the worker holds (tests check that nothing is left behind). */
+  holding(): { streams: number; sessions: number; operations: number };
 }
 
 // ---- errors across the boundary -----------------------------------------------------------------
@@ -72,6 +78,7 @@ interface WireError {
 const ERROR_CLASSES: Record<string, new (...a: never[]) => Error> = {
   MambaError: errors.MambaError,
   ModelFormatError: errors.ModelFormatError,
+  ModelNotFoundError: errors.ModelNotFoundError,
   UnsupportedModelError: errors.UnsupportedModelError,
   InvalidOptionError: errors.InvalidOptionError,
   BackendUnavailableError: errors.BackendUnavailableError,

@@ -31,8 +31,8 @@ async function main(): Promise<void> {
       }
     },
     probe: () => host.probe(),
-    logits: async (input) => {
-      const out = await host.logits(input);
+    logits: async (input, options, opId) => {
+      const out = await host.logits(input, options, opId);
       return Comlink.transfer(out, ownedBuffers(out));
     },
     bitsPerByte: (input, opId) => host.bitsPerByte(input, opId),
@@ -49,6 +49,7 @@ async function main(): Promise<void> {
     pull: (streamId) => host.pull(streamId),
     closeStream: (streamId) => host.closeStream(streamId),
     abort: (id) => host.abort(id),
+    holding: () => host.holding(),
   };
 
   if (isNode) {

@@ -65,21 +65,53 @@ async function measureMemory(weightBytes, inWorker) {
   return { memoryBytes: weightBytes, memorySource: 'weights' };
 }
 
+/**
+ * Why `backend` cannot run here, from the device probe, or null. Checked before anything is downloaded: a row that
+ * cannot run must not cost the model download first.
+ */
+function cannotRun(backend, dtype, device) {
+  if (backend === 'webgpu') {
+    if (!device.webgpu.available) return device.webgpu.reason || 'no WebGPU adapter';
+    if (dtype === 'q8') return 'q8 weights are CPU-only (wasm) for now';
+  }
+  if (backend === 'wasm' && !device.wasm.simd) return "this browser's WebAssembly has no SIMD";
+  return null;
+}
+
+/** The weight format and thread count that actually ran, from the backend's description (e.g. "wasm simd, 2 threads, q8"). */
+function ranAs(backend, description) {
+  if (backend === 'js') return { dtype: 'f32', threads: 1 };
+  const dtype = /\b(f32|f16|q8)\b/.exec(description)?.[1];
+  // A GPU has no thread count to show; wasm says how many threads it got (1 without cross-origin isolation).
+  const threads = backend === 'wasm' ? Number(/(\d+) threads?\b/.exec(description)?.[1]) || undefined : undefined;
+  return { dtype, threads };
+}
+
 /** Loads the model on one backend, warms it up, then measures one generation. Never throws: errors become rows. */
-async function runBackend(backend, cfg) {
-  const row = { backend, dtype: backend === 'js' ? 'f32' : cfg.dtype, threads: backend === 'wasm' ? cfg.threads : 1, worker: cfg.worker };
+async function runBackend(backend, cfg, device) {
+  // dtype and threads are filled in from what ran; a row that did not run shows neither.
+  const row = { backend, worker: cfg.worker };
+  const dtype = backend === 'js' ? 'f32' : cfg.dtype;
+  const why = cannotRun(backend, dtype, device);
+  if (why) {
+    row.error = `unavailable: ${why}`;
+    log(`${backend}: ${row.error}`);
+    return row;
+  }
+  log(`${backend}: loading ${cfg.model}`);
   let model;
   try {
     const t0 = performance.now();
     // In a Web Worker (how apps should run it: the page stays responsive) or on this thread.
     const load = cfg.worker ? loadModelInWorker : loadModel;
     const onProgress = ({ file, loaded }) => setStatusLine(`${backend}: loading ${file}: ${(loaded / 2 ** 20).toFixed(1)} MiB`);
-    model = await load(cfg.model, { backend, dtype: row.dtype, threads: backend === 'wasm' ? cfg.threads : undefined, onProgress });
+    model = await load(cfg.model, { backend, dtype, threads: backend === 'wasm' ? cfg.threads : undefined, onProgress });
     row.loadMs = performance.now() - t0;
     row.description = model.backend.description;
+    Object.assign(row, ranAs(backend, row.description));
     row.parameters = model.parameters;
     // Bytes a decode step streams when the backend says (wasm), else parameters x bytes per weight.
-    row.weightBytes = model.backend.decodeWeightBytes ?? model.parameters * BYTES_PER_WEIGHT[row.dtype];
+    row.weightBytes = model.backend.decodeWeightBytes ?? model.parameters * BYTES_PER_WEIGHT[row.dtype ?? dtype];
     const prompt = promptOfLength(cfg.prompt);
     const opts = { temperature: 0, seed: 1 };
     // Warm-up: compiles shaders / JITs the kernels, so the timed run measures steady state.
@@ -129,8 +161,7 @@ async function run() {
     showDevice(device);
     const results = [];
     for (const backend of cfg.backends) {
-      log(`${backend}: loading ${cfg.model}`);
-      results.push(await runBackend(backend, cfg));
+      results.push(await runBackend(backend, cfg, device));
       // Let the page repaint between backends.
       await new Promise((r) => setTimeout(r, 0));
     }

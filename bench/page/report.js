@@ -69,7 +69,7 @@ export function renderTable(tbody, runs) {
       const note = r.error ? `<td class="err">${esc(r.error)}</td>` : `<td class="l note">${esc(r.description ?? '')}${r.worker === true ? ' · Web Worker' : r.worker === false ? ' · page thread' : ''}</td>`;
       rows.push(`<tr data-run="${i}" data-backend="${esc(r.backend)}" data-ok="${r.error ? 0 : 1}">
         <td class="dev" title="${esc(run.label)}"><span class="swatch" style="background:${COLORS[i % COLORS.length]}"></span>${esc(run.label)}</td>
-        <td class="l">${esc(r.backend)}</td><td>${esc(r.dtype ?? '–')}</td><td>${esc(r.threads ?? '–')}</td>
+        <td class="l">${esc(r.backend)}</td><td class="dtype">${esc(r.dtype ?? '–')}</td><td class="threads">${esc(r.threads ?? '–')}</td>
         <td>${fmt(r.loadMs, 0)}</td><td class="ttft">${fmt(r.timeToFirstTokenMs, 1)}</td>
         <td class="prefill">${fmt(r.prefillTokPerSec, 1)}</td><td class="decode">${fmt(r.decodeTokPerSec, 1)}</td>
         <td>${mb(r.weightBytes)}</td><td title="${esc(r.memorySource ?? '')}">${mb(r.memoryBytes)}</td>${note}</tr>`);

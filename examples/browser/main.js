@@ -10,11 +10,20 @@ const modelUrl = new URL(params.get('model') ?? '../../models/mambabyte-fortunes
 
 const out = document.getElementById('out');
 const statsLine = document.getElementById('stats');
-let model;
+const go = document.getElementById('go');
+let loading; // one model (one worker) for the page, however many clicks
+let running; // the generation in progress: a second click (or a double click) waits for it instead of starting another
 
 async function generate() {
   // 'auto': WebGPU on a hardware GPU, else WASM SIMD (multi-threaded when the page is cross-origin isolated).
-  model ??= await loadModelInWorker(modelUrl, { backend: params.get('backend') ?? 'auto' });
+  loading ??= loadModelInWorker(modelUrl, { backend: params.get('backend') ?? 'auto' });
+  let model;
+  try {
+    model = await loading;
+  } catch (e) {
+    loading = undefined; // let the next click try again
+    throw e;
+  }
   const prompt = document.getElementById('prompt').value;
   out.textContent = prompt;
   for await (const chunk of model.generate(prompt, { maxTokens: Number(params.get('maxTokens') ?? 200), temperature: 0.8 })) {
@@ -26,5 +35,19 @@ async function generate() {
   }
 }
 
-document.getElementById('go').addEventListener('click', () => (window.done = generate()));
-if (params.get('autorun') === '1') window.done = generate();
+function start() {
+  if (running) return running;
+  go.disabled = true;
+  running = generate()
+    .catch((e) => {
+      statsLine.textContent = `error: ${e?.message ?? e}`;
+    })
+    .finally(() => {
+      running = undefined;
+      go.disabled = false;
+    });
+  return running;
+}
+
+go.addEventListener('click', () => (window.done = start()));
+if (params.get('autorun') === '1') window.done = start();

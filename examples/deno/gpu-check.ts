@@ -1,26 +1,35 @@
 // Runs the WebGPU backend under Deno (navigator.gpu: wgpu over Vulkan, e.g. Mesa lavapipe) on the
 // test fixtures and checks the logits against the float64 reference.
 //
-//   deno run -A --unstable-sloppy-imports examples/deno/gpu-check.ts [--steps N] [fixture-dir ...]
+//   npx deno run -A --unstable-sloppy-imports examples/deno/gpu-check.ts [--steps N] [fixture-dir ...]
 //
 // Prints one JSON line per fixture and dtype; exits 1 when f32 misses 1e-4·max|logit|, 2 when
-// there is no adapter. --steps: bytes decoded one at a time after the prefill check (default 16). (--unstable-sloppy-imports lets Deno resolve the sources' `.js`
-// specifiers to the `.ts` files, so no build step is needed.)
+// there is no adapter. --steps: bytes decoded one at a time after the prefill check (default 16).
+// (--unstable-sloppy-imports lets Deno resolve the sources' `.js` specifiers to the `.ts` files, so no
+// build step is needed.)
+import { parseJsonText } from '../../src/config.ts';
 import { BackendUnavailableError } from '../../src/errors.ts';
 import { loadModel } from '../../src/model.ts';
 
-const root = new URL('../../test/fixtures/hf-mamba/', import.meta.url);
+// Every byte-level fixture of every family (hf-mamba, hf-mamba2, hf-falcon-mamba, ...).
+const root = new URL('../../test/fixtures/', import.meta.url);
+const subdirs = (u: URL) => [...Deno.readDirSync(u)].filter((e) => e.isDirectory).map((e) => new URL(`${e.name}/`, u));
 const args = [...Deno.args];
 const at = args.indexOf('--steps');
 const steps = at >= 0 ? Number(args.splice(at, 2)[1]) : 16;
 if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`--steps must be a positive integer`);
 const dirs = args.length
   ? args
-  : [...Deno.readDirSync(root)].filter((e) => e.isDirectory).map((e) => new URL(`${e.name}/`, root).pathname).sort();
+  : subdirs(root)
+      .filter((u) => u.pathname.split('/').at(-2)!.startsWith('hf-'))
+      .flatMap(subdirs)
+      .map((u) => u.pathname)
+      .filter((d) => Array.isArray((parseJsonText(Deno.readTextFileSync(`${d}/expected.json`)) as { input_bytes?: unknown }).input_bytes))
+      .sort();
 
 let failed = false;
 for (const dir of dirs) {
-  const exp = JSON.parse(await Deno.readTextFile(`${dir}/expected.json`));
+  const exp = parseJsonText(await Deno.readTextFile(`${dir}/expected.json`)) as Record<string, any>;
   const raw = await Deno.readFile(`${dir}/${exp.logits_file ?? 'logits.f32'}`);
   const ref = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
   const bytes = Uint8Array.from(exp.input_bytes as number[]);

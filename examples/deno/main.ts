@@ -1,6 +1,6 @@
 // Deno: load the default model and stream a continuation to stdout.
 //
-//   deno run --allow-read --allow-env examples/deno/main.ts [--prompt TEXT] [--max-tokens N]
+//   npx deno run --allow-read --allow-env examples/deno/main.ts [--prompt TEXT] [--max-tokens N]
 //        [--backend auto|webgpu|wasm|js] [--model DIR] [--seed S] [--temperature T]
 //
 // `--backend auto` (the default) uses Deno's built-in WebGPU (`navigator.gpu`) when it offers a hardware
@@ -51,8 +51,8 @@ async function load(dir: string, backend: string): Promise<Model> {
 
 const dir = await modelDir();
 const model = await load(dir, values.backend!);
-// `selection` says why `auto` picked this backend (absent for an explicit choice).
-const why = (model.backend as { selection?: { reason?: string } }).selection?.reason;
+// `selection` says why this backend runs ("requested backend 'wasm'" for an explicit choice).
+const why = model.backend.selection?.reason;
 console.error(`model ${dir}: ${model.parameters} parameters on ${model.backend.description}${why ? ` (${why})` : ''}`);
 
 const out = Deno.stdout.writable.getWriter();

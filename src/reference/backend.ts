@@ -5,8 +5,9 @@ import type { ModelWeights } from '../weights.js';
 import { conv1d } from './conv.js';
 import { embed } from './embed.js';
 import { matmul } from './matmul.js';
-import { rmsnorm } from './norm.js';
+import { gatedNorm, normSegments, rmsnorm } from './norm.js';
 import { scan } from './scan.js';
+import { ssd } from './ssd.js';
 
 /** The reference kernels: plain float32 arrays, one function per op, executed at once. */
 const referenceKernels: Kernels<Float32Array, Float32Array> = {
@@ -17,9 +18,12 @@ const referenceKernels: Kernels<Float32Array, Float32Array> = {
   read: async (buf, floats, offset = 0) => buf.slice(offset, offset + floats),
   embed,
   rmsnorm,
+  normSegments,
   matmul,
   conv1d,
   scan,
+  ssd,
+  gatedNorm,
 };
 
 /** The readable specification every other backend is tested against. */

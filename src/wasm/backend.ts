@@ -5,9 +5,9 @@
  */
 import type { Kernels } from '../backend.js';
 import type { BackendOptions, WeightDtype } from '../backends.js';
-import type { MambaConfig } from '../config.js';
+import { convChannels, type MambaConfig } from '../config.js';
 import { DEFAULT_CHUNK, KernelBackend, uploadWeights } from '../forward.js';
-import type { LayerWeights, ModelWeights } from '../weights.js';
+import type { LayerWeights, Mamba2LayerWeights, ModelWeights } from '../weights.js';
 import { canTile, DTYPE_CODE, KERNEL, quantizeQ8, tensorBytes, TILE_UNIT, TILED, tileRows, toHalfArray, type DtypeCode } from './layout.js';
 import { defaultThreads, WasmRuntime } from './runtime.js';
 
@@ -127,6 +127,12 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
     this.rt.run(KERNEL.NORM, [x, w.f32, out, dim, WasmRuntime.floatArg(eps), T], this.parts(T * dim));
   }
 
+  normSegments(x: Ptr, T: number, segments: readonly number[], eps: number): void {
+    if (segments.length !== 3) throw new RangeError('normSegments: the wasm kernel takes three segments');
+    const [s0, s1, s2] = segments;
+    this.rt.run(KERNEL.NORM_SEGMENTS, [x, s0, s1, s2, WasmRuntime.floatArg(eps), T], this.parts(T * (s0 + s1 + s2)));
+  }
+
   matmul(x: Ptr, w: WasmTensor, bias: WasmTensor | undefined, out: Ptr, T: number, K: number, N: number, accumulate: boolean): void {
     const args = [w.dtype, x, K, w.ptr, w.scales, bias?.f32 ?? 0, out, N, T, K, N, accumulate ? 1 : 0];
     this.rt.run(KERNEL.MATMUL, args, this.parts(T * K * N, N));
@@ -142,6 +148,20 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
     const args = [u, dbc, z, L.dtProjW.f32, L.dtProjB.f32, L.A.f32, L.D.f32, state, out, T, E, R, N];
     // Each state element costs an exp (~20 SIMD ops for 4 lanes) plus the update.
     this.rt.run(KERNEL.SCAN, args, this.parts(T * E * (R + 8 * N), E));
+  }
+
+  ssd(xbc: Ptr, dt: Ptr, L: Mamba2LayerWeights<WasmTensor>, state: Ptr, y: Ptr, T: number, c: MambaConfig): void {
+    const { dState: N } = c;
+    const { nHeads: H, headDim: P, nGroups: G, dtMin, dtMax } = c.mamba2!;
+    if (T > DEFAULT_CHUNK) throw new RangeError(`ssd: one call is one SSD chunk of at most ${DEFAULT_CHUNK} tokens, got ${T}`);
+    const args = [xbc, dt, L.dtBias.f32, L.A.f32, L.D.f32, state, y, T, N, H, P, G, WasmRuntime.floatArg(dtMin), WasmRuntime.floatArg(dtMax)];
+    // Per head: the [T, T] mask (N each), y (T·P·(N + T/2)) and the state update (T·P·N).
+    this.rt.run(KERNEL.SSD, args, this.parts(H * T * (T * N + P * (2 * N + T)), H * 4));
+  }
+
+  gatedNorm(y: Ptr, z: Ptr, w: WasmTensor, out: Ptr, T: number, c: MambaConfig): void {
+    const { normGroupSize: S, normEps, normBeforeGate } = c.mamba2!;
+    this.rt.run(KERNEL.GATED_NORM, [y, z, w.f32, out, c.dInner, S, WasmRuntime.floatArg(normEps), normBeforeGate ? 1 : 0, T], this.parts(T * c.dInner * 8));
   }
 
   /**
@@ -201,14 +221,17 @@ export async function createWasmBackend(config: MambaConfig, weights: ModelWeigh
     },
   } as unknown as Kernels<number, number>;
   uploadWeights(sizer, config, weights);
-  const C = DEFAULT_CHUNK;
-  const activationBytes = 4 * C * (2 * D + 4 * E + R + 2 * N + V) + 16 * 64;
-  const stateBytes = 4 * nLayer * E * (K - 1 + N) + 2 * nLayer * 64;
+  const Q = DEFAULT_CHUNK;
+  const C = convChannels(config);
+  // The scratch of forward.ts: h, xn [Q, D]; x, u [Q, C]; z, y [Q, E]; dbc; logits [Q, V].
+  const activationBytes = 4 * Q * (2 * D + 2 * C + 2 * E + Math.max(R + 2 * N, config.mamba2?.nHeads ?? 0) + V) + 16 * 64;
+  const stateBytes = 4 * nLayer * (C * (K - 1) + E * N) + 2 * nLayer * 64;
   const runtime = await WasmRuntime.create({
     threads: o.threads ?? (await defaultThreads()),
     reserveBytes: weightBytes + activationBytes + 4 * stateBytes + 4096,
     growBytes: Math.max(256 * 2 ** 20, 32 * stateBytes),
-    scratchBytesPerThread: 4 * 4 * Math.max(D, E),
+    // f16/q8 GEMVs keep a converted x; Mamba-2's SSD its [T, T] mask (assembly/ssd.ts).
+    scratchBytesPerThread: Math.max(4 * 4 * Math.max(D, E), config.mamba2 ? 4 * (Q * Q + 2 * Q) : 0),
   });
   try {
     const kernels = new WasmKernels(runtime, config, dtype);

@@ -47,7 +47,7 @@ export const MAX_CHUNKS = 256;
 /** Bytes at the start of each thread's scratch area that the kernels keep for themselves (assembly/index.ts). */
 export const SCRATCH_HEADER = 64;
 
-export const KERNEL = { EXIT: -1, MATMUL: 1, CONV: 2, SCAN: 3, NORM: 4, EMBED: 5, READ: 6 } as const;
+export const KERNEL = { EXIT: -1, MATMUL: 1, CONV: 2, SCAN: 3, NORM: 4, EMBED: 5, READ: 6, NORM_SEGMENTS: 7, SSD: 8, GATED_NORM: 9 } as const;
 
 /**
  * Bytes of a [rows, cols] tensor stored as `dtype`, including q8 block scales; `tiled` rounds the rows up

@@ -56,6 +56,7 @@ function sharedMemorySupported(): boolean {
 }
 
 const isNode = typeof process === 'object' && typeof process.versions?.node === 'string' && typeof (globalThis as { Deno?: unknown }).Deno === 'undefined';
+const isDeno = typeof (globalThis as { Deno?: unknown }).Deno === 'object';
 
 /** Available cores: os.availableParallelism() in Node, navigator.hardwareConcurrency elsewhere. */
 export async function defaultThreads(): Promise<number> {
@@ -213,12 +214,14 @@ export class WasmRuntime {
     const url = assetUrl('workers/wasm-thread.js');
     const init = (index: number) => ({ module: mod, memory: this.memory, ctl: this.ctlPtr, index });
     const started: Promise<void>[] = [];
+    // Node's worker_threads, also in Deno: there a Web Worker cannot be unref'd, so a program that ends without
+    // dispose() would never exit (the threads sit in Atomics.wait). The browser bundle rejects this import: Web Workers.
+    const threads = isNode || isDeno ? await import('node:worker_threads').catch(() => null) : null;
     for (let i = 1; i < this.threads; i++) {
-      if (isNode) {
-        const { Worker } = await import('node:worker_threads');
+      if (threads) {
         // Workers inherit the process's flags; --input-type (node -e) is refused for a file worker.
-        const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
-        const w = new Worker(url, { workerData: init(i), execArgv });
+        const execArgv = isNode ? { execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')) } : {};
+        const w = new threads.Worker(url, { workerData: init(i), ...execArgv });
         w.unref(); // a blocked compute thread must never keep the process alive
         this.workers.push(w);
         started.push(

@@ -4,7 +4,7 @@ import type { MambaConfig } from '../config.js';
 import { InvalidOptionError, OutOfMemoryError } from '../errors.js';
 import type { DecodeBlock, DeviceSampling, StateHandle } from '../backend.js';
 import { KernelBackend, type LayerState } from '../forward.js';
-import type { ModelWeights } from '../weights.js';
+import type { LayerWeights, ModelWeights } from '../weights.js';
 import { acquireDevice, type GpuContext } from './device.js';
 import { WebGPUKernels, type Cached, type GpuBuf, type GpuWeight } from './kernels.js';
 
@@ -45,7 +45,8 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     super('webgpu', description, kernels, config, weights, chunk);
     this.gpu = ctx;
     this.kernels = kernels;
-    this.fused = fused && kernels.fusedStep(config) !== undefined;
+    // Mamba-2 decodes through the separate kernels (its fused step is not written yet).
+    this.fused = fused && !config.mamba2 && kernels.fusedStep(config) !== undefined;
     kernels.prepare(this.w, config);
   }
 
@@ -70,9 +71,9 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     const { kernels: k, w, scratch: s, config: c } = this;
     k.embed(tokens, w.embedding, s.h, 1, c.dModel);
     for (let l = 0; l < c.nLayer; l++) {
-      const L = w.layers[l];
+      const L = w.layers[l] as LayerWeights<GpuWeight>; // Mamba-1 only (see `fused`)
       k.mixIn(s.h, L, st[l].conv, s.u, s.z, c); // h [D] → u, z [E]
-      k.matmul(s.u, L.xProj, undefined, s.dbc, 1, c.dInner, c.dtRank + 2 * c.dState, false); // → dbc [R+2N]
+      this.xProj(s.u, L, s.dbc, 1); // → dbc [R+2N]
       k.scanStep(s.u, s.dbc, s.z, L, st[l].ssm, s.y, c); // → y [E]
       k.matmul(s.y, L.outProj, L.outProjBias, s.h, 1, c.dInner, c.dModel, true); // h += out_proj(y)
     }

@@ -1,6 +1,6 @@
 import type { Kernels } from '../backend.js';
 import { DeviceLostError, OutOfMemoryError } from '../errors.js';
-import type { LayerWeights, ModelWeights } from '../weights.js';
+import { isMamba2Layer, type LayerWeights, type Mamba2LayerWeights, type ModelWeights } from '../weights.js';
 import type { MambaConfig } from '../config.js';
 import { f32ToF16Bits } from '../half.js';
 import { preprocess, type ShaderName } from './wgsl.js';
@@ -256,6 +256,13 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     vec(w.normF);
     for (const L of w.layers) {
       vec(L.norm);
+      if (isMamba2Layer(L)) {
+        for (const m of [L.inProjX, L.inProjZ, L.inProjDt, L.outProj]) this.mat(m);
+        for (const v of [L.inProjXBias, L.inProjZBias, L.inProjDtBias, L.convB, L.outProjBias, L.gateNorm]) vec(v);
+        this.raw(L.convW);
+        this.ssdPack(L, cfg);
+        continue;
+      }
       for (const m of [L.inProjX, L.inProjZ, L.xProj, L.outProj]) this.mat(m);
       for (const v of [L.inProjXBias, L.inProjZBias, L.convB, L.outProjBias]) vec(v);
       this.raw(L.convW);
@@ -264,6 +271,20 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     }
     const all = [w.embedding, w.lmHead, w.normF, ...w.layers.flatMap((L) => Object.values(L) as GpuWeight[])];
     for (const x of all) if (x) delete x.data;
+  }
+
+  /** Mamba-2: [dt_bias [H] | A [H] | D [H]] as one f32 buffer (see ssd.wgsl). */
+  private ssdPack(L: Mamba2LayerWeights<GpuWeight>, cfg: MambaConfig): GpuBuf {
+    const hit = this.scanParams.get(L);
+    if (hit) return hit;
+    const H = cfg.mamba2!.nHeads;
+    const packed = new Float32Array(3 * H);
+    packed.set(this.hostData(L.dtBias), 0);
+    packed.set(this.hostData(L.A), H);
+    packed.set(this.hostData(L.D), 2 * H);
+    const buf = this.constant(packed, 'ssd params');
+    this.scanParams.set(L, buf);
+    return buf;
   }
 
   /** [dt_proj.weight [E, R] | dt_proj.bias [E] | A [E, N] | D [E]] as one f32 buffer (see scan.wgsl). */
@@ -452,6 +473,17 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     });
   }
 
+  normSegments(x: GpuBuf, T: number, segments: readonly number[], eps: number): void {
+    if (segments.length < 1 || segments.length > 4) throw new RangeError('normSegments: 1 to 4 segments');
+    this.call(`normseg:${x.id}:${T}:${segments.join(',')}:${eps}`, () => {
+      const params = new ArrayBuffer(32);
+      new Uint32Array(params, 0, 2).set([T, segments.reduce((a, b) => a + b, 0)]);
+      new Float32Array(params, 8, 1)[0] = eps;
+      new Uint32Array(params, 16, 4).set(segments);
+      return { pipeline: this.pipeline('norm', 'norm_segments', {}), buffers: [x.buffer], params, workgroups: [T, segments.length, 1] };
+    });
+  }
+
   matmul(x: GpuBuf, w: GpuWeight, bias: GpuWeight | undefined, out: GpuBuf, T: number, K: number, N: number, accumulate: boolean): void {
     if (w.cols !== K || w.rows !== N) throw new Error(`matmul: weight [${w.rows}, ${w.cols}] used as [${N}, ${K}]`);
     const m = this.mat(w);
@@ -530,6 +562,42 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       params: new Uint32Array([T, E, 0, 0]).buffer,
       workgroups: [Math.ceil(E / (chunked ? 64 / shape.L : 64)), 1, 1],
     }));
+  }
+
+  ssd(xbc: GpuBuf, dt: GpuBuf, L: Mamba2LayerWeights<GpuWeight>, state: GpuBuf, y: GpuBuf, T: number, cfg: MambaConfig): void {
+    const { nHeads: H, headDim: P, nGroups: G, dtMin, dtMax } = cfg.mamba2!;
+    const prm = this.ssdPack(L, cfg);
+    // Channels per workgroup: enough workgroups to fill a GPU, few enough that each rebuilds the
+    // head's mask for many channels.
+    const PT = Math.min(P, 16);
+    this.call(`ssd:${xbc.id}:${dt.id}:${prm.id}:${state.id}:${y.id}:${T}`, () => {
+      const params = new ArrayBuffer(32);
+      new Uint32Array(params, 0, 5).set([T, cfg.dState, H, P, G]);
+      new Float32Array(params, 20, 2).set([dtMin, Math.min(dtMax, 3.4e38)]);
+      return {
+        pipeline: this.pipeline('ssd', 'ssd', { PT }),
+        buffers: [xbc.buffer, dt.buffer, prm.buffer, state.buffer, y.buffer],
+        params,
+        workgroups: [H, Math.ceil(P / PT), 1],
+      };
+    });
+  }
+
+  gatedNorm(y: GpuBuf, z: GpuBuf, w: GpuWeight, out: GpuBuf, T: number, cfg: MambaConfig): void {
+    const { normGroupSize: S, normEps, normBeforeGate } = cfg.mamba2!;
+    const wb = this.raw(w);
+    this.call(`gnorm:${y.id}:${z.id}:${wb.id}:${out.id}:${T}`, () => {
+      const params = new ArrayBuffer(16);
+      new Uint32Array(params, 0, 2).set([cfg.dInner, S]);
+      new Float32Array(params, 8, 1)[0] = normEps;
+      new Uint32Array(params, 12, 1)[0] = normBeforeGate ? 1 : 0;
+      return {
+        pipeline: this.pipeline('norm', 'gated_norm', {}),
+        buffers: [y.buffer, z.buffer, wb.buffer, out.buffer],
+        params,
+        workgroups: [T, cfg.dInner / S, 1],
+      };
+    });
   }
 
   // ---- the fused decode step (step.wgsl) -----------------------------------------------------------

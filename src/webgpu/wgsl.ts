@@ -57,7 +57,7 @@ export function preprocess(
   });
 }
 
-export const SHADER_FILES = ['common', 'matmul', 'norm', 'conv', 'scan', 'step', 'embed', 'sample'] as const;
+export const SHADER_FILES = ['common', 'matmul', 'norm', 'conv', 'scan', 'ssd', 'step', 'embed', 'sample'] as const;
 export type ShaderName = (typeof SHADER_FILES)[number];
 
 /** Loads every kernel's WGSL source once (file system in Node/Deno, fetch in browsers). */

@@ -146,9 +146,13 @@ let xdg: string | undefined;
  * timeout: spawnSync blocks the event loop, so only its own timeout can end a hung run, and then
  * `stderr` says so instead of vitest reporting a bare timeout.
  */
-export function denoRun(args: string[], opts: { input?: string; timeoutMs?: number } = {}): { code: number | null; stdout: string; stderr: string } {
+export function denoRun(
+  args: string[],
+  opts: { input?: string; timeoutMs?: number } = {},
+): { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; ms: number } {
   xdg ??= process.env.XDG_RUNTIME_DIR ?? mkdtempSync(join(tmpdir(), 'xdg-'));
   const timeout = opts.timeoutMs ?? 90_000;
+  const t0 = performance.now();
   const r = spawnSync(DENO, args, {
     cwd: ROOT,
     encoding: 'utf8',
@@ -158,5 +162,5 @@ export function denoRun(args: string[], opts: { input?: string; timeoutMs?: numb
     env: { ...process.env, XDG_RUNTIME_DIR: xdg, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },
   });
   const killed = r.signal ? `\n[deno ${args.join(' ')}: killed by ${r.signal} after ${timeout} ms]` : '';
-  return { code: r.status, stdout: r.stdout ?? '', stderr: `${r.stderr ?? ''}${killed}` };
+  return { code: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: `${r.stderr ?? ''}${killed}`, ms: performance.now() - t0 };
 }

@@ -1,0 +1,91 @@
+/**
+ * Validation of what callers pass to the model API, in one place (in-process and on the main
+ * thread before anything is posted to a worker): bad input is an `InvalidOptionError` naming the
+ * argument, never a `TypeError` from deep inside.
+ */
+import { InvalidOptionError, OutOfMemoryError } from './errors.js';
+
+const tag = (v: unknown) => Object.prototype.toString.call(v);
+
+/** A typed array of `kind`, also one made in another realm (a worker, an iframe). */
+export function isTyped(v: unknown, kind: 'Float32Array' | 'Uint8Array'): boolean {
+  return ArrayBuffer.isView(v) && tag(v) === `[object ${kind}]`;
+}
+
+/**
+ * The tokens of a prompt or input: a string (encoded as UTF-8) or a `Uint8Array` of byte tokens.
+ * (Token ids for non-byte vocabularies will be accepted here.)
+ */
+export function toTokens(input: unknown, what = 'prompt'): Uint8Array {
+  if (typeof input === 'string') return new TextEncoder().encode(input);
+  if (isTyped(input, 'Uint8Array')) return input as Uint8Array;
+  const got = input === null ? 'null' : Array.isArray(input) ? 'an Array' : typeof input === 'object' ? tag(input).slice(8, -1) : typeof input;
+  throw new InvalidOptionError(what, `must be a string or a Uint8Array of byte tokens, got ${got}`);
+}
+
+/** An options argument: omitted or a plain object. */
+export function checkOptionsObject(o: unknown, what = 'options'): void {
+  if (o === undefined) return;
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) {
+    throw new InvalidOptionError(what, `must be an object, got ${o === null ? 'null' : Array.isArray(o) ? 'an Array' : typeof o}`);
+  }
+}
+
+/** An `AbortSignal` (or anything with its surface: polyfills, other realms), or undefined. */
+export function checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal === undefined) return undefined;
+  const s = signal as Partial<AbortSignal> | null;
+  if (typeof s !== 'object' || s === null || typeof s.aborted !== 'boolean' || typeof s.addEventListener !== 'function' || typeof s.removeEventListener !== 'function') {
+    throw new InvalidOptionError('signal', 'must be an AbortSignal');
+  }
+  return signal as AbortSignal;
+}
+
+export interface LogitsOptions {
+  /**
+   * Which positions to return: `'all'` (default) → `[T, V]`; `'last'` → `[V]`, the prediction after
+   * the whole input; `{ start, end }` (half-open, `end` defaults to T) → `[end − start, V]`. The
+   * model still reads the input from its start; nothing after `end` is computed.
+   */
+  positions?: 'all' | 'last' | { start: number; end?: number };
+  /** The result larger than this is refused with `OutOfMemoryError` before anything is allocated. Default 1 GiB. */
+  maxMemoryBytes?: number;
+  /** Checked between slices of the input. */
+  signal?: AbortSignal;
+}
+
+export const DEFAULT_LOGITS_LIMIT = 2 ** 30;
+
+/** Checks `logits()` options for an input of T tokens: the rows to return, and the result's size against the limit. */
+export function planLogits(T: number, V: number, options: LogitsOptions | undefined): { start: number; end: number; signal?: AbortSignal } {
+  checkOptionsObject(options);
+  const o = options ?? {};
+  const signal = checkSignal(o.signal);
+  const limit = o.maxMemoryBytes ?? DEFAULT_LOGITS_LIMIT;
+  if (typeof limit !== 'number' || !(limit > 0) || !Number.isFinite(limit)) {
+    throw new InvalidOptionError('maxMemoryBytes', `must be a finite number > 0, got ${String(limit)}`);
+  }
+  let start = 0;
+  let end = T;
+  const p = o.positions ?? 'all';
+  if (p === 'last') {
+    if (T === 0) throw new InvalidOptionError('input', "is empty: positions 'last' needs at least one token");
+    start = T - 1;
+  } else if (typeof p === 'object' && p !== null && !Array.isArray(p)) {
+    start = p.start;
+    end = p.end ?? T;
+    if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end < start || end > T) {
+      throw new InvalidOptionError('positions', `{ start, end } must be integers with 0 <= start <= end <= ${T} (the input length), got { start: ${String(p.start)}, end: ${String(p.end)} }`);
+    }
+  } else if (p !== 'all') {
+    throw new InvalidOptionError('positions', `must be 'all', 'last' or { start, end }, got ${String(p)}`);
+  }
+  const need = (end - start) * V * 4;
+  if (need > limit) {
+    throw new OutOfMemoryError(
+      `logits for ${end - start} positions x ${V} need ${need} bytes, more than maxMemoryBytes (${limit} bytes): ` +
+        `ask for fewer positions ({ positions: 'last' } or { start, end }), or use bitsPerByte, which streams`,
+    );
+  }
+  return { start, end, signal };
+}
