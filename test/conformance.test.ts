@@ -2,11 +2,19 @@
  * The conformance table: every available backend × every Hugging Face fixture, against logits that
  * transformers computed in float64. Prefill (whole sequence), step decode (one byte at a time) and
  * greedy generation must all agree with the reference.
+ *
+ * On a software adapter (SwiftShader, lavapipe, llvmpipe) the WebGPU rows decode fewer bytes: there a
+ * GPU-shaped (fused) decode step takes ~0.5 s, and 91 of them per fixture timed out.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { BackendUnavailableError, loadModel, type BackendOptions, type Model } from '../src/index.js';
 import { loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
+import { nodeWebGPU } from './helpers/env.js';
 import { syntheticModel, type SyntheticSpec } from '../src/synthetic.js';
+
+const gpu = await nodeWebGPU(import.meta.url, { part: 'webgpu rows' });
+const softwareGpu = gpu?.software ?? false;
+gpu?.device.destroy();
 
 interface Entry extends BackendOptions {
   /** Allowed max|Δ| as a fraction of max|logit|. */
@@ -29,6 +37,12 @@ const TABLE: Entry[] = [
 
 const fixtures = loadFixtures();
 const worst: string[] = [];
+
+/** Bytes decoded step by step and greedily: all of them, except for WebGPU on a software adapter. */
+function decodeBytes(entry: Entry, all: number): number {
+  if (entry.backend !== 'webgpu' || !softwareGpu) return all;
+  return entry.webgpuKernels?.fusedDecode ? 4 : 24;
+}
 
 afterAll(() => {
   if (worst.length) console.log(`conformance: worst max|Δ|/max|logit|\n  ${worst.join('\n  ')}`);
@@ -54,7 +68,7 @@ for (const entry of TABLE) {
     afterAll(() => model?.dispose());
 
     const check = (name: string, got: Float32Array) => {
-      const ratio = maxAbsDiff(got, fx.logits) / fx.maxAbsLogit;
+      const ratio = maxAbsDiff(got, fx.logits.subarray(0, got.length)) / fx.maxAbsLogit;
       measured = Math.max(measured, ratio);
       worst.push(`${label.padEnd(16)} ${fx.name.padEnd(22)} ${name.padEnd(8)} ${ratio.toExponential(2)}`);
       expect(ratio).toBeLessThanOrEqual(entry.tolerance);
@@ -65,34 +79,37 @@ for (const entry of TABLE) {
       check('prefill', await model.logits(fx.input));
     });
 
-    test('step-by-step decode logits match transformers', async (ctx) => {
+    const steps = decodeBytes(entry, fx.input.length);
+    test(`step-by-step decode logits match transformers${steps < fx.input.length ? ` (first ${steps} bytes: software adapter)` : ''}`, async (ctx) => {
       if (!model) return ctx.skip(unavailable);
       const V = fx.vocab;
-      const got = new Float32Array(fx.input.length * V);
+      const got = new Float32Array(steps * V);
       const state = model.backend.createState();
-      for (let t = 0; t < fx.input.length; t++) {
+      for (let t = 0; t < steps; t++) {
         got.set(await model.backend.forward(state, fx.input.subarray(t, t + 1), 'last'), t * V);
       }
       model.backend.releaseState(state);
       check('step', got);
     });
 
-    test('greedy continuation matches transformers', async (ctx) => {
+    const greedy = fx.greedy.subarray(0, decodeBytes(entry, fx.greedy.length));
+    test(`greedy continuation matches transformers${greedy.length < fx.greedy.length ? ` (first ${greedy.length} bytes: software adapter)` : ''}`, async (ctx) => {
       if (!model) return ctx.skip(unavailable);
       // A near-tie can flip under legitimate rounding: compare only where this path's error, as
       // measured on this fixture's prefill and step logits, is far below the margin.
       const allowed = exact ? measured > 0 && fx.greedyMargin > 10 * measured * fx.maxAbsLogit : fx.greedyMargin > 0.5;
       if (!allowed) return ctx.skip(`top-2 margin ${fx.greedyMargin} too small for ${label}`);
       const bytes: number[] = [];
-      for await (const c of model.generate(fx.input, { temperature: 0, maxTokens: fx.greedy.length })) bytes.push(...c.bytes);
-      expect(Uint8Array.from(bytes)).toEqual(fx.greedy);
+      for await (const c of model.generate(fx.input, { temperature: 0, maxTokens: greedy.length })) bytes.push(...c.bytes);
+      expect(Uint8Array.from(bytes)).toEqual(greedy);
     });
   });
 }
 
 /**
  * Configurations the public fixtures do not cover (biases, other conv widths and expand factors,
- * untied heads, mamba_ssm naming, bf16, Falcon-Mamba with biases): every backend against the reference.
+ * untied heads, mamba_ssm naming, bf16, Falcon-Mamba with biases, Mamba-2): every backend against the
+ * reference, prefill and a few decode steps (the fused step, for the gpu-shaped rows).
  */
 const SYNTHETIC: SyntheticSpec[] = [
   { hidden_size: 48, num_hidden_layers: 2, use_bias: true, conv_kernel: 3, expand: 3, seed: 3 },
@@ -105,6 +122,13 @@ const SYNTHETIC: SyntheticSpec[] = [
 ];
 const TEXT = new TextEncoder().encode('Mamba läuft überall — 速い. '.repeat(6));
 
+// On a software adapter each WebGPU row costs a model load (every pipeline compiled again, ~6-10 s on a
+// loaded 2-core machine): there the shapes run through f32 with the default kernels and f16 with the
+// GPU-shaped ones, so each kernel shape and each weight format still meets every configuration.
+const SYNTHETIC_ROWS = TABLE.slice(1).filter(
+  (e) => e.backend !== 'webgpu' || !softwareGpu || (e.dtype === 'f32') === !e.webgpuKernels,
+);
+
 describe.each(SYNTHETIC)('synthetic %o', (spec) => {
   let reference: Float32Array;
   beforeAll(async () => {
@@ -112,9 +136,9 @@ describe.each(SYNTHETIC)('synthetic %o', (spec) => {
     reference = await m.logits(TEXT);
     m.dispose();
   });
-  for (const entry of TABLE.slice(1)) {
+  for (const entry of SYNTHETIC_ROWS) {
     const label = [entry.backend, entry.dtype, entry.threads && `${entry.threads}t`, entry.webgpuKernels && 'gpu-shaped'].filter(Boolean).join(' ');
-    test(`${label} matches the reference`, async (ctx) => {
+    test(`${label} matches the reference (prefill, steps)`, async (ctx) => {
       let m: Model;
       try {
         m = await loadModel({ files: syntheticModel(spec) }, entry);
@@ -126,6 +150,15 @@ describe.each(SYNTHETIC)('synthetic %o', (spec) => {
         let max = 0;
         for (const v of reference) max = Math.max(max, Math.abs(v));
         expect(maxAbsDiff(await m.logits(TEXT), reference) / max).toBeLessThanOrEqual(entry.tolerance);
+        // A 5-byte prompt, then 3 single-byte steps: rows 4..7 of the reference.
+        const V = reference.length / TEXT.length;
+        const state = m.backend.createState();
+        const rows = [await m.backend.forward(state, TEXT.subarray(0, 5), 'last')];
+        for (let t = 5; t < 8; t++) rows.push(await m.backend.forward(state, TEXT.subarray(t, t + 1), 'last'));
+        m.backend.releaseState(state);
+        const got = new Float32Array(rows.length * V);
+        rows.forEach((r, i) => got.set(r, i * V));
+        expect(maxAbsDiff(got, reference.subarray(4 * V, 8 * V)) / max).toBeLessThanOrEqual(entry.tolerance);
       } finally {
         m.dispose();
       }

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { NEEDS, requires } from './helpers/env.js';
 import { DEFAULT_MODEL_PATH, defaultModelSource, loadModel, ModelFormatError, ModelNotFoundError } from '../src/index.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -142,7 +143,7 @@ describe('the packed tarball installed into a new project', () => {
     expect(out.notFound.message).toMatch(/no such directory, relative to the working directory; the bundled model needs no path/);
   });
 
-  test.skipIf(!existsSync(DENO))('Deno: the installed package loads the bundled model with no source, in-process and in a worker', () => {
+  test.skipIf(requires(import.meta.url, NEEDS.deno, { part: 'Deno' }))('Deno: the installed package loads the bundled model with no source, in-process and in a worker', () => {
     expect(install.status, install.stderr).toBe(0);
     const env = { ...cleanEnv(), NO_COLOR: '1', XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? mkdtempSync(join(tmpdir(), 'xdg-')) };
     const r = spawnSync(DENO, ['run', '--allow-read', '--allow-env', '--allow-sys', 'run.mjs'], { cwd: app, encoding: 'utf8', env, timeout: 120_000 });

@@ -3,18 +3,16 @@
  * is ended by the next call on its session (its next pull: MambaError 'PREEMPTED'), a `for await`
  * that keeps pulling keeps its place, and a worker session runs calls in the order they were made.
  */
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { assetUrl } from '../src/assets.js';
 import { MambaError } from '../src/errors.js';
 import { loadModel, type Model } from '../src/model.js';
 import { loadModelInWorker, type WorkerModel } from '../src/runtime.js';
 import { loadFixtures } from './helpers/fixtures.js';
 import { collect } from './helpers/stream.js';
+import { NEEDS, requires } from './helpers/env.js';
 
 const fx = loadFixtures().find((f) => f.name === 'small-hf-f16-untied')!;
-const built = existsSync(fileURLToPath(assetUrl('dist/workers/engine-worker.js')));
+const noWorker = requires(import.meta.url, NEEDS.build, { part: 'worker' });
 const GREEDY = { temperature: 0, maxTokens: 12 } as const;
 
 /** Settles with `p`, or fails after `ms`: "waits forever" becomes a measured failure. */
@@ -122,7 +120,7 @@ suite('in-process sessions', async () => {
   return { model: m, close: () => m.dispose() };
 });
 
-describe.skipIf(!built)('worker', () => {
+describe.skipIf(noWorker)('worker', () => {
   suite('worker sessions', async () => {
     const m = await loadModelInWorker(fx.dir, { backend: 'js' });
     return { model: m, close: () => m.dispose() };

@@ -6,7 +6,7 @@ import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { browserSkipReason, useBrowserAndServer } from './surfaces-helpers.js';
 
-const skip = browserSkipReason();
+const skip = browserSkipReason(import.meta.url);
 
 interface Row {
   run: string;

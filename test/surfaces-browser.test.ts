@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { startServer } from '../scripts/serve.js';
 import { browserSkipReason, useBrowserAndServer } from './surfaces-helpers.js';
 
-const skip = browserSkipReason();
+const skip = browserSkipReason(import.meta.url);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** Opens `url` (the example page with ?autorun=1), waits for the stream to finish, returns text and stats. */

@@ -1,22 +1,14 @@
 // Deno surface: examples/deno/main.ts streams text from the default model (or the small fixture until the
 // bundled model exists), choosing WebGPU (Deno's navigator.gpu) or WASM; and Deno can import the browser bundle.
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { denoRun as deno, NEEDS, requires } from './helpers/env.js';
 
-const DENO = 'node_modules/.bin/deno';
-const skip = !existsSync(DENO) ? 'deno is not installed' : !existsSync('dist/src/index.js') ? 'run `npm run build` first' : null;
-
-// wgpu complains on stderr when XDG_RUNTIME_DIR is unset (harmless, but noisy).
-const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? mkdtempSync(join(tmpdir(), 'xdg-')), NO_COLOR: '1' };
-
-function deno(args: string[], input?: string, timeout = 90_000) {
-  const t0 = performance.now();
-  const r = spawnSync(DENO, args, { encoding: 'utf8', env, input, timeout });
-  return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, ms: performance.now() - t0 };
-}
+const skip = requires(import.meta.url, NEEDS.deno, NEEDS.build);
+// Without a hardware GPU, Deno's WebGPU is a software adapter (lavapipe, or llvmpipe over GL): the
+// WebGPU run gets the small fixture and fewer bytes (issue #12: with the bundled model, the first token
+// came after 62 s on a fresh 2-core machine).
+const softwareGpu = !NEEDS.gpu.present;
 
 /** The README's Deno snippet (section "### Deno"), importing the compiled package instead of npm:mamba-edge. */
 function readmeSnippet(): string {
@@ -36,21 +28,26 @@ function stats(stderr: string) {
 
 describe.skipIf(skip)('Deno', () => {
   for (const backend of ['auto', 'webgpu']) {
-    it(`examples/deno/main.ts --backend ${backend} streams 32 bytes with stats`, () => {
+    const small = backend === 'webgpu' && softwareGpu;
+    const n = small ? 8 : 32;
+    it(`examples/deno/main.ts --backend ${backend} streams ${n} bytes with stats${small ? ' (small fixture: software adapter)' : ''}`, () => {
       const prompt = 'Q: What does the fortune say?\nA:';
       // Read access is all the example needs; --allow-env only lets optional MAMBA_EDGE_* settings through.
       const perms = backend === 'auto' ? ['--allow-read'] : ['--allow-read', '--allow-env'];
-      const r = deno(['run', ...perms, 'examples/deno/main.ts', '--max-tokens', '32', '--prompt', prompt, '--backend', backend]);
+      const model = small ? ['--model', 'test/fixtures/hf-mamba/tiny-hf-f32'] : [];
+      const r = deno(['run', ...perms, 'examples/deno/main.ts', ...model, '--max-tokens', String(n), '--prompt', prompt, '--backend', backend]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout.startsWith(prompt)).toBe(true);
       expect(Buffer.byteLength(r.stdout.slice(prompt.length))).toBeGreaterThan(1);
       const s = stats(r.stderr);
-      expect(s.generatedTokens).toBe(32);
+      expect(s.generatedTokens).toBe(n);
       expect(s.finishReason).toBe('length');
       expect(s.decodeTokensPerSecond).toBeGreaterThan(0);
       expect(s.timeToFirstTokenMs).toBeGreaterThan(0);
       // An explicit backend either ran or said why it fell back.
       if (backend === 'webgpu' && !s.backend.startsWith('webgpu')) expect(r.stderr).toContain('unavailable');
+      // With mesa-vulkan-drivers (as in CI) Deno's wgpu has lavapipe: the WebGPU backend itself must run.
+      if (backend === 'webgpu' && NEEDS.lavapipe.present) expect(s.backend, r.stderr).toMatch(/^webgpu/);
       console.log(`deno --backend ${backend}: ${s.backend}, decode ${s.decodeTokensPerSecond.toFixed(0)} tok/s`);
     });
   }
@@ -59,7 +56,7 @@ describe.skipIf(skip)('Deno', () => {
   // threads are node:worker_threads workers (unref'd) in Deno too, so a program that never disposes still ends.
   it("the README's snippet exits without dispose(), its wasm threads running", () => {
     const code = readmeSnippet();
-    const r = deno(['run', '--allow-read', '--allow-env', '--ext=ts', '-'], code.replace('maxTokens: 200', 'maxTokens: 24'), 60_000);
+    const r = deno(['run', '--allow-read', '--allow-env', '--ext=ts', '-'], { input: code.replace('maxTokens: 200', 'maxTokens: 24'), timeoutMs: 60_000 });
     expect(r.signal, `killed after ${r.ms.toFixed(0)} ms: the process did not exit\n${r.stderr}`).toBeNull();
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('generatedTokens: 24');
@@ -73,14 +70,14 @@ describe.skipIf(skip)('Deno', () => {
       let n = 0, s;
       for await (const c of model.generate('Hello', { maxTokens: 8, temperature: 0 })) { n += c.bytes.length; s = c.stats ?? s; }
       console.log(JSON.stringify({ n, backend: s.backend }));`;
-    const r = deno(['run', '--allow-read', '--ext=js', '-'], code, 60_000);
+    const r = deno(['run', '--allow-read', '--ext=js', '-'], { input: code, timeoutMs: 60_000 });
     expect(r.signal, `killed after ${r.ms.toFixed(0)} ms: the process did not exit\n${r.stderr}`).toBeNull();
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
     expect(out).toEqual({ n: 8, backend: expect.stringMatching(/^wasm simd.*, 2 threads, f32$/) });
   });
 
-  it.skipIf(!existsSync('dist/browser/mamba-edge.js'))('imports the browser bundle (inlined wasm, blob worker threads)', () => {
+  it('imports the browser bundle (inlined wasm, blob worker threads)', () => {
     const code = `
       import { loadModel } from './dist/browser/mamba-edge.js';
       const model = await loadModel('test/fixtures/hf-mamba/tiny-hf-f32', { backend: 'wasm', threads: 2 });
@@ -88,7 +85,7 @@ describe.skipIf(skip)('Deno', () => {
       for await (const c of model.generate('Hello', { maxTokens: 8, temperature: 0 })) { n += c.bytes.length; s = c.stats ?? s; }
       model.dispose();
       console.log(JSON.stringify({ n, backend: s.backend }));`;
-    const r = deno(['run', '--allow-read', '--allow-env', '--ext=js', '-'], code);
+    const r = deno(['run', '--allow-read', '--allow-env', '--ext=js', '-'], { input: code });
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
     expect(out.n).toBe(8);

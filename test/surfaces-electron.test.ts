@@ -104,7 +104,7 @@ describe('Electron example in Node', () => {
   });
 });
 
-const skip = browserSkipReason();
+const skip = browserSkipReason(import.meta.url, 'renderer page');
 
 describe.skipIf(skip)('Electron renderer page in headless Chromium', () => {
   const env = useBrowserAndServer();

@@ -1,17 +1,14 @@
 // Shared by the surfaces tests: headless Chromium (playwright-core + Debian's chromium) and the COOP/COEP server.
-import { existsSync } from 'node:fs';
 import { afterAll, beforeAll } from 'vitest';
 import { chromium, type Browser } from 'playwright-core';
 import { startServer, type StartedServer } from '../scripts/serve.js';
+import { NEEDS, requires } from './helpers/env.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
-export const BUNDLE = new URL('../dist/browser/mamba-edge.js', import.meta.url);
 
-/** Why browser tests cannot run here, or null when they can. */
-export function browserSkipReason(): string | null {
-  if (!existsSync(CHROMIUM)) return `no Chromium at ${CHROMIUM}`;
-  if (!existsSync(BUNDLE)) return 'dist/browser/mamba-edge.js is missing: run `npm run build`';
-  return null;
+/** Why the browser tests of `file` (or `part` of it) cannot run here, or null when they can; says it in one line. */
+export function browserSkipReason(file: string, part?: string): string | null {
+  return requires(file, NEEDS.chromium, NEEDS.build, ...(part ? [{ part }] : []));
 }
 
 export function launchChromium(): Promise<Browser> {

@@ -3,25 +3,19 @@
 // the adapter supports (f32, f16 packed in u32, and f16 with shader-f16 where available).
 import { afterAll, describe, expect, test } from 'vitest';
 import type { MambaConfig } from '../src/config.js';
-import { BackendUnavailableError } from '../src/errors.js';
 import { conv1d } from '../src/reference/conv.js';
 import { embed } from '../src/reference/embed.js';
 import { matmul } from '../src/reference/matmul.js';
 import { normSegments, rmsnorm } from '../src/reference/norm.js';
 import { scan } from '../src/reference/scan.js';
 import type { LayerWeights } from '../src/weights.js';
-import { acquireDevice, type GpuContext } from '../src/webgpu/device.js';
+import type { GpuContext } from '../src/webgpu/device.js';
 import { WebGPUKernels, type GpuWeight } from '../src/webgpu/kernels.js';
 import { f16BitsToF32, f32ToF16Bits, roundToF16 } from '../src/half.js';
 import { loadShaderSources, preprocess } from '../src/webgpu/wgsl.js';
+import { nodeWebGPU } from './helpers/env.js';
 
-let ctx: GpuContext | undefined;
-try {
-  ctx = await acquireDevice(true);
-} catch (e) {
-  if (!(e instanceof BackendUnavailableError)) throw e;
-  console.warn(`webgpu kernel tests skipped: ${e.message}`);
-}
+const ctx: GpuContext | undefined = await nodeWebGPU(import.meta.url, { part: 'webgpu kernels', f16: true });
 const shaders = await loadShaderSources();
 afterAll(() => ctx?.device.destroy());
 

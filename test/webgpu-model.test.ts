@@ -2,26 +2,24 @@
 // prefill in 64-token chunks, token-by-token decode, a mix of both, state save/restore, greedy
 // generation, and the GPU-specific promises: no allocation per decode step, clean failure after
 // dispose or device loss. Also measures the f16-weight tolerance, reported in the test output.
+// On a software adapter (SwiftShader, lavapipe, llvmpipe) every model load compiles each pipeline
+// again (seconds) and a fused decode step takes ~30x an unfused one, so one model serves a block's
+// tests and the step tests decode fewer bytes there.
 import { readFileSync, readdirSync } from 'node:fs';
-import { afterAll, describe, expect, test } from 'vitest';
-import { parseConfig } from '../src/config.js';
-import { BackendUnavailableError, DeviceLostError, DisposedError } from '../src/errors.js';
-import { loadModel } from '../src/model.js';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { DeviceLostError, DisposedError } from '../src/errors.js';
+import { loadModel, type Model } from '../src/model.js';
 import { readModel } from '../src/loader.js';
 import { createWebGPUBackendWith, type WebGPUBackend } from '../src/webgpu/backend.js';
-import { acquireDevice } from '../src/webgpu/device.js';
+import { nodeWebGPU } from './helpers/env.js';
 
 const ROOT = new URL('./fixtures/hf-mamba/', import.meta.url);
 const fixtures = readdirSync(ROOT).filter((d) => !d.startsWith('.'));
 
-let available = true;
-try {
-  (await acquireDevice(false)).device.destroy();
-} catch (e) {
-  if (!(e instanceof BackendUnavailableError)) throw e;
-  available = false;
-  console.warn(`webgpu model tests skipped: ${e.message}`);
-}
+const gpu = await nodeWebGPU(import.meta.url);
+const available = !!gpu;
+const software = gpu?.software ?? false;
+gpu?.device.destroy();
 
 interface Fixture {
   dir: string;
@@ -65,48 +63,54 @@ describe.skipIf(!available).each(fixtures.flatMap((f) => (['f32', 'f16'] as cons
     const fx = fixture(f);
     const T = fx.bytes.length;
     const V = fx.V;
+    // One model for the tests that use the default kernels (each load compiles every pipeline again).
+    let shared: Model;
+    beforeAll(async () => {
+      shared = await loadModel(fx.dir, { backend: 'webgpu', dtype });
+    });
+    afterAll(() => shared?.dispose());
 
     test('prefill logits (chunks of 64) match the reference', async () => {
-      const m = await loadModel(fx.dir, { backend: 'webgpu', dtype });
-      try {
-        expect(m.backend.name).toBe('webgpu');
-        const got = await m.logits(fx.bytes);
-        const r = rel(got, fx.ref);
-        measured.push(`${f} ${dtype} prefill: ${r.toExponential(2)}  [${m.backend.description}]`);
-        expect(r).toBeLessThan(TOL[dtype]);
-      } finally {
-        m.dispose();
-      }
+      const m = shared;
+      expect(m.backend.name).toBe('webgpu');
+      const got = await m.logits(fx.bytes);
+      const r = rel(got, fx.ref);
+      measured.push(`${f} ${dtype} prefill: ${r.toExponential(2)}  [${m.backend.description}]`);
+      expect(r).toBeLessThan(TOL[dtype]);
     });
 
     // The adapter's default kernels, and the fused decode step a hardware GPU gets (shaders/step.wgsl).
     // (fused f16 runs in the conformance table: on a software adapter the GPU shapes are slow)
     test.each(dtype === 'f32' ? [{ kernels: 'default' }, { kernels: 'fused' }] : [{ kernels: 'default' }])('step decode and prefill+decode match the reference; no allocation per step ($kernels)', async ({ kernels }) => {
-      const webgpuKernels = kernels === 'fused' ? { fusedDecode: true, gemvLanes: 32 } : undefined;
-      const m = await loadModel(fx.dir, { backend: 'webgpu', dtype, webgpuKernels });
+      const fused = kernels === 'fused';
+      const m = fused ? await loadModel(fx.dir, { backend: 'webgpu', dtype, webgpuKernels: { fusedDecode: true, gemvLanes: 32 } }) : shared;
       const b = m.backend as WebGPUBackend;
-      if (kernels === 'fused') expect(b.fused).toBe(true);
+      if (fused) expect(b.fused).toBe(true);
+      // Software adapter: 8 steps from empty (4 fused; the allocation check starts at step 3), 2-3 after the prompt.
+      const steps = software ? (fused ? 4 : 8) : T;
+      const after = software ? (fused ? 2 : 3) : T;
+      const block = software ? 2 : 8;
       try {
         // token by token from an empty state
         const s = b.createState();
-        const steps = new Float32Array(T * V);
+        const got = new Float32Array(steps * V);
         let before = { ...b.kernels.stats };
-        for (let t = 0; t < T; t++) {
+        for (let t = 0; t < steps; t++) {
           if (t === 2) before = { ...b.kernels.stats };
-          steps.set(await b.forward(s, fx.bytes.subarray(t, t + 1), 'last'), t * V);
+          got.set(await b.forward(s, fx.bytes.subarray(t, t + 1), 'last'), t * V);
         }
         expect(b.kernels.stats).toEqual(before); // steps 3.. created no buffer, bind group or pipeline
-        const r = rel(steps, fx.ref);
-        measured.push(`${f} ${dtype} decode:  ${r.toExponential(2)}`);
+        const r = rel(got, fx.ref.subarray(0, steps * V));
+        measured.push(`${f} ${dtype} decode${fused ? ' fused' : ''}:  ${r.toExponential(2)} (${steps} steps)`);
         expect(r).toBeLessThan(TOL[dtype]);
         b.releaseState(s);
 
-        // a 70-token prompt (one full chunk + 6), then decode the rest
+        // a 70-token prompt (one full chunk + 6), then decode
         const s2 = b.createState();
         const P = Math.min(70, T - 1);
         const last = await b.forward(s2, fx.bytes.subarray(0, P), 'last');
         expect(rel(last, fx.ref.subarray((P - 1) * V, P * V))).toBeLessThan(TOL[dtype]);
-        for (let t = P; t < T; t++) {
+        for (let t = P; t < Math.min(T, P + after); t++) {
           const row = await b.forward(s2, fx.bytes.subarray(t, t + 1), 'last');
           expect(rel(row, fx.ref.subarray(t * V, (t + 1) * V))).toBeLessThan(TOL[dtype]);
         }
@@ -116,54 +120,53 @@ describe.skipIf(!available).each(fixtures.flatMap((f) => (['f32', 'f16'] as cons
         const s3 = b.createState();
         await b.forward(s3, fx.bytes.subarray(0, 4), 'last');
         // (two blocks in flight at once use two staging buffers)
-        await Promise.all([b.decodeGreedy(s3, 65, 8), b.decodeGreedy(s3, null, 8)]);
+        await Promise.all([b.decodeGreedy(s3, 65, block), b.decodeGreedy(s3, null, block)]);
         const beforeBlocks = { ...b.kernels.stats };
-        await Promise.all([b.decodeGreedy(s3, null, 8), b.decodeGreedy(s3, null, 8)]);
+        await Promise.all([b.decodeGreedy(s3, null, block), b.decodeGreedy(s3, null, block)]);
         expect(b.kernels.stats).toEqual(beforeBlocks);
         b.releaseState(s3);
       } finally {
-        m.dispose();
+        if (fused) m.dispose();
       }
     });
 
     test('state read/write round-trips through the host', async () => {
-      const m = await loadModel(fx.dir, { backend: 'webgpu', dtype });
-      const b = m.backend;
-      try {
-        const a = b.createState();
-        await b.forward(a, fx.bytes.subarray(0, 40), 'last');
-        const saved = await b.readState(a);
-        const c = b.createState();
-        await b.writeState(c, saved);
-        const rest = fx.bytes.subarray(40, 50);
-        const la = await b.forward(a, rest, 'all');
-        const lc = await b.forward(c, rest, 'all');
-        expect(lc).toEqual(la);
-        expect(rel(lc, fx.ref.subarray(40 * V, 50 * V))).toBeLessThan(TOL[dtype]);
-      } finally {
-        m.dispose();
-      }
+      const b = shared.backend;
+      const a = b.createState();
+      await b.forward(a, fx.bytes.subarray(0, 40), 'last');
+      const saved = await b.readState(a);
+      const c = b.createState();
+      await b.writeState(c, saved);
+      const rest = fx.bytes.subarray(40, 50);
+      const la = await b.forward(a, rest, 'all');
+      const lc = await b.forward(c, rest, 'all');
+      expect(lc).toEqual(la);
+      expect(rel(lc, fx.ref.subarray(40 * V, 50 * V))).toBeLessThan(TOL[dtype]);
+      b.releaseState(a);
+      b.releaseState(c);
     });
 
     test.skipIf(dtype !== 'f32')('greedy generation reproduces the reference continuation', async () => {
-      const m = await loadModel(fx.dir, { backend: 'webgpu', dtype });
-      try {
-        const out: number[] = [];
-        for await (const c of m.generate(fx.bytes, { temperature: 0, maxTokens: fx.greedy.length })) out.push(...c.bytes);
-        expect(out).toEqual(fx.greedy);
-      } finally {
-        m.dispose();
-      }
+      const out: number[] = [];
+      for await (const c of shared.generate(fx.bytes, { temperature: 0, maxTokens: fx.greedy.length })) out.push(...c.bytes);
+      expect(out).toEqual(fx.greedy);
     });
   },
 );
 
 describe.skipIf(!available)('webgpu backend behaviour', () => {
   const fx = fixture(fixtures[0]);
+  // One f32 backend for the tests that leave it usable (each backend compiles its pipelines).
+  let base: WebGPUBackend;
+  beforeAll(async () => {
+    const { config, weights } = await readModel(fx.dir);
+    base = await createWebGPUBackendWith(config, weights, { dtype: 'f32' });
+  });
+  afterAll(() => base?.dispose());
 
   test.each(['f32', 'f16'] as const)('weights split across many bindings give the same logits (%s)', async (dtype) => {
     const { config, weights } = await readModel(fx.dir);
-    const whole = await createWebGPUBackendWith(config, weights, { dtype });
+    const whole = dtype === 'f32' ? base : await createWebGPUBackendWith(config, weights, { dtype });
     // A 1 KiB binding limit splits the embedding / LM head and every projection into many parts.
     const split = await createWebGPUBackendWith(config, weights, { dtype, maxBindingBytes: 1024 });
     try {
@@ -173,47 +176,38 @@ describe.skipIf(!available)('webgpu backend behaviour', () => {
       expect(rel(b, a)).toBeLessThan(1e-6);
       expect(rel(b, fx.ref.subarray(0, 20 * fx.V))).toBeLessThan(TOL[dtype]);
     } finally {
-      whole.dispose();
+      if (whole !== base) whole.dispose();
       split.dispose();
     }
   });
 
   test('released states leave no cached bind groups behind', async () => {
-    const { config, weights } = await readModel(fx.dir);
-    const b = await createWebGPUBackendWith(config, weights, { dtype: 'f32' });
-    try {
-      const run = async () => {
-        const s = b.createState();
-        await b.forward(s, fx.bytes.subarray(0, 3), 'last');
-        await b.forward(s, fx.bytes.subarray(3, 4), 'last');
-        b.releaseState(s);
-      };
-      await run();
-      const cached = (b.kernels as unknown as { calls: Map<string, unknown> }).calls.size;
-      for (let i = 0; i < 3; i++) await run();
-      expect((b.kernels as unknown as { calls: Map<string, unknown> }).calls.size).toBe(cached);
-    } finally {
-      b.dispose();
-    }
+    const b = base;
+    const run = async () => {
+      const s = b.createState();
+      await b.forward(s, fx.bytes.subarray(0, 3), 'last');
+      await b.forward(s, fx.bytes.subarray(3, 4), 'last');
+      b.releaseState(s);
+    };
+    await run();
+    const cached = (b.kernels as unknown as { calls: Map<string, unknown> }).calls.size;
+    for (let i = 0; i < 3; i++) await run();
+    expect((b.kernels as unknown as { calls: Map<string, unknown> }).calls.size).toBe(cached);
   });
 
   test('on-GPU argmax and top-k agree with the logits read back', async () => {
-    const { config, weights } = await readModel(fx.dir);
-    const b = await createWebGPUBackendWith(config, weights, { dtype: 'f32' });
-    try {
-      const s = b.createState();
-      const logits = await b.forward(s, fx.bytes.subarray(0, 5), 'last');
-      let best = 0;
-      for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-      expect((await b.argmaxLast(5)).index).toBe(best);
-      const top = await b.topkLast(5, 4);
-      expect(top.map((t) => t.index)).toEqual(
-        Array.from(logits.keys()).sort((i, j) => logits[j] - logits[i] || i - j).slice(0, 4),
-      );
-      expect(top[0].value).toBe(logits[best]);
-    } finally {
-      b.dispose();
-    }
+    const b = base;
+    const s = b.createState();
+    const logits = await b.forward(s, fx.bytes.subarray(0, 5), 'last');
+    let best = 0;
+    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+    expect((await b.argmaxLast(5)).index).toBe(best);
+    const top = await b.topkLast(5, 4);
+    expect(top.map((t) => t.index)).toEqual(
+      Array.from(logits.keys()).sort((i, j) => logits[j] - logits[i] || i - j).slice(0, 4),
+    );
+    expect(top[0].value).toBe(logits[best]);
+    b.releaseState(s);
   });
 
   test('an uncaptured GPU error makes later calls reject with DeviceLostError', async () => {

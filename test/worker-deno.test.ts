@@ -3,19 +3,13 @@
  * dist/workers/engine-worker.js (comlink resolved from node_modules by Deno itself); fixture logits
  * through the worker match transformers, and an abort from the main side ends the stream.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
+import { denoRun, NEEDS, requires } from './helpers/env.js';
 import { loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
 
-const DENO = 'node_modules/.bin/deno';
-const ready = existsSync(DENO) && existsSync('dist/workers/engine-worker.js');
-// wgpu complains on stderr when XDG_RUNTIME_DIR is unset (harmless, but noisy).
-const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? mkdtempSync(join(tmpdir(), 'xdg-')), NO_COLOR: '1' };
+const skip = requires(import.meta.url, NEEDS.deno, NEEDS.build);
 
-describe.skipIf(!ready)('loadModelInWorker in Deno (module Web Worker)', () => {
+describe.skipIf(skip)('loadModelInWorker in Deno (module Web Worker)', () => {
   test.for(loadFixtures())('$name: logits through the worker match transformers', (fx) => {
     const code = `
       import { loadModelInWorker } from './dist/src/runtime.js';
@@ -30,8 +24,8 @@ describe.skipIf(!ready)('loadModelInWorker in Deno (module Web Worker)', () => {
       model.dispose();
       const b64 = btoa(String.fromCharCode(...new Uint8Array(logits.buffer)));
       console.log(JSON.stringify({ backend: model.backend, finishReason: stats.finishReason, logits: b64 }));`;
-    const r = spawnSync(DENO, ['run', '--allow-read', '--allow-env', '--ext=js', '-'], { encoding: 'utf8', env, input: code, timeout: 90_000, maxBuffer: 64 << 20 });
-    expect(r.status, r.stderr).toBe(0);
+    const r = denoRun(['run', '--allow-read', '--allow-env', '--ext=js', '-'], { input: code });
+    expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
     const buf = Buffer.from(out.logits, 'base64');
     const logits = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);

@@ -4,17 +4,15 @@
  * Runs from the compiled dist/workers/engine-worker.js (`npm test` builds first).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { assetUrl } from '../src/assets.js';
 import { DisposedError, InvalidOptionError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from '../src/errors.js';
 import { loadModel, type Model } from '../src/model.js';
 import { activeEngineWorkers, loadModelInWorker, type WorkerModel } from '../src/runtime.js';
 import { loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
 import { collect } from './helpers/stream.js';
+import { NEEDS, requires } from './helpers/env.js';
 
 const fixtures = loadFixtures();
-const built = existsSync(fileURLToPath(assetUrl('dist/workers/engine-worker.js')));
+const skip = requires(import.meta.url, NEEDS.build);
 const GREEDY = { temperature: 0, maxTokens: 48 } as const;
 
 /** Worker threads alive in this process, as Node's diagnostic report sees them (independent of our counter). */
@@ -29,7 +27,7 @@ async function noWorkersLeft(): Promise<void> {
   expect(reportedWorkers()).toBe(0);
 }
 
-describe.skipIf(!built)('loadModelInWorker (Node worker_threads)', () => {
+describe.skipIf(skip)('loadModelInWorker (Node worker_threads)', () => {
   describe.each(fixtures)('conformance · $name', (fx) => {
     let model: WorkerModel;
     let local: Model;

@@ -1,11 +1,12 @@
 // Runs the WebGPU backend under Deno (navigator.gpu: wgpu over Vulkan, e.g. Mesa lavapipe) on the
 // test fixtures and checks the logits against the float64 reference.
 //
-//   npx deno run -A --unstable-sloppy-imports examples/deno/gpu-check.ts [fixture-dir ...]
+//   npx deno run -A --unstable-sloppy-imports examples/deno/gpu-check.ts [--steps N] [fixture-dir ...]
 //
 // Prints one JSON line per fixture and dtype; exits 1 when f32 misses 1e-4·max|logit|, 2 when
-// there is no adapter. (--unstable-sloppy-imports lets Deno resolve the sources' `.js`
-// specifiers to the `.ts` files, so no build step is needed.)
+// there is no adapter. --steps: bytes decoded one at a time after the prefill check (default 16).
+// (--unstable-sloppy-imports lets Deno resolve the sources' `.js` specifiers to the `.ts` files, so no
+// build step is needed.)
 import { parseJsonText } from '../../src/config.ts';
 import { BackendUnavailableError } from '../../src/errors.ts';
 import { loadModel } from '../../src/model.ts';
@@ -13,8 +14,12 @@ import { loadModel } from '../../src/model.ts';
 // Every byte-level fixture of every family (hf-mamba, hf-mamba2, hf-falcon-mamba, ...).
 const root = new URL('../../test/fixtures/', import.meta.url);
 const subdirs = (u: URL) => [...Deno.readDirSync(u)].filter((e) => e.isDirectory).map((e) => new URL(`${e.name}/`, u));
-const dirs = Deno.args.length
-  ? Deno.args
+const args = [...Deno.args];
+const at = args.indexOf('--steps');
+const steps = at >= 0 ? Number(args.splice(at, 2)[1]) : 16;
+if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`--steps must be a positive integer`);
+const dirs = args.length
+  ? args
   : subdirs(root)
       .filter((u) => u.pathname.split('/').at(-2)!.startsWith('hf-'))
       .flatMap(subdirs)
@@ -43,10 +48,9 @@ for (const dir of dirs) {
     const t0 = performance.now();
     const got = await model.logits(bytes);
     const prefillMs = performance.now() - t0;
-    // token-by-token decode over the first 16 bytes
+    // token-by-token decode over the first `steps` bytes
     const b = model.backend;
     const s = b.createState();
-    const steps = 16;
     const t1 = performance.now();
     const dec = new Float32Array(steps * V);
     for (let t = 0; t < steps; t++) dec.set(await b.forward(s, bytes.subarray(t, t + 1), 'last'), t * V);

@@ -1,25 +1,25 @@
 /**
  * The worker runtime in headless Chromium: a page served with COOP/COEP (crossOriginIsolated, so
  * SharedArrayBuffer and the threaded wasm path are allowed) loads a fixture model in a module Web
- * Worker from the compiled dist/ tree and compares its logits with transformers'. Skipped only when
- * /usr/bin/chromium is missing (or dist/ was not built).
+ * Worker from the compiled dist/ tree and compares its logits with transformers'. Skipped (one line)
+ * only when /usr/bin/chromium is missing (or dist/ was not built).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { relative } from 'node:path';
 import { loadFixtures, maxAbsDiff } from '../helpers/fixtures.js';
 import { serveStatic, type StaticServer } from './server.js';
+import { launchChromium } from '../surfaces-helpers.js';
+import { NEEDS, requires } from '../helpers/env.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const ready = existsSync(CHROMIUM) && existsSync(`${ROOT}dist/workers/engine-worker.js`) && existsSync(`${ROOT}dist/src/runtime.js`);
+const skip = requires(import.meta.url, NEEDS.chromium, NEEDS.build);
 const fixtures = loadFixtures();
 
 type Browser = import('playwright-core').Browser;
 type Page = import('playwright-core').Page;
 
-describe.skipIf(!ready)('loadModelInWorker in headless Chromium', () => {
+describe.skipIf(skip)('loadModelInWorker in headless Chromium', () => {
   let server: StaticServer;
   let browser: Browser;
   let page: Page;
@@ -27,11 +27,7 @@ describe.skipIf(!ready)('loadModelInWorker in headless Chromium', () => {
 
   beforeAll(async () => {
     server = await serveStatic(ROOT);
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    browser = await launchChromium();
     page = await browser.newPage();
     page.on('pageerror', (e) => errors.push(e.message));
     // 404s are expected: the loader asks for optional files (model.safetensors.index.json).
