@@ -475,7 +475,7 @@ const WIN = 1.03; // ...and above which they are split again
  * keeps losing. The comparison is between runs a few milliseconds apart, so it holds on a machine whose
  * load changes, and it costs two clock reads per job (jobs worth splitting last ≥ ~10 µs).
  */
-class Pacer {
+export class Pacer {
   private readonly paces = new Map<number, Pace>();
   private splitting = true;
   private probeLeft = 0; // jobs left in a probe of the way not taken

@@ -1,0 +1,163 @@
+/**
+ * The wasm job runner's thread mechanics (src/wasm/runtime.ts, workers/wasm-thread.js): idle workers
+ * block instead of polling, a worker the OS does not run never holds a job up unless it claimed a chunk,
+ * and the runner measures whether splitting jobs pays (Pacer). Mechanisms, not speed: the benchmark is
+ * `npm run bench -- --contention`.
+ */
+import { afterEach, describe, expect, test } from 'vitest';
+import { DTYPE_CODE, KERNEL } from '../src/wasm/layout.js';
+import { Pacer, WasmRuntime, type JobStats } from '../src/wasm/runtime.js';
+
+const opts = { reserveBytes: 8 << 20, growBytes: 0, scratchBytesPerThread: 16 * 1024 };
+let rt: WasmRuntime | undefined;
+afterEach(() => {
+  rt?.dispose();
+  rt = undefined;
+});
+
+let seed = 7;
+const randn = (n: number) =>
+  Float32Array.from({ length: n }, () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed / 2 ** 31 - 1;
+  });
+
+/** A [N, K] f32 GEMV in `r`'s memory; `run(parts)` computes it, returning the output. */
+function gemv(r: WasmRuntime, K: number, N: number) {
+  const put = (d: Float32Array) => {
+    const p = r.allocBytes(d.length * 4);
+    r.views().f32.set(d, p >> 2);
+    return p;
+  };
+  const x = put(randn(K));
+  const w = put(randn(N * K));
+  const out = r.allocBytes(N * 4);
+  return (parts: number) => {
+    r.views().f32.fill(0, out >> 2, (out >> 2) + N);
+    r.run(KERNEL.MATMUL, [DTYPE_CODE.f32, x, K, w, 0, 0, out, N, 1, K, N, 0], parts, K * N);
+    return r.views().f32.slice(out >> 2, (out >> 2) + N);
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('idle workers', () => {
+  /** CPU ms of the whole process (all threads) over 40 jobs 10 ms apart. */
+  async function cpuOverGaps(job: (parts: number) => Float32Array): Promise<number> {
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (let i = 0; i < 40; i++) {
+      job(4);
+      await sleep(10);
+    }
+    expect(performance.now() - t0).toBeGreaterThan(400);
+    const used = process.cpuUsage(cpu0);
+    return (used.user + used.system) / 1000;
+  }
+
+  test('block in Atomics.wait after a short poll: 40 jobs 10 ms apart cost the workers almost no CPU', async () => {
+    const solo = await WasmRuntime.create({ ...opts, threads: 1 });
+    const alone = await cpuOverGaps(gemv(solo, 256, 256)); // the main thread's timers and the jobs
+    solo.dispose();
+    rt = await WasmRuntime.create({ ...opts, threads: 3, adaptive: false });
+    const job = gemv(rt, 256, 256);
+    job(4);
+    await sleep(50);
+    expect(rt.sleepingWorkers).toBe(2);
+    // Workers that polled 2 ms after each job (the earlier runner) spent 40 × 2 × 2 ms = 160 ms more than
+    // one thread here (measured: +140 ms); 50 µs polls and the wake-ups, a few ms.
+    const threaded = await cpuOverGaps(job);
+    expect(threaded - alone).toBeLessThan(60);
+    expect(rt.sleepingWorkers).toBe(2);
+    expect(rt.stats.threadedJobs).toBe(41);
+  });
+});
+
+describe('a worker the OS does not run', () => {
+  test('before it claims a chunk: the coordinator runs every chunk and does not wait for it', async () => {
+    rt = await WasmRuntime.create({ ...opts, threads: 2, adaptive: false });
+    const job = gemv(rt, 512, 300);
+    const want = job(1);
+    rt.setWorkerStall(3_000_000); // 3 s after every wake-up
+    const t0 = performance.now();
+    for (let i = 0; i < 20; i++) expect(job(4)).toEqual(want);
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(rt.stats.threadedJobs).toBe(20);
+    expect(rt.stats.ownChunks).toBe(80);
+    expect(rt.stats.coordinatorWaits).toBe(0);
+  });
+
+  test('after it claimed a chunk: the job waits for that chunk only, and stays correct', async () => {
+    rt = await WasmRuntime.create({ ...opts, threads: 2, adaptive: false });
+    const job = gemv(rt, 512, 300);
+    const want = job(1);
+    rt.setWorkerStall(0, 20_000); // 20 ms with a claimed chunk
+    for (let i = 0; i < 10; i++) expect(job(8)).toEqual(want);
+    // The worker was slept on, so the coordinator ran the other chunks: at most one per job was the worker's.
+    expect(rt.stats.ownChunks).toBeGreaterThanOrEqual(80 - 10);
+    expect(rt.stats.coordinatorWaits).toBeGreaterThan(0); // it blocked instead of polling for 20 ms
+  });
+
+  test('holding chunks job after job: the runner measures it and runs the jobs on one thread', async () => {
+    rt = await WasmRuntime.create({ ...opts, threads: 2 });
+    const job = gemv(rt, 512, 256);
+    const want = job(1);
+    rt.setWorkerStall(0, 1000); // 1 ms with each claimed chunk: split jobs take > 1 ms, alone ~30 µs
+    for (let i = 0; i < 1200; i++) {
+      const got = job(4);
+      if (i % 100 === 0) expect(got).toEqual(want);
+    }
+    expect(rt.stats.switches).toBe(1);
+    const before = { ...rt.stats };
+    for (let i = 0; i < 1000; i++) job(4);
+    expect(rt.stats.soloJobs - before.soloJobs).toBe(1000);
+  });
+});
+
+describe('Pacer: split or one thread, by measurement', () => {
+  /** Feeds the pacer `jobs` jobs of two shapes taking `split` / `solo` ms; returns how many ran split. */
+  function feed(p: Pacer, jobs: number, split: number, solo: number): number {
+    let n = 0;
+    for (let i = 0; i < jobs; i++) {
+      const s = !p.solo();
+      n += s ? 1 : 0;
+      const scale = i % 2 ? 1 : 3; // two shapes, e.g. in_proj and out_proj
+      p.record(i % 2, s, scale * (s ? split : solo));
+    }
+    return n;
+  }
+  const stats = (): JobStats => ({ threadedJobs: 0, soloJobs: 0, chunks: 0, ownChunks: 0, coordinatorWaits: 0, switches: 0 });
+
+  test('keeps splitting where it pays, probing one thread ~1 % of the jobs', () => {
+    const s = stats();
+    const p = new Pacer(s);
+    const split = feed(p, 100_000, 1, 1.7);
+    expect(s.switches).toBe(0);
+    expect(split / 100_000).toBeGreaterThan(0.97);
+  });
+
+  test('stops splitting within ~1,300 jobs once it loses, and comes back when it pays again', () => {
+    const s = stats();
+    const p = new Pacer(s);
+    feed(p, 5000, 1, 1.7);
+    // The machine gets busy: split jobs now take 1.5× the single-thread time.
+    feed(p, 1400, 2.5, 1.7);
+    expect(s.switches).toBe(1);
+    expect(p.solo()).toBe(true);
+    // While it loses, split probes get rarer: 256 of 2 K, 4 K, 8 K, ... jobs.
+    const split = feed(p, 60_000, 2.5, 1.7);
+    expect(split).toBeLessThan(0.03 * 60_000);
+    expect(s.switches).toBe(1);
+    // Idle again: back to splitting at the next probe (at most 64 K jobs later), and it stays.
+    feed(p, 70_000, 1, 1.7);
+    expect(s.switches).toBe(2);
+    expect(feed(p, 10_000, 1, 1.7)).toBeGreaterThan(9_700);
+  });
+
+  test('a margin keeps it from flapping when both ways are as fast', () => {
+    const s = stats();
+    const p = new Pacer(s);
+    feed(p, 50_000, 1, 1.01);
+    expect(s.switches).toBe(0);
+  });
+});
