@@ -206,7 +206,8 @@ export class WasmBackend extends KernelBackend<Ptr, WasmTensor> {
 
 /**
  * Creates the wasm backend: `dtype` is the storage of the projection/embedding matrices, `threads` the
- * number of threads including the caller's (default: available cores; 1 without SharedArrayBuffer).
+ * number of threads including the caller's (default: available cores; 1 without SharedArrayBuffer), over which
+ * jobs are split only while that measures faster than the caller's thread alone (src/wasm/runtime.ts Pacer).
  */
 export async function createWasmBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<WasmBackend> {
   const dtypeName: WeightDtype = o.dtype ?? 'f32';

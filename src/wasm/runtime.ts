@@ -66,7 +66,11 @@ function sharedMemorySupported(): boolean {
 const isNode = typeof process === 'object' && typeof process.versions?.node === 'string' && typeof (globalThis as { Deno?: unknown }).Deno === 'undefined';
 const isDeno = typeof (globalThis as { Deno?: unknown }).Deno === 'object';
 
-/** Available cores: os.availableParallelism() in Node, navigator.hardwareConcurrency elsewhere. */
+/**
+ * The most threads the runtime may use: os.availableParallelism() in Node, navigator.hardwareConcurrency
+ * elsewhere. Whether jobs are split over them is measured while they run (`Pacer`), since what a machine
+ * can give changes with the other processes on it.
+ */
 export async function defaultThreads(): Promise<number> {
   if (isNode) {
     const os = await import('node:os');
@@ -443,18 +447,22 @@ export class WasmRuntime {
   }
 }
 
-/** Per job shape: moving averages of its wall time (ms) on one thread and split over the threads. */
+/**
+ * Per job shape: its wall time (ms) on one thread and split over the threads: the mean over the last probe
+ * of that way, or a moving average while it is the way taken.
+ */
 interface Pace {
   solo: number;
   split: number;
-  /** Probe during which `solo` / `split` was last measured (a probe's first sample replaces the average). */
-  soloProbe: number;
-  splitProbe: number;
+  /** The probe whose samples `probeSum` / `probeCount` hold. */
+  probe: number;
+  probeSum: number;
+  probeCount: number;
   /** Job count at the last split run: what a check looks at. */
   splitAt: number;
 }
 
-const EMA = 0.25;
+const EMA = 0.1; // ~ the last 10-20 runs of a shape: 1-3 tokens
 const PROBE_JOBS = 256; // jobs of a probe of the other way (~2-10 decoded tokens)
 const CHECK_JOBS = 64; // split jobs between two looks at whether splitting still pays
 const FIRST_PROBE = 512; // split jobs before the first single-thread probe (after V8's tier-up)
@@ -498,18 +506,25 @@ export class Pacer {
     this.jobs++;
     let p = this.paces.get(key);
     if (!p) {
-      p = { solo: NaN, split: NaN, soloProbe: -1, splitProbe: -1, splitAt: 0 };
+      p = { solo: NaN, split: NaN, probe: -1, probeSum: 0, probeCount: 0, splitAt: 0 };
       this.paces.set(key, p);
     }
     const probing = this.probeLeft > 0;
-    if (split) {
-      p.split = (probing && p.splitProbe !== this.probe) || Number.isNaN(p.split) ? ms : p.split + EMA * (ms - p.split);
-      if (probing) p.splitProbe = this.probe;
-      p.splitAt = this.jobs;
-    } else {
-      p.solo = (probing && p.soloProbe !== this.probe) || Number.isNaN(p.solo) ? ms : p.solo + EMA * (ms - p.solo);
-      if (probing) p.soloProbe = this.probe;
+    let t = ms;
+    if (probing) {
+      // A probe is short, so it takes all its samples alike: a preempted run is part of the cost.
+      if (p.probe !== this.probe) {
+        p.probe = this.probe;
+        p.probeSum = p.probeCount = 0;
+      }
+      t = (p.probeSum += ms) / ++p.probeCount;
     }
+    const prev = split ? p.split : p.solo;
+    if (!probing && !Number.isNaN(prev)) t = prev + EMA * (ms - prev);
+    if (split) {
+      p.split = t;
+      p.splitAt = this.jobs;
+    } else p.solo = t;
     if (probing) {
       if (--this.probeLeft === 0) this.decide();
     } else if (this.splitting) {
@@ -535,7 +550,7 @@ export class Pacer {
     let split = 0;
     for (const p of this.paces.values()) {
       if (Number.isNaN(p.solo) || Number.isNaN(p.split)) continue;
-      const fresh = probed ? (this.splitting ? p.soloProbe : p.splitProbe) === this.probe : p.splitAt > this.jobs - CHECK_JOBS;
+      const fresh = probed ? p.probe === this.probe : p.splitAt > this.jobs - CHECK_JOBS;
       if (!fresh) continue;
       solo += p.solo;
       split += p.split;
