@@ -62,10 +62,11 @@ const median = (xs) => {
  * process): decode tok/s on 1 thread and on the default thread count, `repeat` alternating runs each
  * (median reported), next to the read bandwidth measured in the same condition.
  */
-export async function runContention({ dtype, repeat, mib, decode }) {
+export async function runContention({ dtype, repeat, mib, decode, spinUs }) {
   const threads = await defaultThreads();
   console.log(`${os.cpus()[0]?.model ?? 'unknown'}, ${os.availableParallelism()} cores, ${process.version}; load ${os.loadavg()[0].toFixed(2)}`);
   console.log(`contention: 1 thread vs the default (${threads} threads, adaptive), idle and with one busy process pinned to core 0; dtype ${dtype}; median of ${repeat}`);
+  if (spinUs !== undefined) console.log(`idle threads poll ${spinUs} µs before blocking (--spin-us)`);
   const models = [
     { name: 'bundled mambabyte-fortunes (5.9 M)', source: BUNDLED, tokens: decode ?? 512 },
     { name: 'random 130m-shaped', source: { files: syntheticModel(MAMBA_130M_BYTES) }, tokens: decode ?? 48 },
@@ -73,7 +74,9 @@ export async function runContention({ dtype, repeat, mib, decode }) {
   const backends = [];
   for (const m of models) {
     const { config, weights } = await readModel(m.source);
-    backends.push({ m, one: await createWasmBackend(config, weights, { dtype, threads: 1 }), dflt: await createWasmBackend(config, weights, { dtype }) });
+    const dflt = await createWasmBackend(config, weights, { dtype });
+    if (spinUs !== undefined) dflt.runtime.setSpin(spinUs);
+    backends.push({ m, one: await createWasmBackend(config, weights, { dtype, threads: 1 }), dflt });
   }
   const rows = [];
   try {
@@ -90,6 +93,7 @@ export async function runContention({ dtype, repeat, mib, decode }) {
           const r1 = [];
           const rN = [];
           const before = { ...dflt.runtime.stats };
+          const sleeps0 = dflt.runtime.workerSleeps;
           for (let rep = 0; rep < repeat; rep++) {
             // Alternate the order so that a slow phase of the machine hits both sides alike.
             if (rep % 2 === 0) r1.push(await decodeRate(one, m.tokens));
@@ -112,6 +116,8 @@ export async function runContention({ dtype, repeat, mib, decode }) {
             // Of the default runs' jobs worth splitting: how many were split, and what share of their chunks the workers ran.
             splitShare: split / Math.max(1, split + solo),
             workerChunkShare: 1 - (st.ownChunks - before.ownChunks) / Math.max(1, st.chunks - before.chunks),
+            // Wake-ups the workers needed per decoded token (they block after the poll of SPIN_US).
+            workerSleepsPerToken: (dflt.runtime.workerSleeps - sleeps0) / (repeat * m.tokens),
           };
           row.ratio = row.defaultTokPerSec / row.oneTokPerSec;
           rows.push(row);
@@ -127,10 +133,10 @@ export async function runContention({ dtype, repeat, mib, decode }) {
     }
   }
   const pad = (s, n) => String(s).padStart(n);
-  console.log(`\n${pad('condition', 9)} ${'model'.padEnd(34)} ${pad('1 thr tok/s', 11)} ${pad(`default (${threads}) tok/s`, 19)} ${pad('default/1', 9)} ${pad('read GB/s 1 / default', 21)} ${pad('split', 5)} ${pad('by workers', 10)}`);
+  console.log(`\n${pad('condition', 9)} ${'model'.padEnd(34)} ${pad('1 thr tok/s', 11)} ${pad(`default (${threads}) tok/s`, 19)} ${pad('default/1', 9)} ${pad('read GB/s 1 / default', 21)} ${pad('split', 5)} ${pad('by workers', 10)} ${pad('sleeps/tok', 10)}`);
   for (const r of rows) {
     console.log(
-      `${pad(r.condition, 9)} ${r.model.padEnd(34)} ${pad(r.oneTokPerSec.toFixed(1), 11)} ${pad(r.defaultTokPerSec.toFixed(1), 19)} ${pad(r.ratio.toFixed(2) + '×', 9)} ${pad(`${r.readGBps1.toFixed(1)} / ${r.readGBpsDefault.toFixed(1)}`, 21)} ${pad((100 * r.splitShare).toFixed(0) + '%', 5)} ${pad((100 * r.workerChunkShare).toFixed(0) + '%', 10)}`,
+      `${pad(r.condition, 9)} ${r.model.padEnd(34)} ${pad(r.oneTokPerSec.toFixed(1), 11)} ${pad(r.defaultTokPerSec.toFixed(1), 19)} ${pad(r.ratio.toFixed(2) + '×', 9)} ${pad(`${r.readGBps1.toFixed(1)} / ${r.readGBpsDefault.toFixed(1)}`, 21)} ${pad((100 * r.splitShare).toFixed(0) + '%', 5)} ${pad((100 * r.workerChunkShare).toFixed(0) + '%', 10)} ${pad(r.workerSleepsPerToken.toFixed(1), 10)}`,
     );
   }
   return rows;

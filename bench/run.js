@@ -4,7 +4,8 @@
 //
 //   npm run bench -- [--backend wasm] [--dtype f32,f16,q8] [--threads 1,2] [--model DIR]
 //                    [--decode 128] [--prompt 512] [--repeat 3] [--bandwidth-mib 1024] [--json out.json]
-//   npm run bench -- --contention [--dtype f32] [--decode N] [--repeat 5] [--bandwidth-mib 256] [--json out.json]
+//   npm run bench -- --contention [--dtype f32] [--decode N] [--repeat 5] [--bandwidth-mib 256] [--spin-us 50]
+//                    [--json out.json]
 //
 // --contention: 1 thread against the default thread count, idle and with one busy process pinned to one
 // core, for the bundled model and the 130m-shaped one (bench/contention.js).
@@ -33,6 +34,7 @@ const { values } = parseArgs({
     'bandwidth-mib': { type: 'string' },
     json: { type: 'string' },
     contention: { type: 'boolean', default: false },
+    'spin-us': { type: 'string' },
   },
 });
 if (values.backend !== 'wasm') throw new Error(`bench/run.js measures the wasm backend only, got --backend ${values.backend}`);
@@ -44,6 +46,7 @@ if (values.contention) {
     repeat: Math.max(1, Number(values.repeat ?? 5)),
     mib: Number(values['bandwidth-mib'] ?? 256),
     decode: values.decode === undefined ? undefined : Number(values.decode),
+    spinUs: values['spin-us'] === undefined ? undefined : Number(values['spin-us']),
   });
   if (values.json) {
     writeFileSync(values.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, cores: os.availableParallelism(), results: rows }, null, 2) + '\n');

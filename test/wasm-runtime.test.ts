@@ -66,8 +66,10 @@ describe('idle workers', () => {
     expect(rt.sleepingWorkers).toBe(2);
     // Workers that polled 2 ms after each job (the earlier runner) spent 40 × 2 × 2 ms = 160 ms more than
     // one thread here (measured: +140 ms); 50 µs polls and the wake-ups, a few ms.
+    const sleeps = rt.workerSleeps;
     const threaded = await cpuOverGaps(job);
     expect(threaded - alone).toBeLessThan(60);
+    expect(rt.workerSleeps - sleeps).toBeGreaterThanOrEqual(80); // both workers blocked in every gap
     expect(rt.sleepingWorkers).toBe(2);
     expect(rt.stats.threadedJobs).toBe(41);
   });

@@ -3,7 +3,7 @@
 // shared memory, then loops: wait for SEQ to change, claim chunks of that job and run them until none is
 // left, counting each in DONE. Word offsets mirror CTL in src/wasm/layout.ts.
 const SEQ = 0, DONE = 1, KERNEL = 2, NPARTS = 3, CLAIM = 7, SLEEPERS = 24, COORD_SLEEPING = 25, ERROR = 26;
-const SPIN_US = 28, STALL_US = 29, HOLD_US = 30;
+const SPIN_US = 28, STALL_US = 29, HOLD_US = 30, WORKER_SLEEPS = 31;
 const EXIT = -1;
 const nap = new Int32Array(new SharedArrayBuffer(4));
 
@@ -37,6 +37,7 @@ function serve({ module, memory, ctl, index }, post) {
       for (let i = 1; (seq = Atomics.load(c, SEQ)) === seen; i++) {
         if ((i & 63) === 0 && performance.now() > until) {
           Atomics.add(c, SLEEPERS, 1);
+          Atomics.add(c, WORKER_SLEEPS, 1);
           Atomics.wait(c, SEQ, seen);
           Atomics.sub(c, SLEEPERS, 1);
         }

@@ -43,6 +43,7 @@ export const CTL = {
   // thread the OS does not schedule in time), or after claiming one, before running it (one preempted mid-job).
   STALL_US: 29,
   HOLD_US: 30,
+  WORKER_SLEEPS: 31, // times workers blocked in Atomics.wait for a job (each costs a wake-up)
   WORDS: 32,
 } as const;
 

@@ -172,6 +172,7 @@ export class WasmRuntime {
   private readonly block: boolean;
   private disposed = false;
   private readonly pacer: Pacer | null;
+  private spinUs = SPIN_US;
   readonly stats: JobStats = { threadedJobs: 0, soloJobs: 0, chunks: 0, ownChunks: 0, coordinatorWaits: 0, switches: 0 };
 
   private constructor(memory: WebAssembly.Memory, instance: WebAssembly.Instance, threads: number, note: string, relaxed: boolean, o: RuntimeOptions) {
@@ -188,7 +189,7 @@ export class WasmRuntime {
     this.ctl[CTL.SCRATCH_STRIDE] = stride;
     this.ctl[CTL.SCRATCH] = this.allocBytes(threads * stride);
     this.ctl[CTL.RESULT] = this.allocBytes(MAX_CHUNKS * 4);
-    this.ctl[CTL.SPIN_US] = SPIN_US;
+    this.ctl[CTL.SPIN_US] = this.spinUs;
     this.workers = [];
     this.block = canBlock();
     this.pacer = o.adaptive === false ? null : new Pacer(this.stats);
@@ -407,7 +408,7 @@ export class WasmRuntime {
   private join(n: number): void {
     const ctl = this.ctl;
     if (Atomics.load(ctl, CTL.DONE) === n) return;
-    const until = performance.now() + SPIN_US / 1000;
+    const until = performance.now() + this.spinUs / 1000;
     for (let i = 1; Atomics.load(ctl, CTL.DONE) !== n; i++) {
       if ((i & 63) === 0 && performance.now() > until) break;
     }
@@ -431,6 +432,17 @@ export class WasmRuntime {
   /** Workers currently blocked in Atomics.wait for the next job. */
   get sleepingWorkers(): number {
     return Atomics.load(this.ctl, CTL.SLEEPERS);
+  }
+
+  /** Times workers have blocked in Atomics.wait for a job so far (each one a wake-up later). */
+  get workerSleeps(): number {
+    return Atomics.load(this.ctl, CTL.WORKER_SLEEPS);
+  }
+
+  /** Test and bench hook: µs an idle thread polls before it blocks (SPIN_US by default). */
+  setSpin(us: number): void {
+    this.spinUs = Math.max(0, Math.round(us));
+    Atomics.store(this.ctl, CTL.SPIN_US, this.spinUs);
   }
 
   /** The bits of float32 `x` as an i32 argument. */
