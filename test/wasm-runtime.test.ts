@@ -166,6 +166,26 @@ describe('Pacer: split or one thread, by measurement', () => {
     expect(feed(p, 10_000, 1, 1.7)).toBeGreaterThan(9_700);
   });
 
+  test('noisy timings (±50 % jitter, 5 % of runs preempted for up to 10×): keeps the faster way', () => {
+    let r = 1;
+    const rnd = () => (r = (Math.imul(r, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    for (const [splitMs, soloMs, wantSplit] of [[1, 1.7, true], [1.7, 1, false], [1, 1, undefined]] as const) {
+      const s = stats();
+      const p = new Pacer(s);
+      let split = 0;
+      for (let i = 0; i < 200_000; i++) {
+        const sp = !p.solo();
+        split += sp ? 1 : 0;
+        const base = ((i % 3) + 1) * (sp ? splitMs : soloMs);
+        p.record(i % 3, sp, base * (1 + (rnd() < 0.05 ? 10 * rnd() : rnd() - 0.5)));
+      }
+      if (wantSplit === true) expect(split / 200_000).toBeGreaterThan(0.97);
+      if (wantSplit === false) expect(split / 200_000).toBeLessThan(0.03);
+      // Clear cases: at most the one switch to one thread. Equal speeds: either way is right, and rarely flips.
+      expect(s.switches).toBeLessThanOrEqual(wantSplit === undefined ? 10 : 1);
+    }
+  });
+
   test('a margin keeps it from flapping when both ways are as fast', () => {
     const s = stats();
     const p = new Pacer(s);

@@ -474,15 +474,17 @@ interface Pace {
   splitAt: number;
 }
 
-const EMA = 0.1; // ~ the last 10-20 runs of a shape: 1-3 tokens
+const EMA = 0.03; // ~ the last 30-60 runs of a shape (1-3 tokens of a 24-layer model): one preempted run moves it little
 const PROBE_JOBS = 256; // jobs of a probe of the other way (~2-10 decoded tokens)
 const CHECK_JOBS = 64; // split jobs between two looks at whether splitting still pays
 const FIRST_PROBE = 512; // split jobs before the first single-thread probe (after V8's tier-up)
 const REFRESH_JOBS = 16_384; // split jobs between single-thread probes while splitting wins (~1 % of the time)
 const SOLO_MIN = 2048; // single-thread jobs before the next split probe, doubling while splitting loses...
 const SOLO_MAX = 65_536; // ...up to this (a probe then costs < 0.5 % even where splitting is 2x slower)
-const LOSE = 0.97; // split / single-thread speed below which jobs run on one thread...
-const WIN = 1.03; // ...and above which they are split again
+// Split / single-thread speed below which jobs run on one thread, and above which they are split again: the
+// gap keeps probes on a noisy machine from flipping the choice back and forth (each flip costs ~1 K jobs).
+const LOSE = 0.97;
+const WIN = 1.1;
 
 /**
  * Decides, by measuring, whether jobs are split over the threads or run on the coordinating thread alone.
@@ -492,7 +494,7 @@ const WIN = 1.03; // ...and above which they are split again
  * size, which repeat every decoded token) both ways: it keeps the faster way and probes the other now and
  * then: 256 jobs on one thread every 16 K split jobs (or as soon as split jobs get slower than the last
  * single-thread times), and 256 split jobs after 2 K single-thread ones, doubling to 64 K while splitting
- * keeps losing. The comparison is between runs a few milliseconds apart, so it holds on a machine whose
+ * keeps losing (back to 2 K once a single-thread probe confirms that splitting wins again). The comparison is between runs a few milliseconds apart, so it holds on a machine whose
  * load changes, and it costs two clock reads per job (jobs worth splitting last ≥ ~10 µs).
  */
 export class Pacer {
@@ -574,13 +576,16 @@ export class Pacer {
     const g = this.gain(true);
     if (this.splitting) {
       this.sinceSoloProbe = 0;
-      if (!(g < LOSE)) return;
+      if (!(g < LOSE)) {
+        this.soloLen = SOLO_MIN; // splitting won twice in a row: the machine has room again
+        return;
+      }
       this.splitting = false;
       this.soloLeft = this.soloLen;
       this.stats.switches++;
     } else if (g > WIN) {
+      // soloLen stays: if this probe was lucky, the next single-thread period is no shorter.
       this.splitting = true;
-      this.soloLen = SOLO_MIN;
       this.sinceCheck = 0;
       this.stats.switches++;
     } else {
