@@ -4,6 +4,11 @@
 //
 //   npm run bench -- [--backend wasm] [--dtype f32,f16,q8] [--threads 1,2] [--model DIR | --shape 130m|mamba2-130m]
 //                    [--decode 128] [--prompt 512] [--repeat 3] [--bandwidth-mib 1024] [--json out.json]
+//   npm run bench -- --contention [--dtype f32] [--decode N] [--repeat 5] [--bandwidth-mib 256] [--spin-us 50]
+//                    [--json out.json]
+//
+// --contention: 1 thread against the default thread count, idle and with one busy process pinned to one
+// core, for the bundled model and the 130m-shaped one (bench/contention.js).
 //
 // Each measurement is repeated (--repeat) and the best run is reported: on a small machine other
 // processes come and go, and the best run is the one they disturbed least.
@@ -20,23 +25,42 @@ const { readBandwidth } = await import('./bandwidth.js');
 const { values } = parseArgs({
   options: {
     backend: { type: 'string', default: 'wasm' },
-    dtype: { type: 'string', default: 'f32,f16,q8' },
+    dtype: { type: 'string' },
     threads: { type: 'string', default: `1,${os.availableParallelism()}` },
     model: { type: 'string' },
     shape: { type: 'string', default: '130m' },
-    decode: { type: 'string', default: '128' },
+    decode: { type: 'string' },
     prompt: { type: 'string', default: '512' },
-    repeat: { type: 'string', default: '3' },
-    'bandwidth-mib': { type: 'string', default: '1024' },
+    repeat: { type: 'string' },
+    'bandwidth-mib': { type: 'string' },
     json: { type: 'string' },
+    contention: { type: 'boolean', default: false },
+    'spin-us': { type: 'string' },
   },
 });
 if (values.backend !== 'wasm') throw new Error(`bench/run.js measures the wasm backend only, got --backend ${values.backend}`);
-const dtypes = values.dtype.split(',');
+
+if (values.contention) {
+  const { runContention } = await import('./contention.js');
+  const rows = await runContention({
+    dtype: values.dtype ?? 'f32',
+    repeat: Math.max(1, Number(values.repeat ?? 5)),
+    mib: Number(values['bandwidth-mib'] ?? 256),
+    decode: values.decode === undefined ? undefined : Number(values.decode),
+    spinUs: values['spin-us'] === undefined ? undefined : Number(values['spin-us']),
+  });
+  if (values.json) {
+    writeFileSync(values.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, cores: os.availableParallelism(), results: rows }, null, 2) + '\n');
+    console.log(`\nwrote ${values.json}`);
+  }
+  process.exit(0);
+}
+
+const dtypes = (values.dtype ?? 'f32,f16,q8').split(',');
 const threadCounts = [...new Set(values.threads.split(',').map(Number))];
-const decodeTokens = Number(values.decode);
+const decodeTokens = Number(values.decode ?? 128);
 const promptTokens = Number(values.prompt);
-const repeat = Math.max(1, Number(values.repeat));
+const repeat = Math.max(1, Number(values.repeat ?? 3));
 
 // ---- model ----
 
@@ -121,7 +145,7 @@ const device = {
 console.log(`${device.cpu}, ${device.cores} cores, ${device.node}; load ${device.loadAverage1m} (${device.otherLoad})`);
 console.log(`model: ${modelName}; prompt ${promptTokens}, decode ${decodeTokens}; best of ${repeat}`);
 
-const mib = Number(values['bandwidth-mib']);
+const mib = Number(values['bandwidth-mib'] ?? 1024);
 const readGBps = {};
 for (const t of threadCounts) readGBps[t] = await readBandwidth(t, mib);
 device.readGBps = readGBps;

@@ -124,30 +124,30 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
   }
 
   rmsnorm(x: Ptr, w: WasmTensor, out: Ptr, T: number, dim: number, eps: number): void {
-    this.rt.run(KERNEL.NORM, [x, w.f32, out, dim, WasmRuntime.floatArg(eps), T], this.parts(T * dim));
+    this.job(KERNEL.NORM, [x, w.f32, out, dim, WasmRuntime.floatArg(eps), T], T * dim);
   }
 
   normSegments(x: Ptr, T: number, segments: readonly number[], eps: number): void {
     if (segments.length !== 3) throw new RangeError('normSegments: the wasm kernel takes three segments');
     const [s0, s1, s2] = segments;
-    this.rt.run(KERNEL.NORM_SEGMENTS, [x, s0, s1, s2, WasmRuntime.floatArg(eps), T], this.parts(T * (s0 + s1 + s2)));
+    this.job(KERNEL.NORM_SEGMENTS, [x, s0, s1, s2, WasmRuntime.floatArg(eps), T], T * (s0 + s1 + s2));
   }
 
   matmul(x: Ptr, w: WasmTensor, bias: WasmTensor | undefined, out: Ptr, T: number, K: number, N: number, accumulate: boolean): void {
     const args = [w.dtype, x, K, w.ptr, w.scales, bias?.f32 ?? 0, out, N, T, K, N, accumulate ? 1 : 0];
-    this.rt.run(KERNEL.MATMUL, args, this.parts(T * K * N, N));
+    this.job(KERNEL.MATMUL, args, T * K * N, N);
   }
 
   conv1d(x: Ptr, state: Ptr, w: WasmTensor, bias: WasmTensor | undefined, out: Ptr, T: number, E: number, K: number): void {
     // Per channel and token: K taps, the state shift and a SiLU, about 32 multiply-adds' worth (measured).
-    this.rt.run(KERNEL.CONV, [x, state, w.f32, bias?.f32 ?? 0, out, T, E, K], this.parts(T * E * 32, E));
+    this.job(KERNEL.CONV, [x, state, w.f32, bias?.f32 ?? 0, out, T, E, K], T * E * 32, E);
   }
 
   scan(u: Ptr, dbc: Ptr, z: Ptr, L: LayerWeights<WasmTensor>, state: Ptr, out: Ptr, T: number, c: MambaConfig): void {
     const { dInner: E, dtRank: R, dState: N } = c;
     const args = [u, dbc, z, L.dtProjW.f32, L.dtProjB.f32, L.A.f32, L.D.f32, state, out, T, E, R, N];
     // Each state element costs an exp (~20 SIMD ops for 4 lanes) plus the update.
-    this.rt.run(KERNEL.SCAN, args, this.parts(T * E * (R + 8 * N), E));
+    this.job(KERNEL.SCAN, args, T * E * (R + 8 * N), E);
   }
 
   ssd(xbc: Ptr, dt: Ptr, L: Mamba2LayerWeights<WasmTensor>, state: Ptr, y: Ptr, T: number, c: MambaConfig): void {
@@ -156,21 +156,22 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
     if (T > DEFAULT_CHUNK) throw new RangeError(`ssd: one call is one SSD chunk of at most ${DEFAULT_CHUNK} tokens, got ${T}`);
     const args = [xbc, dt, L.dtBias.f32, L.A.f32, L.D.f32, state, y, T, N, H, P, G, WasmRuntime.floatArg(dtMin), WasmRuntime.floatArg(dtMax)];
     // Per head: the [T, T] mask (N each), y (T·P·(N + T/2)) and the state update (T·P·N).
-    this.rt.run(KERNEL.SSD, args, this.parts(H * T * (T * N + P * (2 * N + T)), H * 4));
+    this.job(KERNEL.SSD, args, H * T * (T * N + P * (2 * N + T)), H * 4);
   }
 
   gatedNorm(y: Ptr, z: Ptr, w: WasmTensor, out: Ptr, T: number, c: MambaConfig): void {
     const { normGroupSize: S, normEps, normBeforeGate } = c.mamba2!;
-    this.rt.run(KERNEL.GATED_NORM, [y, z, w.f32, out, c.dInner, S, WasmRuntime.floatArg(normEps), normBeforeGate ? 1 : 0, T], this.parts(T * c.dInner * 8));
+    this.job(KERNEL.GATED_NORM, [y, z, w.f32, out, c.dInner, S, WasmRuntime.floatArg(normEps), normBeforeGate ? 1 : 0, T], T * c.dInner * 8);
   }
 
   /**
-   * Chunks for a job of `work` multiply-adds over `rows` independent rows (split in runs of 4): two per
-   * thread, so that a thread the OS is slow to schedule costs at most a small share of the job.
+   * Runs a job of `work` multiply-adds over `rows` independent rows (split in runs of 4) in two chunks per
+   * thread, so that a thread the OS is slow to schedule costs at most a small share of the job. `work`
+   * also tells the runtime which jobs have the same shape (it times them to decide whether to split).
    */
-  private parts(work: number, rows = Infinity): number {
-    if (work < PARALLEL_MIN_WORK || this.rt.threads === 1) return 1;
-    return Math.min(CHUNKS_PER_THREAD * this.rt.threads, Math.ceil(rows / 4));
+  private job(kernel: number, args: number[], work: number, rows = Infinity): void {
+    const parts = work < PARALLEL_MIN_WORK || this.rt.threads === 1 ? 1 : Math.min(CHUNKS_PER_THREAD * this.rt.threads, Math.ceil(rows / 4));
+    this.rt.run(kernel, args, parts, work);
   }
 }
 
@@ -205,7 +206,8 @@ export class WasmBackend extends KernelBackend<Ptr, WasmTensor> {
 
 /**
  * Creates the wasm backend: `dtype` is the storage of the projection/embedding matrices, `threads` the
- * number of threads including the caller's (default: available cores; 1 without SharedArrayBuffer).
+ * number of threads including the caller's (default: available cores; 1 without SharedArrayBuffer), over which
+ * jobs are split only while that measures faster than the caller's thread alone (src/wasm/runtime.ts Pacer).
  */
 export async function createWasmBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<WasmBackend> {
   const dtypeName: WeightDtype = o.dtype ?? 'f32';

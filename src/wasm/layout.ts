@@ -38,6 +38,12 @@ export const CTL = {
   COORD_SLEEPING: 25, // 1 while the coordinator is blocked in Atomics.wait on DONE
   ERROR: 26, // set by a worker whose kernel threw
   JOB: 27, // bumped for every job, solo ones included: keys the per-thread prepared x (assembly/index.ts)
+  SPIN_US: 28, // how long an idle worker polls SEQ before it blocks in Atomics.wait (set by the runtime)
+  // Test hooks (0 in use): workers sleep this many µs after waking for a job, before claiming a chunk (a
+  // thread the OS does not schedule in time), or after claiming one, before running it (one preempted mid-job).
+  STALL_US: 29,
+  HOLD_US: 30,
+  WORKER_SLEEPS: 31, // times workers blocked in Atomics.wait for a job (each costs a wake-up)
   WORDS: 32,
 } as const;
 

@@ -6,8 +6,11 @@
  * Jobs: the coordinating thread (where the synchronous kernel calls happen) writes a kernel id and its
  * arguments into a control block in shared memory and bumps SEQ; then it and the workers claim chunks of
  * the job (a CAS on CLAIM) and run them through the module's `runJob` until none is left, and the
- * coordinator waits until DONE counts them all. Workers spin briefly on SEQ, then Atomics.wait on it.
- * A worker the OS does not schedule (a busy machine) simply claims nothing: the job does not wait for it.
+ * coordinator waits until DONE counts them all. Workers poll SEQ for SPIN_US, then Atomics.wait on it; the
+ * coordinator likewise polls DONE, then waits. A worker the OS does not schedule (a busy machine) simply
+ * claims nothing: the coordinator runs the remaining chunks itself and waits only for chunks a worker has
+ * claimed. Whether jobs are split at all is measured as they run (`Pacer`): on a machine whose cores are
+ * taken by other processes, one thread can be faster than several.
  */
 import { assetUrl, readAsset } from '../assets.js';
 import { BackendUnavailableError, MambaError, OutOfMemoryError } from '../errors.js';
@@ -17,9 +20,14 @@ const PAGE = 65536;
 const MAX_PAGES = 65536; // wasm32: 4 GiB
 const ALIGN = 64; // cache line: keeps SIMD rows and per-thread areas from sharing lines
 const WORKER_START_MS = 15_000;
-const STALL_SHARE = 0.5; // back off when the coordinator waits for more than half of each job...
-const SOLO_JOBS = 1500; // ...for this many jobs (~10 decoded tokens), doubling while it recurs
-const MAX_SOLO_JOBS = 48_000;
+/**
+ * µs that an idle thread polls before it blocks (workers on SEQ, the coordinator on DONE). The jobs of one
+ * decoded token follow each other within ~6 µs (p99) and a chunk lasts ~5-100 µs, so 50 µs keeps threads
+ * hot within a token; between tokens (~90 µs of JavaScript) they sleep, and a wake-up costs ~10-50 µs once
+ * per token. Polling for milliseconds (2 ms before) took a core from other processes, and from this
+ * process's own coordinator when a busy process held the other core.
+ */
+const SPIN_US = 50;
 
 /** The kernel exports of build/mamba.wasm that TypeScript calls directly. */
 export interface KernelExports {
@@ -58,7 +66,11 @@ function sharedMemorySupported(): boolean {
 const isNode = typeof process === 'object' && typeof process.versions?.node === 'string' && typeof (globalThis as { Deno?: unknown }).Deno === 'undefined';
 const isDeno = typeof (globalThis as { Deno?: unknown }).Deno === 'object';
 
-/** Available cores: os.availableParallelism() in Node, navigator.hardwareConcurrency elsewhere. */
+/**
+ * The most threads the runtime may use: os.availableParallelism() in Node, navigator.hardwareConcurrency
+ * elsewhere. Whether jobs are split over them is measured while they run (`Pacer`), since what a machine
+ * can give changes with the other processes on it.
+ */
 export async function defaultThreads(): Promise<number> {
   if (isNode) {
     const os = await import('node:os');
@@ -121,6 +133,22 @@ export interface RuntimeOptions {
   growBytes: number;
   /** Bytes of private scratch per thread (q8/f16 prefill tiles). */
   scratchBytesPerThread: number;
+  /** Measure whether splitting jobs pays and run them on this thread alone while it does not (default true). */
+  adaptive?: boolean;
+}
+
+/** What the job runner did: for the bench and tests. */
+export interface JobStats {
+  /** Jobs split over the threads, and jobs that could have been but ran on this thread (see Pacer). */
+  threadedJobs: number;
+  soloJobs: number;
+  /** Chunks of the threaded jobs, and how many of them the coordinating thread ran itself. */
+  chunks: number;
+  ownChunks: number;
+  /** Times the coordinator blocked in Atomics.wait for a chunk a worker had claimed. */
+  coordinatorWaits: number;
+  /** Switches between split and single-thread runs that the measurements decided. */
+  switches: number;
 }
 
 export class WasmRuntime {
@@ -143,11 +171,9 @@ export class WasmRuntime {
   private readonly workers: ThreadHandle[];
   private readonly block: boolean;
   private disposed = false;
-  private jobs = 0;
-  private waitShare = 0;
-  private soloUntil = 0;
-  private soloLen = SOLO_JOBS;
-  private retryCheck = Infinity;
+  private readonly pacer: Pacer | null;
+  private spinUs = SPIN_US;
+  readonly stats: JobStats = { threadedJobs: 0, soloJobs: 0, chunks: 0, ownChunks: 0, coordinatorWaits: 0, switches: 0 };
 
   private constructor(memory: WebAssembly.Memory, instance: WebAssembly.Instance, threads: number, note: string, relaxed: boolean, o: RuntimeOptions) {
     this.memory = memory;
@@ -163,8 +189,10 @@ export class WasmRuntime {
     this.ctl[CTL.SCRATCH_STRIDE] = stride;
     this.ctl[CTL.SCRATCH] = this.allocBytes(threads * stride);
     this.ctl[CTL.RESULT] = this.allocBytes(MAX_CHUNKS * 4);
+    this.ctl[CTL.SPIN_US] = this.spinUs;
     this.workers = [];
     this.block = canBlock();
+    this.pacer = o.adaptive === false ? null : new Pacer(this.stats);
   }
 
   /** Creates the memory, instantiates the module and starts `threads - 1` workers. */
@@ -325,9 +353,10 @@ export class WasmRuntime {
 
   /**
    * Runs `kernel` with `args` split into `parts` chunks (1 = on this thread only), synchronously.
-   * Integer args are written as i32; floats must be passed through `floatArg`.
+   * Integer args are written as i32; floats must be passed through `floatArg`. `work` (e.g. multiply-adds)
+   * identifies jobs of the same shape for the measurements that decide whether to split; 0 = use `parts`.
    */
-  run(kernel: number, args: ArrayLike<number>, parts: number): void {
+  run(kernel: number, args: ArrayLike<number>, parts: number, work = 0): void {
     if (this.disposed) throw new MambaError('DISPOSED', 'wasm runtime has been disposed');
     const ctl = this.ctl;
     const n = this.threads === 1 ? 1 : Math.max(1, Math.min(parts, MAX_CHUNKS));
@@ -339,9 +368,13 @@ export class WasmRuntime {
       this.exports.runJob(this.ctlPtr, 0, 0);
       return;
     }
-    if (this.jobs++ < this.soloUntil) {
+    const pacer = this.pacer;
+    const t0 = performance.now();
+    if (pacer?.solo()) {
       ctl[CTL.NPARTS] = 1;
       this.exports.runJob(this.ctlPtr, 0, 0);
+      this.stats.soloJobs++;
+      pacer.record(kernel * 2 ** 40 + (work || n), false, performance.now() - t0);
       return;
     }
     const seq = (Atomics.load(ctl, CTL.SEQ) + 1) | 0;
@@ -349,14 +382,18 @@ export class WasmRuntime {
     Atomics.store(ctl, CTL.CLAIM, (seq & 0xffff) << 16);
     Atomics.store(ctl, CTL.SEQ, seq);
     if (Atomics.load(ctl, CTL.SLEEPERS) > 0) Atomics.notify(ctl, CTL.SEQ);
-    const t0 = performance.now();
+    let own = 0;
     for (let c = claim(ctl, seq, n); c >= 0; c = claim(ctl, seq, n)) {
       this.exports.runJob(this.ctlPtr, c, 0);
       Atomics.add(ctl, CTL.DONE, 1);
+      own++;
     }
-    const t1 = performance.now();
     this.join(n);
-    this.noteStall(performance.now() - t1, t1 - t0);
+    const s = this.stats;
+    s.threadedJobs++;
+    s.chunks += n;
+    s.ownChunks += own;
+    pacer?.record(kernel * 2 ** 40 + (work || n), true, performance.now() - t0);
     if (ctl[CTL.ERROR] !== 0) {
       ctl[CTL.ERROR] = 0;
       throw new MambaError('WASM_WORKER', `a wasm worker thread failed in kernel ${kernel}`);
@@ -364,37 +401,48 @@ export class WasmRuntime {
   }
 
   /**
-   * Backs off to this thread alone when the workers slow jobs down instead of speeding them up: that
-   * happens when more threads are runnable than there are cores (other processes), so a worker gets
-   * preempted in the middle of a chunk and the coordinator waits for it. The signal is the share of each
-   * job the coordinator spends waiting (a moving average); threads are tried again after `soloLen` jobs,
-   * a period that doubles while the machine stays busy.
+   * Waits until all n chunks are done: only chunks that workers claimed and are still running remain.
+   * Polls for SPIN_US, then blocks: a worker preempted in the middle of its chunk may then be moved by the
+   * OS onto the core this thread leaves free, instead of waiting for the busy process on its own core.
    */
-  private noteStall(waitedMs: number, ownMs: number): void {
-    this.waitShare += 0.05 * (waitedMs / (waitedMs + ownMs + 1e-3) - this.waitShare);
-    if (this.waitShare > STALL_SHARE) {
-      this.waitShare = 0;
-      this.soloUntil = this.jobs + this.soloLen;
-      this.retryCheck = this.soloUntil + SOLO_JOBS;
-      this.soloLen = Math.min(2 * this.soloLen, MAX_SOLO_JOBS);
-    } else if (this.jobs > this.retryCheck) {
-      this.soloLen = SOLO_JOBS; // a whole period with threads went fine
-      this.retryCheck = Infinity;
-    }
-  }
-
-  /** Waits until all n chunks are done: only chunks that workers claimed and are still running remain. */
   private join(n: number): void {
     const ctl = this.ctl;
-    for (let i = 0; i < 1 << 20; i++) if (Atomics.load(ctl, CTL.DONE) === n) return;
+    if (Atomics.load(ctl, CTL.DONE) === n) return;
+    const until = performance.now() + this.spinUs / 1000;
+    for (let i = 1; Atomics.load(ctl, CTL.DONE) !== n; i++) {
+      if ((i & 63) === 0 && performance.now() > until) break;
+    }
     while (true) {
       const done = Atomics.load(ctl, CTL.DONE);
       if (done === n) return;
       if (!this.block) continue; // a browser main thread may only spin
+      this.stats.coordinatorWaits++;
       Atomics.store(ctl, CTL.COORD_SLEEPING, 1);
       Atomics.wait(ctl, CTL.DONE, done, 50);
       Atomics.store(ctl, CTL.COORD_SLEEPING, 0);
     }
+  }
+
+  /** Test hooks: make every worker sleep `stallUs` after waking for a job and `holdUs` after claiming a chunk. */
+  setWorkerStall(stallUs: number, holdUs = 0): void {
+    Atomics.store(this.ctl, CTL.STALL_US, Math.max(0, Math.round(stallUs)));
+    Atomics.store(this.ctl, CTL.HOLD_US, Math.max(0, Math.round(holdUs)));
+  }
+
+  /** Workers currently blocked in Atomics.wait for the next job. */
+  get sleepingWorkers(): number {
+    return Atomics.load(this.ctl, CTL.SLEEPERS);
+  }
+
+  /** Times workers have blocked in Atomics.wait for a job so far (each one a wake-up later). */
+  get workerSleeps(): number {
+    return Atomics.load(this.ctl, CTL.WORKER_SLEEPS);
+  }
+
+  /** Test and bench hook: µs an idle thread polls before it blocks (SPIN_US by default). */
+  setSpin(us: number): void {
+    this.spinUs = Math.max(0, Math.round(us));
+    Atomics.store(this.ctl, CTL.SPIN_US, this.spinUs);
   }
 
   /** The bits of float32 `x` as an i32 argument. */
@@ -408,6 +456,142 @@ export class WasmRuntime {
     if (this.disposed) return;
     this.disposed = true;
     this.stopWorkers();
+  }
+}
+
+/**
+ * Per job shape: its wall time (ms) on one thread and split over the threads: the mean over the last probe
+ * of that way, or a moving average while it is the way taken.
+ */
+interface Pace {
+  solo: number;
+  split: number;
+  /** The probe whose samples `probeSum` / `probeCount` hold. */
+  probe: number;
+  probeSum: number;
+  probeCount: number;
+  /** Job count at the last split run: what a check looks at. */
+  splitAt: number;
+}
+
+const EMA = 0.03; // ~ the last 30-60 runs of a shape (1-3 tokens of a 24-layer model): one preempted run moves it little
+const PROBE_JOBS = 256; // jobs of a probe of the other way (~2-10 decoded tokens)
+const CHECK_JOBS = 64; // split jobs between two looks at whether splitting still pays
+const FIRST_PROBE = 512; // split jobs before the first single-thread probe (after V8's tier-up)
+const REFRESH_JOBS = 16_384; // split jobs between single-thread probes while splitting wins (~1 % of the time)
+const SOLO_MIN = 2048; // single-thread jobs before the next split probe, doubling while splitting loses...
+const SOLO_MAX = 65_536; // ...up to this (a probe then costs < 0.5 % even where splitting is 2x slower)
+// Split / single-thread speed below which jobs run on one thread, and above which they are split again: the
+// gap keeps probes on a noisy machine from flipping the choice back and forth (each flip costs ~1 K jobs).
+const LOSE = 0.97;
+const WIN = 1.1;
+
+/**
+ * Decides, by measuring, whether jobs are split over the threads or run on the coordinating thread alone.
+ * Splitting loses when other processes hold the cores: a worker preempted in the middle of its chunk
+ * makes the job wait for the OS to run it again, and threads polling for work take the core from others.
+ * Neither shows in the thread count, so the runner compares the wall time of the same job shapes (kernel and
+ * size, which repeat every decoded token) both ways: it keeps the faster way and probes the other now and
+ * then: 256 jobs on one thread every 16 K split jobs (or as soon as split jobs get slower than the last
+ * single-thread times), and 256 split jobs after 2 K single-thread ones, doubling to 64 K while splitting
+ * keeps losing (back to 2 K once a single-thread probe confirms that splitting wins again). The comparison is between runs a few milliseconds apart, so it holds on a machine whose
+ * load changes, and it costs two clock reads per job (jobs worth splitting last ≥ ~10 µs).
+ */
+export class Pacer {
+  private readonly paces = new Map<number, Pace>();
+  private splitting = true;
+  private probeLeft = 0; // jobs left in a probe of the way not taken
+  private probe = 0; // probes so far
+  private jobs = 0;
+  private sinceCheck = 0;
+  private sinceSoloProbe = REFRESH_JOBS - FIRST_PROBE;
+  private soloLen = SOLO_MIN;
+  private soloLeft = 0;
+
+  constructor(private readonly stats: JobStats) {}
+
+  /** Whether the next job runs on the coordinating thread alone. */
+  solo(): boolean {
+    return this.probeLeft > 0 ? this.splitting : !this.splitting;
+  }
+
+  /** Records a job of shape `key` that took `ms` (`split`: over the threads), then decides what comes next. */
+  record(key: number, split: boolean, ms: number): void {
+    this.jobs++;
+    let p = this.paces.get(key);
+    if (!p) {
+      p = { solo: NaN, split: NaN, probe: -1, probeSum: 0, probeCount: 0, splitAt: 0 };
+      this.paces.set(key, p);
+    }
+    const probing = this.probeLeft > 0;
+    let t = ms;
+    if (probing) {
+      // A probe is short, so it takes all its samples alike: a preempted run is part of the cost.
+      if (p.probe !== this.probe) {
+        p.probe = this.probe;
+        p.probeSum = p.probeCount = 0;
+      }
+      t = (p.probeSum += ms) / ++p.probeCount;
+    }
+    const prev = split ? p.split : p.solo;
+    if (!probing && !Number.isNaN(prev)) t = prev + EMA * (ms - prev);
+    if (split) {
+      p.split = t;
+      p.splitAt = this.jobs;
+    } else p.solo = t;
+    if (probing) {
+      if (--this.probeLeft === 0) this.decide();
+    } else if (this.splitting) {
+      this.sinceSoloProbe++;
+      if (++this.sinceCheck < CHECK_JOBS) return;
+      this.sinceCheck = 0;
+      // Split jobs slower than the last single-thread times: see whether one thread is faster now.
+      if (this.sinceSoloProbe >= REFRESH_JOBS || (this.sinceSoloProbe >= 4 * PROBE_JOBS && this.gain(false) < LOSE)) this.startProbe();
+    } else if (--this.soloLeft <= 0) this.startProbe();
+  }
+
+  private startProbe(): void {
+    this.probe++;
+    this.probeLeft = PROBE_JOBS;
+  }
+
+  /**
+   * Time on one thread / time split, summed over the job shapes measured both ways: those of the probe that
+   * just ended (`probed`), or those split in the last CHECK_JOBS jobs.
+   */
+  private gain(probed: boolean): number {
+    let solo = 0;
+    let split = 0;
+    for (const p of this.paces.values()) {
+      if (Number.isNaN(p.solo) || Number.isNaN(p.split)) continue;
+      const fresh = probed ? p.probe === this.probe : p.splitAt > this.jobs - CHECK_JOBS;
+      if (!fresh) continue;
+      solo += p.solo;
+      split += p.split;
+    }
+    return split > 0 ? solo / split : NaN;
+  }
+
+  private decide(): void {
+    const g = this.gain(true);
+    if (this.splitting) {
+      this.sinceSoloProbe = 0;
+      if (!(g < LOSE)) {
+        this.soloLen = SOLO_MIN; // splitting won twice in a row: the machine has room again
+        return;
+      }
+      this.splitting = false;
+      this.soloLeft = this.soloLen;
+      this.stats.switches++;
+    } else if (g > WIN) {
+      // soloLen stays: if this probe was lucky, the next single-thread period is no shorter.
+      this.splitting = true;
+      this.sinceCheck = 0;
+      this.stats.switches++;
+    } else {
+      this.soloLen = Math.min(2 * this.soloLen, SOLO_MAX);
+      this.soloLeft = this.soloLen;
+    }
   }
 }
 
