@@ -13,7 +13,7 @@ export type { Backend, BackendName, StateData } from './backend.js';
 export type { MambaConfig } from './config.js';
 export { parseConfig, parameterCount } from './config.js';
 export { parseSafetensors, encodeSafetensors } from './safetensors.js';
-export { encode, Utf8Stream, ByteTokenizer, HfTokenizer, Detokenizer, type Tokenizer, type DecodeOptions } from './tokenizer.js';
+export { encode, Utf8Stream, ByteTokenizer, HfTokenizer, Detokenizer, loadTokenizersJs, type Tokenizer, type DecodeOptions } from './tokenizer.js';
 export * from './errors.js';
 export { estimateMemoryBytes, type MemoryEstimate, type ReadOptions } from './loader.js';
 export type { FetchOptions } from './fetch.js';

@@ -128,19 +128,19 @@ async function openSource(source: ModelSource, opts: ReadOptions): Promise<OpenS
 }
 
 /**
- * tokenizer.json is optional: without it the model reads bytes (MambaByte). Only beside one are
- * tokenizer_config.json and generation_config.json looked for, so a byte-level model costs one
- * request more, not three.
+ * tokenizer.json is optional: without it the model reads bytes (MambaByte). It is looked for only when
+ * the vocabulary is larger than bytes (a byte model, 256 ids, needs none: no request that fails, no 404
+ * in a browser console), and only beside one are tokenizer_config.json and generation_config.json.
  */
 async function readTokenizerFiles({ read, config, configBytes, plainBound }: OpenSource): Promise<Tokenizer> {
-  const json = await read('tokenizer.json', false, plainBound('tokenizer.json', MAX_TOKENIZER_BYTES));
+  const json = config.vocabSize > 256 ? await read('tokenizer.json', false, plainBound('tokenizer.json', MAX_TOKENIZER_BYTES)) : undefined;
   const files: TokenizerFiles = { 'config.json': configBytes };
   if (json) {
     files['tokenizer.json'] = json;
     files['tokenizer_config.json'] = await read('tokenizer_config.json', false, plainBound('tokenizer_config.json', MAX_CONFIG_BYTES));
     files['generation_config.json'] = await read('generation_config.json', false, plainBound('generation_config.json', MAX_CONFIG_BYTES));
   }
-  return tokenizerFromFiles(files, config.vocabSize);
+  return await tokenizerFromFiles(files, config.vocabSize);
 }
 
 /**

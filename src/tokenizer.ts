@@ -1,4 +1,4 @@
-import { Tokenizer as TokenizersJs } from '@huggingface/tokenizers';
+import type { Tokenizer as TokenizersJsClass } from '@huggingface/tokenizers';
 import { parseEosTokenIds, parseJsonText, preview } from './config.js';
 import { InvalidOptionError, ModelFormatError, UnsupportedModelError } from './errors.js';
 
@@ -170,7 +170,7 @@ export class HfTokenizer implements Tokenizer {
   private readonly defined: Set<number>;
   /** Ids the model can produce: decode accepts [0, idLimit). */
   private readonly idLimit: number;
-  private readonly impl: TokenizersJs;
+  private readonly impl: TokenizersJsClass;
 
   /**
    * `json`: tokenizer.json; `tokenizerConfig`: tokenizer_config.json (only `clean_up_tokenization_spaces`
@@ -236,6 +236,7 @@ export class HfTokenizer implements Tokenizer {
     try {
       // Only what fast (tokenizer.json) tokenizers honour in transformers: the slow-tokenizer options
       // that Tokenizers.js also reads (remove_space, do_lowercase_and_remove_accent) are not passed.
+      if (!TokenizersJs) throw new Error('Tokenizers.js is not loaded: await loadTokenizersJs() first');
       this.impl = new TokenizersJs({ ...raw, added_tokens: added }, { clean_up_tokenization_spaces: tc.clean_up_tokenization_spaces === true });
     } catch (e) {
       const message = String((e as Error)?.message ?? e).slice(0, 200);
@@ -284,11 +285,21 @@ export interface TokenizerFiles {
   'generation_config.json'?: Uint8Array | string;
 }
 
+let TokenizersJs: typeof TokenizersJsClass | undefined;
+
+/**
+ * Loads Tokenizers.js, once: the first time a tokenizer.json is read, so that a byte-level model never
+ * imports it (no bare module to resolve in a page or worker that has no import map for it).
+ */
+export async function loadTokenizersJs(): Promise<void> {
+  TokenizersJs ??= (await import('@huggingface/tokenizers')).Tokenizer;
+}
+
 /**
  * The tokenizer a model's files describe: its tokenizer.json, else bytes (MambaByte). The end of
  * sequence is generation_config.json's `eos_token_id` when it has one, else config.json's.
  */
-export function tokenizerFromFiles(files: TokenizerFiles, modelVocabSize: number): Tokenizer {
+export async function tokenizerFromFiles(files: TokenizerFiles, modelVocabSize: number): Promise<Tokenizer> {
   const eosOf = (file: 'config.json' | 'generation_config.json') => {
     const bytes = files[file];
     if (bytes === undefined) return undefined;
@@ -298,6 +309,7 @@ export function tokenizerFromFiles(files: TokenizerFiles, modelVocabSize: number
   const eosTokenIds = eosOf('generation_config.json') ?? eosOf('config.json') ?? [];
   const json = files['tokenizer.json'];
   if (json === undefined) return new ByteTokenizer(eosTokenIds);
+  await loadTokenizersJs();
   return new HfTokenizer(json, { tokenizerConfig: files['tokenizer_config.json'], modelVocabSize, eosTokenIds });
 }
 

@@ -247,7 +247,7 @@ describe.skipIf(!built)('over HTTP: the index is checked against the config befo
     reset({ 'config.json': tiny['config.json'], 'model.safetensors.index.json': JSON.stringify({ weight_map: weightMap }) });
     const o = await runChild({ source: base, options: { retries: 0 } });
     expectBounded(o, 'MODEL_FORMAT', /model\.safetensors\.index\.json \[backbone\.layers\.1\.mixer\.D\]: tensor is not used by this config/);
-    expect(requests).toEqual(['config.json', 'tokenizer.json', 'model.safetensors', 'model.safetensors.index.json']);
+    expect(requests).toEqual(['config.json', 'model.safetensors', 'model.safetensors.index.json']);
   });
 
   test('an index of valid names over 40 shards of ~99 MiB each (streamed, no length): one shard is cut off at the config budget', async () => {
@@ -275,7 +275,7 @@ describe.skipIf(!built)('over HTTP: the index is checked against the config befo
     });
     const o = await runChild({ source: base, options: { retries: 0 } });
     expectBounded(o, 'FETCH', /model-00000\.safetensors: .*more than the \d+ a model of this config can need/);
-    expect(requests).toEqual(['config.json', 'tokenizer.json', 'model.safetensors', 'model.safetensors.index.json', shardNames[0]]);
+    expect(requests).toEqual(['config.json', 'model.safetensors', 'model.safetensors.index.json', shardNames[0]]);
     // The server may have pushed a few socket buffers ahead; nowhere near 99 MiB, let alone 40 x 99.
     expect(bytesSent / MiB, 'MiB sent by the server').toBeLessThan(16);
   });

@@ -209,8 +209,6 @@ describe('Hugging Face Hub ids', () => {
     const weights = sha256(TINY['model.safetensors']);
     const config = gitBlobId(TINY['config.json']);
     expect(tree(repoDir(cache, 'test-org/tiny-mamba'))).toEqual([
-      // The optional tokenizer.json the repository lacks, remembered as huggingface_hub does.
-      `.no_exist/${commit}/tokenizer.json`,
       `blobs/${config}`,
       `blobs/${weights}`,
       'refs/main',
@@ -225,7 +223,6 @@ describe('Hugging Face Hub ids', () => {
     expect(hubHits.map((h) => `${h.method} ${h.path}`)).toEqual([
       `HEAD ${base}/main/config.json`,
       `GET ${base}/${commit}/config.json`,
-      `HEAD ${base}/${commit}/tokenizer.json`,
       `HEAD ${base}/${commit}/model.safetensors`,
       `GET ${base}/${commit}/model.safetensors`,
     ]);
@@ -240,7 +237,7 @@ describe('Hugging Face Hub ids', () => {
     expect(await logitsOf('test-org/tiny-mamba')).toEqual(got);
     expect(tried()).toBe(0);
     globalThis.fetch = realFetch;
-    expect(hubHits.length + cdnHits.length).toBe(5 + 1);
+    expect(hubHits.length + cdnHits.length).toBe(4 + 1);
   });
 
   test('a sharded model: the 404 of model.safetensors is remembered in .no_exist, so it loads with no network', async () => {
@@ -343,11 +340,11 @@ describe('Hugging Face Hub ids', () => {
     process.env.HF_TOKEN = 'hf_env_token';
     process.env.HF_ENDPOINT = 'http://127.0.0.1:9';
     await logitsOf('test-org/tiny-mamba', { hubEndpoint: hubUrl, cacheDir: tempDir() });
-    expect(hubHits.length).toBe(5); // HEAD + GET config.json, HEAD tokenizer.json (absent), HEAD + GET model.safetensors
+    expect(hubHits.length).toBe(4); // HEAD + GET config.json, HEAD + GET model.safetensors (a byte model needs no tokenizer.json)
     expect(hubHits.every((h) => h.auth === undefined)).toBe(true);
     hubHits = [];
     await logitsOf('test-org/tiny-mamba', { hubEndpoint: hubUrl, hubToken: 'hf_given', cacheDir: tempDir() });
-    expect(hubHits.map((h) => h.auth)).toEqual(Array(5).fill('Bearer hf_given'));
+    expect(hubHits.map((h) => h.auth)).toEqual(Array(4).fill('Bearer hf_given'));
     expect(cdnHits.every((h) => h.auth === undefined)).toBe(true);
   });
 

@@ -10,8 +10,11 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, test, vi } from 'vitest';
 import { InvalidOptionError, MambaError, ModelFormatError, UnsupportedModelError } from '../src/errors.js';
 import { loadModel, loadTokenizer } from '../src/model.js';
-import { ByteTokenizer, Detokenizer, HfTokenizer, type Tokenizer } from '../src/tokenizer.js';
+import { ByteTokenizer, Detokenizer, HfTokenizer, loadTokenizersJs, type Tokenizer } from '../src/tokenizer.js';
 import { FIXTURE_ROOT } from './helpers/fixtures.js';
+
+// HfTokenizer is constructed directly below: load the library as tokenizerFromFiles does.
+await loadTokenizersJs();
 
 const DIR = fileURLToPath(new URL('./fixtures/hf-tokenizer/mamba-bpe-tiny/', import.meta.url));
 const file = (name: string) => readFileSync(`${DIR}${name}`);
