@@ -71,7 +71,7 @@ for (const entry of TABLE) {
       const got = new Float32Array(fx.input.length * V);
       const state = model.backend.createState();
       for (let t = 0; t < fx.input.length; t++) {
-        got.set(await model.backend.forward(state, fx.input.subarray(t, t + 1), 'last'), t * V);
+        got.set(await model.backend.forward(state, Uint32Array.from(fx.input.subarray(t, t + 1)), 'last'), t * V);
       }
       model.backend.releaseState(state);
       check('step', got);

@@ -445,7 +445,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
 
   // ---- kernels ----------------------------------------------------------------------------------
 
-  embed(tokens: Uint8Array, table: GpuWeight, out: GpuBuf, T: number, D: number): void {
+  embed(tokens: Uint32Array, table: GpuWeight, out: GpuBuf, T: number, D: number): void {
     if (this.tokens.floats < T) {
       this.free(this.tokens);
       this.tokens = this.alloc(T);
