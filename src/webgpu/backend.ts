@@ -114,7 +114,6 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
 
   /** As `decodeGreedy`, drawing each token on the GPU (temperature / top-k / top-p, seeded). */
   decodeSampled(state: StateHandle, first: number | null, n: number, s: DeviceSampling): Promise<DecodeBlock> {
-    if (this.config.vocabSize > 256) throw new RangeError('decodeSampled: the on-GPU sampler handles at most 256 logits');
     return this.decodeChain(state, first, n, (logits, V, chain, step, logitsAt) => {
       if (step === 0) this.kernels.seedSampler(s.seed);
       this.kernels.sampleFeed(logits, V, chain, step, logitsAt, s);
