@@ -26,8 +26,8 @@ export type TokenInput = string | Uint8Array | Uint32Array | readonly number[];
  */
 export function toTokens(input: unknown, what: string, vocabSize: number): Uint32Array {
   let ids: Uint32Array;
-  if (typeof input === 'string') ids = Uint32Array.from(new TextEncoder().encode(input));
-  else if (isTyped(input, 'Uint8Array')) ids = Uint32Array.from(input as Uint8Array);
+  if (typeof input === 'string') return toTokens(new TextEncoder().encode(input), what, vocabSize);
+  else if (isTyped(input, 'Uint8Array')) (ids = new Uint32Array((input as Uint8Array).length)).set(input as Uint8Array);
   else if (isTyped(input, 'Uint32Array')) ids = input as Uint32Array;
   else if (Array.isArray(input)) {
     ids = new Uint32Array(input.length);
@@ -46,6 +46,13 @@ export function toTokens(input: unknown, what: string, vocabSize: number): Uint3
   }
   for (let i = 0; i < ids.length; i++) if (ids[i] >= vocabSize) throw idError(what, ids[i], i, vocabSize);
   return ids;
+}
+
+/** How many tokens `input` holds, with `toTokens`'s type check but no copy: for limits checked before any work. */
+export function tokenCount(input: unknown, what: string): number {
+  if (isTyped(input, 'Uint8Array') || isTyped(input, 'Uint32Array') || Array.isArray(input)) return (input as ArrayLike<number>).length;
+  if (typeof input === 'string') return new TextEncoder().encode(input).length;
+  return toTokens(input, what, 0).length; // throws the type error
 }
 
 const idError = (what: string, id: number, at: number, V: number) =>

@@ -4,7 +4,7 @@ import { convChannels, parameterCount, type MambaConfig } from './config.js';
 import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError, OutOfMemoryError } from './errors.js';
 import { checkGenerateArgs, generateTokens, HISTORY, pushHistory, yieldToEventLoop, type GenerateOptions, type GenerationChunk, type SequenceState } from './generate.js';
-import { checkSignal, isTyped, planLogits, toTokens, type LogitsOptions, type TokenInput } from './inputs.js';
+import { checkSignal, isTyped, planLogits, tokenCount, toTokens, type LogitsOptions, type TokenInput } from './inputs.js';
 import { readModel, type ModelSource, type ReadOptions } from './loader.js';
 import { queuedGenerator, SessionQueue } from './session-queue.js';
 import type { ModelWeights } from './weights.js';
@@ -341,9 +341,10 @@ export class Model {
    */
   async logits(input: TokenInput, options?: LogitsOptions): Promise<Float32Array> {
     this.check();
-    const bytes = toTokens(input, 'input', this.config.vocabSize);
     const V = this.config.vocabSize;
-    const { start, end, signal } = planLogits(bytes.length, V, options);
+    // The size limit first: a huge input is refused before it is even copied.
+    const { start, end, signal } = planLogits(tokenCount(input, 'input'), V, options);
+    const bytes = toTokens(input, 'input', V);
     let out: Float32Array;
     try {
       out = new Float32Array((end - start) * V);

@@ -22,7 +22,7 @@ import { parameterCount, type MambaConfig } from './config.js';
 import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError } from './errors.js';
 import { checkGenerateArgs, type GenerateOptions, type GenerationChunk } from './generate.js';
-import { checkSignal, planLogits, toTokens, type LogitsOptions, type TokenInput } from './inputs.js';
+import { checkSignal, planLogits, tokenCount, toTokens, type LogitsOptions, type TokenInput } from './inputs.js';
 import type { ModelSource } from './loader.js';
 import type { LoadOptions, Snapshot, SnapshotV1 } from './model.js';
 import { queuedGenerator, SessionQueue } from './session-queue.js';
@@ -203,7 +203,8 @@ export class WorkerModel {
    */
   async logits(input: TokenInput, options?: LogitsOptions): Promise<Float32Array> {
     this.check();
-    const { signal } = planLogits(toTokens(input, 'input', this.config.vocabSize).length, this.config.vocabSize, options);
+    const { signal } = planLogits(tokenCount(input, 'input'), this.config.vocabSize, options);
+    toTokens(input, 'input', this.config.vocabSize);
     const { positions, maxMemoryBytes } = options ?? {};
     return this.abortable(signal, (id) => this.api.logits(input, { positions, maxMemoryBytes }, id));
   }

@@ -420,7 +420,7 @@ describe('generation API', () => {
   });
 
   test('wrong argument types are InvalidOptionError naming the argument, never a TypeError', async () => {
-    for (const prompt of [42, null, {}, [72, 105], new Uint16Array(2), undefined]) {
+    for (const prompt of [42, null, {}, [72, 'i'], [72, 256.5], new Uint16Array(2), undefined]) {
       const e = await collect(model.generate(prompt as never, { maxTokens: 1 })).catch((x) => x);
       expect(e, String(prompt)).toBeInstanceOf(InvalidOptionError);
       expect(e.option).toBe('prompt');
