@@ -130,17 +130,23 @@ export class DirCache implements ModelCache {
     private readonly join: (...p: string[]) => string,
     private readonly hash: (s: string) => string,
     private readonly host: string,
+    private readonly entryName?: (key: string) => string,
   ) {}
 
-  static async open(dir: string): Promise<DirCache> {
+  /**
+   * `entryName` names an entry's file instead of the URL hash: the Hub cache keys its blobs by the
+   * ETag the caller validated (`blobs/<etag>`), so a key must already be a safe file name there.
+   */
+  static async open(dir: string, entryName?: (key: string) => string): Promise<DirCache> {
     const fs = await import('node:fs/promises');
     const { join } = await import('node:path');
     const { createHash } = await import('node:crypto');
     const { hostname } = await import('node:os');
-    return new DirCache(dir, fs, join, (s) => createHash('sha256').update(s).digest('hex').slice(0, 32), hostname());
+    return new DirCache(dir, fs, join, (s) => createHash('sha256').update(s).digest('hex').slice(0, 32), hostname(), entryName);
   }
 
   where(key: string): string {
+    if (this.entryName) return this.join(this.dir, this.entryName(key));
     let name = '';
     try {
       name = decodeURIComponent(new URL(key).pathname.split('/').pop() ?? '');

@@ -11,13 +11,16 @@ import type { LoadProgress } from './loader.js';
 import { loadModel, Model, type LoadOptions } from './model.js';
 import { resolveSampling } from './sampler.js';
 
-const MODEL_FLAGS = `  --model DIR|URL        model directory or URL (config.json + model.safetensors); default: the bundled model
+const MODEL_FLAGS = `  --model SOURCE         a model directory, an http(s) URL of one, or a Hugging Face Hub id ORG/NAME[@REVISION]
+                         (kept in the Hugging Face cache: $HF_HUB_CACHE, else $HF_HOME/hub, else
+                         ~/.cache/huggingface/hub; $HF_ENDPOINT and $HF_TOKEN are read); ./ORG/NAME is a path;
+                         default: the bundled model
   --backend B            auto | js | wasm | webgpu (default auto)
   --dtype D              weight format on the backend: f32 | f16 | q8 (default f32)
   --threads N            CPU threads for the wasm backend (default: all cores)
   --sha256 FILE=HEX      refuse the model unless FILE (e.g. model.safetensors) has this sha256 (repeatable)
   --cache                keep a downloaded model (--model URL) for next time, in ~/.cache/mamba-edge
-  --cache-dir DIR        ... in DIR instead (implies --cache)
+  --cache-dir DIR        ... in DIR instead (implies --cache); for a Hub id, the Hugging Face cache directory to use
   --verbose              show the GPU driver's (Dawn's) own messages, and a stack for unexpected errors`;
 
 const USAGE: Record<string, string> = {
@@ -300,6 +303,8 @@ async function openModel(values: Record<string, unknown>, signal?: AbortSignal):
     sha256: checksums(values.sha256 as string[] | undefined),
     cache: values.cache as boolean | undefined,
     cacheDir: values['cache-dir'] as string | undefined,
+    // The library would read it too; passed explicitly so that what the CLI sends is visible here.
+    hubToken: process.env.HF_TOKEN || undefined,
     signal,
     onProgress: (p: LoadProgress) =>
       download.update(`${p.file} ${size(p.loaded)}${p.total ? ` of ${size(p.total)}` : ''}${percent(p.loaded, p.total ?? 0)}`),

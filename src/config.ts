@@ -1,4 +1,5 @@
 import { ModelFormatError, UnsupportedModelError } from './errors.js';
+import { parseJsonBytes } from './json.js';
 
 /**
  * Everything about a Mamba-1 model that changes the math, normalised from either
@@ -90,6 +91,8 @@ const L = CONFIG_LIMITS;
 
 /** A short, safe rendering of an untrusted JSON value for an error message (never throws, bounded). */
 export function preview(v: unknown, max = 60): string {
+  // JSON.stringify renders Infinity (1e400 in a file) as "null": say what it is.
+  if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
   let s: string;
   try {
     // JSON.stringify recurses: a deeply nested value from a hostile file overflows the stack.
@@ -103,6 +106,7 @@ export function preview(v: unknown, max = 60): string {
 function int(cfg: Json, key: string, max: number, fallback?: number, min = 1): number {
   const v = cfg[key] ?? fallback;
   if (v === undefined) throw new ModelFormatError(FILE, 'required field is missing', key);
+  if (typeof v === 'number' && !Number.isFinite(v)) throw notFinite(key);
   if (typeof v !== 'number' || !Number.isInteger(v)) {
     throw new ModelFormatError(FILE, `expected an integer, got ${preview(v)}`, key);
   }
@@ -112,10 +116,14 @@ function int(cfg: Json, key: string, max: number, fallback?: number, min = 1): n
 
 function num(cfg: Json, key: string, fallback: number): number {
   const v = cfg[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new ModelFormatError(FILE, `expected a number, got ${preview(v)}`, key);
-  }
+  if (typeof v === 'number' && !Number.isFinite(v)) throw notFinite(key);
+  if (typeof v !== 'number') throw new ModelFormatError(FILE, `expected a number, got ${preview(v)}`, key);
   return v;
+}
+
+/** A literal like 1e400 (or Python's Infinity) where a finite number belongs. */
+function notFinite(key: string): ModelFormatError {
+  return new ModelFormatError(FILE, 'number is out of range (not finite as a double, e.g. 1e400)', key);
 }
 
 function bool(cfg: Json, key: string, fallback: boolean): boolean {
@@ -136,47 +144,32 @@ function unsupported(message: string): UnsupportedModelError {
 }
 
 /**
- * JSON.parse, but a bare `Infinity` outside strings (as Python's `json.dumps` writes float('inf'),
- * e.g. in `time_step_limit`) reads as Infinity instead of a syntax error: it is rewritten to 1e999,
- * which JSON.parse rounds to Infinity.
+ * Largest config.json accepted: real ones are a few kB. Bounds the parse (with `CONFIG_JSON_LIMITS`)
+ * and is checked before a file is read.
+ */
+export const MAX_CONFIG_BYTES = 1 << 20;
+/**
+ * Nesting as serde_json; entries far above any real config (a few dozen fields). A bare `Infinity`
+ * outside strings (Python's `json.dumps` of float('inf'), e.g. in `time_step_limit`) reads as Infinity.
+ */
+const CONFIG_JSON_LIMITS = { maxDepth: 128, maxEntries: 1 << 16, maxKeys: 4096, allowInfinity: true };
+
+/**
+ * JSON.parse that also reads Python's bare `Infinity` (for trusted files such as test fixtures;
+ * untrusted ones go through `parseConfig`'s bounds).
  */
 export function parseJsonText(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    if (!text.includes('Infinity')) throw e;
-    let out = '';
-    let inString = false;
-    for (let i = 0; i < text.length; i++) {
-      const ch = text[i];
-      if (inString) {
-        if (ch === '\\') {
-          out += ch + (text[i + 1] ?? '');
-          i++;
-          continue;
-        }
-        if (ch === '"') inString = false;
-      } else if (ch === '"') {
-        inString = true;
-      } else if (text.startsWith('Infinity', i)) {
-        out += '1e999';
-        i += 'Infinity'.length - 1;
-        continue;
-      }
-      out += ch;
-    }
-    return JSON.parse(out);
-  }
+  return parseJsonBytes(new TextEncoder().encode(text), 'JSON', { maxEntries: Number.MAX_SAFE_INTEGER, allowInfinity: true });
 }
 
-/** Parses and validates `config.json` text. Throws `ModelFormatError` / `UnsupportedModelError`. */
-export function parseConfig(text: string): MambaConfig {
-  let raw: unknown;
-  try {
-    raw = parseJsonText(text);
-  } catch (e) {
-    throw new ModelFormatError(FILE, `not valid JSON (${(e as Error).message})`);
-  }
+/** Parses and validates `config.json` (text or UTF-8 bytes). Throws `ModelFormatError` / `UnsupportedModelError`. */
+export function parseConfig(text: string | Uint8Array): MambaConfig {
+  // A string's UTF-8 form is at least as long as the string: refuse before encoding it.
+  const size = typeof text === 'string' ? text.length : text?.byteLength;
+  if (typeof size !== 'number') throw new ModelFormatError(FILE, 'must be text or bytes');
+  if (size > MAX_CONFIG_BYTES) throw new ModelFormatError(FILE, `is ${size} ${typeof text === 'string' ? 'characters' : 'bytes'}, more than the ${MAX_CONFIG_BYTES} accepted`);
+  const bytes = typeof text === 'string' ? new TextEncoder().encode(text) : text;
+  const raw = parseJsonBytes(bytes, FILE, CONFIG_JSON_LIMITS);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ModelFormatError(FILE, 'top level must be a JSON object');
   }

@@ -11,6 +11,8 @@ export class MambaError extends Error {
   }
 }
 
+const MAX_ITEM_CHARS = 200;
+
 /** A model file is malformed: bad safetensors header, wrong shape, missing tensor, bad JSON. */
 export class ModelFormatError extends MambaError {
   /** The file the problem was found in (e.g. `model.safetensors`, `config.json`). */
@@ -18,18 +20,21 @@ export class ModelFormatError extends MambaError {
   /** The tensor or config field at fault, when there is one. */
   readonly item?: string;
   constructor(file: string, message: string, item?: string, options?: { cause?: unknown }) {
-    super('MODEL_FORMAT', `${file}${item ? ` [${item}]` : ''}: ${message}`, options);
+    // Tensor and field names come from the file: a hostile 10 MB name must not become a 10 MB message.
+    const shown = item !== undefined && item.length > MAX_ITEM_CHARS ? `${item.slice(0, MAX_ITEM_CHARS)}...` : item;
+    super('MODEL_FORMAT', `${file}${shown ? ` [${shown}]` : ''}: ${message}`, options);
     this.file = file;
-    this.item = item;
+    this.item = shown;
   }
 }
 
 /**
- * A local model source points at nothing loadable: the directory does not exist, or has no
- * config.json. (A malformed file that is there is a `ModelFormatError`.)
+ * A model source points at nothing loadable: the directory does not exist, or has no config.json;
+ * a Hugging Face Hub id whose repository, revision or config.json the Hub does not have. (A
+ * malformed file that is there is a `ModelFormatError`.)
  */
 export class ModelNotFoundError extends MambaError {
-  /** The directory as given (relative paths resolve against the process's working directory). */
+  /** The directory as given (relative paths resolve against the process's working directory), or the Hub's `org/name`. */
   readonly path: string;
   constructor(path: string, message: string) {
     super('MODEL_NOT_FOUND', `${path}: ${message}`);

@@ -164,18 +164,29 @@ export async function fetchModelFile(url: string, name: string, opts: FetchOptio
     const got = await downloadChecked(target, name, opts, optional, expected, undefined);
     return got instanceof Uint8Array ? got : undefined;
   }
-  return fetchCached(store, target, name, opts, optional, expected);
+  return fetchCached(store, target.href, target, name, opts, optional, expected);
+}
+
+/**
+ * @internal `fetchModelFile` into the caller's store under the caller's key (the Hub cache: blobs
+ * named by ETag). The cache options in `opts` are not used; every other option is.
+ */
+export async function fetchModelFileInto(store: ModelCache, key: string, url: string, name: string, opts: FetchOptions = {}): Promise<Uint8Array> {
+  checkFetchOptions(opts);
+  opts.signal?.throwIfAborted();
+  const got = await fetchCached(store, key, parseTarget(url), name, opts, false, opts.sha256?.[name]?.toLowerCase());
+  return got!; // a required file: every way of not getting it throws
 }
 
 async function fetchCached(
   store: ModelCache,
+  key: string,
   target: Target,
   name: string,
   opts: FetchOptions,
   optional: boolean,
   expected: string | undefined,
 ): Promise<Uint8Array | undefined> {
-  const key = target.href;
   // Set when a cached copy failed its checks: a failed re-fetch then says where the bad copy was.
   let note = '';
   /** The entry, if usable; a bad one is evicted (and re-fetched once, below). */

@@ -17,3 +17,4 @@ export { encode, Utf8Stream } from './tokenizer.js';
 export * from './errors.js';
 export { estimateMemoryBytes, type MemoryEstimate, type ReadOptions } from './loader.js';
 export type { FetchOptions } from './fetch.js';
+export type { HubOptions } from './hub.js';

@@ -1,14 +1,20 @@
-import { localPathExists, readLocalBytes } from './assets.js';
+import { localPathExists } from './assets.js';
 import type { BackendOptions } from './backends.js';
-import { parameterCount, parseConfig, preview, type MambaConfig } from './config.js';
+import { MAX_CONFIG_BYTES, parameterCount, parseConfig, preview, type MambaConfig } from './config.js';
 import { DEFAULT_MODEL_PATH } from './defaults.js';
-import { InvalidOptionError, MambaError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from './errors.js';
+import { InvalidOptionError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from './errors.js';
 import { checkFetchOptions, fetchModelFile, modelFileUrl, redactUrl, sha256Hex, type FetchOptions } from './fetch.js';
 import { DEFAULT_CHUNK } from './forward.js';
-import { MAX_HEADER_BYTES, parseSafetensors } from './safetensors.js';
-import { buildWeights, type ModelWeights, type TensorSource } from './weights.js';
+import { checkHubOptions, hubIdOf, hubReader, type HubOptions } from './hub.js';
+import { parseJsonBytesAsync } from './json.js';
+import { readLocalFile } from './localfile.js';
+import { checkHeaderLength, maxHeaderBytesFor, parseSafetensorsAsync } from './safetensors.js';
+import { buildWeights, expectedTensors, type ExpectedTensor, type ModelWeights, type TensorSource } from './weights.js';
 
-/** Where a model comes from: a directory path (Node, Deno), an http(s) URL, or files already in memory. */
+/**
+ * Where a model comes from: a directory path (Node, Deno), an http(s) URL, a Hugging Face Hub id
+ * (`org/name[@revision]`, see `src/hub.ts` for when a string is one), or files already in memory.
+ */
 export type ModelSource = string | URL | { files: Record<string, Uint8Array | ArrayBuffer | Blob | string> };
 
 export interface LoadProgress {
@@ -23,7 +29,7 @@ export interface LoadProgress {
  * How to read a model. The network options (`cache`, `retries`, `stallTimeoutMs`, ...) only matter
  * for http(s) sources; see `FetchOptions`. `sha256` is checked for every source.
  */
-export interface ReadOptions extends FetchOptions {
+export interface ReadOptions extends FetchOptions, HubOptions {
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
   /** Extra `fetch` init for URL sources (headers, credentials). */
@@ -43,33 +49,45 @@ export interface LoadedFiles {
   weightBytes: number;
 }
 
+/** What a file may be: its size bound (checked before reading where the source allows) and its first bytes. */
+interface FileBound {
+  maxBytes: number;
+  /** The error for a file over `maxBytes`. */
+  tooLarge: (size: number) => Error;
+  /** Checks the first 8 bytes and the size before the rest is read (local files) or parsed. */
+  checkHead?: (head: Uint8Array, size: number) => void;
+}
+
 /**
  * Reads one model file; undefined when it does not exist (a 404 is an error for a required URL file).
- * `maxBytes` bounds what a download may deliver, so a hostile server cannot make us buffer without end.
+ * `bound.maxBytes` bounds what a download may deliver and what a local file may be, before reading.
  */
-type Reader = (name: string, required: boolean, maxBytes: number) => Promise<Uint8Array | undefined>;
+type Reader = (name: string, required: boolean, bound: FileBound) => Promise<Uint8Array | undefined>;
 
-/** No real config.json or shard index comes near these. */
-const MAX_CONFIG_BYTES = 16 * 2 ** 20;
-const MAX_INDEX_BYTES = 64 * 2 ** 20;
+const INDEX_FILE = 'model.safetensors.index.json';
 
-/** The largest safetensors file a config can need: every tensor (and an lm_head) in float32, plus the header. */
-function maxWeightFileBytes(c: MambaConfig): number {
-  return (parameterCount(c) + c.vocabSize * c.dModel) * 4 + MAX_HEADER_BYTES + 8;
+/** Float32 bytes of tensors: no supported dtype is wider, so no weight file needs more. */
+function f32Bytes(ts: readonly ExpectedTensor[]): number {
+  return ts.reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1) * 4, 0);
 }
 
 /** Reads config.json + safetensors (single or sharded) from any source and validates them. */
 export async function readModel(source: ModelSource, opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {}): Promise<LoadedFiles> {
   checkReadOptions(opts);
-  const isUrl = isUrlSource(source);
-  const baseRead = readerFor(source, opts);
+  const hub = await hubIdOf(source);
+  // Downloads (URL and Hub sources) verify their hashes themselves, so a bad file is never cached.
+  const isUrl = isUrlSource(source) || hub !== undefined;
+  const baseRead = hub ? hubReader(hub, opts) : readerFor(source, opts);
   const seen: string[] = [];
-  // Every file passes here: abort between files, and hashes for local and in-memory files
-  // (downloads are verified inside fetchModelFile, which can then drop a bad cached copy).
-  const read: Reader = async (name, required, maxBytes) => {
+  // Every file passes here: abort between files, the bound for every source, and hashes for local
+  // and in-memory files (downloads are verified inside fetchModelFile, which can then drop a bad cached copy).
+  const read: Reader = async (name, required, bound) => {
     opts.signal?.throwIfAborted();
-    const bytes = await baseRead(name, required, maxBytes);
+    const bytes = await baseRead(name, required, bound);
+    opts.signal?.throwIfAborted();
     if (!bytes) return undefined;
+    if (bytes.byteLength > bound.maxBytes) throw bound.tooLarge(bytes.byteLength);
+    bound.checkHead?.(bytes, bytes.byteLength);
     seen.push(name);
     const expected = opts.sha256?.[name];
     if (expected && !isUrl) {
@@ -78,8 +96,12 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
     }
     return bytes;
   };
+  const plainBound = (name: string, maxBytes: number): FileBound => ({
+    maxBytes,
+    tooLarge: (size) => new ModelFormatError(name, `file is ${size} bytes, more than the ${maxBytes} accepted`),
+  });
 
-  const configBytes = await read('config.json', true, MAX_CONFIG_BYTES);
+  const configBytes = await read('config.json', true, plainBound('config.json', MAX_CONFIG_BYTES));
   if (!configBytes) {
     const dir = localDir(source);
     if (dir === undefined) throw new ModelFormatError('config.json', `not found in ${describe(source)}`);
@@ -89,53 +111,95 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
     const bundled = dir.replace(/[/\\]+$/, '').endsWith(DEFAULT_MODEL_PATH.replace(/\/$/, '')) ? '; the bundled model needs no path: loadModel() / loadModelInWorker() with no source' : '';
     throw new ModelNotFoundError(dir, `no such directory${relative}${bundled}`);
   }
-  const config = parseConfig(new TextDecoder().decode(configBytes));
+  const config = parseConfig(configBytes);
   // Before any weight byte is fetched or allocated.
   if (opts.maxMemoryBytes !== undefined) checkMemoryBudget(config, opts.maxMemoryBytes, opts);
 
-  const tensors: TensorSource = new Map();
+  // Everything below is bounded by what the config implies: its tensors, their float32 sizes, and
+  // header room per tensor.
+  const expected = expectedTensors(config);
+  const maxTensors = expected.length;
+  // One file's header: room for the expected tensors; up to twice their count (still bounded by the
+  // config), so a file with a few extra layers gets the precise "not used by this config" from
+  // buildWeights rather than a count.
+  const fileLimits = { maxTensors: 2 * maxTensors + 16, maxHeaderBytes: maxHeaderBytesFor(maxTensors) };
+  // The byte budget of all weight files together: the data at float32 plus each file's header room,
+  // and never more than maxMemoryBytes. Set for one file, then for the shards the index names.
+  let configAllows = 0;
+  let budget = 0;
+  const setBudget = (shards: Map<string, ExpectedTensor[]>) => {
+    configAllows = f32Bytes(expected);
+    for (const ts of shards.values()) configAllows += 8 + maxHeaderBytesFor(ts.length);
+    budget = Math.min(configAllows, opts.maxMemoryBytes ?? Infinity);
+  };
   let weightBytes = 0;
-  const addFile = (file: string, bytes: Uint8Array) => {
+  const weightBound = (file: string): FileBound => {
+    const left = budget - weightBytes;
+    return {
+      maxBytes: left,
+      tooLarge: (size) =>
+        budget < configAllows && size > left
+          ? new OutOfMemoryError(`${file} is ${size} bytes: with the ${weightBytes} bytes of weight files before it, more than maxMemoryBytes ${budget}`)
+          : new ModelFormatError(
+              file,
+              `file is ${size} bytes, more than the ${left} bytes left of the ${configAllows} that config.json allows for all weight files (${maxTensors} tensors at float32, plus headers)`,
+            ),
+      checkHead: (head, size) => checkHeaderLength(head, size, file, fileLimits.maxHeaderBytes),
+    };
+  };
+
+  const tensors: TensorSource = new Map();
+  /** Tensor → the shard the index puts it in (sharded checkpoints only). */
+  let listedIn: Map<string, string> | undefined;
+  const addFile = async (file: string, bytes: Uint8Array, shard?: ExpectedTensor[]) => {
     weightBytes += bytes.byteLength;
-    for (const [name, info] of parseSafetensors(bytes, file).tensors) {
+    const parsed = await parseSafetensorsAsync(bytes, file, { ...fileLimits, signal: opts.signal });
+    for (const [name, info] of parsed.tensors) {
       const prev = tensors.get(name);
       if (prev) throw new ModelFormatError(file, `tensor also present in ${prev.file}`, name);
+      // Other tools locate tensors through the index: a tensor found elsewhere than the index says
+      // would make them and us read different weights from the same checkpoint.
+      const listed = listedIn?.get(name);
+      if (listedIn && listed !== file) {
+        throw new ModelFormatError(file, listed ? `tensor is listed under ${listed} in ${INDEX_FILE}` : `tensor is not listed in ${INDEX_FILE}`, name);
+      }
       tensors.set(name, { info, file });
+    }
+    for (const t of shard ?? []) {
+      if (!parsed.tensors.has(t.name)) throw new ModelFormatError(file, `tensor listed in ${INDEX_FILE} is not in this shard`, t.name);
     }
   };
 
-  const maxWeights = maxWeightFileBytes(config);
   // model.safetensors first, as transformers does, and the shard index only where it is absent: a single-file
   // checkpoint (the common case) then makes no request that fails (a 404 in every browser console, or the 200
   // HTML page that some dev servers send for a missing file).
-  const single = await read('model.safetensors', false, maxWeights);
-  const index = single ? undefined : await read('model.safetensors.index.json', false, MAX_INDEX_BYTES);
+  setBudget(new Map([['model.safetensors', expected]]));
+  const single = await read('model.safetensors', false, weightBound('model.safetensors'));
   if (single) {
-    addFile('model.safetensors', single);
-  } else if (index) {
-    const map = shardMap(index);
-    for (const file of [...new Set(map.values())].sort()) {
-      const bytes = await read(file, true, maxWeights);
-      if (!bytes) throw new ModelFormatError(file, `shard listed in model.safetensors.index.json is missing`);
-      addFile(file, bytes);
-    }
-    // Other tools locate tensors through the index: a tensor found elsewhere than the index says
-    // would make them and us read different weights from the same checkpoint.
-    for (const [name, file] of map) {
-      const found = tensors.get(name);
-      if (!found) throw new ModelFormatError(file, 'tensor listed in model.safetensors.index.json is not in this shard', name);
-      if (found.file !== file) throw new ModelFormatError(found.file, `tensor is listed under ${file} in model.safetensors.index.json`, name);
-    }
+    await addFile('model.safetensors', single);
   } else {
-    throw new ModelFormatError(
-      'model.safetensors',
-      `not found in ${describe(source)}, nor model.safetensors.index.json (mamba-edge reads safetensors only, never pickle .bin files)`,
-    );
+    const index = await read(INDEX_FILE, false, plainBound(INDEX_FILE, maxHeaderBytesFor(maxTensors)));
+    if (!index) {
+      throw new ModelFormatError(
+        'model.safetensors',
+        `not found in ${describe(source)}, nor ${INDEX_FILE} (mamba-edge reads safetensors only, never pickle .bin files)`,
+      );
+    }
+    // Shard → the tensors it must hold: the index is checked against the config before any shard is read.
+    const shards = shardsOf(await shardMap(index, maxTensors, opts.signal), expected);
+    listedIn = new Map([...shards].flatMap(([f, ts]) => ts.map((t) => [t.name, f] as const)));
+    setBudget(shards);
+    for (const file of [...shards.keys()].sort()) {
+      const bytes = await read(file, true, weightBound(file));
+      if (!bytes) throw new ModelFormatError(file, `shard listed in ${INDEX_FILE} is missing`);
+      await addFile(file, bytes, shards.get(file));
+    }
   }
   // A digest for a file that was never read would silently verify nothing: say so.
   for (const name of Object.keys(opts.sha256 ?? {})) {
     if (!seen.includes(name)) throw new InvalidOptionError('sha256', `names ${name}, which this model does not have (read: ${seen.join(', ')})`);
   }
+  opts.signal?.throwIfAborted();
   let weights: ModelWeights;
   try {
     weights = buildWeights(config, tensors);
@@ -150,6 +214,7 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
 function checkReadOptions(o: ReadOptions): void {
   if (typeof o !== 'object' || o === null) throw new InvalidOptionError('options', 'must be an object');
   checkFetchOptions(o);
+  checkHubOptions(o);
   const m = o.maxMemoryBytes;
   if (m !== undefined && (typeof m !== 'number' || !(m > 0) || !Number.isFinite(m))) {
     throw new InvalidOptionError('maxMemoryBytes', `must be a positive number of bytes, got ${String(m)}`);
@@ -197,15 +262,11 @@ function checkMemoryBudget(c: MambaConfig, limit: number, o: Pick<BackendOptions
   );
 }
 
-/** Tensor name → shard file, from model.safetensors.index.json. */
-function shardMap(indexBytes: Uint8Array): Map<string, string> {
-  const file = 'model.safetensors.index.json';
-  let index: unknown;
-  try {
-    index = JSON.parse(new TextDecoder().decode(indexBytes));
-  } catch (e) {
-    throw new ModelFormatError(file, `not valid JSON (${preview((e as Error).message, 120)})`);
-  }
+/** Tensor name → shard file, from model.safetensors.index.json (bounded: about two entries a tensor). */
+async function shardMap(indexBytes: Uint8Array, maxTensors: number, signal?: AbortSignal): Promise<Map<string, string>> {
+  const file = INDEX_FILE;
+  // Unique keys: a tensor listed twice is in two places at once.
+  const index = await parseJsonBytesAsync(indexBytes, file, { maxEntries: 2 * maxTensors + 4096, maxKeys: maxTensors + 4096, uniqueKeys: true }, '', signal);
   const map = (index as { weight_map?: unknown })?.weight_map;
   if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new ModelFormatError(file, 'weight_map must be an object', 'weight_map');
   const out = new Map<string, string>();
@@ -217,6 +278,24 @@ function shardMap(indexBytes: Uint8Array): Map<string, string> {
   }
   if (out.size === 0) throw new ModelFormatError(file, 'weight_map lists no tensors', 'weight_map');
   return out;
+}
+
+/**
+ * Groups the index by shard after checking its tensor names against the config: a name the config
+ * does not use, or a required tensor the index lacks, fails here, before any shard is fetched or read.
+ */
+function shardsOf(map: Map<string, string>, expected: ExpectedTensor[]): Map<string, ExpectedTensor[]> {
+  const byName = new Map(expected.map((t) => [t.name, t]));
+  const shards = new Map<string, ExpectedTensor[]>();
+  for (const [name, file] of map) {
+    const t = byName.get(name);
+    if (!t) throw new ModelFormatError(INDEX_FILE, 'tensor is not used by this config (does config.json match the weights?)', name);
+    shards.set(file, [...(shards.get(file) ?? []), t]);
+  }
+  for (const t of expected) {
+    if (!t.optional && !map.has(t.name)) throw new ModelFormatError(INDEX_FILE, `lists no shard for a tensor the config needs (shape [${t.shape.join(', ')}])`, t.name);
+  }
+  return shards;
 }
 
 function describe(source: ModelSource): string {
@@ -240,10 +319,13 @@ function readerFor(source: ModelSource, opts: ReadOptions): Reader {
     if (typeof files !== 'object' || files === null) {
       throw new InvalidOptionError('source', 'an in-memory source must be { files: { "config.json": ..., "model.safetensors": ... } }');
     }
-    return async (name) => {
+    return async (name, _required, bound) => {
       // Own properties only: "constructor" or "__proto__" must not resolve through the prototype.
       const f = Object.hasOwn(files, name) ? (files as Record<string, unknown>)[name] : undefined;
       if (f === undefined) return undefined;
+      // Sizes before conversions: a 512 Mi-character string must not be encoded first.
+      const size = typeof f === 'string' ? f.length : typeof Blob !== 'undefined' && f instanceof Blob ? f.size : undefined;
+      if (size !== undefined && size > bound.maxBytes) throw bound.tooLarge(size);
       if (typeof f === 'string') return new TextEncoder().encode(f);
       if (f instanceof Uint8Array) return f;
       if (f instanceof ArrayBuffer) return new Uint8Array(f);
@@ -259,28 +341,15 @@ function readerFor(source: ModelSource, opts: ReadOptions): Reader {
   if (isUrlSource(source)) {
     const base = s.endsWith('/') ? s : `${s}/`;
     // Shard names were restricted by shardMap, so joining cannot leave the model's URL directory.
-    return (name, required, maxBytes) => fetchModelFile(modelFileUrl(base, name), name, { ...opts, maxBytes }, !required);
+    return (name, required, bound) => fetchModelFile(modelFileUrl(base, name), name, { ...opts, maxBytes: bound.maxBytes }, !required);
   }
   if (/^[a-z][a-z\d+.-]*:\/\//i.test(s) && !s.startsWith('file:')) {
     throw new InvalidOptionError('source', `unsupported URL scheme in ${s} (use http, https, file or a path)`);
   }
   const dir = localDir(source)!;
-  return async (name) => {
-    const bytes = await readLocalFile(dir, name);
+  return async (name, _required, bound) => {
+    const bytes = await readLocalFile(dir, name, { ...bound, signal: opts.signal });
     if (bytes) opts.onProgress?.({ file: name, loaded: bytes.byteLength, total: bytes.byteLength });
     return bytes;
   };
-}
-
-async function readLocalFile(dir: string, name: string): Promise<Uint8Array | undefined> {
-  const path = `${dir.replace(/\/+$/, '')}/${name}`;
-  try {
-    return await readLocalBytes(path);
-  } catch (e) {
-    const code = (e as { code?: string; name?: string }).code ?? (e as { name?: string }).name;
-    if (code === 'ENOENT' || code === 'NotFound') return undefined;
-    if (code === 'ENOTDIR' || code === 'EISDIR') throw new ModelFormatError(name, `${path} is not a readable model file (${code})`);
-    // ERR_FS_FILE_TOO_LARGE: Node reads at most 2 GiB into one buffer.
-    throw new MambaError('IO', `cannot read ${path}: ${(e as Error).message}`, { cause: e });
-  }
 }

@@ -21,6 +21,7 @@ import { checkBackendOptions } from './backends.js';
 import { parameterCount, type MambaConfig } from './config.js';
 import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError } from './errors.js';
+import { looksLikeHubId } from './hub.js';
 import { checkGenerateArgs, type GenerateOptions, type GenerationChunk } from './generate.js';
 import { checkSignal, planLogits, tokenCount, toTokens, type LogitsOptions, type TokenInput } from './inputs.js';
 import type { ModelSource } from './loader.js';
@@ -425,7 +426,8 @@ function wireSource(source: ModelSource): WireSource {
   if (source instanceof URL) return source.href;
   if (typeof source !== 'string') return source;
   const base = (globalThis as { location?: { href: string } }).location?.href;
-  if (!isNode && base && !/^[a-z][a-z0-9+.-]*:/i.test(source)) return new URL(source, base).href;
+  // A Hub id (`org/name`) is not a path beside the page (`./org/name` is).
+  if (!isNode && base && !/^[a-z][a-z0-9+.-]*:/i.test(source) && !looksLikeHubId(source)) return new URL(source, base).href;
   return source;
 }
 

@@ -1,5 +1,6 @@
-import { preview } from './config.js';
+import { CONFIG_LIMITS, preview } from './config.js';
 import { ModelFormatError } from './errors.js';
+import { parseJsonBytes, parseJsonBytesAsync } from './json.js';
 import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from './half.js';
 
 /** Bytes per element of every safetensors dtype (so any valid file parses; the loader decides what it can use). */
@@ -8,9 +9,31 @@ const ITEM_SIZE: Record<string, number> = {
   F8_E4M3: 1, F8_E5M2: 1,
 };
 
-/** 100 MiB: far above any real header, low enough that a hostile length cannot make us allocate gigabytes. */
-export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+/**
+ * Header bytes a file of `tensors` tensors may need: a real entry is ~100-150 bytes
+ * (`"backbone.layers.63.mixer.out_proj.weight":{"dtype":"F32","shape":[2560,5120],"data_offsets":[…]}`),
+ * plus room for `__metadata__`. The loader derives the tensor count from config.json, so a header
+ * far larger than the config implies is refused from its 8-byte length, before it is read.
+ */
+export function maxHeaderBytesFor(tensors: number): number {
+  return 64 * 1024 + 1024 * tensors;
+}
+/** The most tensors any config inside `CONFIG_LIMITS` implies (12 a layer, embedding, norm_f, lm_head). */
+export const MAX_TENSORS = CONFIG_LIMITS.num_hidden_layers * 12 + 3;
+/** The header bound when no config is known (~48 MiB): what the largest config allows. */
+export const MAX_HEADER_BYTES = maxHeaderBytesFor(MAX_TENSORS);
+/** Values + keys of one tensor entry: name, object, 3 keys, dtype, shape (<= 8 dims + array), 2 offsets + array. */
+const ENTRIES_PER_TENSOR = 16;
+/** Entries allowed for `__metadata__` on top of the tensors'. */
+const METADATA_ENTRIES = 4096;
 const MAX_DIMS = 8;
+
+export interface SafetensorsLimits {
+  /** Refuse a header longer than this (default `MAX_HEADER_BYTES`). */
+  maxHeaderBytes?: number;
+  /** Refuse a header listing more tensors than this (default `MAX_TENSORS`). */
+  maxTensors?: number;
+}
 
 export interface TensorInfo {
   name: string;
@@ -27,34 +50,62 @@ export interface SafetensorsFile {
 }
 
 /**
- * Parses a safetensors file and checks everything that can be checked without the model config:
- * header bounds, JSON, dtype, shape × item size = byte span, spans inside the data section, no overlaps.
+ * Checks the 8-byte header length of a file of `fileBytes` bytes whose first bytes are `head`, and
+ * returns it. Runs on the first 8 bytes alone, so a reader can refuse a file before reading the rest.
+ * The length is never quoted: for a file that is not safetensors it is just its first 8 bytes.
  */
-export function parseSafetensors(bytes: Uint8Array, file = 'model.safetensors'): SafetensorsFile {
+export function checkHeaderLength(head: Uint8Array, fileBytes: number, file: string, maxHeaderBytes = MAX_HEADER_BYTES): number {
+  if (fileBytes < 8 || head.byteLength < 8) throw new ModelFormatError(file, `file is ${fileBytes} bytes, too short for a safetensors header`);
+  const headerLen = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
+  if (headerLen < 2n) throw new ModelFormatError(file, 'header length is out of range (under 2 bytes): not a safetensors file?');
+  if (headerLen > BigInt(maxHeaderBytes)) {
+    throw new ModelFormatError(file, `header length is out of range: more than the ${maxHeaderBytes} bytes its tensors can need (not a safetensors file, or not for this config?)`);
+  }
+  if (8n + headerLen > BigInt(fileBytes)) {
+    throw new ModelFormatError(file, `header length runs past the end of the file (${fileBytes} bytes): truncated?`);
+  }
+  return Number(headerLen);
+}
+
+function jsonLimits(l: SafetensorsLimits) {
+  const tensors = l.maxTensors ?? MAX_TENSORS;
+  // Keys per object: the tensors and __metadata__ at the top, or the metadata's own entries.
+  return { maxEntries: ENTRIES_PER_TENSOR * tensors + METADATA_ENTRIES, maxKeys: Math.max(tensors + 1, METADATA_ENTRIES / 2), uniqueKeys: true };
+}
+
+/**
+ * Parses a safetensors file and checks everything that can be checked without the model config:
+ * header bounds, JSON (bounded: nesting, entries, unique keys), dtype, shape × item size = byte span,
+ * spans tiling the data section.
+ */
+export function parseSafetensors(bytes: Uint8Array, file = 'model.safetensors', limits: SafetensorsLimits = {}): SafetensorsFile {
+  const headerLen = checkHeaderLength(bytes, bytes.byteLength, file, limits.maxHeaderBytes);
+  // JSON.parse keeps the last of duplicate keys; another reader may keep the first. The scan refuses
+  // the ambiguity rather than run weights that differ from what other tools show for the same file.
+  const header = parseJsonBytes(bytes.subarray(8, 8 + headerLen), file, jsonLimits(limits), 'header');
+  return tensorsOf(bytes, headerLen, header, file, limits);
+}
+
+/** As `parseSafetensors`, but a long header scan yields to the event loop and stops on `signal`. */
+export async function parseSafetensorsAsync(
+  bytes: Uint8Array,
+  file: string,
+  limits: SafetensorsLimits & { signal?: AbortSignal } = {},
+): Promise<SafetensorsFile> {
+  const headerLen = checkHeaderLength(bytes, bytes.byteLength, file, limits.maxHeaderBytes);
+  const header = await parseJsonBytesAsync(bytes.subarray(8, 8 + headerLen), file, jsonLimits(limits), 'header', limits.signal);
+  return tensorsOf(bytes, headerLen, header, file, limits);
+}
+
+function tensorsOf(bytes: Uint8Array, headerLen: number, header: unknown, file: string, limits: SafetensorsLimits): SafetensorsFile {
+  // ModelFormatError truncates the name: a hostile megabyte-long tensor name stays out of the message.
   const fail = (msg: string, item?: string): never => {
-    // Tensor names come from the file: keep a hostile megabyte-long name out of the message.
-    throw new ModelFormatError(file, msg, item !== undefined && item.length > 200 ? `${item.slice(0, 200)}...` : item);
+    throw new ModelFormatError(file, msg, item);
   };
-  if (bytes.byteLength < 8) fail(`file is ${bytes.byteLength} bytes, too short for a safetensors header`);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLen = Number(dv.getBigUint64(0, true));
-  if (headerLen < 2 || headerLen > MAX_HEADER_BYTES) fail(`header length ${headerLen} is out of range`);
-  if (8 + headerLen > bytes.byteLength) {
-    fail(`header length ${headerLen} runs past the end of the file (${bytes.byteLength} bytes): truncated?`);
-  }
-  let header: unknown;
-  let text = '';
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen));
-    header = JSON.parse(text);
-  } catch (e) {
-    fail(`header is not valid UTF-8 JSON (${preview((e as Error).message, 120)})`);
-  }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header must be a JSON object');
-  // JSON.parse keeps the last of duplicate keys; another reader may keep the first. Refuse the
-  // ambiguity rather than run weights that differ from what other tools show for the same file.
-  const dup = duplicateKey(text);
-  if (dup !== undefined) fail('key appears more than once in the header', dup);
+  const maxTensors = limits.maxTensors ?? MAX_TENSORS;
+  const names = Object.keys(header as object);
+  if (names.filter((k) => k !== '__metadata__').length > maxTensors) fail(`header lists more than the ${maxTensors} tensors expected`);
 
   const dataStart = 8 + headerLen;
   const dataLen = bytes.byteLength - dataStart;
@@ -113,46 +164,6 @@ export function parseSafetensors(bytes: Uint8Array, file = 'model.safetensors'):
   }
   if (at !== dataLen) fail(`${dataLen - at} bytes after the last tensor belong to no tensor (data section ${dataLen} bytes)`);
   return { file, tensors, metadata };
-}
-
-/**
- * The first key that occurs twice in one object of a (valid) JSON text, at any depth, or undefined.
- * A linear scan: strings are skipped whole, so braces inside names do not count.
- */
-function duplicateKey(text: string): string | undefined {
-  const objects: Array<Set<string> | null> = []; // null: an array level
-  const n = text.length;
-  for (let i = 0; i < n; ) {
-    const c = text.charCodeAt(i);
-    if (c === 0x22 /* " */) {
-      let j = i + 1;
-      let escaped = false;
-      while (j < n && text.charCodeAt(j) !== 0x22) {
-        if (text.charCodeAt(j) === 0x5c /* \ */) {
-          escaped = true;
-          j++;
-        }
-        j++;
-      }
-      const raw = text.slice(i, j + 1);
-      i = j + 1;
-      const keys = objects[objects.length - 1];
-      if (!keys) continue;
-      let k = i;
-      while (k < n && (text[k] === ' ' || text[k] === '\n' || text[k] === '\r' || text[k] === '\t')) k++;
-      if (text.charCodeAt(k) !== 0x3a /* : */) continue; // a value, not a key
-      // Compare decoded keys: "a" and "\u0061" are the same name.
-      const key = escaped ? (JSON.parse(raw) as string) : raw.slice(1, -1);
-      if (keys.has(key)) return key;
-      keys.add(key);
-      continue;
-    }
-    if (c === 0x7b /* { */) objects.push(new Set());
-    else if (c === 0x5b /* [ */) objects.push(null);
-    else if (c === 0x7d || c === 0x5d) objects.pop();
-    i++;
-  }
-  return undefined;
 }
 
 // --- dtype decoding -------------------------------------------------------------------------

@@ -58,19 +58,24 @@ export interface ModelWeights<W = Float32Array> {
 /** Looks tensors up by name across one or more safetensors files (sharded checkpoints). */
 export type TensorSource = Map<string, { info: TensorInfo; file: string }>;
 
-/**
- * Maps checkpoint tensors to `ModelWeights`, checking that every tensor the config implies is
- * present with the right shape, that nothing unexpected is left over, and that all values are finite.
- * Presence and shapes are checked for every tensor before any is decoded, so a file that does not
- * match its config fails before a single large allocation.
- */
-export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeights {
-  const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V } = cfg;
-  const anyFile = source.values().next().value?.file ?? 'model.safetensors';
+export interface ExpectedTensor {
+  name: string;
+  shape: number[];
+  /** lm_head of a tied model: used when present. */
+  optional?: boolean;
+}
 
-  // Pass 1: names and shapes only (no allocation), in the order the tensors are used below.
-  const embName = cfg.naming === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
-  const expected: Array<{ name: string; shape: number[]; optional?: boolean }> = [{ name: embName, shape: [V, D] }];
+function embeddingName(cfg: MambaConfig): string {
+  return cfg.naming === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
+}
+
+/**
+ * Every tensor the config implies, with its shape, in the order they are used. The loader bounds
+ * headers, shard indexes and file sizes with it before reading weights; `buildWeights` checks files against it.
+ */
+export function expectedTensors(cfg: MambaConfig): ExpectedTensor[] {
+  const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V } = cfg;
+  const expected: ExpectedTensor[] = [{ name: embeddingName(cfg), shape: [V, D] }];
   const m2 = cfg.mamba2;
   const H = m2?.nHeads ?? 0;
   const C = convChannels(cfg);
@@ -115,6 +120,25 @@ export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeigh
   }
   // A checkpoint may carry lm_head even when tied (transformers sometimes saves both): use it if present.
   expected.push({ name: 'backbone.norm_f.weight', shape: [D] }, { name: 'lm_head.weight', shape: [V, D], optional: cfg.tiedEmbeddings });
+
+  return expected;
+}
+
+/**
+ * Maps checkpoint tensors to `ModelWeights`, checking that every tensor the config implies is
+ * present with the right shape, that nothing unexpected is left over, and that all values are finite.
+ * Presence and shapes are checked for every tensor before any is decoded, so a file that does not
+ * match its config fails before a single large allocation.
+ */
+export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeights {
+  const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V } = cfg;
+  const anyFile = source.values().next().value?.file ?? 'model.safetensors';
+
+  // Pass 1: names and shapes only (no allocation), in the order the tensors are used below.
+  const embName = embeddingName(cfg);
+  const expected = expectedTensors(cfg);
+  const m2 = cfg.mamba2;
+  const C = convChannels(cfg);
 
   const used = new Set<string>();
   for (const { name, shape, optional } of expected) {

@@ -10,7 +10,8 @@ import {
   UnsupportedModelError,
 } from '../src/index.js';
 import { syntheticModel } from '../src/synthetic.js';
-import { toFloat32 } from '../src/safetensors.js';
+import { maxHeaderBytesFor, toFloat32 } from '../src/safetensors.js';
+import { expectedTensors } from '../src/weights.js';
 import { FIXTURE_ROOT, loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
 
 const tinyDir = `${FIXTURE_ROOT}tiny-hf-f32`;
@@ -54,7 +55,7 @@ describe('safetensors reader rejects malformed files with a ModelFormatError nam
     ['truncated header', () => tinyWeights.subarray(0, 100), /runs past the end/],
     ['truncated data', () => tinyWeights.subarray(0, tinyWeights.length - 10), /past the data section.*truncated/],
     ['huge header length', () => { const b = tinyWeights.slice(); new DataView(b.buffer).setBigUint64(0, 2n ** 60n, true); return b; }, /header length .* out of range/],
-    ['header not JSON', () => { const b = tinyWeights.slice(); b[9] = 0x7b; b[10] = 0x7b; return b; }, /not valid UTF-8 JSON/],
+    ['header not JSON', () => { const b = tinyWeights.slice(); b[9] = 0x7b; b[10] = 0x7b; return b; }, /header is not valid JSON \(expected a key string at byte 1\)/],
     ['header is an array', () => { const h = new TextEncoder().encode('[1,2]'); const b = new Uint8Array(8 + h.length); new DataView(b.buffer).setBigUint64(0, BigInt(h.length), true); b.set(h, 8); return b; }, /must be a JSON object/],
     ['unknown dtype', () => withHeader(tinyWeights, (h) => (h['backbone.norm_f.weight'].dtype = 'F13')), /norm_f\.weight\]: unknown dtype "F13"/],
     ['shape disagrees with span', () => withHeader(tinyWeights, (h) => (h['backbone.norm_f.weight'].shape = [65])), /needs 260 bytes but data_offsets span 256/],
@@ -203,5 +204,100 @@ describe('the same weights load identically from every naming and dtype', () => 
       expect(ratio, dtype).toBeLessThan(tol);
       expect(ratio, dtype).toBeGreaterThan(0); // really rounded, not read as f32
     }
+  });
+});
+
+describe('bounds from the config, typed errors (issue #13 items 2 and 9)', () => {
+  const files = syntheticModel({ hidden_size: 8, num_hidden_layers: 1, seed: 5 });
+  const header = parseSafetensors(files['model.safetensors']);
+  const names = [...header.tensors.keys()];
+
+  test('a number out of double range (1e400) is reported as such, not as "got null"', () => {
+    const cfg = JSON.parse(files['config.json']);
+    for (const key of ['hidden_size', 'layer_norm_epsilon']) {
+      const text = JSON.stringify({ ...cfg, [key]: '__X__' }).replace('"__X__"', '1e400');
+      expect(() => parseConfig(text)).toThrow(new RegExp(`config\\.json \\[${key}\\]: number is out of range \\(not finite as a double, e\\.g\\. 1e400\\)`));
+    }
+  });
+
+  test('a 10 MB tensor name gives a short message, wherever it is reported', async () => {
+    const long = 'n'.repeat(10_000_000);
+    expect(new ModelFormatError('model.safetensors', 'x', long).message.length).toBeLessThan(300);
+    const entry = { dtype: 'F13', shape: [1], data_offsets: [0, 4] };
+    const st = withHeader(encodeSafetensors({ a: { dtype: 'F32', shape: [1], data: new Float32Array(1) } }), (h) => {
+      delete h.a;
+      h[long] = entry;
+    });
+    const e = await Promise.resolve().then(() => parseSafetensors(st)).catch((x) => x);
+    expect(e).toBeInstanceOf(ModelFormatError);
+    expect(e.message).toMatch(/^model\.safetensors \[n{200}\.\.\.\]: unknown dtype "F13"$/);
+    expect(e.item.length).toBe(203);
+  });
+
+  test('an in-memory config.json of 600 MB is refused from its size, before decoding (was ERR_STRING_TOO_LONG)', async () => {
+    const huge = new Uint8Array(600e6); // zero pages: not touched, so not resident
+    const t = performance.now();
+    await expect(loadModel({ files: { 'config.json': huge, 'model.safetensors': files['model.safetensors'] } }, { backend: 'js' })).rejects.toThrow(
+      /^config\.json: file is 600000000 bytes, more than the 1048576 accepted$/,
+    );
+    expect(performance.now() - t).toBeLessThan(1000);
+    expect(() => parseConfig('x'.repeat(2 ** 20 + 1))).toThrow(/config\.json: is 1048577 characters, more than the 1048576 accepted/);
+  });
+
+  test('the index is checked against the config before any shard is read', async () => {
+    const read: string[] = [];
+    // A files object that records which files the loader takes.
+    const spy = (f: Record<string, string | Uint8Array>) =>
+      new Proxy(f, {
+        getOwnPropertyDescriptor(target, p) {
+          if (typeof p === 'string' && Object.hasOwn(target, p)) read.push(p);
+          return Reflect.getOwnPropertyDescriptor(target, p);
+        },
+      });
+    const shard = files['model.safetensors'];
+    const base = { 'config.json': files['config.json'], 'a.safetensors': shard };
+    const cases: Array<[Record<string, string>, RegExp]> = [
+      [{ ...Object.fromEntries(names.map((n) => [n, 'a.safetensors'])), 'backbone.layers.7.mixer.D': 'a.safetensors' }, /index\.json \[backbone\.layers\.7\.mixer\.D\]: tensor is not used by this config/],
+      [Object.fromEntries(names.slice(1).map((n) => [n, 'a.safetensors'])), new RegExp(`index\\.json \\[${names[0].replace(/\./g, '\\.')}\\]: lists no shard for a tensor the config needs`)],
+    ];
+    for (const [weightMap, message] of cases) {
+      read.length = 0;
+      const source = spy({ ...base, 'model.safetensors.index.json': JSON.stringify({ weight_map: weightMap }) });
+      await expect(loadModel({ files: source }, { backend: 'js' })).rejects.toThrow(message);
+      expect(read).toEqual(['config.json', 'model.safetensors.index.json']);
+    }
+  });
+
+  test('weight files together stay within what the config implies: the shard that would pass it is refused before parsing', async () => {
+    const half = Math.ceil(names.length / 2);
+    const weightMap = Object.fromEntries(names.map((n, i) => [n, i < half ? 'a.safetensors' : 'b.safetensors']));
+    const shard = (part: string[], pad = 0) =>
+      encodeSafetensors(
+        Object.fromEntries(part.map((n) => [n, { dtype: 'F32' as const, shape: header.tensors.get(n)!.shape, data: toFloat32(header.tensors.get(n)!, 'x') }])),
+        { format: 'pt', pad: 'x'.repeat(pad) },
+      );
+    const a = shard(names.slice(0, half));
+    // The budget: per file 8 bytes + header room for its tensors, plus every tensor at float32.
+    const expected = expectedTensors(parseConfig(files['config.json']));
+    const budget = 2 * 8 + maxHeaderBytesFor(half) + maxHeaderBytesFor(names.length - half) + expected.reduce((s, t) => s + 4 * t.shape.reduce((x, y) => x * y, 1), 0);
+    const b = shard(names.slice(half), budget - a.length - shard(names.slice(half)).length + 64);
+    expect(b.length).toBeLessThan(budget); // alone it would fit
+    const load = (bFile: Uint8Array) =>
+      loadModel({ files: { 'config.json': files['config.json'], 'model.safetensors.index.json': JSON.stringify({ weight_map: weightMap }), 'a.safetensors': a, 'b.safetensors': bFile } }, { backend: 'js' });
+    const e = await load(b).catch((x) => x);
+    expect(e).toBeInstanceOf(ModelFormatError);
+    expect(e.message).toBe(`b.safetensors: file is ${b.length} bytes, more than the ${budget - a.length} bytes left of the ${budget} that config.json allows for all weight files (${expected.length} tensors at float32, plus headers)`);
+    // Without the padding the same shards load.
+    (await load(shard(names.slice(half)))).dispose();
+  });
+
+  test('a header longer than the config implies is refused from its 8-byte length', () => {
+    const st = files['model.safetensors'];
+    const len = Number(new DataView(st.buffer, st.byteOffset).getBigUint64(0, true));
+    expect(() => parseSafetensors(st, 'model.safetensors', { maxHeaderBytes: len - 1 })).toThrow(
+      /header length is out of range: more than the \d+ bytes its tensors can need/,
+    );
+    expect(() => parseSafetensors(st, 'model.safetensors', { maxTensors: names.length - 1 })).toThrow(/header lists more than the \d+ tensors expected/);
+    expect(parseSafetensors(st, 'model.safetensors', { maxHeaderBytes: len, maxTensors: names.length }).tensors.size).toBe(names.length);
   });
 });

@@ -127,8 +127,8 @@ describe('the packed tarball installed into a new project', () => {
     expect(out.worker.backend).toBe(out.inProcess.backend);
     expect(out.worker.text).toBe(expected);
 
-    // The installed CLI (`npx mamba-edge generate`) defaults to the same model: prompt, continuation, newline.
-    const cli = spawnSync(process.execPath, ['node_modules/mamba-edge/bin/mamba-edge.js', 'generate', '--prompt', PROMPT, '--max-tokens', String(GREEDY.maxTokens), '--temperature', '0'], {
+    // The installed CLI (`npx mamba-edge generate`) defaults to the same model: prompt (--echo), continuation, newline.
+    const cli = spawnSync(process.execPath, ['node_modules/mamba-edge/bin/mamba-edge.js', 'generate', '--echo', '--prompt', PROMPT, '--max-tokens', String(GREEDY.maxTokens), '--temperature', '0'], {
       cwd: app,
       encoding: 'utf8',
       env: cleanEnv(),
