@@ -145,7 +145,7 @@ describe('webgpu chained greedy decoding', () => {
       be.releaseState(st);
       return r.tokens;
     };
-    const greedy = fx.greedy.subarray(0, 12);
+    const greedy = ids(fx.greedy.subarray(0, 12));
     expect(await run({ temperature: 1, topK: 1, topP: 1, seed: 5 })).toEqual(greedy);
     expect(await run({ temperature: 1, topK: 0, topP: 1e-6, seed: 5 })).toEqual(greedy);
     const a = await run({ temperature: 1.5, topK: 0, topP: 1, seed: 1 });
