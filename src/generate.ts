@@ -98,15 +98,6 @@ export interface Detokenizer {
 /** Byte-level models (every model until a tokenizer is loaded): token id = byte. */
 export const BYTE_LEVEL: Detokenizer = { size: 256, bytes: (id) => Uint8Array.of(id) };
 
-/** The bytes of a run of ids, concatenated. */
-export function detokenize(ids: ArrayLike<number>, d: Detokenizer = BYTE_LEVEL): Uint8Array {
-  const parts = Array.from(ids, (id) => d.bytes(id));
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) (out.set(p, at), (at += p.length));
-  return out;
-}
-
 export function validateGenerateOptions(o: GenerateOptions): { maxTokens: number; stops: Uint8Array[] } {
   checkOptionsObject(o);
   checkSignal(o.signal);
