@@ -7,7 +7,9 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { greedySteps, sampledSteps, type Backend, type DecodeBlock, type DeviceSampling } from '../src/backend.js';
 import { BackendUnavailableError, InvalidOptionError } from '../src/errors.js';
 import { decodeSnapshot, encodeSnapshot, loadModel, type Model } from '../src/model.js';
+import { resolveSampling, Sampler } from '../src/sampler.js';
 import { syntheticModel } from '../src/synthetic.js';
+import { collect } from './helpers/stream.js';
 import { acquireDevice, type GpuContext } from '../src/webgpu/device.js';
 import { WebGPUKernels } from '../src/webgpu/kernels.js';
 import { loadShaderSources } from '../src/webgpu/wgsl.js';
@@ -152,6 +154,20 @@ describe(`a ${V}-id vocabulary on every backend`, () => {
     expect(back.history).toEqual(snap.history);
     expect(back.logits).toEqual(snap.logits);
     s.dispose();
+    // Without a tokenizer, generation from an id prompt emits bytes (ids < 256), one per token.
+    const g = await collect(m.generate(Uint32Array.of(50000, 300), { maxTokens: 5, temperature: 0.8, seed: 1 }));
+    expect(g.bytes).toHaveLength(5);
+    expect(g.stats.promptTokens).toBe(2);
+  });
+
+  test('the repetition penalty works over token ids', () => {
+    const l = new Float32Array(V);
+    l[40000] = 5;
+    l[300] = 4;
+    const s = new Sampler(resolveSampling({ temperature: 0, repetitionPenalty: 2, seed: 1 }), V);
+    expect(s.sample(l, [])).toBe(40000);
+    expect(s.sample(l, Uint32Array.of(7, 40000))).toBe(300); // 5 / 2 < 4
+    expect(s.sample(l, Uint32Array.of(40001))).toBe(40000);
   });
 });
 
