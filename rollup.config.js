@@ -174,10 +174,14 @@ function guardNodeImports() {
   };
 }
 
-/** Bundles comlink (the only runtime dependency) instead of leaving a bare specifier browsers cannot resolve. */
-function resolveComlink() {
-  const file = join(ROOT, 'node_modules', 'comlink', 'dist', 'esm', 'comlink.mjs');
-  return { name: 'mamba-edge-comlink', resolveId: (id) => (id === 'comlink' ? file : null) };
+/** Bundles the runtime dependencies instead of leaving bare specifiers browsers cannot resolve. */
+function resolveDependencies() {
+  const files = {
+    comlink: join(ROOT, 'node_modules', 'comlink', 'dist', 'esm', 'comlink.mjs'),
+    // Tokenizers.js (tokenizer.json support): its ESM build, minified (37 KB instead of 99 KB).
+    '@huggingface/tokenizers': join(ROOT, 'node_modules', '@huggingface', 'tokenizers', 'dist', 'tokenizers.min.mjs'),
+  };
+  return { name: 'mamba-edge-dependencies', resolveId: (id) => (Object.hasOwn(files, id) ? files[id] : null) };
 }
 
 /** The bundle's entry: the public API plus what a browser page needs directly (probe, workers). */
@@ -235,7 +239,7 @@ function onwarn(warning, warn) {
 function bundle(input, file, plugins) {
   return {
     input,
-    plugins: [...plugins, resolveComlink(), browserAssets(dirname(file)), guardNodeImports()],
+    plugins: [...plugins, resolveDependencies(), browserAssets(dirname(file)), guardNodeImports()],
     onwarn,
     output: {
       file,

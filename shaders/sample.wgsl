@@ -20,6 +20,8 @@ const WG: u32 = 256u;
 const NONE: u32 = 0xffffffffu;
 var<workgroup> bestV: array<f32, 256>;
 var<workgroup> bestI: array<u32, 256>;
+var<workgroup> winV: array<f32, 2>; // topk: the winner of round r in slot r & 1
+var<workgroup> winI: array<u32, 2>;
 
 /** (v, i) ranks before (bv, bi): larger value first, then smaller index. */
 fn before(v: f32, i: u32, bv: f32, bi: u32) -> bool {
@@ -77,13 +79,19 @@ fn topk(@builtin(local_invocation_index) li: u32) {
     bestV[li] = v;
     bestI[li] = idx;
     reduce_best(li);
-    lastV = bestV[0];
-    lastI = bestI[0];
+    // The winner moves to a slot of its own: the next round rewrites bestV/bestI[0] (lane 0) while
+    // other lanes may still be reading them, since on OpenGL ES a barrier does not order workgroup
+    // memory (see `channel_sum` in step.wgsl). Slot r & 1 is rewritten two rounds later, after
+    // the next round's barriers, by which time every lane has used what it read.
     if (li == 0u) {
-      result[2u * r] = lastI;
-      result[2u * r + 1u] = bitcast<u32>(lastV);
+      winV[r & 1u] = bestV[0];
+      winI[r & 1u] = bestI[0];
+      result[2u * r] = bestI[0];
+      result[2u * r + 1u] = bitcast<u32>(bestV[0]);
     }
-    workgroupBarrier(); // everyone has read [0] before the next round overwrites it
+    workgroupBarrier();
+    lastV = winV[r & 1u];
+    lastI = winI[r & 1u];
   }
 }
 
@@ -138,7 +146,7 @@ struct SampleParams {
 /** Candidates the draw can choose from: the sort size, one per lane. */
 const CAP: u32 = WG;
 
-var<workgroup> cum: array<f32, 256>;
+var<workgroup> cum: array<f32, 512>; // [2, WG] prefix sums, ping-pong
 var<workgroup> pick: array<u32, 2>; // [kept candidates, chosen token]
 var<workgroup> draw: f32;
 var<workgroup> hist: array<atomic<u32>, 256>;
@@ -286,14 +294,19 @@ fn sample_feed(@builtin(local_invocation_index) li: u32) {
     }
   }
   // 4. Unnormalised probabilities of the candidates, then their inclusive prefix sums.
+  //    Hillis-Steele between the two halves of `cum`: in place ("read, barrier, add") went wrong on
+  //    OpenGL ES, where a barrier does not order workgroup memory (see `channel_sum` in step.wgsl)
+  //    and a lane could read its neighbour's sum after the neighbour had already added to it:
+  //    wrong probabilities, and text of unlikely bytes. Each round reads one half and writes the
+  //    other; log2(WG) = 8 rounds (even) leave the sums in the first half, which the steps below read.
   let top = bestV[0];
   cum[li] = select(0.0, exp(bestV[li] - top), li < C);
   workgroupBarrier();
+  var src = 0u;
   for (var s = 1u; s < WG; s <<= 1u) {
-    let add = select(0.0, cum[select(0u, li - s, li >= s)], li >= s);
+    cum[WG - src + li] = cum[src + li] + select(0.0, cum[src + select(0u, li - s, li >= s)], li >= s);
     workgroupBarrier();
-    cum[li] += add;
-    workgroupBarrier();
+    src = WG - src;
   }
   // 5. The mass of the whole top-k set: the candidates' when they are all of it, else one more pass.
   var mass = 0.0;

@@ -171,19 +171,25 @@ struct ScanParams {
 @group(0) @binding(5) var<storage, read_write> y_out: array<f32>; // [E]
 @group(0) @binding(6) var<uniform> ps: ScanParams;
 
-var<workgroup> red: array<f32, WG>;
+// One region per `channel_sum` call of a dispatch, never reused: on OpenGL ES a barrier does not
+// order workgroup memory (Tint's GLSL has `barrier()` only, which ESSL 3.2 defines as execution
+// ordering), and Mesa's llvmpipe sinks a load whose value is used only after the barrier below it.
+// With one shared array, lanes 8-15 of a channel read `red[base]` after lanes 0-7 had already
+// written the next sum's partials there: Δ and the state of half the lanes were wrong (1e-1).
+// So no invocation writes a location that another may still read: a read-after-write across a
+// barrier is fine, a write-after-read is not.
+var<workgroup> red: array<f32, 2u * WG>;
 
-/** Σ over the NL lanes of each channel of `v`; every lane gets its channel's total. */
-fn channel_sum(li: u32, v: f32) -> f32 {
-  red[li] = v;
+/** Σ over the NL lanes of each channel of `v`, in region `slot` of `red`; every lane gets its channel's total. */
+fn channel_sum(li: u32, v: f32, slot: u32) -> f32 {
+  let i = slot * WG + li;
+  red[i] = v;
   workgroupBarrier();
   for (var s = NL / 2u; s > 0u; s >>= 1u) {
-    if (li % NL < s) { red[li] += red[li + s]; }
+    if (li % NL < s) { red[i] += red[i + s]; }
     workgroupBarrier();
   }
-  let total = red[li - li % NL];
-  workgroupBarrier(); // `red` is reused by the next call
-  return total;
+  return red[i - li % NL];
 }
 
 @compute @workgroup_size(256)
@@ -205,7 +211,7 @@ fn scan_step(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wi
   let ut = su[ec];
   let gate = silu(sz[ec]);
   let dskip = prm[oA + E * N + ec];
-  let delta = softplus(channel_sum(li, dt) + prm[E * R + ec]);
+  let delta = softplus(channel_sum(li, dt, 0u) + prm[E * R + ec]);
   var y = 0.0;
   for (var j = 0u; j < NS; j++) {
     let n = l * NS + j;
@@ -213,6 +219,6 @@ fn scan_step(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wi
     if (e < E) { ssm[ec * N + n] = hn; }
     y += hn * dbc[R + N + n];
   }
-  y = channel_sum(li, y);
+  y = channel_sum(li, y, 1u);
   if (l == 0u && e < E) { y_out[e] = (y + dskip * ut) * gate; }
 }

@@ -20,9 +20,10 @@ export interface BackendOptions {
    * WebGPU kernel shapes, for tests and tuning; the defaults follow the adapter. `fusedDecode`: the
    * decode step's fused kernels (shaders/step.wgsl; default on hardware GPUs, off on software
    * adapters, where they are slower); `gemvLanes`: invocations per GEMV row (32 and up on GPUs, 1 on
-   * software adapters).
+   * software adapters). `selfCheck: false` skips the adapter self-check (src/webgpu/selfcheck.ts), for
+   * tests and tuning only: it is what keeps an adapter that computes wrong from producing garbage.
    */
-  webgpuKernels?: { fusedDecode?: boolean; gemvLanes?: number };
+  webgpuKernels?: { fusedDecode?: boolean; gemvLanes?: number; selfCheck?: boolean };
 }
 
 const BACKENDS: BackendChoice[] = ['auto', 'js', 'wasm', 'webgpu'];
@@ -43,6 +44,9 @@ export function checkBackendOptions(o: BackendOptions): void {
     if (typeof g !== 'object' || g === null) throw new InvalidOptionError('webgpuKernels', 'must be an object');
     if (g.fusedDecode !== undefined && typeof g.fusedDecode !== 'boolean') {
       throw new InvalidOptionError('webgpuKernels', `fusedDecode must be a boolean, got ${JSON.stringify(g.fusedDecode)}`);
+    }
+    if (g.selfCheck !== undefined && typeof g.selfCheck !== 'boolean') {
+      throw new InvalidOptionError('webgpuKernels', `selfCheck must be a boolean, got ${JSON.stringify(g.selfCheck)}`);
     }
     const l = g.gemvLanes;
     if (l !== undefined && !(Number.isInteger(l) && l >= 1 && l <= 256 && (l & (l - 1)) === 0)) {

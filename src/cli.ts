@@ -8,7 +8,7 @@ import { defaultModelSource } from './defaults.js';
 import { InvalidOptionError, MambaError } from './errors.js';
 import { validateGenerateOptions, type GenerateOptions } from './generate.js';
 import type { LoadProgress } from './loader.js';
-import { loadModel, Model, type LoadOptions } from './model.js';
+import { loadModel, loadTokenizer, Model, type LoadOptions } from './model.js';
 import { resolveSampling } from './sampler.js';
 
 const MODEL_FLAGS = `  --model SOURCE         a model directory, an http(s) URL of one, or a Hugging Face Hub id ORG/NAME[@REVISION]
@@ -32,6 +32,7 @@ Commands:
   generate   stream a continuation of a prompt
   logits     write float32 logits [T, vocab] for every position of a file
   eval       bits per byte of a file under the model
+  tokenize   print the token ids of a text as one JSON array
   probe      print what this device can run (JSON)
 
 Run 'mamba-edge <command> --help' for the options of a command, 'mamba-edge --version' for the version.`,
@@ -66,6 +67,19 @@ Prints the bits per byte of FILE under the model (last line: bits_per_byte <numb
 
   --input FILE           text to score
 ${MODEL_FLAGS}`,
+  tokenize: `Usage: mamba-edge tokenize [--text TEXT] [options]
+
+Prints the token ids of TEXT (or of standard input when --text is not given) as one JSON array on one
+line. A model with a tokenizer.json tokenizes as Hugging Face's tokenizer does (special tokens written
+in the text, like <|endoftext|>, become their ids); without one, the ids are the UTF-8 bytes. Only
+config.json and the tokenizer files are read: the weights are not loaded or downloaded.
+
+  --text TEXT            the text (default: standard input)
+  --model DIR|URL        model directory or URL; default: the bundled model
+  --sha256 FILE=HEX      refuse the model unless FILE (e.g. tokenizer.json) has this sha256 (repeatable)
+  --cache                keep downloaded files (--model URL) for next time, in ~/.cache/mamba-edge
+  --cache-dir DIR        ... in DIR instead (implies --cache)
+  --verbose              show a stack for unexpected errors`,
   probe: `Usage: mamba-edge probe [--verbose]
 
 Prints a JSON report of this device's capabilities (WebGPU, WASM SIMD, threads, cores, memory).`,
@@ -114,6 +128,15 @@ const OPTIONS: Record<string, NonNullable<ParseArgsConfig['options']>> = {
   },
   logits: { ...modelOptions, input: { type: 'string' }, out: { type: 'string' } },
   eval: { ...modelOptions, input: { type: 'string' } },
+  tokenize: {
+    model: modelOptions.model,
+    sha256: modelOptions.sha256,
+    cache: modelOptions.cache,
+    'cache-dir': modelOptions['cache-dir'],
+    verbose: modelOptions.verbose,
+    help: modelOptions.help,
+    text: { type: 'string' },
+  },
   probe: { verbose: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
 };
 
@@ -127,6 +150,7 @@ const FLAG_OF_OPTION: Record<string, string> = {
   seed: 'seed',
   stop: 'stop',
   prompt: 'prompt',
+  text: 'text',
   backend: 'backend',
   dtype: 'dtype',
   threads: 'threads',
@@ -293,9 +317,9 @@ function readInput(values: Record<string, unknown>): Uint8Array {
   }
 }
 
-async function openModel(values: Record<string, unknown>, signal?: AbortSignal): Promise<Model> {
+/** --model and the options every command that reads a model takes, with download progress on stderr. */
+function modelSource(values: Record<string, unknown>, download: Progress, signal?: AbortSignal): { source: string; options: LoadOptions } {
   const source = (values.model as string | undefined) ?? defaultModelSource();
-  const download = new Progress();
   const options: LoadOptions = {
     backend: values.backend as LoadOptions['backend'],
     dtype: values.dtype as LoadOptions['dtype'],
@@ -313,6 +337,12 @@ async function openModel(values: Record<string, unknown>, signal?: AbortSignal):
   if (values.model === undefined && !existsSync(source)) {
     throw new MambaError('NO_DEFAULT_MODEL', `the bundled model is missing at ${source}; pass --model DIR`);
   }
+  return { source, options };
+}
+
+async function openModel(values: Record<string, unknown>, signal?: AbortSignal): Promise<Model> {
+  const download = new Progress();
+  const { source, options } = modelSource(values, download, signal);
   try {
     return await loadModel(source, options);
   } finally {
@@ -373,7 +403,7 @@ function withPrefillProgress(model: Model, total: number, onBytes: (done: number
       return typeof v === 'function' ? v.bind(target) : v;
     },
   });
-  return new Model(model.config, view);
+  return new Model(model.config, view, model.identity, model.tokenizer);
 }
 
 async function generate(values: Record<string, unknown>, out: Stdout): Promise<number> {
@@ -469,6 +499,38 @@ async function evaluate(values: Record<string, unknown>, out: Stdout): Promise<n
   return 0;
 }
 
+/** --text, else all of standard input (which must be UTF-8: the tokenizer reads text). */
+function readText(values: Record<string, unknown>): string {
+  if (typeof values.text === 'string') return values.text;
+  if (isatty(0)) throw new UsageError('give the text with --text, or on standard input');
+  let data: Buffer;
+  try {
+    data = readFileSync(0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EBADF') return ''; // stdin closed
+    throw new CliError(`cannot read the text from standard input: ${FS_REASONS[(e as NodeJS.ErrnoException).code ?? ''] ?? (e as Error).message}`);
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(data);
+  } catch {
+    throw new CliError('standard input is not valid UTF-8 text');
+  }
+}
+
+async function tokenize(values: Record<string, unknown>, out: Stdout): Promise<number> {
+  const text = readText(values);
+  const download = new Progress();
+  const { source, options } = modelSource(values, download);
+  let tokenizer;
+  try {
+    tokenizer = await loadTokenizer(source, options);
+  } finally {
+    download.end();
+  }
+  out.write(`${JSON.stringify(Array.from(tokenizer.encode(text)))}\n`);
+  return 0;
+}
+
 async function probeCommand(out: Stdout): Promise<number> {
   const { probe } = await import('./probe.js');
   out.write(`${JSON.stringify(await probe(), null, 2)}\n`);
@@ -478,6 +540,7 @@ async function probeCommand(out: Stdout): Promise<number> {
 /** Whether this run may load Dawn (the `webgpu` package), whose native code writes to fd 2 directly. */
 async function mayLoadDawn(command: string, values: Record<string, unknown>): Promise<boolean> {
   if (command === 'probe') return true;
+  if (command === 'tokenize') return false; // no backend
   const backend = values.backend ?? 'auto';
   // 'auto' skips Dawn when Linux shows no GPU device node (see createBackend).
   return backend === 'webgpu' || (backend === 'auto' && (await gpuDeviceNodes()) !== false);
@@ -568,6 +631,7 @@ export async function main(argv: string[]): Promise<number> {
     if (command === 'generate') return await generate(values, out);
     if (command === 'logits') return await logits(values);
     if (command === 'eval') return await evaluate(values, out);
+    if (command === 'tokenize') return await tokenize(values, out);
     return await probeCommand(out);
   } catch (e) {
     if (e instanceof UsageError || e instanceof InvalidOptionError) {

@@ -397,3 +397,17 @@ export function parameterCount(c: MambaConfig): number {
     D * E + (c.bias ? D : 0); // out_proj
   return V * D + c.nLayer * perLayer + D + (c.tiedEmbeddings ? 0 : V * D);
 }
+
+/**
+ * `eos_token_id` of config.json or generation_config.json: an integer or a list of integers (none when
+ * absent or null). Every id must be a token of the model's vocabulary [0, vocabSize).
+ */
+export function parseEosTokenIds(value: unknown, file: string, vocabSize: number): number[] {
+  if (value === undefined || value === null) return [];
+  const ids = Array.isArray(value) ? value : [value];
+  for (const id of ids) {
+    if (typeof id !== 'number' || !Number.isInteger(id)) throw new ModelFormatError(file, `expected an integer or a list of integers, got ${preview(value)}`, 'eos_token_id');
+    if (id < 0 || id >= vocabSize) throw new ModelFormatError(file, `token id ${id} is outside the model's vocabulary [0, ${vocabSize})`, 'eos_token_id');
+  }
+  return [...new Set(ids as number[])];
+}

@@ -61,9 +61,12 @@ export class InvalidOptionError extends MambaError {
 /** The requested backend cannot run here (no WebGPU adapter, no WASM SIMD, ...). */
 export class BackendUnavailableError extends MambaError {
   readonly backend: string;
+  /** The reason alone, without the "backend ... is not available" preamble. */
+  readonly reason: string;
   constructor(backend: string, reason: string) {
     super('BACKEND_UNAVAILABLE', `backend '${backend}' is not available: ${reason}`);
     this.backend = backend;
+    this.reason = reason;
   }
 }
 

@@ -88,7 +88,7 @@ const YIELD_EVERY_MS = 8;
  * Generated token ids → the bytes they stand for: the one place the text side meets the ids (a
  * tokenizer plugs in here). Stop strings and the UTF-8 stream work on these bytes.
  */
-export interface Detokenizer {
+export interface TokenBytes {
   /** Ids below this can be generated: a byte-level model emits bytes only, even if its head is padded wider. */
   readonly size: number;
   /** The bytes of token `id`. */
@@ -96,7 +96,7 @@ export interface Detokenizer {
 }
 
 /** Byte-level models (every model until a tokenizer is loaded): token id = byte. */
-export const BYTE_LEVEL: Detokenizer = { size: 256, bytes: (id) => Uint8Array.of(id) };
+export const BYTE_TOKENS: TokenBytes = { size: 256, bytes: (id) => Uint8Array.of(id) };
 
 export function validateGenerateOptions(o: GenerateOptions): { maxTokens: number; stops: Uint8Array[] } {
   checkOptionsObject(o);
@@ -142,7 +142,7 @@ export async function* generateTokens(
   seq: SequenceState,
   prompt: TokenInput,
   options: GenerateOptions,
-  detok: Detokenizer = BYTE_LEVEL,
+  detok: TokenBytes = BYTE_TOKENS,
 ): AsyncGenerator<GenerationChunk> {
   const start = now();
   const V = backend.config.vocabSize;

@@ -1,4 +1,4 @@
-export { loadModel, Model, Session, encodeSnapshot, decodeSnapshot, type LoadOptions, type Snapshot, type SnapshotV1 } from './model.js';
+export { loadModel, loadTokenizer, Model, Session, encodeSnapshot, decodeSnapshot, type LoadOptions, type Snapshot, type SnapshotV1 } from './model.js';
 export { loadModelInWorker, WorkerModel, WorkerSession, type WorkerLoadOptions, type WorkerBackendInfo } from './runtime.js';
 export { defaultModelSource, DEFAULT_MODEL_PATH } from './defaults.js';
 export { probe, type ProbeReport, type ProbeOptions, type WebGPUReport } from './probe.js';
@@ -13,7 +13,7 @@ export type { Backend, BackendName, DecodeBlock, DeviceSampling, StateData } fro
 export type { MambaConfig } from './config.js';
 export { parseConfig, parameterCount } from './config.js';
 export { parseSafetensors, encodeSafetensors } from './safetensors.js';
-export { encode, Utf8Stream } from './tokenizer.js';
+export { encode, Utf8Stream, ByteTokenizer, HfTokenizer, Detokenizer, type Tokenizer, type DecodeOptions } from './tokenizer.js';
 export * from './errors.js';
 export { estimateMemoryBytes, type MemoryEstimate, type ReadOptions } from './loader.js';
 export type { FetchOptions } from './fetch.js';

@@ -9,6 +9,7 @@ import { checkHubOptions, hubIdOf, hubReader, type HubOptions } from './hub.js';
 import { parseJsonBytesAsync } from './json.js';
 import { readLocalFile } from './localfile.js';
 import { checkHeaderLength, maxHeaderBytesFor, parseSafetensorsAsync } from './safetensors.js';
+import { tokenizerFromFiles, type Tokenizer, type TokenizerFiles } from './tokenizer.js';
 import { buildWeights, expectedTensors, type ExpectedTensor, type ModelWeights, type TensorSource } from './weights.js';
 
 /**
@@ -47,6 +48,8 @@ export interface LoadedFiles {
   weights: ModelWeights;
   /** Total bytes of weight files read. */
   weightBytes: number;
+  /** From tokenizer.json, or bytes (MambaByte) without one. */
+  tokenizer: Tokenizer;
 }
 
 /** What a file may be: its size bound (checked before reading where the source allows) and its first bytes. */
@@ -65,14 +68,24 @@ interface FileBound {
 type Reader = (name: string, required: boolean, bound: FileBound) => Promise<Uint8Array | undefined>;
 
 const INDEX_FILE = 'model.safetensors.index.json';
+/** The largest published tokenizer.json files (256k-token vocabularies) are ~35 MB. */
+const MAX_TOKENIZER_BYTES = 64 * 2 ** 20;
 
 /** Float32 bytes of tensors: no supported dtype is wider, so no weight file needs more. */
 function f32Bytes(ts: readonly ExpectedTensor[]): number {
   return ts.reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1) * 4, 0);
 }
 
-/** Reads config.json + safetensors (single or sharded) from any source and validates them. */
-export async function readModel(source: ModelSource, opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {}): Promise<LoadedFiles> {
+interface OpenSource {
+  read: Reader;
+  seen: string[];
+  config: MambaConfig;
+  configBytes: Uint8Array;
+  plainBound: (name: string, maxBytes: number) => FileBound;
+}
+
+/** Opens a source: its reader (abort between files, bounds, sha256 of local and in-memory files) and its config.json. */
+async function openSource(source: ModelSource, opts: ReadOptions): Promise<OpenSource> {
   checkReadOptions(opts);
   const hub = await hubIdOf(source);
   // Downloads (URL and Hub sources) verify their hashes themselves, so a bad file is never cached.
@@ -111,9 +124,41 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
     const bundled = dir.replace(/[/\\]+$/, '').endsWith(DEFAULT_MODEL_PATH.replace(/\/$/, '')) ? '; the bundled model needs no path: loadModel() / loadModelInWorker() with no source' : '';
     throw new ModelNotFoundError(dir, `no such directory${relative}${bundled}`);
   }
-  const config = parseConfig(configBytes);
+  return { read, seen, config: parseConfig(configBytes), configBytes, plainBound };
+}
+
+/**
+ * tokenizer.json is optional: without it the model reads bytes (MambaByte). Only beside one are
+ * tokenizer_config.json and generation_config.json looked for, so a byte-level model costs one
+ * request more, not three.
+ */
+async function readTokenizerFiles({ read, config, configBytes, plainBound }: OpenSource): Promise<Tokenizer> {
+  const json = await read('tokenizer.json', false, plainBound('tokenizer.json', MAX_TOKENIZER_BYTES));
+  const files: TokenizerFiles = { 'config.json': configBytes };
+  if (json) {
+    files['tokenizer.json'] = json;
+    files['tokenizer_config.json'] = await read('tokenizer_config.json', false, plainBound('tokenizer_config.json', MAX_CONFIG_BYTES));
+    files['generation_config.json'] = await read('generation_config.json', false, plainBound('generation_config.json', MAX_CONFIG_BYTES));
+  }
+  return tokenizerFromFiles(files, config.vocabSize);
+}
+
+/**
+ * Only a model's tokenizer (config.json and the tokenizer files, no weights): for tokenizing text
+ * without loading, or downloading, the model.
+ */
+export async function readTokenizer(source: ModelSource, opts: ReadOptions = {}): Promise<Tokenizer> {
+  return readTokenizerFiles(await openSource(source, opts));
+}
+
+/** Reads config.json + safetensors (single or sharded), and the tokenizer, from any source and validates them. */
+export async function readModel(source: ModelSource, opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {}): Promise<LoadedFiles> {
+  const opened = await openSource(source, opts);
+  const { read, seen, config, plainBound } = opened;
   // Before any weight byte is fetched or allocated.
   if (opts.maxMemoryBytes !== undefined) checkMemoryBudget(config, opts.maxMemoryBytes, opts);
+  // Before the weights too: a tokenizer that does not fit the model fails without the download.
+  const tokenizer = await readTokenizerFiles(opened);
 
   // Everything below is bounded by what the config implies: its tensors, their float32 sizes, and
   // header room per tensor.
@@ -208,7 +253,7 @@ export async function readModel(source: ModelSource, opts: ReadOptions & Pick<Ba
     if (e instanceof RangeError) throw new OutOfMemoryError(`decoding ${parameterCount(config)} weights to float32 failed (${e.message})`);
     throw e;
   }
-  return { config, weights, weightBytes };
+  return { config, weights, weightBytes, tokenizer };
 }
 
 function checkReadOptions(o: ReadOptions): void {

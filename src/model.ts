@@ -5,8 +5,9 @@ import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError, OutOfMemoryError } from './errors.js';
 import { checkGenerateArgs, generateTokens, HISTORY, pushHistory, yieldToEventLoop, type GenerateOptions, type GenerationChunk, type SequenceState } from './generate.js';
 import { checkSignal, isTyped, planLogits, tokenCount, toTokens, type LogitsOptions, type TokenInput } from './inputs.js';
-import { readModel, type ModelSource, type ReadOptions } from './loader.js';
+import { readModel, readTokenizer, type ModelSource, type ReadOptions } from './loader.js';
 import { queuedGenerator, SessionQueue } from './session-queue.js';
+import { ByteTokenizer, type Tokenizer } from './tokenizer.js';
 import type { ModelWeights } from './weights.js';
 
 export interface LoadOptions extends BackendOptions, ReadOptions {}
@@ -304,6 +305,11 @@ export class Model {
     /** The backend, with `selection` (why it was picked) when `loadModel` chose it. */
     readonly backend: SelectedBackend,
     weights?: ModelWeights | string,
+    /**
+     * Text ↔ token ids: the model's tokenizer.json (Tokenizers.js), or, without one, UTF-8 bytes
+     * (MambaByte). `model.tokenizer.encode(text)`, `model.tokenizer.decode(ids)`.
+     */
+    readonly tokenizer: Tokenizer = new ByteTokenizer(),
   ) {
     const digest = typeof weights === 'string' ? weights : weights ? weightsDigest(weights) : undefined;
     this.identity = shapeFingerprint(config) + (digest ? `:W${digest}` : '');
@@ -427,8 +433,16 @@ export class Model {
  * Without a source (or `undefined`), the model bundled with the package (Node, Deno).
  */
 export async function loadModel(source?: ModelSource, options: LoadOptions = {}): Promise<Model> {
-  const { config, weights } = await readModel(resolveModelSource(source), options);
+  const { config, weights, tokenizer } = await readModel(resolveModelSource(source), options);
   const digest = weightsDigest(weights); // before the backend takes the weights over
   const backend = await createBackend(config, weights, options);
-  return new Model(config, backend, digest);
+  return new Model(config, backend, digest, tokenizer);
+}
+
+/**
+ * Only the tokenizer of a model (config.json and tokenizer.json, no weights read or downloaded):
+ * the same `Tokenizer` as `(await loadModel(source)).tokenizer`.
+ */
+export async function loadTokenizer(source?: ModelSource, options: ReadOptions = {}): Promise<Tokenizer> {
+  return readTokenizer(resolveModelSource(source), options);
 }

@@ -6,6 +6,9 @@
  * dynamically behind runtime checks, so this file loads unchanged in a browser.
  */
 
+import { BackendUnavailableError } from './errors.js';
+import { adapterIdentity, adapterShortfall, findAdapter, selfCheckResults } from './webgpu/device.js';
+
 export type RuntimeName = 'node' | 'deno' | 'browser' | 'browser-worker' | 'unknown';
 
 /** The limits the kernels depend on (bytes / counts), as the adapter reports them. */
@@ -32,6 +35,11 @@ export interface WebGPUReport {
     /** A CPU implementation (SwiftShader, lavapipe, llvmpipe, or flagged as fallback): slower than WASM SIMD. */
     software: boolean;
   };
+  /**
+   * The adapter self-check's verdicts in this process (src/webgpu/selfcheck.ts), one per weight
+   * format and kernel shape checked; absent until a webgpu backend was created here.
+   */
+  selfCheck?: { ok: boolean; key: string; paths: string[]; failure?: string; ms: number }[];
   features?: string[];
   shaderF16?: boolean;
   subgroups?: boolean;
@@ -74,8 +82,6 @@ const RELAXED_SIMD_MODULE = new Uint8Array([
   0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11,
 ]);
 
-const SOFTWARE_ADAPTER = /swiftshader|lavapipe|llvmpipe|softpipe|warp|basic render|microsoft basic|cpu/i;
-
 type Global = typeof globalThis & {
   Deno?: { version?: { deno?: string } };
   navigator?: { gpu?: GPU; hardwareConcurrency?: number; deviceMemory?: number; userAgent?: string };
@@ -92,8 +98,6 @@ function runtimeName(): RuntimeName {
   if (typeof g.WorkerGlobalScope !== 'undefined') return 'browser-worker';
   return 'unknown';
 }
-
-const isNodeRuntime = () => runtimeName() === 'node';
 
 function validate(bytes: Uint8Array<ArrayBuffer>): boolean {
   try {
@@ -167,64 +171,25 @@ async function probeWebGPU(timeoutMs: number): Promise<WebGPUReport> {
   try {
     return await Promise.race([findAdapter().then(describeAdapter), timeout]);
   } catch (e) {
-    return { available: false, reason: (e as Error).message ?? String(e) };
+    return { available: false, reason: e instanceof BackendUnavailableError ? e.reason : ((e as Error).message ?? String(e)) };
   } finally {
     clearTimeout(timer);
   }
 }
 
-/** Software Vulkan ICDs Dawn accepts when the system default does not (see PLATFORM.md). */
-const FALLBACK_ICDS = ['/usr/lib/chromium/vk_swiftshader_icd.json'];
-
-async function findAdapter(): Promise<{ adapter: GPUAdapter; source: string }> {
-  const nav = (globalThis as Global).navigator?.gpu;
-  if (nav) {
-    const adapter = await nav.requestAdapter({ powerPreference: 'high-performance' });
-    if (adapter) return { adapter, source: 'navigator.gpu' };
-    if (!isNodeRuntime()) throw new Error('navigator.gpu returned no adapter');
-  }
-  if (!isNodeRuntime()) throw new Error('navigator.gpu is not available in this runtime');
-  const name = 'webgpu'; // a variable: keeps bundlers from resolving the Node-only package
-  let mod: { create(flags: string[]): GPU; globals: Record<string, unknown> };
-  try {
-    mod = await import(name);
-  } catch {
-    throw new Error("no navigator.gpu, and the 'webgpu' (Dawn) package is not installed");
-  }
-  // Dawn's objects check `instanceof GPUBufferUsage`-style globals; add the missing ones only.
-  for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
-  const flags = process.env.MAMBA_EDGE_DAWN_FLAGS?.split(',').filter(Boolean) ?? [];
-  let adapter = await mod.create(flags).requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter && !process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES) {
-    // Same rescue as src/webgpu/device.ts: a software ICD, read by the Vulkan loader per instance.
-    const fs = await import('node:fs');
-    const icd = FALLBACK_ICDS.find((f) => fs.existsSync(f));
-    if (icd) {
-      process.env.VK_ICD_FILENAMES = icd;
-      adapter = await mod.create(flags).requestAdapter({ powerPreference: 'high-performance' });
-    }
-  }
-  if (!adapter) throw new Error('Dawn found no GPU adapter (no Vulkan driver it accepts)');
-  return { adapter, source: 'dawn (node)' };
-}
-
 function describeAdapter({ adapter, source }: { adapter: GPUAdapter; source: string }): WebGPUReport {
-  // Adapter info fields are getters (not own properties): copy them one by one.
-  const info = (adapter as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } }).info;
-  const str = (v: unknown) => (typeof v === 'string' ? v : '');
-  const vendor = str(info?.vendor);
-  const architecture = str(info?.architecture);
-  const device = str(info?.device);
-  const description = str(info?.description);
-  // `isFallbackAdapter` moved from the adapter to its info in the spec; read both.
-  const isFallbackAdapter = !!(info?.isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter);
-  const software = isFallbackAdapter || SOFTWARE_ADAPTER.test(`${vendor} ${architecture} ${device} ${description}`);
+  const { name, ...identity } = adapterIdentity(adapter);
+  // The kernels' limits decide availability here exactly as they do in the backend.
+  const short = adapterShortfall(adapter);
+  if (short) return { available: false, reason: short, source, adapter: identity };
+  const checks = selfCheckResults.filter((r) => r.adapter === name).map(({ ok, key, paths, failure, ms }) => ({ ok, key, paths, failure, ms }));
   const features = [...adapter.features].map(String).sort();
   const l = adapter.limits;
   return {
     available: true,
     source,
-    adapter: { vendor, architecture, device, description, isFallbackAdapter, software },
+    adapter: identity,
+    ...(checks.length ? { selfCheck: checks } : {}),
     features,
     shaderF16: adapter.features.has('shader-f16'),
     subgroups: adapter.features.has('subgroups'),

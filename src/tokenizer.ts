@@ -1,4 +1,8 @@
-/** MambaByte tokenization: one token per UTF-8 byte, ids 0..255, no offset, no BOS. */
+import { Tokenizer as TokenizersJs } from '@huggingface/tokenizers';
+import { parseEosTokenIds, parseJsonText, preview } from './config.js';
+import { InvalidOptionError, ModelFormatError, UnsupportedModelError } from './errors.js';
+
+/** MambaByte tokenization of the byte path: one token per UTF-8 byte, ids 0..255, no offset, no BOS. */
 export function encode(text: string | Uint8Array): Uint8Array {
   return typeof text === 'string' ? new TextEncoder().encode(text) : text;
 }
@@ -72,4 +76,289 @@ export function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   out.set(a);
   out.set(b, a.length);
   return out;
+}
+
+export interface DecodeOptions {
+  /**
+   * Leave special tokens (`<|endoftext|>`, padding, ...) out of the text, as Hugging Face's
+   * `decode(ids, skip_special_tokens=True)`. Default true: generated text never shows them.
+   */
+  skipSpecialTokens?: boolean;
+}
+
+/** Text ↔ token ids for a model: `model.tokenizer`. */
+export interface Tokenizer {
+  /** `byte`: MambaByte, one token per UTF-8 byte (id = byte); `hf`: the model's tokenizer.json. */
+  readonly kind: 'byte' | 'hf';
+  /** Ids are 0 .. vocabSize - 1 (the model's embedding may have more rows: padding). */
+  readonly vocabSize: number;
+  /** Generation ends at any of these (`eos_token_id` of generation_config.json, else config.json). */
+  readonly eosTokenIds: readonly number[];
+  /** Special tokens by their text (tokenizer.json's added tokens marked `special`). */
+  readonly specialTokens: ReadonlyMap<string, number>;
+  /** Token ids of `text`, as Hugging Face's `tokenizer(text).input_ids` (special tokens written in the text included). */
+  encode(text: string): Uint32Array;
+  /** The text of `ids`; an id outside [0, vocabulary) is an `InvalidOptionError`. */
+  decode(ids: ArrayLike<number>, options?: DecodeOptions): string;
+  isSpecial(id: number): boolean;
+}
+
+function checkText(text: unknown): asserts text is string {
+  if (typeof text !== 'string') throw new InvalidOptionError('text', `must be a string, got ${text === null ? 'null' : typeof text}`);
+}
+
+/** Every id an integer in [0, limit): a bad id must not index past an embedding or decode to garbage. */
+function checkIds(ids: ArrayLike<number>, limit: number): void {
+  if (typeof ids !== 'object' || ids === null || typeof ids.length !== 'number') throw new InvalidOptionError('ids', 'must be an array of token ids');
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (!Number.isInteger(id) || id < 0 || id >= limit) {
+      throw new InvalidOptionError('ids', `token id ${preview(id)} at index ${i} is not in the vocabulary [0, ${limit})`);
+    }
+  }
+}
+
+/** MambaByte: a token is a UTF-8 byte. */
+export class ByteTokenizer implements Tokenizer {
+  readonly kind = 'byte';
+  readonly vocabSize = 256;
+  readonly specialTokens: ReadonlyMap<string, number> = new Map();
+  constructor(readonly eosTokenIds: readonly number[] = []) {}
+
+  encode(text: string): Uint32Array {
+    checkText(text);
+    return Uint32Array.from(new TextEncoder().encode(text));
+  }
+
+  decode(ids: ArrayLike<number>): string {
+    checkIds(ids, 256);
+    // ignoreBOM: a leading U+FEFF the model generated is text, not a byte-order mark to drop.
+    return new TextDecoder('utf-8', { ignoreBOM: true }).decode(Uint8Array.from(ids));
+  }
+
+  isSpecial(): boolean {
+    return false;
+  }
+}
+
+/** The tokenizer.json model types Tokenizers.js implements. */
+const MODEL_TYPES = ['BPE', 'WordPiece', 'Unigram'];
+
+type Json = Record<string, unknown>;
+
+function jsonObject(bytes: Uint8Array | string, file: string): Json {
+  let raw: unknown;
+  try {
+    raw = parseJsonText(typeof bytes === 'string' ? bytes : new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new ModelFormatError(file, `not valid JSON (${preview((e as Error).message, 120)})`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ModelFormatError(file, 'top level must be a JSON object');
+  return raw as Json;
+}
+
+/**
+ * A Hugging Face `tokenizer.json`, run by Tokenizers.js (`@huggingface/tokenizers`). Checked before
+ * Tokenizers.js sees it: a known model type, well-formed ids, and no id the model's embedding lacks.
+ */
+export class HfTokenizer implements Tokenizer {
+  readonly kind = 'hf';
+  readonly vocabSize: number;
+  readonly specialTokens: ReadonlyMap<string, number>;
+  private readonly special: Set<number>;
+  /** Ids Tokenizers.js can decode; others in [0, idLimit) (vocabulary padding) decode to nothing, as in HF. */
+  private readonly defined: Set<number>;
+  /** Ids the model can produce: decode accepts [0, idLimit). */
+  private readonly idLimit: number;
+  private readonly impl: TokenizersJs;
+
+  /**
+   * `json`: tokenizer.json; `tokenizerConfig`: tokenizer_config.json (only `clean_up_tokenization_spaces`
+   * is used, default false as in transformers); `modelVocabSize`: the model's vocabulary (padded
+   * `vocab_size`), which every tokenizer id must fit.
+   */
+  constructor(
+    json: Uint8Array | string,
+    options: { tokenizerConfig?: Uint8Array | string; modelVocabSize?: number; eosTokenIds?: readonly number[] } = {},
+  ) {
+    const FILE = 'tokenizer.json';
+    const raw = jsonObject(json, FILE);
+    const model = raw.model as Json | undefined;
+    if (typeof model !== 'object' || model === null || Array.isArray(model)) throw new ModelFormatError(FILE, 'must be an object', 'model');
+    if (!MODEL_TYPES.includes(model.type as string)) {
+      throw new UnsupportedModelError(`${FILE}: tokenizer model type ${preview(model.type)} is not supported (Tokenizers.js runs ${MODEL_TYPES.join(', ')})`);
+    }
+    const ids: number[] = [];
+    const badId = (where: string, v: unknown) => new ModelFormatError(FILE, `token id ${preview(v)} is not a non-negative integer`, where);
+    if (model.type === 'Unigram') {
+      // [[piece, score], ...]: the id is the index.
+      if (!Array.isArray(model.vocab) || !model.vocab.every((e) => Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'number')) {
+        throw new ModelFormatError(FILE, 'a Unigram vocabulary must be a list of [piece, score]', 'model.vocab');
+      }
+      for (let i = 0; i < model.vocab.length; i++) ids.push(i);
+    } else {
+      const vocab = model.vocab;
+      if (typeof vocab !== 'object' || vocab === null || Array.isArray(vocab)) throw new ModelFormatError(FILE, 'must be an object { token: id }', 'model.vocab');
+      for (const [token, id] of Object.entries(vocab)) {
+        if (!Number.isSafeInteger(id) || (id as number) < 0) throw badId(`model.vocab[${preview(token, 30)}]`, id);
+        ids.push(id as number);
+      }
+    }
+    const added = raw.added_tokens ?? [];
+    if (!Array.isArray(added)) throw new ModelFormatError(FILE, 'must be a list', 'added_tokens');
+    const special = new Map<string, number>();
+    for (const [i, t] of added.entries()) {
+      if (typeof t !== 'object' || t === null || typeof t.content !== 'string' || t.content === '') {
+        throw new ModelFormatError(FILE, 'an added token must be an object with a non-empty "content"', `added_tokens[${i}]`);
+      }
+      if (!Number.isSafeInteger(t.id) || t.id < 0) throw badId(`added_tokens[${i}]`, t.id);
+      ids.push(t.id);
+      if (t.special === true) special.set(t.content, t.id);
+    }
+    if (ids.length === 0) throw new ModelFormatError(FILE, 'the vocabulary is empty', 'model.vocab');
+    let maxId = 0;
+    for (const id of ids) maxId = Math.max(maxId, id);
+    const limit = options.modelVocabSize;
+    if (limit !== undefined && maxId >= limit) {
+      throw new ModelFormatError(
+        FILE,
+        `the tokenizer has ids up to ${maxId}, but the model's vocabulary (config.json vocab_size) has ${limit} (ids 0..${limit - 1}): the tokenizer does not belong to this model`,
+        'model.vocab',
+      );
+    }
+    this.vocabSize = maxId + 1;
+    this.idLimit = limit ?? this.vocabSize;
+    this.defined = new Set(ids);
+    this.specialTokens = special;
+    this.special = new Set(special.values());
+    this.eosTokenIds = options.eosTokenIds ?? [];
+    const tc = options.tokenizerConfig === undefined ? {} : jsonObject(options.tokenizerConfig, 'tokenizer_config.json');
+    try {
+      // Only what fast (tokenizer.json) tokenizers honour in transformers: the slow-tokenizer options
+      // that Tokenizers.js also reads (remove_space, do_lowercase_and_remove_accent) are not passed.
+      this.impl = new TokenizersJs({ ...raw, added_tokens: added }, { clean_up_tokenization_spaces: tc.clean_up_tokenization_spaces === true });
+    } catch (e) {
+      const message = String((e as Error)?.message ?? e).slice(0, 200);
+      // Tokenizers.js: "Unknown Normalizer type: X", "Unknown PreTokenizer type: X", ...
+      if (/^Unknown \w+ type/.test(message)) throw new UnsupportedModelError(`${FILE}: ${message} (not implemented by Tokenizers.js)`);
+      throw new ModelFormatError(FILE, `Tokenizers.js cannot read it: ${message}`);
+    }
+  }
+
+  readonly eosTokenIds: readonly number[];
+
+  encode(text: string): Uint32Array {
+    checkText(text);
+    if (text === '') return new Uint32Array(0);
+    // A piece the vocabulary lacks, with no unk token and no byte fallback, has no id: HF tokenizers drops it.
+    return Uint32Array.from(this.run('encode', () => this.impl.encode(text).ids).filter((id: number | undefined) => id !== undefined));
+  }
+
+  decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    checkIds(ids, this.idLimit);
+    const skip = options.skipSpecialTokens ?? true;
+    const kept: number[] = [];
+    for (let i = 0; i < ids.length; i++) if (this.defined.has(ids[i]) && !(skip && this.special.has(ids[i]))) kept.push(ids[i]);
+    return kept.length === 0 ? '' : this.run('decode', () => this.impl.decode(kept));
+  }
+
+  /** A tokenizer.json that Tokenizers.js accepted can still fail when used: say which file is at fault. */
+  private run<T>(what: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw new ModelFormatError('tokenizer.json', `Tokenizers.js cannot ${what} with it: ${String((e as Error)?.message ?? e).slice(0, 200)}`, undefined, { cause: e });
+    }
+  }
+
+  isSpecial(id: number): boolean {
+    return this.special.has(id);
+  }
+}
+
+/** A model's files that say how to tokenize (each optional except config.json). */
+export interface TokenizerFiles {
+  'config.json': Uint8Array | string;
+  'tokenizer.json'?: Uint8Array | string;
+  'tokenizer_config.json'?: Uint8Array | string;
+  'generation_config.json'?: Uint8Array | string;
+}
+
+/**
+ * The tokenizer a model's files describe: its tokenizer.json, else bytes (MambaByte). The end of
+ * sequence is generation_config.json's `eos_token_id` when it has one, else config.json's.
+ */
+export function tokenizerFromFiles(files: TokenizerFiles, modelVocabSize: number): Tokenizer {
+  const eosOf = (file: 'config.json' | 'generation_config.json') => {
+    const bytes = files[file];
+    if (bytes === undefined) return undefined;
+    const json = jsonObject(bytes, file);
+    return json.eos_token_id === undefined || json.eos_token_id === null ? undefined : parseEosTokenIds(json.eos_token_id, file, modelVocabSize);
+  };
+  const eosTokenIds = eosOf('generation_config.json') ?? eosOf('config.json') ?? [];
+  const json = files['tokenizer.json'];
+  if (json === undefined) return new ByteTokenizer(eosTokenIds);
+  return new HfTokenizer(json, { tokenizerConfig: files['tokenizer_config.json'], modelVocabSize, eosTokenIds });
+}
+
+/**
+ * Incremental detokenization for streamed generation (like transformers' `TextStreamer`): `push` the
+ * ids as they come and get back only whole characters, never half of one, even where a byte-level
+ * BPE or byte-fallback token ends inside a UTF-8 sequence (emoji, CJK); the concatenation of every
+ * `push` and the final `flush` is `decode(all ids)`.
+ *
+ * Each push decodes a short window: the ids whose text is not yet fully out, after one id of context
+ * (decoders treat a text's first token specially, e.g. SentencePiece drops its leading space), and
+ * returns the new text up to any trailing U+FFFD, which may be a character still incomplete.
+ */
+export class Detokenizer {
+  private window: number[] = [];
+  /** Characters of decode(window) already returned. */
+  private shown = 0;
+  private readonly skipSpecial: boolean;
+
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    options: DecodeOptions = {},
+  ) {
+    this.skipSpecial = options.skipSpecialTokens ?? true;
+  }
+
+  push(ids: ArrayLike<number>): string {
+    const window = this.window.slice();
+    // Skipped special tokens leave no trace, as in decode(): not even as context.
+    for (let i = 0; i < ids.length; i++) if (!(this.skipSpecial && this.tokenizer.isSpecial(ids[i]))) window.push(ids[i]);
+    if (window.length === this.window.length) {
+      this.tokenizer.decode(ids, { skipSpecialTokens: false }); // only special ids (or none): still checked
+      return '';
+    }
+    // Throws on a bad id before anything is kept: the stream stays as it was.
+    const text = this.decode(window);
+    this.window = window;
+    let end = text.length;
+    while (end > this.shown && text.charCodeAt(end - 1) === 0xfffd) end--;
+    const out = end > this.shown ? text.slice(this.shown, end) : '';
+    if (end === text.length && out !== '') {
+      // All out: keep the last id as context for the next one. Only after new text: ids that decode to nothing
+      // (the vocabulary's padding) stay in the window, after the context that showed something.
+      this.window = this.window.slice(-1);
+      this.shown = this.decode(this.window).length;
+    } else {
+      this.shown = Math.max(this.shown, end);
+    }
+    return out;
+  }
+
+  /** The rest (an unfinished character becomes U+FFFD, as in `decode`); the stream starts over. */
+  flush(): string {
+    const text = this.window.length ? this.decode(this.window) : '';
+    const out = text.slice(this.shown);
+    this.window = [];
+    this.shown = 0;
+    return out;
+  }
+
+  private decode(ids: number[]): string {
+    return this.tokenizer.decode(ids, { skipSpecialTokens: this.skipSpecial });
+  }
 }

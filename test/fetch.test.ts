@@ -222,8 +222,9 @@ describe('fetching a model over http', () => {
     const st = events.filter((e) => e.file === 'model.safetensors');
     expect(st.at(-1)).toEqual({ file: 'model.safetensors', loaded: SIZE, total: SIZE });
     for (let i = 1; i < st.length; i++) expect(st[i].loaded).toBeGreaterThanOrEqual(st[i - 1].loaded);
-    // config.json, model.safetensors: nothing else (the shard index is only looked for when model.safetensors is absent).
-    expect(hits.map((h) => h.path)).toEqual(['/ok/config.json', '/ok/model.safetensors']);
+    // config.json, the optional tokenizer.json (a 404 here), model.safetensors: nothing else (the shard index is only
+    // looked for when model.safetensors is absent).
+    expect(hits.map((h) => h.path)).toEqual(['/ok/config.json', '/ok/tokenizer.json', '/ok/model.safetensors']);
   });
 
   test('a connection dropped mid-body resumes with a Range request', async () => {
@@ -344,7 +345,7 @@ describe('download cache', () => {
     const dir = join(cacheRoot, 'plain');
     await expectSameModel(await loadModel(`${base}/ok`, { ...FAST, cacheDir: dir }));
     const first = hits.length;
-    expect(first).toBe(2);
+    expect(first).toBe(3); // config.json, tokenizer.json (404, remembered), model.safetensors
     const events: LoadProgress[] = [];
     await expectSameModel(await loadModel(`${base}/ok`, { ...FAST, cacheDir: dir, onProgress: (e) => events.push(e) }));
     // Nothing at all: the shard index is never asked for when model.safetensors exists.
@@ -418,7 +419,7 @@ describe('download cache', () => {
     try {
       (await loadModel(`${base}/ok`, { ...FAST, cache: true })).dispose();
       const files = readdirSync(join(home, '.cache', 'mamba-edge'));
-      expect(files.map((f) => f.replace(/^[0-9a-f]{32}-/, '')).sort()).toEqual(['config.json', 'model.safetensors']);
+      expect(files.map((f) => f.replace(/^[0-9a-f]{32}-/, '')).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json.absent']);
     } finally {
       process.env.HOME = old;
       rmSync(home, { recursive: true, force: true });
@@ -544,9 +545,9 @@ describe('credentials stay with their origin', () => {
     const m = await loadModel(`${withCreds}/to-other/`, { ...FAST, fetchInit: { headers: { 'x-api-key': 'KEY-123', cookie: 'session=abc' } } });
     await expectSameModel(m);
     // The first origin got the credentials (and redirected every file)...
-    expect(hits.map((h) => h.path)).toEqual(['/to-other/config.json', '/to-other/model.safetensors']);
+    expect(hits.map((h) => h.path)).toEqual(['/to-other/config.json', '/to-other/tokenizer.json', '/to-other/model.safetensors']);
     // ...the other origin got the requests and nothing else.
-    expect(headers2).toHaveLength(2);
+    expect(headers2).toHaveLength(3);
     for (const h of headers2) {
       expect(h['x-api-key']).toBeUndefined();
       expect(h.cookie).toBeUndefined();
@@ -700,7 +701,7 @@ describe('a cache that cannot be corrupted', () => {
     expect(count('/slow-ok/model.safetensors')).toBe(1);
     expect(count('/slow-ok/config.json')).toBe(1);
     const { names, entry } = cacheFiles(dir);
-    expect(names.map((n) => n.replace(/^[0-9a-f]{32}-/, '')).sort()).toEqual(['config.json', 'model.safetensors']);
+    expect(names.map((n) => n.replace(/^[0-9a-f]{32}-/, '')).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json.absent']);
     expect(sha(readFileSync(entry('model.safetensors')!))).toBe(SHA);
   }, 60_000);
 });

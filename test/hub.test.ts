@@ -209,6 +209,8 @@ describe('Hugging Face Hub ids', () => {
     const weights = sha256(TINY['model.safetensors']);
     const config = gitBlobId(TINY['config.json']);
     expect(tree(repoDir(cache, 'test-org/tiny-mamba'))).toEqual([
+      // The optional tokenizer.json the repository lacks, remembered as huggingface_hub does.
+      `.no_exist/${commit}/tokenizer.json`,
       `blobs/${config}`,
       `blobs/${weights}`,
       'refs/main',
@@ -223,6 +225,7 @@ describe('Hugging Face Hub ids', () => {
     expect(hubHits.map((h) => `${h.method} ${h.path}`)).toEqual([
       `HEAD ${base}/main/config.json`,
       `GET ${base}/${commit}/config.json`,
+      `HEAD ${base}/${commit}/tokenizer.json`,
       `HEAD ${base}/${commit}/model.safetensors`,
       `GET ${base}/${commit}/model.safetensors`,
     ]);
@@ -237,7 +240,7 @@ describe('Hugging Face Hub ids', () => {
     expect(await logitsOf('test-org/tiny-mamba')).toEqual(got);
     expect(tried()).toBe(0);
     globalThis.fetch = realFetch;
-    expect(hubHits.length + cdnHits.length).toBe(4 + 1);
+    expect(hubHits.length + cdnHits.length).toBe(5 + 1);
   });
 
   test('a sharded model: the 404 of model.safetensors is remembered in .no_exist, so it loads with no network', async () => {
@@ -287,6 +290,9 @@ describe('Hugging Face Hub ids', () => {
       symlinkSync(`../../blobs/${etag}`, join(dir, 'snapshots', commit, name));
     }
     writeFileSync(join(dir, 'refs', 'main'), commit);
+    // huggingface_hub remembers the optional files a repository lacks: here its tokenizer.json.
+    mkdirSync(join(dir, '.no_exist', commit), { recursive: true });
+    writeFileSync(join(dir, '.no_exist', commit, 'tokenizer.json'), '');
     process.env.HF_ENDPOINT = 'http://127.0.0.1:9'; // nothing listens there; nothing may try
     process.env.HF_HUB_CACHE = cache;
     const tried = blockNetwork();
@@ -298,6 +304,8 @@ describe('Hugging Face Hub ids', () => {
     const other = commitOf('copies');
     mkdirSync(join(dir, 'snapshots', other));
     for (const [name, body] of Object.entries(TINY)) writeFileSync(join(dir, 'snapshots', other, name), body);
+    mkdirSync(join(dir, '.no_exist', other), { recursive: true });
+    writeFileSync(join(dir, '.no_exist', other, 'tokenizer.json'), '');
     expect(await logitsOf(`py-org/tiny@${other}`)).toEqual(got);
     // $HF_HOME/hub is the same cache when HF_HUB_CACHE is unset.
     const home = tempDir();
@@ -335,11 +343,11 @@ describe('Hugging Face Hub ids', () => {
     process.env.HF_TOKEN = 'hf_env_token';
     process.env.HF_ENDPOINT = 'http://127.0.0.1:9';
     await logitsOf('test-org/tiny-mamba', { hubEndpoint: hubUrl, cacheDir: tempDir() });
-    expect(hubHits.length).toBe(4);
+    expect(hubHits.length).toBe(5); // HEAD + GET config.json, HEAD tokenizer.json (absent), HEAD + GET model.safetensors
     expect(hubHits.every((h) => h.auth === undefined)).toBe(true);
     hubHits = [];
     await logitsOf('test-org/tiny-mamba', { hubEndpoint: hubUrl, hubToken: 'hf_given', cacheDir: tempDir() });
-    expect(hubHits.map((h) => h.auth)).toEqual(Array(4).fill('Bearer hf_given'));
+    expect(hubHits.map((h) => h.auth)).toEqual(Array(5).fill('Bearer hf_given'));
     expect(cdnHits.every((h) => h.auth === undefined)).toBe(true);
   });
 

@@ -126,7 +126,7 @@ describe('offline by default', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mamba-edge-offline-'));
     const url = 'https://models.example/tiny/';
     const requested: string[] = [];
-    // First run: a server (in-process, no socket) with config.json and model.safetensors only.
+    // First run: a server (in-process, no socket) with config.json and model.safetensors only (no tokenizer.json: bytes).
     globalThis.fetch = (async (input: string | URL | Request) => {
       const u = String(input instanceof Request ? input.url : input);
       requested.push(u.slice(url.length));
@@ -137,7 +137,7 @@ describe('offline by default', () => {
       const m = await loadModel(url, { backend: 'js', cacheDir: dir });
       const text = await generateText(m, 'Hello');
       m.dispose();
-      expect(requested).toEqual(['config.json', 'model.safetensors', 'model.safetensors.index.json', shard]);
+      expect(requested).toEqual(['config.json', 'tokenizer.json', 'model.safetensors', 'model.safetensors.index.json', shard]);
       // Second run: every way out is blocked (afterEach checks that none was tried).
       globalThis.fetch = fetchSpy as unknown as typeof fetch;
       const again = await loadModel(url, { backend: 'js', cacheDir: dir });

@@ -88,8 +88,8 @@ describe('the packed tarball installed into a new project', () => {
     const pkgDir = join(app, 'node_modules/mamba-edge');
     const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8'));
     for (const s of ['preinstall', 'install', 'postinstall', 'prepare']) expect(pkg.scripts?.[s], s).toBeUndefined();
-    // Only the runtime dependency came along: no tsc, asc or rollup that a build would need.
-    expect(readdirSync(join(app, 'node_modules')).filter((f) => !f.startsWith('.')).sort()).toEqual(['comlink', 'mamba-edge']);
+    // Only the runtime dependencies (comlink, @huggingface/tokenizers) came along: no tsc, asc or rollup that a build would need.
+    expect(readdirSync(join(app, 'node_modules')).filter((f) => !f.startsWith('.')).sort()).toEqual(['@huggingface', 'comlink', 'mamba-edge']);
     // What users need, and none of the repository's tests, training code, benches or AssemblyScript sources.
     expect(readdirSync(pkgDir).sort()).toEqual(['README.md', 'bin', 'build', 'dist', 'models', 'package.json', 'shaders', 'src', 'workers']);
     expect(readdirSync(join(pkgDir, 'dist')).sort()).toEqual(['browser', 'src', 'workers']);

@@ -275,6 +275,62 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     k.release();
   });
 
+  // The fused decode kernels (step.wgsl), each alone against the reference ops it fuses. With 32
+  // lanes a row, scan_step sums Δ over 16 lanes a channel in workgroup memory: on OpenGL ES
+  // (llvmpipe) the second sum once overwrote the first before every lane had read it (1e-1 off).
+  test.each([1, 4, 32])('fused decode step kernels, gemv lanes %i', async (lanes) => {
+    const k = mk(undefined, lanes);
+    const [D, E, N, R, K, V] = [64, 128, 16, 4, 4, 256];
+    const cfg = { dModel: D, dInner: E, dState: N, dtRank: R, dConv: K, vocabSize: V, eps: 1e-5, nLayer: 1 } as MambaConfig;
+    expect(k.fusedStep(cfg)).toBeDefined();
+    const L = {
+      norm: rand(D, 1, 0.5, 1.5), inProjX: rand(E * D, 2), inProjZ: rand(E * D, 3), convW: rand(E * K, 4), convB: rand(E, 5),
+      inProjXBias: rand(E, 12), inProjZBias: rand(E, 13), dtProjW: rand(E * R, 6, -0.5, 0.5), dtProjB: rand(E, 7, -4, 1),
+      A: rand(E * N, 8, -8, -0.05), D: rand(E, 9), xProj: rand((R + 2 * N) * E, 10), outProj: rand(D * E, 11),
+    } as LayerWeights;
+    const shapes: Record<string, [number, number]> = { inProjX: [E, D], inProjZ: [E, D], convW: [E, K], dtProjW: [E, R], A: [E, N], xProj: [R + 2 * N, E], outProj: [D, E] };
+    const LW = Object.fromEntries(
+      Object.entries(L).map(([n, x]) => [n, k.upload(x, ...(shapes[n] ?? [1, x.length]))]),
+    ) as unknown as LayerWeights<GpuWeight>;
+    const put = (x: Float32Array) => {
+      const b = k.alloc(x.length);
+      k.write(b, x);
+      return b;
+    };
+    // mix_in: RMSNorm → in_proj x, z (+ bias) → conv step → SiLU
+    const h = rand(D, 20);
+    const xn = new Float32Array(D);
+    rmsnorm(h, L.norm, xn, 1, D, cfg.eps);
+    const [xr, zr, ur] = [new Float32Array(E), new Float32Array(E), new Float32Array(E)];
+    matmul(xn, wq(L.inProjX), L.inProjXBias, xr, 1, D, E, false);
+    matmul(xn, wq(L.inProjZ), L.inProjZBias, zr, 1, D, E, false);
+    const cs = rand(E * (K - 1), 21);
+    const csb = put(cs);
+    conv1d(xr, cs, L.convW, L.convB, ur, 1, E, K);
+    const [hb, ub, zb] = [put(h), k.alloc(E), k.alloc(E)];
+    k.mixIn(hb, LW, csb, ub, zb, cfg);
+    expect(rel(await k.read(ub, E), ur)).toBeLessThan(1e-5);
+    expect(rel(await k.read(zb, E), zr)).toBeLessThan(1e-5);
+    expect(rel(await k.read(csb, E * (K - 1)), cs)).toBeLessThan(1e-5);
+    // scan_step: dt_proj → softplus → scan → D skip → gate, and the state
+    const [u, z, dbc, hs] = [rand(E, 30, -2, 2), rand(E, 31, -4, 4), rand(R + 2 * N, 32), rand(E * N, 33)];
+    const [hsb, yb] = [put(hs), k.alloc(E)];
+    const yr = new Float32Array(E);
+    scan(u, dbc, z, L, hs, yr, 1, cfg);
+    k.scanStep(put(u), put(dbc), put(z), LW, hsb, yb, cfg);
+    expect(rel(await k.read(yb, E), yr)).toBeLessThan(1e-5);
+    expect(rel(await k.read(hsb, E * N), hs)).toBeLessThan(1e-5);
+    // norm_gemv: final RMSNorm → LM head
+    const [head, g] = [rand(V * D, 40), rand(D, 41, 0.5, 1.5)];
+    const lr = new Float32Array(V);
+    rmsnorm(h, g, xn, 1, D, cfg.eps);
+    matmul(xn, wq(head), undefined, lr, 1, D, V, false);
+    const lb = k.alloc(V);
+    k.normHead(hb, k.upload(g, 1, D), k.upload(head, V, D), lb, cfg);
+    expect(rel(await k.read(lb, V), lr)).toBeLessThan(1e-5);
+    k.release();
+  });
+
   test.each([1, 7, 40])('topk k=%i matches a stable sort, ties by index', async (kk) => {
     const k = mk();
     const V = 1000;

@@ -119,11 +119,11 @@ export class EngineHost implements EngineApi {
 
   async load(source: WireSource, options: WireLoadOptions, onProgress?: (p: LoadProgress) => void): Promise<LoadInfo> {
     if (this.model) throw new MambaError('LOADED', 'this worker already holds a model');
-    const { config, weights } = await readModel(source, { ...options, onProgress: onProgress && ((p) => void onProgress(p)) });
+    const { config, weights, tokenizer } = await readModel(source, { ...options, onProgress: onProgress && ((p) => void onProgress(p)) });
     const digest = weightsDigest(weights);
     const backend = (await createBackend(config, weights, options)) as SelectedBackend;
     this.backend = backend;
-    this.model = new Model(config, new YieldingBackend(backend), digest);
+    this.model = new Model(config, new YieldingBackend(backend), digest, tokenizer);
     return { config, backend: backend.name, description: backend.description, selection: backend.selection };
   }
 
@@ -148,7 +148,8 @@ export class EngineHost implements EngineApi {
     this.aborts.set(opId, controller);
     try {
       const model = this.loaded();
-      return await fn(new Model(model.config, new YieldingBackend(this.backend!, controller.signal)), controller.signal);
+      // A view of the same backend whose forwards stop between slices once aborted.
+      return await fn(new Model(model.config, new YieldingBackend(this.backend!, controller.signal), model.identity, model.tokenizer), controller.signal);
     } finally {
       this.aborts.delete(opId);
     }

@@ -17,6 +17,7 @@ const SUBMIT_EVERY = 4;
 /** Prompt tokens per command buffer on a hardware GPU: enough rows to fill its many cores. */
 const GPU_CHUNK = 512;
 import { loadShaderSources } from './wgsl.js';
+import { selfCheck } from './selfcheck.js';
 
 /**
  * The shared layer loop (`KernelBackend`) over the WGSL kernels, plus what only a GPU needs:
@@ -41,6 +42,8 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     weights: ModelWeights,
     chunk?: number,
     fused = true,
+    /** `dispose()` destroys the device too (false: the self-check's backend, which shares it). */
+    private readonly ownsDevice = true,
   ) {
     super('webgpu', description, kernels, config, weights, chunk);
     this.gpu = ctx;
@@ -201,32 +204,43 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
 
   override dispose(): void {
     super.dispose();
-    this.kernels.destroy();
+    if (this.ownsDevice) this.kernels.destroy();
+    else this.kernels.release();
   }
 }
 
 export async function createWebGPUBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<Backend> {
   const dtype = o.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new InvalidOptionError('dtype', `the webgpu backend stores f32 or f16 weights, got ${dtype}`);
-  return createWebGPUBackendWith(config, weights, { dtype, fused: o.webgpuKernels?.fusedDecode, gemvLanes: o.webgpuKernels?.gemvLanes });
+  const g = o.webgpuKernels;
+  return createWebGPUBackendWith(config, weights, { dtype, fused: g?.fusedDecode, gemvLanes: g?.gemvLanes, selfCheck: g?.selfCheck });
 }
 
 /** As `createWebGPUBackend`, with knobs for tests (forced weight splitting). */
 export async function createWebGPUBackendWith(
   config: MambaConfig,
   weights: ModelWeights,
-  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number; fused?: boolean },
+  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number; fused?: boolean; selfCheck?: boolean },
 ): Promise<WebGPUBackend> {
   const [ctx, shaders] = await Promise.all([acquireDevice(o.dtype === 'f16'), loadShaderSources()]);
   const { device } = ctx;
-  const kernels = new WebGPUKernels(device, shaders, {
+  const kernelOptions = {
     dtype: o.dtype,
     shaderF16: ctx.hasF16,
-    maxBindingBytes: o.maxBindingBytes,
     // CPU adapters: barrier-free kernel shapes (see matmul.wgsl).
     gemvLanes: o.gemvLanes ?? (ctx.software ? 1 : 32),
     flatGemm: o.flatGemm ?? ctx.software,
-  });
+    pipelineCache: { modules: new Map(), pipelines: new Map() },
+  };
+  // On software adapters the fused step is slower (measured with bench/webgpu-profile.js on lavapipe).
+  const fused = o.fused ?? !ctx.software;
+  if (o.selfCheck !== false) {
+    // Before the model's weights go up: an adapter that computes wrong is refused (selfcheck.ts).
+    await selfCheck(ctx, shaders, { kernels: kernelOptions, fused, model: config }, (c, w, chunk, f) =>
+      new WebGPUBackend(ctx, new WebGPUKernels(device, shaders, kernelOptions), 'webgpu self-check', c, w, chunk, f, false),
+    );
+  }
+  const kernels = new WebGPUKernels(device, shaders, { ...kernelOptions, maxBindingBytes: o.maxBindingBytes });
   const f16 = o.dtype === 'f16' ? (ctx.hasF16 ? 'f16 (shader-f16)' : 'f16 (packed u32)') : 'f32';
   const description = `webgpu ${ctx.source}, ${ctx.adapterName}${ctx.software ? ' (software)' : ''}, ${f16}`;
   device.pushErrorScope('out-of-memory');
@@ -234,8 +248,7 @@ export async function createWebGPUBackendWith(
   let backend: WebGPUBackend;
   try {
     const chunk = o.chunk ?? (ctx.software ? undefined : GPU_CHUNK);
-    // On software adapters the fused step is slower (measured with bench/webgpu-profile.js on lavapipe).
-    backend = new WebGPUBackend(ctx, kernels, description, config, weights, chunk, o.fused ?? !ctx.software);
+    backend = new WebGPUBackend(ctx, kernels, description, config, weights, chunk, fused);
   } catch (e) {
     await device.popErrorScope();
     await device.popErrorScope();

@@ -61,8 +61,11 @@ async function requestAdapter(gpu: GPU): Promise<GPUAdapter | null> {
   );
 }
 
-/** Finds an adapter: `navigator.gpu` (browsers, Deno) first, then Dawn in Node. */
-async function findAdapter(): Promise<{ adapter: GPUAdapter; source: string }> {
+/**
+ * Finds the adapter the webgpu backend runs on: `navigator.gpu` (browsers, Deno) first, then Dawn
+ * in Node (Vulkan, a software Vulkan ICD, then OpenGL ES). `probe()` reports this same adapter.
+ */
+export async function findAdapter(): Promise<{ adapter: GPUAdapter; source: string }> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
   if (nav) {
     const adapter = await requestAdapter(nav);
@@ -74,6 +77,11 @@ async function findAdapter(): Promise<{ adapter: GPUAdapter; source: string }> {
   if (!dawn) throw new BackendUnavailableError('webgpu', "no navigator.gpu, and the 'webgpu' (Dawn) package is not installed");
   // One Dawn instance per process once one has found an adapter.
   const tryDawn = async (flags: string[]) => {
+    // Dawn's OpenGL ES backend (asked for, or the last resort below) goes through EGL, which must be
+    // told to run surfaceless when there is no display.
+    if (flags.includes('backend=opengles') && !process.env.EGL_PLATFORM && !process.env.DISPLAY && !process.env.WAYLAND_DISPLAY) {
+      process.env.EGL_PLATFORM = 'surfaceless';
+    }
     const gpu = dawn.create(flags);
     const adapter = await requestAdapter(gpu);
     if (adapter) dawnGpu = gpu;
@@ -91,9 +99,7 @@ async function findAdapter(): Promise<{ adapter: GPUAdapter; source: string }> {
     }
   }
   if (!adapter && !dawnFlags().some((f) => f.startsWith('backend='))) {
-    // Last resort: Dawn's OpenGL ES backend (compatibility mode), e.g. over Mesa's llvmpipe. Without
-    // a display, EGL must be told to run surfaceless.
-    if (!process.env.EGL_PLATFORM && !process.env.DISPLAY && !process.env.WAYLAND_DISPLAY) process.env.EGL_PLATFORM = 'surfaceless';
+    // Last resort: Dawn's OpenGL ES backend (compatibility mode), e.g. over Mesa's llvmpipe.
     adapter = await tryDawn([...dawnFlags(), 'backend=opengles']);
   }
   if (!adapter) {
@@ -136,12 +142,44 @@ const NEEDED: [string, number][] = [
   ['maxComputeWorkgroupStorageSize', 8192],
 ];
 
-export async function acquireDevice(wantF16: boolean): Promise<GpuContext> {
-  const { adapter, source } = await findAdapter();
+/** Why the kernels cannot run on this adapter ('' = they can): a limit below what they assume. */
+export function adapterShortfall(adapter: GPUAdapter): string {
   for (const [name, min] of NEEDED) {
     const v = (adapter.limits as unknown as Record<string, number | undefined>)[name];
-    if (v !== undefined && v < min) throw new BackendUnavailableError('webgpu', `adapter limit ${name} is ${v}, the kernels need ${min}`);
+    if (v !== undefined && v < min) return `adapter limit ${name} is ${v}, the kernels need ${min}`;
   }
+  return '';
+}
+
+/** Names of a CPU implementation of WebGPU: slower than WASM SIMD, and given CPU kernel shapes. */
+const SOFTWARE_ADAPTER = /swiftshader|lavapipe|llvmpipe|softpipe|warp|basic render|software|cpu/i;
+
+/** What an adapter says about itself, as the backend and `probe()` both describe it. */
+export function adapterIdentity(adapter: GPUAdapter): {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  isFallbackAdapter: boolean;
+  software: boolean;
+  /** One line: vendor, architecture, device, description. */
+  name: string;
+} {
+  // Adapter info fields are getters (not own properties): copy them one by one.
+  const info = (adapter as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } }).info;
+  const str = (v: unknown) => (typeof v === 'string' ? v : '');
+  const [vendor, architecture, device, description] = [info?.vendor, info?.architecture, info?.device, info?.description].map(str);
+  // `isFallbackAdapter` moved from the adapter to its info in the spec; read both.
+  const isFallbackAdapter = !!(info?.isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter);
+  const name = [vendor, architecture, device, description].filter((s) => s && s !== '0').join(' ') || 'unknown adapter';
+  const software = isFallbackAdapter || SOFTWARE_ADAPTER.test(name);
+  return { vendor, architecture, device, description, isFallbackAdapter, software, name };
+}
+
+export async function acquireDevice(wantF16: boolean): Promise<GpuContext> {
+  const { adapter, source } = await findAdapter();
+  const short = adapterShortfall(adapter);
+  if (short) throw new BackendUnavailableError('webgpu', short);
   const hasF16 = wantF16 && adapter.features.has('shader-f16');
   let device: GPUDevice;
   try {
@@ -152,11 +190,20 @@ export async function acquireDevice(wantF16: boolean): Promise<GpuContext> {
   } catch (e) {
     throw new BackendUnavailableError('webgpu', `requestDevice failed: ${(e as Error).message}`);
   }
-  const info = (adapter as { info?: GPUAdapterInfo }).info;
-  const adapterName =
-    [info?.vendor, info?.architecture, info?.device, info?.description].filter((s) => s && s !== '0').join(' ') || 'unknown adapter';
-  const software =
-    !!(info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter ||
-    /swiftshader|llvmpipe|lavapipe|software|basic render/i.test(adapterName);
+  const { name: adapterName, software } = adapterIdentity(adapter);
   return { device, adapter, source, adapterName, hasF16, software };
 }
+
+/** What the self-check (selfcheck.ts) concluded for an adapter in this process. */
+export interface SelfCheckResult {
+  ok: boolean;
+  adapter: string;
+  /** Adapter, weight format and kernel shapes the verdict holds for. */
+  key: string;
+  paths: string[];
+  failure?: string;
+  ms: number;
+}
+
+/** Self-check verdicts reached so far in this process, oldest first (`probe()` reports them). */
+export const selfCheckResults: SelfCheckResult[] = [];

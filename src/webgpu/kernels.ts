@@ -57,6 +57,16 @@ export interface WebGPUKernelOptions {
   gemvLanes?: number;
   /** Prefill matmul without workgroup tiles (one invocation per output): faster on CPU adapters. */
   flatGemm?: boolean;
+  /**
+   * Compiled modules and pipelines to share with other kernel objects on the same device and
+   * shader sources: the adapter self-check compiles what the model's backend then reuses.
+   */
+  pipelineCache?: PipelineCache;
+}
+
+export interface PipelineCache {
+  modules: Map<string, GPUShaderModule>;
+  pipelines: Map<string, GPUComputePipeline>;
 }
 
 type Shaders = Record<ShaderName, string>;
@@ -105,8 +115,8 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   readonly device: GPUDevice;
   private readonly opts: WebGPUKernelOptions;
   private readonly shaders: Shaders;
-  private readonly modules = new Map<string, GPUShaderModule>();
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly modules: Map<string, GPUShaderModule>;
+  private readonly pipelines: Map<string, GPUComputePipeline>;
   private readonly calls = new Map<string, Cached>();
   private readonly callsByBuffer = new Map<GPUBuffer, Set<string>>();
   private readonly owned = new Set<GPUBuffer>(); // uniforms, weights, staging: destroyed by destroy()
@@ -129,6 +139,8 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     this.device = device;
     this.shaders = shaders;
     this.opts = opts;
+    this.modules = opts.pipelineCache?.modules ?? new Map();
+    this.pipelines = opts.pipelineCache?.pipelines ?? new Map();
     const lim = device.limits;
     this.gemvLanes = opts.gemvLanes ?? 32;
     if (!(this.gemvLanes >= 1 && this.gemvLanes <= 256 && (this.gemvLanes & (this.gemvLanes - 1)) === 0)) {
