@@ -34,17 +34,17 @@ export interface Backend {
   readonly description: string;
   createState(): StateHandle;
   /**
-   * Feeds `tokens` through the model starting from `state`, which advances.
+   * Feeds `tokens` (ids < `config.vocabSize`) through the model starting from `state`, which advances.
    * Returns logits `[T, V]` (`want: 'all'`) or `[V]` for the last token (`want: 'last'`).
    */
-  forward(state: StateHandle, tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array>;
+  forward(state: StateHandle, tokens: Uint32Array, want: 'all' | 'last'): Promise<Float32Array>;
   /**
    * Optional, for devices where a read-back is slow (WebGPU): greedy decoding kept on the device.
    * Feeds `n` tokens — `first`, then each argmax of the logits it produced — with one read-back at
    * the end. Returns the tokens fed (`tokens[0] === first`) and the logits `[V]` after the last one.
    */
   decodeGreedy?(state: StateHandle, first: number | null, n: number): Promise<DecodeBlock>;
-  /** As `decodeGreedy`, each next token drawn on the device (vocabularies of at most 256). */
+  /** As `decodeGreedy`, each next token drawn on the device (temperature / top-k / top-p over the whole vocabulary). */
   decodeSampled?(state: StateHandle, first: number | null, n: number, sampling: DeviceSampling): Promise<DecodeBlock>;
   /**
    * The decode calls above may be issued before earlier ones on the same sequence resolve, with
@@ -78,7 +78,7 @@ export interface Kernels<A, W> {
   end?(): void;
 
   /** out[t, :] = table[tokens[t], :]          out [T, D] */
-  embed(tokens: Uint8Array, table: W, out: A, T: number, D: number): void;
+  embed(tokens: Uint32Array, table: W, out: A, T: number, D: number): void;
   /** out[t, :] = x[t, :] / rms(x[t, :]) · w    x, out [T, dim] */
   rmsnorm(x: A, w: W, out: A, T: number, dim: number, eps: number): void;
   /**
@@ -106,7 +106,7 @@ export interface Kernels<A, W> {
 
 /** A block of decoded tokens: those fed (`tokens[0]` = first), the logits after the last, the next pick. */
 export interface DecodeBlock {
-  tokens: Uint8Array;
+  tokens: Uint32Array;
   logits: Float32Array;
   /** The token chosen from `logits`: the next block's first. */
   next: number;
@@ -119,12 +119,12 @@ export function greedySteps(b: Backend, state: StateHandle, first: number, n: nu
 
 /** `decodeSampled` semantics on the host (a different random stream than a device's, same filters). */
 export function sampledSteps(b: Backend, state: StateHandle, first: number, n: number, s: DeviceSampling): Promise<DecodeBlock> {
-  const sampler = new Sampler({ ...s, repetitionPenalty: 1, repetitionWindow: 0 });
+  const sampler = new Sampler({ ...s, repetitionPenalty: 1, repetitionWindow: 0 }, b.config.vocabSize);
   return steps(b, state, first, n, (logits) => sampler.sample(logits, []));
 }
 
 async function steps(b: Backend, state: StateHandle, first: number, n: number, pick: (logits: Float32Array) => number): Promise<DecodeBlock> {
-  const tokens = new Uint8Array(n);
+  const tokens = new Uint32Array(n);
   tokens[0] = first;
   let logits: Float32Array = new Float32Array(0);
   for (let i = 0; i < n; i++) {

@@ -31,7 +31,7 @@ interface Entry {
   primary?: StateHandle;
   secondary?: StateHandle;
   checkpoint: StateData | null;
-  since: Uint8Array[];
+  since: Uint32Array[];
   sinceTokens: number;
   /** Rebuilding this state on the secondary (at most once). */
   migrating?: Promise<StateHandle>;
@@ -98,7 +98,7 @@ export class FallbackBackend implements Backend {
     return { id };
   }
 
-  async forward(state: StateHandle, tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array> {
+  async forward(state: StateHandle, tokens: Uint32Array, want: 'all' | 'last'): Promise<Float32Array> {
     const e = this.entry(state);
     if (!this.failure) {
       try {
@@ -247,7 +247,7 @@ export class FallbackBackend implements Backend {
   }
 
   /** After a successful primary call: remember its tokens, and copy the state now and then. */
-  private async mirror(e: Entry, tokens: Uint8Array): Promise<void> {
+  private async mirror(e: Entry, tokens: Uint32Array): Promise<void> {
     e.since.push(tokens.slice());
     e.sinceTokens += tokens.length;
     // A later block already issued would be in the copy but not yet in `since`: copy once they are done.
@@ -292,7 +292,7 @@ export class FallbackBackend implements Backend {
       const h = b.createState();
       if (e.checkpoint) await b.writeState(h, e.checkpoint);
       if (e.sinceTokens > 0) {
-        const all = new Uint8Array(e.sinceTokens);
+        const all = new Uint32Array(e.sinceTokens);
         let p = 0;
         for (const t of e.since) (all.set(t, p), (p += t.length));
         await b.forward(h, all, 'last');

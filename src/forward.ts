@@ -84,7 +84,7 @@ export class KernelBackend<A, W> implements Backend {
     return { id };
   }
 
-  forward(state: StateHandle, tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array> {
+  forward(state: StateHandle, tokens: Uint32Array, want: 'all' | 'last'): Promise<Float32Array> {
     return this.serialize(() => this.forwardNow(this.layerStates(state), tokens, want));
   }
 
@@ -95,7 +95,7 @@ export class KernelBackend<A, W> implements Backend {
     return run;
   }
 
-  private async forwardNow(st: LayerState<A>[], tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array> {
+  private async forwardNow(st: LayerState<A>[], tokens: Uint32Array, want: 'all' | 'last'): Promise<Float32Array> {
     this.check();
     const V = this.config.vocabSize;
     if (tokens.length === 0) throw new MambaError('EMPTY_INPUT', 'forward needs at least one token');
@@ -113,7 +113,7 @@ export class KernelBackend<A, W> implements Backend {
   }
 
   /** One chunk of T tokens through every block; leaves logits [T, V] in scratch. */
-  protected chunkForward(st: LayerState<A>[], tokens: Uint8Array, T: number): void {
+  protected chunkForward(st: LayerState<A>[], tokens: Uint32Array, T: number): void {
     const { k, w, scratch: s, config: c } = this;
     const { dModel: D, vocabSize: V, eps } = c;
     k.embed(tokens, w.embedding, s.h, T, D);

@@ -1,4 +1,4 @@
-export { loadModel, loadTokenizer, Model, Session, encodeSnapshot, decodeSnapshot, type LoadOptions, type Snapshot } from './model.js';
+export { loadModel, loadTokenizer, Model, Session, encodeSnapshot, decodeSnapshot, type LoadOptions, type Snapshot, type SnapshotV1 } from './model.js';
 export { loadModelInWorker, WorkerModel, WorkerSession, type WorkerLoadOptions, type WorkerBackendInfo } from './runtime.js';
 export { defaultModelSource, DEFAULT_MODEL_PATH } from './defaults.js';
 export { probe, type ProbeReport, type ProbeOptions, type WebGPUReport } from './probe.js';
@@ -6,10 +6,10 @@ export { chooseBackend, type BackendSelection } from './backends.js';
 export { FallbackBackend, type FallbackOptions } from './fallback.js';
 export type { GenerateOptions, GenerationChunk, GenerationStats } from './generate.js';
 export type { SamplingOptions } from './sampler.js';
-export type { LogitsOptions } from './inputs.js';
+export type { LogitsOptions, TokenInput } from './inputs.js';
 export type { ModelSource, LoadProgress } from './loader.js';
 export type { BackendChoice, BackendOptions, WeightDtype } from './backends.js';
-export type { Backend, BackendName, StateData } from './backend.js';
+export type { Backend, BackendName, DecodeBlock, DeviceSampling, StateData } from './backend.js';
 export type { MambaConfig } from './config.js';
 export { parseConfig, parameterCount } from './config.js';
 export { parseSafetensors, encodeSafetensors } from './safetensors.js';

@@ -8,20 +8,55 @@ import { InvalidOptionError, OutOfMemoryError } from './errors.js';
 const tag = (v: unknown) => Object.prototype.toString.call(v);
 
 /** A typed array of `kind`, also one made in another realm (a worker, an iframe). */
-export function isTyped(v: unknown, kind: 'Float32Array' | 'Uint8Array'): boolean {
+export function isTyped(v: unknown, kind: 'Float32Array' | 'Uint8Array' | 'Uint32Array'): boolean {
   return ArrayBuffer.isView(v) && tag(v) === `[object ${kind}]`;
 }
 
 /**
- * The tokens of a prompt or input: a string (encoded as UTF-8) or a `Uint8Array` of byte tokens.
- * (Token ids for non-byte vocabularies will be accepted here.)
+ * What the API accepts as a prompt or input: text, bytes, or token ids. A string is encoded as UTF-8
+ * and a `Uint8Array` is taken as bytes: for a byte-level model (all of them until a tokenizer is
+ * loaded) each byte is its token id. A `Uint32Array` or an array of integers are token ids as they are.
  */
-export function toTokens(input: unknown, what = 'prompt'): Uint8Array {
-  if (typeof input === 'string') return new TextEncoder().encode(input);
-  if (isTyped(input, 'Uint8Array')) return input as Uint8Array;
-  const got = input === null ? 'null' : Array.isArray(input) ? 'an Array' : typeof input === 'object' ? tag(input).slice(8, -1) : typeof input;
-  throw new InvalidOptionError(what, `must be a string or a Uint8Array of byte tokens, got ${got}`);
+export type TokenInput = string | Uint8Array | Uint32Array | readonly number[];
+
+/**
+ * The token ids of a prompt or input (see `TokenInput`), each checked against the vocabulary:
+ * anything else, or an id ≥ `vocabSize`, is an `InvalidOptionError` naming `what`.
+ * Byte-level text → ids happens here and only here (a tokenizer will plug in at this point).
+ */
+export function toTokens(input: unknown, what: string, vocabSize: number): Uint32Array {
+  let ids: Uint32Array;
+  if (typeof input === 'string') return toTokens(new TextEncoder().encode(input), what, vocabSize);
+  else if (isTyped(input, 'Uint8Array')) (ids = new Uint32Array((input as Uint8Array).length)).set(input as Uint8Array);
+  else if (isTyped(input, 'Uint32Array')) ids = input as Uint32Array;
+  else if (Array.isArray(input)) {
+    ids = new Uint32Array(input.length);
+    for (let i = 0; i < input.length; i++) {
+      const v: unknown = input[i];
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
+        throw new InvalidOptionError(what, `token ids must be integers >= 0, got ${typeof v === 'number' ? v : typeof v} at index ${i}`);
+      }
+      if (v >= vocabSize) throw idError(what, v, i, vocabSize);
+      ids[i] = v;
+    }
+    return ids;
+  } else {
+    const got = input === null ? 'null' : typeof input === 'object' ? tag(input).slice(8, -1) : typeof input;
+    throw new InvalidOptionError(what, `must be a string, a Uint8Array of bytes, or token ids (a Uint32Array or an array of integers), got ${got}`);
+  }
+  for (let i = 0; i < ids.length; i++) if (ids[i] >= vocabSize) throw idError(what, ids[i], i, vocabSize);
+  return ids;
 }
+
+/** How many tokens `input` holds, with `toTokens`'s type check but no copy: for limits checked before any work. */
+export function tokenCount(input: unknown, what: string): number {
+  if (isTyped(input, 'Uint8Array') || isTyped(input, 'Uint32Array') || Array.isArray(input)) return (input as ArrayLike<number>).length;
+  if (typeof input === 'string') return new TextEncoder().encode(input).length;
+  return toTokens(input, what, 0).length; // throws the type error
+}
+
+const idError = (what: string, id: number, at: number, V: number) =>
+  new InvalidOptionError(what, `token id ${id} at index ${at} is out of range: this model's vocabulary has ${V} ids (0..${V - 1})`);
 
 /** An options argument: omitted or a plain object. */
 export function checkOptionsObject(o: unknown, what = 'options'): void {

@@ -4,7 +4,7 @@ import { convChannels, parameterCount, type MambaConfig } from './config.js';
 import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError, OutOfMemoryError } from './errors.js';
 import { checkGenerateArgs, generateTokens, HISTORY, pushHistory, yieldToEventLoop, type GenerateOptions, type GenerationChunk, type SequenceState } from './generate.js';
-import { checkSignal, isTyped, planLogits, toTokens, type LogitsOptions } from './inputs.js';
+import { checkSignal, isTyped, planLogits, tokenCount, toTokens, type LogitsOptions, type TokenInput } from './inputs.js';
 import { readModel, readTokenizer, type ModelSource, type ReadOptions } from './loader.js';
 import { queuedGenerator, SessionQueue } from './session-queue.js';
 import { ByteTokenizer, type Tokenizer } from './tokenizer.js';
@@ -19,16 +19,25 @@ export interface LoadOptions extends BackendOptions, ReadOptions {}
  */
 export interface Snapshot {
   format: 'mamba-edge-snapshot';
-  version: 1;
+  /** 2: token-id history. Version-1 snapshots (byte history) are still restored and decoded. */
+  version: 2;
   /** The model the state belongs to: its architecture, shapes and a digest of its weights (`Model.identity`). */
   model: string;
   conv: Float32Array; // [L, C, K-1]  C = E (Mamba-1), E + 2GN (Mamba-2)
   ssm: Float32Array; // [L, E, N]    Mamba-2: [L, H, P, N]
-  /** Logits predicting the next byte [V], or null for an empty session. */
+  /** Logits predicting the next token [V], or null for an empty session. */
   logits: Float32Array | null;
-  /** Recent bytes, for the repetition penalty. */
+  /** Recent token ids, for the repetition penalty. */
+  history: Uint32Array;
+}
+
+/** What sessions saved before token ids were 32-bit: the same, with a byte history. Still restored. */
+export interface SnapshotV1 extends Omit<Snapshot, 'version' | 'history'> {
+  version: 1;
   history: Uint8Array;
 }
+
+export const SNAPSHOT_VERSION = 2;
 
 const snapshotError = (why: string) => new MambaError('SNAPSHOT', why);
 
@@ -38,10 +47,10 @@ function allFinite(a: Float32Array): boolean {
 }
 
 /** The model-independent checks: a snapshot object with arrays of the right kinds and finite states. */
-function checkSnapshotShape(s: unknown): asserts s is Snapshot {
-  const o = s as Partial<Snapshot> | null;
+function checkSnapshotShape(s: unknown): asserts s is Snapshot | SnapshotV1 {
+  const o = s as Partial<Snapshot | SnapshotV1> | null;
   if (typeof o !== 'object' || o === null || Array.isArray(o)) throw snapshotError('not a mamba-edge snapshot: expected the object session.snapshot() returns');
-  if (o.format !== 'mamba-edge-snapshot' || o.version !== 1) throw snapshotError('not a mamba-edge snapshot (version 1)');
+  if (o.format !== 'mamba-edge-snapshot' || (o.version !== 1 && o.version !== 2)) throw snapshotError('not a mamba-edge snapshot (version 1 or 2)');
   if (typeof o.model !== 'string') throw snapshotError('snapshot.model must be a string');
   for (const key of ['conv', 'ssm'] as const) {
     if (!isTyped(o[key], 'Float32Array')) throw snapshotError(`snapshot.${key} must be a Float32Array`);
@@ -49,11 +58,12 @@ function checkSnapshotShape(s: unknown): asserts s is Snapshot {
   }
   if (o.logits !== null && !isTyped(o.logits, 'Float32Array')) throw snapshotError('snapshot.logits must be a Float32Array or null');
   if (o.logits && !allFinite(o.logits)) throw snapshotError('snapshot.logits holds NaN or infinite values');
-  if (!isTyped(o.history, 'Uint8Array')) throw snapshotError('snapshot.history must be a Uint8Array');
+  if (o.version === 1 && !isTyped(o.history, 'Uint8Array')) throw snapshotError('snapshot.history must be a Uint8Array (version 1)');
+  if (o.version === 2 && !isTyped(o.history, 'Uint32Array')) throw snapshotError('snapshot.history must be a Uint32Array of token ids');
 }
 
 /** Everything, against the model it is being restored into. */
-function checkSnapshot(s: unknown, model: Model): asserts s is Snapshot {
+function checkSnapshot(s: unknown, model: Model): asserts s is Snapshot | SnapshotV1 {
   checkSnapshotShape(s);
   const c = model.config;
   if (s.model !== model.identity) {
@@ -63,6 +73,7 @@ function checkSnapshot(s: unknown, model: Model): asserts s is Snapshot {
     );
   }
   if (s.logits && s.logits.length !== c.vocabSize) throw snapshotError('snapshot logits have the wrong size');
+  for (const id of s.history) if (id >= c.vocabSize) throw snapshotError(`snapshot history holds token id ${id}, outside this model's vocabulary (${c.vocabSize})`);
   if (s.conv.length !== c.nLayer * convChannels(c) * (c.dConv - 1) || s.ssm.length !== c.nLayer * c.dInner * c.dState) {
     throw snapshotError('snapshot state has the wrong size for this model');
   }
@@ -72,16 +83,17 @@ const SNAPSHOT_MAGIC = 0x5353454d; // "MESS" little-endian: Mamba-Edge Session S
 
 /**
  * A snapshot as bytes, for files or the network:
- * u32 magic, u32 header length, JSON header {model, version, sizes}, then conv, ssm, logits as f32 LE, history bytes.
+ * u32 magic, u32 header length, JSON header {model, version, sizes}, then conv, ssm, logits as f32 LE,
+ * then the history: u32 LE token ids (version 2; version 1, still decoded, had one byte per token).
  */
-export function encodeSnapshot(s: Snapshot): Uint8Array {
+export function encodeSnapshot(s: Snapshot | SnapshotV1): Uint8Array {
   checkSnapshotShape(s);
   const header = new TextEncoder().encode(
-    JSON.stringify({ model: s.model, version: s.version, conv: s.conv.length, ssm: s.ssm.length, logits: s.logits?.length ?? 0, history: s.history.length }),
+    JSON.stringify({ model: s.model, version: SNAPSHOT_VERSION, conv: s.conv.length, ssm: s.ssm.length, logits: s.logits?.length ?? 0, history: s.history.length }),
   );
   const pad = (4 - (header.length % 4)) % 4;
   const floats = s.conv.length + s.ssm.length + (s.logits?.length ?? 0);
-  const out = new Uint8Array(8 + header.length + pad + 4 * floats + s.history.length);
+  const out = new Uint8Array(8 + header.length + pad + 4 * (floats + s.history.length));
   const dv = new DataView(out.buffer);
   dv.setUint32(0, SNAPSHOT_MAGIC, true);
   dv.setUint32(4, header.length + pad, true);
@@ -91,7 +103,7 @@ export function encodeSnapshot(s: Snapshot): Uint8Array {
   for (const a of [s.conv, s.ssm, s.logits ?? new Float32Array(0)]) {
     for (let i = 0; i < a.length; i++, p += 4) dv.setFloat32(p, a[i], true);
   }
-  out.set(s.history, p);
+  for (let i = 0; i < s.history.length; i++, p += 4) dv.setUint32(p, s.history[i], true);
   return out;
 }
 
@@ -110,10 +122,11 @@ export function decodeSnapshot(bytes: Uint8Array): Snapshot {
     throw bad('header is not JSON');
   }
   if (typeof h !== 'object' || h === null || Array.isArray(h)) throw bad('header is not a JSON object');
-  if (h.version !== 1 || typeof h.model !== 'string') throw bad('header needs version 1 and a model string');
+  if ((h.version !== 1 && h.version !== 2) || typeof h.model !== 'string') throw bad('header needs version 1 or 2 and a model string');
   const sizes = [h.conv, h.ssm, h.logits, h.history];
   if (!sizes.every((n) => Number.isSafeInteger(n) && n >= 0)) throw bad('bad sizes');
-  if (bytes.length !== 8 + hlen + 4 * (h.conv + h.ssm + h.logits) + h.history) throw bad('length does not match the header');
+  const idBytes = h.version === 1 ? 1 : 4;
+  if (bytes.length !== 8 + hlen + 4 * (h.conv + h.ssm + h.logits) + idBytes * h.history) throw bad('length does not match the header');
   let p = 8 + hlen;
   const floats = (n: number) => {
     const a = new Float32Array(n);
@@ -123,7 +136,9 @@ export function decodeSnapshot(bytes: Uint8Array): Snapshot {
   const conv = floats(h.conv);
   const ssm = floats(h.ssm);
   const logits = h.logits ? floats(h.logits) : null;
-  const s: Snapshot = { format: 'mamba-edge-snapshot', version: 1, model: h.model, conv, ssm, logits, history: bytes.slice(p) };
+  const history = new Uint32Array(h.history);
+  for (let i = 0; i < h.history; i++, p += idBytes) history[i] = idBytes === 1 ? bytes[p] : dv.getUint32(p, true);
+  const s: Snapshot = { format: 'mamba-edge-snapshot', version: 2, model: h.model, conv, ssm, logits, history };
   checkSnapshotShape(s); // finite states
   return s;
 }
@@ -171,30 +186,30 @@ export class Session {
     private readonly model: Model,
     ephemeral = false,
   ) {
-    this.seq = { handle: model.backend.createState(), logits: null, history: new Uint8Array(0), ephemeral };
+    this.seq = { handle: model.backend.createState(), logits: null, history: new Uint32Array(0), ephemeral };
   }
 
   /**
    * Streams a continuation of everything this session has seen, then `prompt`. Takes its place
    * among the session's calls now; ended by a later call if its consumer stops reading it.
    */
-  generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
+  generate(prompt: TokenInput, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
     const ticket = this.queue.enter(true);
     return queuedGenerator(
       ticket,
-      () => void checkGenerateArgs(prompt, options),
+      () => void checkGenerateArgs(prompt, options, this.model.config.vocabSize),
       () => this.check(),
       () => generateTokens(this.model.backend, this.seq, prompt, options),
     );
   }
 
-  /** Feeds text into the state without generating (e.g. a system prompt). */
-  async feed(text: string | Uint8Array): Promise<void> {
-    const bytes = toTokens(text, 'text');
-    if (bytes.length === 0) return;
+  /** Feeds text (or bytes, or token ids) into the state without generating (e.g. a system prompt). */
+  async feed(text: TokenInput): Promise<void> {
+    const ids = toTokens(text, 'text', this.model.config.vocabSize);
+    if (ids.length === 0) return;
     await this.run(async () => {
-      this.seq.logits = await this.model.backend.forward(this.seq.handle, bytes, 'last');
-      this.seq.history = pushHistory(this.seq.history, bytes);
+      this.seq.logits = await this.model.backend.forward(this.seq.handle, ids, 'last');
+      this.seq.history = pushHistory(this.seq.history, ids);
     });
   }
 
@@ -203,7 +218,7 @@ export class Session {
       const { conv, ssm } = await this.model.backend.readState(this.seq.handle);
       return {
         format: 'mamba-edge-snapshot' as const,
-        version: 1 as const,
+        version: 2 as const,
         model: this.model.identity,
         conv,
         ssm,
@@ -213,13 +228,14 @@ export class Session {
     });
   }
 
-  restore(s: Snapshot): Promise<void> {
+  /** Also takes a version-1 snapshot (byte history) saved before token ids were 32-bit. */
+  restore(s: Snapshot | SnapshotV1): Promise<void> {
     return this.run(async () => {
       checkSnapshot(s, this.model);
       const data: StateData = { conv: s.conv, ssm: s.ssm };
       await this.model.backend.writeState(this.seq.handle, data);
       this.seq.logits = s.logits ? s.logits.slice() : null;
-      this.seq.history = s.history.slice(-HISTORY);
+      this.seq.history = Uint32Array.from(s.history.subarray(-HISTORY));
     });
   }
 
@@ -304,7 +320,7 @@ export class Model {
   }
 
   /** A one-off generation from an empty state. Concurrent calls each get their own state. */
-  async *generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
+  async *generate(prompt: TokenInput, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
     this.check();
     const session = new Session(this, true);
     try {
@@ -315,7 +331,7 @@ export class Model {
   }
 
   /** A new, empty sequence; or one resuming `snapshot` (checked at once, applied before the first call). */
-  createSession(snapshot?: Snapshot): Session {
+  createSession(snapshot?: Snapshot | SnapshotV1): Session {
     this.check();
     if (snapshot !== undefined) checkSnapshot(snapshot, this);
     const s = new Session(this);
@@ -329,11 +345,12 @@ export class Model {
    * `maxMemoryBytes` (default 1 GiB) is refused with `OutOfMemoryError` before anything is
    * allocated; the input is read in slices, so `signal` lands between them.
    */
-  async logits(input: string | Uint8Array, options?: LogitsOptions): Promise<Float32Array> {
+  async logits(input: TokenInput, options?: LogitsOptions): Promise<Float32Array> {
     this.check();
-    const bytes = toTokens(input, 'input');
     const V = this.config.vocabSize;
-    const { start, end, signal } = planLogits(bytes.length, V, options);
+    // The size limit first: a huge input is refused before it is even copied.
+    const { start, end, signal } = planLogits(tokenCount(input, 'input'), V, options);
+    const bytes = toTokens(input, 'input', V);
     let out: Float32Array;
     try {
       out = new Float32Array((end - start) * V);
@@ -371,9 +388,9 @@ export class Model {
    * Bits per byte of `input` under the model: the mean of −log2 p(byte_t | bytes_<t) over t ≥ 1
    * (the first byte has no context and is not scored). Streams in blocks, so memory stays bounded.
    */
-  async bitsPerByte(input: string | Uint8Array, signal?: AbortSignal): Promise<number> {
+  async bitsPerByte(input: TokenInput, signal?: AbortSignal): Promise<number> {
     this.check();
-    const bytes = toTokens(input, 'input');
+    const bytes = toTokens(input, 'input', this.config.vocabSize);
     checkSignal(signal);
     if (bytes.length < 2) throw new MambaError('EMPTY_INPUT', 'bits per byte needs at least 2 bytes');
     const V = this.config.vocabSize;

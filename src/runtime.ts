@@ -23,9 +23,9 @@ import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError } from './errors.js';
 import { looksLikeHubId } from './hub.js';
 import { checkGenerateArgs, type GenerateOptions, type GenerationChunk } from './generate.js';
-import { checkSignal, planLogits, toTokens, type LogitsOptions } from './inputs.js';
+import { checkSignal, planLogits, tokenCount, toTokens, type LogitsOptions, type TokenInput } from './inputs.js';
 import type { ModelSource } from './loader.js';
-import type { LoadOptions, Snapshot } from './model.js';
+import type { LoadOptions, Snapshot, SnapshotV1 } from './model.js';
 import { queuedGenerator, SessionQueue } from './session-queue.js';
 import type { ProbeReport } from './probe.js';
 import type { EngineApi, LoadInfo, WireGenerateOptions, WireSource } from '../workers/engine-protocol.js';
@@ -182,16 +182,16 @@ export class WorkerModel {
   }
 
   /** A one-off generation from an empty state, streamed in batches of chunks. */
-  generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
+  generate(prompt: TokenInput, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
     const id = this.id();
     return this.track(this.stream(id, null, prompt, options), id);
   }
 
-  createSession(snapshot?: Snapshot): WorkerSession {
+  createSession(snapshot?: Snapshot | SnapshotV1): WorkerSession {
     this.check();
     // The shape checks against the model happen in the worker and surface on the session's next call.
-    if (snapshot !== undefined && (snapshot?.format !== 'mamba-edge-snapshot' || snapshot.version !== 1)) {
-      throw new MambaError('SNAPSHOT', 'not a mamba-edge snapshot (version 1)');
+    if (snapshot !== undefined && (snapshot?.format !== 'mamba-edge-snapshot' || (snapshot.version !== 1 && snapshot.version !== 2))) {
+      throw new MambaError('SNAPSHOT', 'not a mamba-edge snapshot (version 1 or 2)');
     }
     const id = this.id();
     // Sent without waiting: later calls on the session queue behind it (comlink keeps order).
@@ -202,17 +202,18 @@ export class WorkerModel {
    * Logits from an empty state (see `Model.logits`: `positions`, `maxMemoryBytes`, `signal`), float32,
    * transferred, not copied. A result over the limit is refused here, before the worker is asked.
    */
-  async logits(input: string | Uint8Array, options?: LogitsOptions): Promise<Float32Array> {
+  async logits(input: TokenInput, options?: LogitsOptions): Promise<Float32Array> {
     this.check();
-    const { signal } = planLogits(toTokens(input, 'input').length, this.config.vocabSize, options);
+    const { signal } = planLogits(tokenCount(input, 'input'), this.config.vocabSize, options);
+    toTokens(input, 'input', this.config.vocabSize);
     const { positions, maxMemoryBytes } = options ?? {};
     return this.abortable(signal, (id) => this.api.logits(input, { positions, maxMemoryBytes }, id));
   }
 
   /** Bits per byte of `input` (see `Model.bitsPerByte`); `signal` aborts the computation in the worker. */
-  async bitsPerByte(input: string | Uint8Array, signal?: AbortSignal): Promise<number> {
+  async bitsPerByte(input: TokenInput, signal?: AbortSignal): Promise<number> {
     this.check();
-    toTokens(input, 'input');
+    toTokens(input, 'input', this.config.vocabSize);
     return this.abortable(checkSignal(signal), (id) => this.api.bitsPerByte(input, id));
   }
 
@@ -295,10 +296,10 @@ export class WorkerModel {
   }
 
   /** @internal Streams a generation: one `pull` round trip per batch of chunks. */
-  async *stream(id: number, sessionId: number | null, prompt: string | Uint8Array, options: GenerateOptions): AsyncGenerator<GenerationChunk> {
+  async *stream(id: number, sessionId: number | null, prompt: TokenInput, options: GenerateOptions): AsyncGenerator<GenerationChunk> {
     this.check();
     // Checked here, so bad arguments never reach the worker (and fail as they do in-process).
-    checkGenerateArgs(prompt, options);
+    checkGenerateArgs(prompt, options, this.config.vocabSize);
     const { signal } = options;
     // Starts lazily, like the in-process generator: nothing happens until the first `next()`.
     await this.call(Promise.resolve(this.api.startGenerate(id, sessionId, prompt, wireGenerateOptions(options))));
@@ -349,12 +350,12 @@ export class WorkerSession {
   }
 
   /** Streams a continuation of everything this session has seen, then `prompt`. */
-  generate(prompt: string | Uint8Array, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
+  generate(prompt: TokenInput, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
     const ticket = this.queue.enter(true);
     const streamId = this.model.id();
     const stream = queuedGenerator(
       ticket,
-      () => void checkGenerateArgs(prompt, options),
+      () => void checkGenerateArgs(prompt, options, this.model.config.vocabSize),
       () => this.check(),
       async () => {
         await this.created;
@@ -365,8 +366,8 @@ export class WorkerSession {
   }
 
   /** Feeds text into the state without generating (e.g. a system prompt). */
-  async feed(text: string | Uint8Array): Promise<void> {
-    toTokens(text, 'text');
+  async feed(text: TokenInput): Promise<void> {
+    toTokens(text, 'text', this.model.config.vocabSize);
     return this.run(() => this.model.api.feed(this.id, text));
   }
 
@@ -374,7 +375,7 @@ export class WorkerSession {
     return this.run(() => this.model.api.snapshot(this.id));
   }
 
-  restore(snapshot: Snapshot): Promise<void> {
+  restore(snapshot: Snapshot | SnapshotV1): Promise<void> {
     return this.run(() => this.model.api.restore(this.id, snapshot));
   }
 

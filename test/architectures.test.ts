@@ -85,7 +85,7 @@ describe.each(ARCHS)('%s', (arch, spec) => {
       description: 'fake gpu',
       config,
       createState: () => inner.createState(),
-      forward: async (s: StateHandle, t: Uint8Array, want: 'all' | 'last') => {
+      forward: async (s: StateHandle, t: Uint32Array, want: 'all' | 'last') => {
         if (++forwards >= 15) throw new DeviceLostError('injected');
         return inner.forward(s, t, want);
       },

@@ -96,7 +96,7 @@ for (const entry of TABLE.filter(onThisAdapter)) {
       const got = new Float32Array(steps * V);
       const state = model.backend.createState();
       for (let t = 0; t < steps; t++) {
-        got.set(await model.backend.forward(state, fx.input.subarray(t, t + 1), 'last'), t * V);
+        got.set(await model.backend.forward(state, Uint32Array.from(fx.input.subarray(t, t + 1)), 'last'), t * V);
       }
       model.backend.releaseState(state);
       check('step', got);
@@ -158,8 +158,9 @@ describe.each(SYNTHETIC)('synthetic %o', (spec) => {
         // A 5-byte prompt, then 3 single-byte steps: rows 4..7 of the reference.
         const V = reference.length / TEXT.length;
         const state = m.backend.createState();
-        const rows = [await m.backend.forward(state, TEXT.subarray(0, 5), 'last')];
-        for (let t = 5; t < 8; t++) rows.push(await m.backend.forward(state, TEXT.subarray(t, t + 1), 'last'));
+        const ids = Uint32Array.from(TEXT); // byte models: token id = byte
+        const rows = [await m.backend.forward(state, ids.subarray(0, 5), 'last')];
+        for (let t = 5; t < 8; t++) rows.push(await m.backend.forward(state, ids.subarray(t, t + 1), 'last'));
         m.backend.releaseState(state);
         const got = new Float32Array(rows.length * V);
         rows.forEach((r, i) => got.set(r, i * V));

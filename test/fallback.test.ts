@@ -32,7 +32,7 @@ class LosingBackend implements Backend {
   createState(): StateHandle {
     return this.inner.createState();
   }
-  async forward(s: StateHandle, tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array> {
+  async forward(s: StateHandle, tokens: Uint32Array, want: 'all' | 'last'): Promise<Float32Array> {
     this.guard();
     if (++this.forwards === this.failAt) {
       // Advance the state part-way first, as a GPU that dies mid-command-buffer might.
@@ -79,7 +79,7 @@ class BlockBackend extends LosingBackend {
     const run = this.queue.then(async () => {
       try {
         if (block >= this.failBlock) {
-          if (block === this.failBlock) await this.forward(s, Uint8Array.of(first ?? this.next.get(s.id)!), 'last');
+          if (block === this.failBlock) await this.forward(s, Uint32Array.of(first ?? this.next.get(s.id)!), 'last');
           this.lost = true;
           throw new DeviceLostError('WebGPU device lost (destroyed): injected');
         }
@@ -185,11 +185,11 @@ describe('FallbackBackend', () => {
     const primary = createReferenceBackend(config, weights);
     const backend = new FallbackBackend(primary, async () => createReferenceBackend(config, weights));
     const s = backend.createState();
-    await expect(backend.forward(s, new Uint8Array([1, 2]), 'last')).resolves.toHaveLength(256);
+    await expect(backend.forward(s, new Uint32Array([1, 2]), 'last')).resolves.toHaveLength(256);
     primary.forward = async () => {
       throw new RangeError('boom');
     };
-    await expect(backend.forward(s, new Uint8Array([1]), 'last')).rejects.toThrow(RangeError);
+    await expect(backend.forward(s, new Uint32Array([1]), 'last')).rejects.toThrow(RangeError);
     expect(backend.failure).toBeNull();
   });
 });

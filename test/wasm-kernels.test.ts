@@ -326,13 +326,13 @@ describe('fused selective scan', () => {
 describe('embed', () => {
   for (const dtype of [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8]) {
     test(`dtype ${dtype}, D=45`, () => {
-      const V = 256, D = 45, T = 6;
+      const V = 300, D = 45, T = 6;
       const { ptr, scales, seen } = upload(rt, randn(V * D), V, D, dtype);
-      const tokens = Uint8Array.of(0, 255, 7, 7, 128, 3);
+      const tokens = Uint32Array.of(0, 255, 7, 299, 128, 256); // ids past a byte read as u32
       const want = new Float32Array(T * D);
       refEmbed(tokens, seen, want, T, D);
-      const pt = rt.allocBytes(T);
-      rt.views().u8.set(tokens, pt);
+      const pt = rt.allocBytes(4 * T);
+      rt.views().i32.set(tokens, pt >> 2);
       const po = put(rt, new Float32Array(T * D));
       k.embed(dtype, pt, ptr, scales, po, D, 0, T);
       expect(relErr(get(rt, po, T * D), want)).toBe(0);

@@ -15,7 +15,7 @@ const fixtures = readdirSync(ROOT).map((name) => {
   const exp = JSON.parse(readFileSync(new URL('expected.json', dir), 'utf8'));
   const raw = readFileSync(new URL('logits.f32', dir));
   const logits = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
-  return { name, dir: decodeURIComponent(dir.pathname), input: Uint8Array.from(exp.input_bytes as number[]), logits, maxAbs: Math.max(...logits.map(Math.abs)) };
+  return { name, dir: decodeURIComponent(dir.pathname), input: Uint32Array.from(exp.input_bytes as number[]), logits, maxAbs: Math.max(...logits.map(Math.abs)) };
 });
 
 // Bounds with headroom over the measured worst case (printed below; see README "Accuracy").

@@ -11,6 +11,8 @@ import { nodeWebGPU } from './helpers/env.js';
 import { readModel } from '../src/loader.js';
 import { createWebGPUBackendWith } from '../src/webgpu/backend.js';
 
+const ids = (b: Uint8Array) => Uint32Array.from(b);
+
 // The small fixture: its greedy continuation is varied bytes (the tiny one repeats one byte).
 const fx = loadFixtures().find((f) => f.name === 'small-hf-f16-untied')!;
 const adapter = await nodeWebGPU(import.meta.url);
@@ -41,15 +43,15 @@ describe('webgpu chained greedy decoding', () => {
     const be = gpu.backend;
     expect(be.decodeGreedy).toBeTypeOf('function');
     const st = be.createState();
-    const logits = await be.forward(st, fx.input, 'last');
+    const logits = await be.forward(st, ids(fx.input), 'last');
     const first = logits.indexOf(Math.max(...logits));
     const r = await be.decodeGreedy!(st, first, 7);
     expect(r.tokens[0]).toBe(first);
     // Same tokens as the fixture's greedy continuation (transformers).
-    expect(r.tokens).toEqual(fx.greedy.subarray(0, 7));
+    expect(r.tokens).toEqual(ids(fx.greedy.subarray(0, 7)));
     const refState = ref.backend.createState();
-    await ref.backend.forward(refState, fx.input, 'last');
-    const refLogits = await ref.backend.forward(refState, fx.greedy.subarray(0, 7), 'last');
+    await ref.backend.forward(refState, ids(fx.input), 'last');
+    const refLogits = await ref.backend.forward(refState, ids(fx.greedy.subarray(0, 7)), 'last');
     let d = 0;
     for (let i = 0; i < refLogits.length; i++) d = Math.max(d, Math.abs(refLogits[i] - r.logits[i]));
     expect(d / fx.maxAbsLogit).toBeLessThan(1e-4);
@@ -65,7 +67,7 @@ describe('webgpu chained greedy decoding', () => {
     expect(be.decodeAhead).toBe(true);
     const start = async () => {
       const st = be.createState();
-      const logits = await be.forward(st, fx.input, 'last');
+      const logits = await be.forward(st, ids(fx.input), 'last');
       return { st, first: logits.indexOf(Math.max(...logits)) };
     };
     const a = await start();
@@ -97,13 +99,13 @@ describe('webgpu chained greedy decoding', () => {
     const be = await createWebGPUBackendWith(config, weights, { dtype: 'f32', fused: true, gemvLanes: 32, chunk: 128 });
     try {
       const a = be.createState();
-      const logits = await be.forward(a, fx.input, 'last');
+      const logits = await be.forward(a, ids(fx.input), 'last');
       const first = logits.indexOf(Math.max(...logits));
       const k = software ? 2 : 4;
       const r1 = await be.decodeGreedy(a, first, k);
       const r2 = await be.decodeGreedy(a, null, k); // steps captured, then replayed
       const b = be.createState();
-      await be.forward(b, new Uint8Array(100).fill(65), 'last');
+      await be.forward(b, new Uint32Array(100).fill(65), 'last');
       const r3 = await be.decodeGreedy(a, null, k);
       expect([...r1.tokens, ...r2.tokens, ...r3.tokens]).toEqual([...fx.greedy.subarray(0, 3 * k)]);
     } finally {
@@ -148,13 +150,13 @@ describe('webgpu chained greedy decoding', () => {
     const N = software ? 8 : 12; // sampled bytes a run (a software adapter gets fewer)
     const run = async (s: { temperature: number; topK: number; topP: number; seed: number }, n = N) => {
       const st = be.createState();
-      const logits = await be.forward(st, fx.input, 'last');
+      const logits = await be.forward(st, ids(fx.input), 'last');
       const first = logits.indexOf(Math.max(...logits));
       const r = await be.decodeSampled!(st, first, n, s);
       be.releaseState(st);
       return r.tokens;
     };
-    const greedy = fx.greedy.subarray(0, N);
+    const greedy = ids(fx.greedy.subarray(0, N));
     expect(await run({ temperature: 1, topK: 1, topP: 1, seed: 5 })).toEqual(greedy);
     expect(await run({ temperature: 1, topK: 0, topP: 1e-6, seed: 5 })).toEqual(greedy);
     const a = await run({ temperature: 1.5, topK: 0, topP: 1, seed: 1 });
@@ -164,7 +166,7 @@ describe('webgpu chained greedy decoding', () => {
     // Every token drawn with top-k 3 is among the 3 most likely under the reference model.
     const t = await run({ temperature: 2, topK: 3, topP: 1, seed: 3 }, 2 * N);
     const st = ref.backend.createState();
-    let logits = await ref.backend.forward(st, fx.input, 'last');
+    let logits = await ref.backend.forward(st, ids(fx.input), 'last');
     for (let i = 0; i < t.length; i++) {
       if (i > 0) {
         const top3 = [...logits.keys()].sort((x, y) => logits[y] - logits[x]).slice(0, 3);

@@ -141,7 +141,7 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     expect((wb as GpuWeight).mat!.parts.length).toBe(4);
     expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
     // the split embedding table: every part writes only its own tokens
-    const tokens = Uint8Array.from({ length: T }, (_, i) => (i * 17 + 3) % N);
+    const tokens = Uint32Array.from({ length: T }, (_, i) => (i * 17 + 3) % N);
     const wantE = new Float32Array(T * K);
     embed(tokens, wq(w), wantE, T, K);
     const eb = k.alloc(T * K);
@@ -157,7 +157,7 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     const k = mk();
     const V = 23;
     const table = rand(V * D, 11);
-    const tokens = Uint8Array.from({ length: T }, (_, i) => (i * 5 + 22) % V);
+    const tokens = Uint32Array.from({ length: T }, (_, i) => (i * 5 + 22) % V);
     const want = new Float32Array(T * D);
     embed(tokens, wq(table), want, T, D);
     const out = k.alloc(T * D);

@@ -23,7 +23,7 @@ gpu?.device.destroy();
 
 interface Fixture {
   dir: string;
-  bytes: Uint8Array;
+  bytes: Uint32Array;
   ref: Float32Array; // [T, V]
   V: number;
   greedy: number[];
@@ -34,7 +34,7 @@ function fixture(name: string): Fixture {
   const exp = JSON.parse(readFileSync(new URL('expected.json', dir), 'utf8'));
   const raw = readFileSync(new URL(exp.logits_file ?? 'logits.f32', dir));
   const ref = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
-  return { dir: dir.pathname, bytes: Uint8Array.from(exp.input_bytes), ref, V: exp.logits_shape[1], greedy: exp.greedy_new_bytes };
+  return { dir: dir.pathname, bytes: Uint32Array.from(exp.input_bytes), ref, V: exp.logits_shape[1], greedy: exp.greedy_new_bytes };
 }
 
 /** max |Δ| / max |logit| over the rows given. */

@@ -56,7 +56,7 @@ afterEach(() => {
 function breakPath(path: string): void {
   selfCheckHooks.perturb = (p, out) => {
     if (p !== path) return;
-    if (out instanceof Uint8Array) out[out.length - 1] ^= 1; // another token
+    if (out instanceof Uint32Array) out[out.length - 1] ^= 1; // another token
     else out[3] += 1e-2 * Math.max(...out.map(Math.abs));
   };
 }

@@ -113,7 +113,7 @@ describe.skipIf(skip)('loadModelInWorker (Node worker_threads)', () => {
       expect(e2).toBeInstanceOf(InvalidOptionError);
       expect(e2.option).toBe('maxTokens');
       // Wrong types are refused on this side, before anything is posted (a signal cannot be cloned).
-      for (const [args, option] of [[[42], 'prompt'], [[null], 'prompt'], [[[72, 105]], 'prompt'], [[{}], 'prompt'], [['x', null], 'options'], [['x', { signal: {} }], 'signal']] as const) {
+      for (const [args, option] of [[[42], 'prompt'], [[null], 'prompt'], [[[72, 'i']], 'prompt'], [[[72, 1e9]], 'prompt'], [[{}], 'prompt'], [['x', null], 'options'], [['x', { signal: {} }], 'signal']] as const) {
         const e = await collect(model.generate(...(args as unknown as [string]))).catch((x) => x);
         expect(e, JSON.stringify(args)).toBeInstanceOf(InvalidOptionError);
         expect(e.option).toBe(option);

@@ -9,7 +9,8 @@ import { DisposedError, MambaError } from '../src/errors.js';
 import type { GenerationChunk } from '../src/generate.js';
 import type { LoadProgress } from '../src/loader.js';
 import { readModel } from '../src/loader.js';
-import { Model, weightsDigest, type Session, type Snapshot } from '../src/model.js';
+import { Model, weightsDigest, type Session, type Snapshot, type SnapshotV1 } from '../src/model.js';
+import type { TokenInput } from '../src/inputs.js';
 import { probe } from '../src/probe.js';
 import type { EngineApi, LoadInfo, StreamBatch, WireGenerateOptions, WireLoadOptions, WireLogitsOptions, WireSource } from './engine-protocol.js';
 
@@ -65,7 +66,7 @@ class YieldingBackend implements Backend {
   createState(): StateHandle {
     return this.inner.createState();
   }
-  async forward(state: StateHandle, tokens: Uint8Array, want: 'all' | 'last'): Promise<Float32Array> {
+  async forward(state: StateHandle, tokens: Uint32Array, want: 'all' | 'last'): Promise<Float32Array> {
     if (tokens.length <= SLICE_TOKENS) {
       await this.pause();
       return this.inner.forward(state, tokens, want);
@@ -130,11 +131,11 @@ export class EngineHost implements EngineApi {
     return probe();
   }
 
-  logits(input: string | Uint8Array, options: WireLogitsOptions, opId: number): Promise<Float32Array> {
+  logits(input: TokenInput, options: WireLogitsOptions, opId: number): Promise<Float32Array> {
     return this.abortable(opId, (view, signal) => view.logits(input, { ...options, signal }));
   }
 
-  bitsPerByte(input: string | Uint8Array, opId: number): Promise<number> {
+  bitsPerByte(input: TokenInput, opId: number): Promise<number> {
     return this.abortable(opId, (view, signal) => view.bitsPerByte(input, signal));
   }
 
@@ -154,13 +155,13 @@ export class EngineHost implements EngineApi {
     }
   }
 
-  async createSession(id: number, snapshot?: Snapshot): Promise<void> {
+  async createSession(id: number, snapshot?: Snapshot | SnapshotV1): Promise<void> {
     const s = this.loaded().createSession();
     this.sessions.set(id, s);
     if (snapshot) await s.restore(snapshot);
   }
 
-  feed(id: number, text: string | Uint8Array): Promise<void> {
+  feed(id: number, text: TokenInput): Promise<void> {
     return this.session(id).feed(text);
   }
 
@@ -168,7 +169,7 @@ export class EngineHost implements EngineApi {
     return this.session(id).snapshot();
   }
 
-  restore(id: number, snapshot: Snapshot): Promise<void> {
+  restore(id: number, snapshot: Snapshot | SnapshotV1): Promise<void> {
     return this.session(id).restore(snapshot);
   }
 
@@ -182,7 +183,7 @@ export class EngineHost implements EngineApi {
     this.sessions.delete(id);
   }
 
-  startGenerate(streamId: number, sessionId: number | null, prompt: string | Uint8Array, options: WireGenerateOptions): void {
+  startGenerate(streamId: number, sessionId: number | null, prompt: TokenInput, options: WireGenerateOptions): void {
     const controller = new AbortController();
     const opts = { ...options, signal: controller.signal };
     // Generators are lazy: option errors surface at the first pull, as they would in-process.

@@ -10,7 +10,8 @@ import * as errors from '../src/errors.js';
 import type { GenerateOptions, GenerationChunk } from '../src/generate.js';
 import type { LogitsOptions } from '../src/inputs.js';
 import type { LoadProgress } from '../src/loader.js';
-import type { LoadOptions, Snapshot } from '../src/model.js';
+import type { LoadOptions, Snapshot, SnapshotV1 } from '../src/model.js';
+import type { TokenInput } from '../src/inputs.js';
 import type { ProbeReport } from '../src/probe.js';
 
 /** A model source that survives structured cloning (URL objects do not: they travel as href strings). */
@@ -45,16 +46,16 @@ export interface StreamBatch {
 export interface EngineApi {
   load(source: WireSource, options: WireLoadOptions, onProgress?: (p: LoadProgress) => void): Promise<LoadInfo>;
   probe(): Promise<ProbeReport>;
-  logits(input: string | Uint8Array, options: WireLogitsOptions, opId: number): Promise<Float32Array>;
-  bitsPerByte(input: string | Uint8Array, opId: number): Promise<number>;
-  createSession(id: number, snapshot?: Snapshot): Promise<void>;
-  feed(id: number, text: string | Uint8Array): Promise<void>;
+  logits(input: TokenInput, options: WireLogitsOptions, opId: number): Promise<Float32Array>;
+  bitsPerByte(input: TokenInput, opId: number): Promise<number>;
+  createSession(id: number, snapshot?: Snapshot | SnapshotV1): Promise<void>;
+  feed(id: number, text: TokenInput): Promise<void>;
   snapshot(id: number): Promise<Snapshot>;
-  restore(id: number, snapshot: Snapshot): Promise<void>;
+  restore(id: number, snapshot: Snapshot | SnapshotV1): Promise<void>;
   fork(id: number, newId: number): Promise<void>;
   disposeSession(id: number): void;
   /** Starts generating on session `sessionId` (null: a one-off from an empty state). */
-  startGenerate(streamId: number, sessionId: number | null, prompt: string | Uint8Array, options: WireGenerateOptions): void;
+  startGenerate(streamId: number, sessionId: number | null, prompt: TokenInput, options: WireGenerateOptions): void;
   pull(streamId: number): Promise<StreamBatch>;
   /** Closes a stream the consumer stopped reading (`break` out of `for await`). */
   closeStream(streamId: number): Promise<void>;

@@ -61,7 +61,7 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
     private readonly config: MambaConfig,
     private readonly dtype: DtypeCode,
   ) {
-    this.tokens = rt.allocBytes(this.tokenCap);
+    this.tokens = rt.allocBytes(4 * this.tokenCap); // u32 ids
   }
 
   upload(data: Float32Array, rows: number, cols: number): WasmTensor {
@@ -113,13 +113,13 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
     return this.rt.views().f32.slice(start, start + floats);
   }
 
-  embed(tokens: Uint8Array, table: WasmTensor, out: Ptr, T: number, D: number): void {
+  embed(tokens: Uint32Array, table: WasmTensor, out: Ptr, T: number, D: number): void {
     if (T > this.tokenCap) {
       this.rt.free(this.tokens);
       this.tokenCap = T;
-      this.tokens = this.rt.allocBytes(T);
+      this.tokens = this.rt.allocBytes(4 * T);
     }
-    this.rt.views().u8.set(tokens.subarray(0, T), this.tokens);
+    this.rt.views().i32.set(tokens.subarray(0, T), this.tokens >> 2); // ids < vocab < 2^31: same bits as u32
     this.rt.run(KERNEL.EMBED, [table.dtype, this.tokens, table.ptr, table.scales, out, D, T], 1);
   }
 

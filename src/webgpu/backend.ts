@@ -57,7 +57,7 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
    * A decode step (T = 1) in 4 dispatches per layer instead of 7 where the fused kernels apply
    * (shaders/step.wgsl says why): dispatches, not bytes, bound a GPU's decode speed.
    */
-  protected override chunkForward(st: LayerState<GpuBuf>[], tokens: Uint8Array, T: number): void {
+  protected override chunkForward(st: LayerState<GpuBuf>[], tokens: Uint32Array, T: number): void {
     if (T !== 1 || !this.fused) return super.chunkForward(st, tokens, T);
     const k = this.kernels;
     if (!k.residentTokens) return this.fusedStep(st, tokens);
@@ -70,7 +70,7 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
   /** Per sequence: the dispatches of its chained decode step (see `WebGPUKernels.capture`). */
   private readonly steps = new WeakMap<LayerState<GpuBuf>[], { tokensId: number; program: readonly Cached[] }>();
 
-  private fusedStep(st: LayerState<GpuBuf>[], tokens: Uint8Array): void {
+  private fusedStep(st: LayerState<GpuBuf>[], tokens: Uint32Array): void {
     const { kernels: k, w, scratch: s, config: c } = this;
     k.embed(tokens, w.embedding, s.h, 1, c.dModel);
     for (let l = 0; l < c.nLayer; l++) {
@@ -117,7 +117,6 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
 
   /** As `decodeGreedy`, drawing each token on the GPU (temperature / top-k / top-p, seeded). */
   decodeSampled(state: StateHandle, first: number | null, n: number, s: DeviceSampling): Promise<DecodeBlock> {
-    if (this.config.vocabSize > 256) throw new RangeError('decodeSampled: the on-GPU sampler handles at most 256 logits');
     return this.decodeChain(state, first, n, (logits, V, chain, step, logitsAt) => {
       if (step === 0) this.kernels.seedSampler(s.seed);
       this.kernels.sampleFeed(logits, V, chain, step, logitsAt, s);
@@ -157,7 +156,7 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
         if (first === null) k.loadFeed(feed.slot);
         for (let i = 0; i < n; i++) {
           k.residentTokens = i > 0 || first === null;
-          this.chunkForward(st, Uint8Array.of(first ?? 0), 1);
+          this.chunkForward(st, Uint32Array.of(first ?? 0), 1);
           select(this.scratch.logits, V, this.chain, i, i === n - 1 ? MAX_CHAIN : 0);
           // Submit every few steps: the GPU starts on them while the rest of the block is recorded
           // (recording a step costs the host about as much as the GPU's share of it).
@@ -183,7 +182,7 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
       try {
         const back = await read;
         const chain = new Uint32Array(back.buffer, 0, n);
-        const tokens = new Uint8Array(n);
+        const tokens = new Uint32Array(n);
         tokens[0] = first ?? feed.next!;
         for (let i = 1; i < n; i++) tokens[i] = chain[i - 1];
         feed.next = chain[n - 1];

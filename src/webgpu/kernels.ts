@@ -457,7 +457,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
 
   // ---- kernels ----------------------------------------------------------------------------------
 
-  embed(tokens: Uint8Array, table: GpuWeight, out: GpuBuf, T: number, D: number): void {
+  embed(tokens: Uint32Array, table: GpuWeight, out: GpuBuf, T: number, D: number): void {
     if (this.tokens.floats < T) {
       this.free(this.tokens);
       this.tokens = this.alloc(T);
@@ -759,11 +759,11 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   }
 
   /**
-   * Records: a token drawn from logits [V ≤ 256] with temperature / top-k / top-p → the next step's
-   * input token and `chain[step]` (`logitsAt` as in `argmaxFeed`).
+   * Records: a token drawn from logits [V] with temperature / top-k / top-p → the next step's input
+   * token and `chain[step]` (`logitsAt` as in `argmaxFeed`). Any V; the draw is among at most the
+   * 256 most likely tokens (sample.wgsl says when that differs from the host sampler).
    */
   sampleFeed(logits: GpuBuf, V: number, chain: GpuBuf, step: number, logitsAt: number, s: { temperature: number; topK: number; topP: number }): void {
-    if (V > 256) throw new RangeError(`sampleFeed: at most 256 logits, got ${V}`);
     this.rngState ??= this.alloc(4);
     const rngState = this.rngState;
     this.call(`sample_feed:${logits.id}:${chain.id}:${this.tokens.id}:${rngState.id}:${V}:${step}:${logitsAt}:${s.temperature}:${s.topK}:${s.topP}`, () => {

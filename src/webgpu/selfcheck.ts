@@ -49,7 +49,7 @@ export interface SelfCheckTarget {
  * Test hook: `perturb(path, logits)` may change what the GPU returned for a path before it is
  * compared (a stand-in for a wrong kernel, on any adapter). Never set outside tests.
  */
-export const selfCheckHooks: { perturb?: (path: string, out: Float32Array | Uint8Array) => void } = {};
+export const selfCheckHooks: { perturb?: (path: string, out: Float32Array | Uint32Array) => void } = {};
 
 const verdicts = new Map<string, Promise<SelfCheckVerdict>>();
 
@@ -160,7 +160,7 @@ async function run(
   try {
     const c = new Checker(tol, fail);
     // 1. Chunked prefill, every row of logits.
-    const prompt = Uint8Array.from({ length: PROMPT }, (_, i) => (i * 37 + 11) & 255);
+    const prompt = Uint32Array.from({ length: PROMPT }, (_, i) => (i * 37 + 11) & 255);
     const gs = gpu.createState();
     const cs = ref.createState();
     paths.push('prefill');
@@ -171,8 +171,8 @@ async function run(
     paths.push(step);
     let last: Float32Array = new Float32Array(0);
     for (const t of [7, 200, 65]) {
-      last = await ref.forward(cs, Uint8Array.of(t), 'last');
-      c.close(step, await c.got(step, gpu.forward(gs, Uint8Array.of(t), 'last')), last);
+      last = await ref.forward(cs, Uint32Array.of(t), 'last');
+      c.close(step, await c.got(step, gpu.forward(gs, Uint32Array.of(t), 'last')), last);
     }
     const forkG = await gpu.readState(gs);
     const forkC = await ref.readState(cs);
@@ -258,7 +258,7 @@ async function fork(b: Backend, data: StateData): Promise<StateHandle> {
   return s;
 }
 
-function sameTokens(a: Uint8Array, b: Uint8Array): boolean {
+function sameTokens(a: Uint32Array, b: Uint32Array): boolean {
   return a.length === b.length && a.every((t, i) => t === b[i]);
 }
 
