@@ -260,6 +260,9 @@ describe('the GPU sampler draws from the exact distribution', () => {
     { temperature: 1, topK: 400, topP: 0.97 }, // a top-k set larger than the candidates
   ])('chi-square over %o', async (s, ctx) => {
     if (!gpu) return ctx.skip(gpuWhy);
+    // A software adapter (CI) draws for the first case only, the one whose nucleus reaches past the
+    // candidates: the same kernel, ~15 s less of SwiftShader.
+    if (gpu.software && s.topK > 0) return ctx.skip('software adapter: the top-p case covers this kernel');
     const probs = exactProbs(row, s);
     expect(probs.size).toBeGreaterThan(190); //  a nucleus well past the likely 20...
     expect(probs.size).toBeLessThanOrEqual(256); //              ...that the candidates hold
