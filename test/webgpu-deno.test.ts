@@ -1,8 +1,8 @@
 // The WebGPU backend under Deno: navigator.gpu (wgpu) instead of Dawn, over whatever driver the
 // machine has (Mesa lavapipe in CI, which also exposes shader-f16, so this is where the native-f16
 // kernel variant runs; without a Vulkan driver, wgpu's GL backend over llvmpipe). Runs
-// examples/deno/gpu-check.ts, which checks every fixture: a 91-byte prefill, then 16 decode steps, or 4
-// without a hardware GPU (a step on lavapipe took 0.2-0.7 s on a loaded 2-core machine).
+// examples/deno/gpu-check.ts: every fixture, a 91-byte prefill, then 16 decode steps; without a
+// hardware GPU two fixtures and 4 steps (a step on lavapipe took 0.2-0.7 s on a loaded 2-core machine).
 import { describe, expect, test } from 'vitest';
 import { denoRun, NEEDS, requires, skipLine } from './helpers/env.js';
 
@@ -11,7 +11,10 @@ const steps = NEEDS.gpu.present ? 16 : 4;
 
 describe.skipIf(skip)('webgpu under deno', () => {
   test(`gpu-check: f32 within 1e-4·max|logit|, f16 measured (prefill, ${steps} steps)`, (ctx) => {
-    const r = denoRun(['run', '-A', '--unstable-sloppy-imports', 'examples/deno/gpu-check.ts', '--steps', String(steps)], { timeoutMs: 100_000 });
+    // Without a hardware GPU, one fixture of Mamba-1 and one of Mamba-2 (each load checks the adapter
+    // and compiles its pipelines: seconds each on llvmpipe or lavapipe); a GPU gets every fixture.
+    const fixtures = NEEDS.gpu.present ? [] : ['test/fixtures/hf-mamba/tiny-hf-f32', 'test/fixtures/hf-mamba2/mamba2-tiny-f32'];
+    const r = denoRun(['run', '-A', '--unstable-sloppy-imports', 'examples/deno/gpu-check.ts', '--steps', String(steps), ...fixtures], { timeoutMs: 100_000 });
     const lines = r.stdout
       .split('\n')
       .filter((l) => l.startsWith('{'))
