@@ -7,7 +7,7 @@
  */
 
 import { BackendUnavailableError } from './errors.js';
-import { adapterIdentity, adapterShortfall, findAdapter, selfCheckResults } from './webgpu/device.js';
+import { adapterIdentity, adapterShortfall, findAdapter, selfCheckResults, type AdapterInfoReport } from './webgpu/device.js';
 
 export type RuntimeName = 'node' | 'deno' | 'browser' | 'browser-worker' | 'unknown';
 
@@ -26,15 +26,7 @@ export interface WebGPUReport {
   reason?: string;
   /** Where the adapter came from: "navigator.gpu" (browsers, Deno) or "dawn (node)". */
   source?: string;
-  adapter?: {
-    vendor: string;
-    architecture: string;
-    device: string;
-    description: string;
-    isFallbackAdapter: boolean;
-    /** A CPU implementation (SwiftShader, lavapipe, llvmpipe, or flagged as fallback): slower than WASM SIMD. */
-    software: boolean;
-  };
+  adapter?: AdapterInfoReport;
   /**
    * The adapter self-check's verdicts in this process (src/webgpu/selfcheck.ts), one per weight
    * format and kernel shape checked; absent until a webgpu backend was created here.

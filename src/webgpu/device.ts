@@ -154,14 +154,19 @@ export function adapterShortfall(adapter: GPUAdapter): string {
 /** Names of a CPU implementation of WebGPU: slower than WASM SIMD, and given CPU kernel shapes. */
 const SOFTWARE_ADAPTER = /swiftshader|lavapipe|llvmpipe|softpipe|warp|basic render|software|cpu/i;
 
-/** What an adapter says about itself, as the backend and `probe()` both describe it. */
-export function adapterIdentity(adapter: GPUAdapter): {
+/** What an adapter says about itself, as `probe()` reports it. */
+export interface AdapterInfoReport {
   vendor: string;
   architecture: string;
   device: string;
   description: string;
   isFallbackAdapter: boolean;
+  /** A CPU implementation (SwiftShader, lavapipe, llvmpipe, or flagged as fallback): slower than WASM SIMD. */
   software: boolean;
+}
+
+/** What an adapter says about itself, as the backend and `probe()` both describe it. */
+export function adapterIdentity(adapter: GPUAdapter): AdapterInfoReport & {
   /** One line: vendor, architecture, device, description. */
   name: string;
 } {
