@@ -16,8 +16,10 @@ export const TILED = 4;
 /** Bytes of one row's unit within a tile: a q8 block of 32 weights, or 8 halves. */
 export const TILE_UNIT = { 1: 16, 2: 32 } as const;
 
-/** q8: int8 weights in blocks of 32 along K with one f32 scale per block (rows padded to whole blocks). */
-export const QBLOCK = 32;
+// q8: int8 weights in blocks of 32 along K with one f32 scale per block (rows padded to whole blocks);
+// the values come from src/quant.ts, shared with the other backends.
+import { QBLOCK } from '../quant.js';
+export { QBLOCK, quantizeQ8 } from '../quant.js';
 
 /**
  * Control block words (i32), shared by assembly/index.ts and workers/wasm-thread.js.
@@ -110,25 +112,4 @@ export function toHalf(value: number): number {
 /** Converts `src` to half bits into `dst` (same length). */
 export function toHalfArray(src: Float32Array, dst: Uint16Array): void {
   for (let i = 0; i < src.length; i++) dst[i] = toHalf(src[i]);
-}
-
-/**
- * Symmetric per-block int8: scale = max|w| / 127 per 32 weights of a row, q = round(w / scale).
- * w [rows, cols] → q [rows, blocks·32] (zero padded), scales [rows, blocks].
- */
-export function quantizeQ8(w: Float32Array, rows: number, cols: number, q: Int8Array, scales: Float32Array): void {
-  const blocks = Math.ceil(cols / QBLOCK);
-  const stride = blocks * QBLOCK;
-  for (let r = 0; r < rows; r++) {
-    for (let b = 0; b < blocks; b++) {
-      const k0 = b * QBLOCK;
-      const k1 = Math.min(cols, k0 + QBLOCK);
-      let amax = 0;
-      for (let k = k0; k < k1; k++) amax = Math.max(amax, Math.abs(w[r * cols + k]));
-      const scale = amax / 127;
-      scales[r * blocks + b] = scale;
-      const inv = scale > 0 ? 1 / scale : 0;
-      for (let k = k0; k < k1; k++) q[r * stride + k] = Math.max(-127, Math.min(127, Math.round(w[r * cols + k] * inv)));
-    }
-  }
 }
