@@ -107,7 +107,7 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
     const kernels = { dtype: 'f32' as const, shaderF16: false, gemvLanes: o.gemvLanes, flatGemm: ctx.software };
     try {
       return await selfCheck(ctx, shaders, { kernels, fused: o.fused, model: config }, (c, w, chunk, f) =>
-        new WebGPUBackend(ctx, new WebGPUKernels(ctx.device, shaders, kernels), 'self-check test', c, w, chunk, f, false),
+        new WebGPUBackend(ctx, new WebGPUKernels(ctx.device, shaders, kernels), 'self-check test', c, w, chunk, f),
       ).then((v) => v.paths.join(', '), (e: Error) => e);
     } finally {
       ctx.device.destroy();

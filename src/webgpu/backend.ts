@@ -5,7 +5,7 @@ import { InvalidOptionError, OutOfMemoryError } from '../errors.js';
 import type { DecodeBlock, DeviceSampling, StateHandle } from '../backend.js';
 import { KernelBackend, type LayerState } from '../forward.js';
 import type { LayerWeights, ModelWeights } from '../weights.js';
-import { acquireDevice, type GpuContext } from './device.js';
+import { withSharedDevice, type GpuContext, type PipelineCache } from './device.js';
 import { WebGPUKernels, type Cached, type GpuBuf, type GpuWeight } from './kernels.js';
 
 /** Most tokens one chained-decode block may hold. */
@@ -16,13 +16,13 @@ const SUBMIT_EVERY = 4;
 
 /** Prompt tokens per command buffer on a hardware GPU: enough rows to fill its many cores. */
 const GPU_CHUNK = 512;
-import { loadShaderSources } from './wgsl.js';
+import { hashShaders, loadShaderSources, type ShaderName } from './wgsl.js';
 import { selfCheck } from './selfcheck.js';
 
 /**
  * The shared layer loop (`KernelBackend`) over the WGSL kernels, plus what only a GPU needs:
  * weights are laid out on the device once at creation (host copies dropped), and `dispose()`
- * also destroys weights, caches and the device.
+ * frees weights and caches (the device is shared: src/webgpu/device.ts).
  */
 export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
   readonly gpu: GpuContext;
@@ -42,8 +42,6 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     weights: ModelWeights,
     chunk?: number,
     fused = true,
-    /** `dispose()` destroys the device too (false: the self-check's backend, which shares it). */
-    private readonly ownsDevice = true,
   ) {
     super('webgpu', description, kernels, config, weights, chunk);
     this.gpu = ctx;
@@ -204,8 +202,7 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
 
   override dispose(): void {
     super.dispose();
-    if (this.ownsDevice) this.kernels.destroy();
-    else this.kernels.release();
+    this.kernels.release(); // the device stays: other models share it (device.ts)
   }
 }
 
@@ -222,7 +219,18 @@ export async function createWebGPUBackendWith(
   weights: ModelWeights,
   o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number; fused?: boolean; selfCheck?: boolean },
 ): Promise<WebGPUBackend> {
-  const [ctx, shaders] = await Promise.all([acquireDevice(o.dtype === 'f16'), loadShaderSources()]);
+  const shaders = await loadShaderSources();
+  return withSharedDevice(o.dtype === 'f16', hashShaders(shaders), (ctx, pipelineCache) => createOn(ctx, shaders, pipelineCache, config, weights, o));
+}
+
+async function createOn(
+  ctx: GpuContext,
+  shaders: Record<ShaderName, string>,
+  pipelineCache: PipelineCache,
+  config: MambaConfig,
+  weights: ModelWeights,
+  o: Parameters<typeof createWebGPUBackendWith>[2],
+): Promise<WebGPUBackend> {
   const { device } = ctx;
   const kernelOptions = {
     dtype: o.dtype,
@@ -230,14 +238,14 @@ export async function createWebGPUBackendWith(
     // CPU adapters: barrier-free kernel shapes (see matmul.wgsl).
     gemvLanes: o.gemvLanes ?? (ctx.software ? 1 : 32),
     flatGemm: o.flatGemm ?? ctx.software,
-    pipelineCache: { modules: new Map(), pipelines: new Map() },
+    pipelineCache,
   };
   // On software adapters the fused step is slower (measured with bench/webgpu-profile.js on lavapipe).
   const fused = o.fused ?? !ctx.software;
   if (o.selfCheck !== false) {
     // Before the model's weights go up: an adapter that computes wrong is refused (selfcheck.ts).
     await selfCheck(ctx, shaders, { kernels: kernelOptions, fused, model: config }, (c, w, chunk, f) =>
-      new WebGPUBackend(ctx, new WebGPUKernels(device, shaders, kernelOptions), 'webgpu self-check', c, w, chunk, f, false),
+      new WebGPUBackend(ctx, new WebGPUKernels(device, shaders, kernelOptions), 'webgpu self-check', c, w, chunk, f),
     );
   }
   const kernels = new WebGPUKernels(device, shaders, { ...kernelOptions, maxBindingBytes: o.maxBindingBytes });
@@ -252,7 +260,7 @@ export async function createWebGPUBackendWith(
   } catch (e) {
     await device.popErrorScope();
     await device.popErrorScope();
-    kernels.destroy();
+    kernels.release();
     throw e;
   }
   const validation = await device.popErrorScope();

@@ -181,6 +181,7 @@ export function adapterIdentity(adapter: GPUAdapter): AdapterInfoReport & {
   return { vendor, architecture, device, description, isFallbackAdapter, software, name };
 }
 
+/** A device of its own (tests, tools); backends use the shared one (`withSharedDevice`). */
 export async function acquireDevice(wantF16: boolean): Promise<GpuContext> {
   const { adapter, source } = await findAdapter();
   const short = adapterShortfall(adapter);
@@ -197,6 +198,69 @@ export async function acquireDevice(wantF16: boolean): Promise<GpuContext> {
   }
   const { name: adapterName, software } = adapterIdentity(adapter);
   return { device, adapter, source, adapterName, hasF16, software };
+}
+
+/**
+ * The device every webgpu backend of this process runs on, with what was compiled on it.
+ *
+ * Sharing one device (as browsers advise) means a second model, or the same model loaded again,
+ * reuses the pipelines the first one compiled: on a software adapter compiling them takes seconds
+ * per model. It is created with shader-f16 whenever the adapter has it (enabling a feature costs
+ * f32 kernels nothing). A backend's `dispose()` frees its own buffers and leaves the device; Node,
+ * Deno and browsers all exit with a device alive. A lost device is dropped, so the next load starts
+ * on a fresh one.
+ */
+interface Shared {
+  ctx: Promise<GpuContext>;
+  device?: GPUDevice;
+  /** Compiled kernels by shader sources (a hash of them): see `pipelineCache`. */
+  caches: Map<string, PipelineCache>;
+  /** Creations in progress, one after another: their error scopes must not interleave. */
+  lock: Promise<unknown>;
+}
+
+/** Shader modules and pipelines compiled on one device from one set of shader sources. */
+export interface PipelineCache {
+  modules: Map<string, GPUShaderModule>;
+  pipelines: Map<string, GPUComputePipeline>;
+}
+
+let shared: Shared | undefined;
+
+function openShared(): Shared {
+  const s: Shared = { ctx: acquireDevice(true), caches: new Map(), lock: Promise.resolve() };
+  s.ctx.then(
+    (ctx) => {
+      s.device = ctx.device;
+      void ctx.device.lost.then(() => {
+        if (shared === s) shared = undefined;
+      });
+    },
+    () => {
+      if (shared === s) shared = undefined; // no adapter now: ask again next time
+    },
+  );
+  return s;
+}
+
+/**
+ * Runs `create` on the shared device (created on first use) while no other creation runs on it, and
+ * gives it the pipelines compiled there so far for `shaderKey` (a hash of the shader sources).
+ * `hasF16`: the device has shader-f16 and the caller asked for f16 weights.
+ */
+export async function withSharedDevice<T>(
+  wantF16: boolean,
+  shaderKey: string,
+  create: (ctx: GpuContext, cache: PipelineCache) => Promise<T>,
+): Promise<T> {
+  const s = (shared ??= openShared());
+  const base = await s.ctx;
+  const ctx = { ...base, hasF16: wantF16 && base.hasF16 };
+  let cache = s.caches.get(shaderKey);
+  if (!cache) s.caches.set(shaderKey, (cache = { modules: new Map(), pipelines: new Map() }));
+  const run = s.lock.then(() => create(ctx, cache));
+  s.lock = run.catch(() => undefined);
+  return run;
 }
 
 /** What the self-check (selfcheck.ts) concluded for an adapter in this process. */

@@ -4,6 +4,9 @@ import { isMamba2Layer, type LayerWeights, type Mamba2LayerWeights, type ModelWe
 import type { MambaConfig } from '../config.js';
 import { f32ToF16Bits } from '../half.js';
 import { preprocess, type ShaderName } from './wgsl.js';
+import type { PipelineCache } from './device.js';
+
+export type { PipelineCache };
 
 /** An activation or state buffer: f32, STORAGE | COPY_SRC | COPY_DST. */
 export interface GpuBuf {
@@ -64,10 +67,6 @@ export interface WebGPUKernelOptions {
   pipelineCache?: PipelineCache;
 }
 
-export interface PipelineCache {
-  modules: Map<string, GPUShaderModule>;
-  pipelines: Map<string, GPUComputePipeline>;
-}
 
 type Shaders = Record<ShaderName, string>;
 
@@ -154,12 +153,16 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       throw err;
     });
     this.lost.catch(() => undefined);
-    device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
-      this.failure ??= new DeviceLostError(`WebGPU error: ${ev.error.message}`, { cause: ev.error });
-    };
+    // The device may be shared with other models: listen, do not take `onuncapturederror` over.
+    device.addEventListener('uncapturederror', this.onError);
     this.tokens = this.alloc(64);
     this.dummy = this.alloc(4);
   }
+
+  private readonly onError = (ev: Event) => {
+    const error = (ev as GPUUncapturedErrorEvent).error;
+    this.failure ??= new DeviceLostError(`WebGPU error: ${error.message}`, { cause: error });
+  };
 
   // ---- memory -----------------------------------------------------------------------------------
 
@@ -869,8 +872,9 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     if (this.failure) throw this.failure;
   }
 
-  /** Destroys every buffer this object created; the device stays (tests share one). */
+  /** Destroys every buffer this object created; the device stays (other models share it). */
   release(): void {
+    this.device.removeEventListener('uncapturederror', this.onError);
     for (const b of this.owned) b.destroy();
     this.owned.clear();
     this.staging?.destroy();

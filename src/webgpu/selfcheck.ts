@@ -23,6 +23,7 @@ import { syntheticModel, type SyntheticSpec } from '../synthetic.js';
 import { isMamba2Layer, type ModelWeights } from '../weights.js';
 import { selfCheckResults, type GpuContext, type SelfCheckResult } from './device.js';
 import type { WebGPUKernelOptions } from './kernels.js';
+import { hashShaders } from './wgsl.js';
 import type { WebGPUBackend } from './backend.js';
 
 /**
@@ -58,13 +59,6 @@ export function selfCheckVerdicts(): readonly SelfCheckVerdict[] {
   return selfCheckResults;
 }
 
-/** FNV-1a of the shader sources: an edited kernel gets a verdict of its own. */
-function hashText(parts: string[]): string {
-  let h = 0x811c9dc5;
-  for (const s of parts) for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-  return (h >>> 0).toString(16);
-}
-
 /**
  * Runs the self-check for `target` on `ctx` (once per process and key) and throws
  * `BackendUnavailableError` when the adapter disagrees with the reference.
@@ -88,7 +82,7 @@ export async function selfCheck(
     `N${N} K${K} R${R} D${checkWidth(target)}`,
     // The architecture's own kernels: Mamba-2 (head size, groups, gate order) or Falcon-Mamba.
     target.model.mamba2 ? `mamba2 P${target.model.mamba2.headDim} G${target.model.mamba2.nGroups} ${target.model.mamba2.normBeforeGate}` : target.model.mixerRmsEps !== undefined ? 'falcon' : 'mamba1',
-    hashText(Object.values(shaders)),
+    hashShaders(shaders),
   ].join('|');
   let v = selfCheckHooks.perturb ? undefined : verdicts.get(key);
   if (!v) {

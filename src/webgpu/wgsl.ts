@@ -65,3 +65,10 @@ export async function loadShaderSources(): Promise<Record<ShaderName, string>> {
   const texts = await Promise.all(SHADER_FILES.map((f) => readAssetText(`shaders/${f}.wgsl`)));
   return Object.fromEntries(SHADER_FILES.map((f, i) => [f, texts[i]])) as Record<ShaderName, string>;
 }
+
+/** FNV-1a of shader sources: pipelines and self-check verdicts are kept per version of the kernels. */
+export function hashShaders(shaders: Record<string, string>): string {
+  let h = 0x811c9dc5;
+  for (const s of Object.values(shaders)) for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return (h >>> 0).toString(16);
+}
