@@ -37,7 +37,7 @@ export function inputText(input: string | Uint8Array, what: string): string {
   try {
     return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(input);
   } catch {
-    throw new InvalidOptionError(what, 'is a Uint8Array that is not valid UTF-8: this model has a tokenizer, which reads text (pass token ids as a Uint32Array)');
+    throw new InvalidOptionError(what, 'is not valid UTF-8 text: a model with a tokenizer.json reads text (token ids go in a Uint32Array or an array of integers)');
   }
 }
 

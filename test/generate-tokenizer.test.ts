@@ -3,7 +3,10 @@
  * is whole characters and adds up to decode(all ids), eos ends generation (also inside a device
  * block), stop strings match the detokenized text, and byte-level models keep their bytes.
  */
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, test } from 'vitest';
 import type { Backend, StateHandle } from '../src/backend.js';
@@ -12,6 +15,7 @@ import { InvalidOptionError, MambaError } from '../src/errors.js';
 import { generateTokens, type GenerateOptions } from '../src/generate.js';
 import { loadModel, loadTokenizer, type Model } from '../src/model.js';
 import { ByteTokenizer, type Tokenizer } from '../src/tokenizer.js';
+import { loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
 import { collect } from './helpers/stream.js';
 
 const DIR = fileURLToPath(new URL('./fixtures/hf-tokenizer/mamba-bpe-tiny/', import.meta.url));
@@ -214,5 +218,72 @@ describe('the fixture model end to end', () => {
     }
     await expect(model.bitsPerByte(Uint8Array.of(0x41, 0xff, 0x42))).rejects.toThrow(/not valid UTF-8/);
     await expect(collect(model.generate('x', { ignoreEos: 'yes' as unknown as boolean }))).rejects.toThrow(InvalidOptionError);
+  });
+});
+
+/** The built CLI (bin/mamba-edge.js → dist), as a user runs it. */
+describe('mamba-edge CLI with a tokenizer.json', () => {
+  const BIN = fileURLToPath(new URL('../bin/mamba-edge.js', import.meta.url));
+  const cli = (args: string[], input?: string) => spawnSync(process.execPath, [BIN, ...args], { input, encoding: 'utf8', timeout: 60_000 });
+  const MODEL = ['--model', DIR, '--backend', 'js'];
+  const fx = loadFixtures().find((f) => f.tokenizer)!;
+  const dir = mkdtempSync(join(tmpdir(), 'mamba-edge-tok-cli-'));
+  const text = join(dir, 'text.txt');
+  writeFileSync(text, expected.text);
+  const readF32 = (path: string) => {
+    const raw = readFileSync(path);
+    return new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+  };
+
+  test('generate: the prompt is tokenized, --max-tokens counts tokens, greedy text is transformers\'', () => {
+    const r = cli(['generate', ...MODEL, '--temperature', '0', '--max-tokens', String(expected.greedy_new_ids.length), '--stats'], expected.text);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`${expected.greedy_new_text}\n`);
+    expect(r.stderr).toMatch(new RegExp(`prompt ${expected.input_ids.length} tokens at .* generated ${expected.greedy_new_ids.length} tokens at .*finish: length`));
+  });
+
+  test('logits --input FILE: one row per token, equal to transformers; --ids FILE.json gives the same', () => {
+    const out = join(dir, 'a.f32');
+    const r = cli(['logits', ...MODEL, '--input', text, '--out', out]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(`wrote ${expected.input_ids.length} x 416 float32 logits`);
+    const a = readF32(out);
+    expect(maxAbsDiff(a, fx.logits) / fx.maxAbsLogit).toBeLessThanOrEqual(1e-4);
+    const ids = join(dir, 'ids.json');
+    writeFileSync(ids, JSON.stringify(expected.input_ids));
+    const out2 = join(dir, 'b.f32');
+    expect(cli(['logits', ...MODEL, '--ids', ids, '--out', out2]).status).toBe(0);
+    expect(readF32(out2)).toEqual(a);
+  });
+
+  test('logits --ids: bad ids and bad files are clear errors', () => {
+    const ids = join(dir, 'bad.json');
+    writeFileSync(ids, '[1, 2, 416]');
+    let r = cli(['logits', ...MODEL, '--ids', ids, '--out', join(dir, 'x.f32')]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^mamba-edge logits: --ids: token id 416 at index 2 is out of range: this model's vocabulary has 416 ids \(0\.\.415\)\n/);
+    writeFileSync(ids, '{"ids": [1]}');
+    r = cli(['logits', ...MODEL, '--ids', ids, '--out', join(dir, 'x.f32')]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/expected one JSON array of token ids/);
+    r = cli(['logits', ...MODEL, '--ids', ids, '--input', text, '--out', join(dir, 'x.f32')]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/not both/);
+  });
+
+  test('eval: bits per UTF-8 byte, as the API computes it', async () => {
+    const r = cli(['eval', ...MODEL, '--input', text]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(`bytes ${new TextEncoder().encode(expected.text).length}\ntokens ${expected.input_ids.length}\n`);
+    const model = await loadModel(DIR, { backend: 'js' });
+    const want = await model.bitsPerByte(expected.text);
+    expect(Number(/bits_per_byte (\S+)/.exec(r.stdout)![1])).toBeCloseTo(want, 5);
+  });
+
+  test('--help says what counts', () => {
+    expect(cli(['generate', '--help']).stdout).toMatch(/--max-tokens N +tokens to generate \(bytes, for a byte-level model\)/);
+    expect(cli(['generate', '--help']).stdout).toMatch(/--ignore-eos/);
+    expect(cli(['logits', '--help']).stdout).toMatch(/--ids FILE\.json +token ids to score instead/);
+    expect(cli(['eval', '--help']).stdout).toMatch(/divided by\nthe UTF-8 bytes of their text/);
   });
 });

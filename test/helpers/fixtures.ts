@@ -60,7 +60,7 @@ export function loadFixtures({ bytesOnly = false } = {}): Fixture[] {
         greedy: exp.greedy_new_bytes ? Uint8Array.from(exp.greedy_new_bytes) : new TextEncoder().encode(exp.greedy_new_text),
         greedyIds: Uint32Array.from(exp.greedy_new_ids ?? exp.greedy_new_bytes),
         greedyText: exp.greedy_new_text ?? new TextDecoder().decode(Uint8Array.from(exp.greedy_new_bytes)),
-        tokenizer: Array.isArray(exp.input_ids),
+        tokenizer: existsSync(`${dir}/tokenizer.json`),
         greedyMargin: exp.greedy_min_top2_margin,
         maxAbsLogit,
       };
