@@ -14,6 +14,7 @@ import { greedySteps } from '../src/backend.js';
 import { InvalidOptionError, MambaError } from '../src/errors.js';
 import { generateTokens, type GenerateOptions } from '../src/generate.js';
 import { loadModel, loadTokenizer, type Model } from '../src/model.js';
+import { loadModelInWorker } from '../src/runtime.js';
 import { ByteTokenizer, type Tokenizer } from '../src/tokenizer.js';
 import { loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
 import { collect } from './helpers/stream.js';
@@ -285,5 +286,32 @@ describe('mamba-edge CLI with a tokenizer.json', () => {
     expect(cli(['generate', '--help']).stdout).toMatch(/--ignore-eos/);
     expect(cli(['logits', '--help']).stdout).toMatch(/--ids FILE\.json +token ids to score instead/);
     expect(cli(['eval', '--help']).stdout).toMatch(/divided by\nthe UTF-8 bytes of their text/);
+  });
+});
+
+describe('a worker model with a tokenizer.json (dist/workers)', () => {
+  test('generate, logits, bitsPerByte and sessions tokenize in the worker, as in-process', async () => {
+    const [w, local] = await Promise.all([loadModelInWorker(DIR, { backend: 'js' }), loadModel(DIR, { backend: 'js' })]);
+    try {
+      expect(w.hasTokenizer).toBe(true);
+      const n = expected.greedy_new_ids.length;
+      const got = await collect(w.generate(expected.text, { temperature: 0, maxTokens: n, ignoreEos: true }));
+      expect(got.chunks.flatMap((c) => [...c.tokens])).toEqual(expected.greedy_new_ids);
+      expect(got.text).toBe(expected.greedy_new_text);
+      expect(await w.logits(expected.text)).toEqual(await local.logits(expected.input_ids));
+      expect(await w.bitsPerByte(expected.text)).toBe(await local.bitsPerByte(expected.text));
+      const s = w.createSession();
+      await s.feed(expected.text);
+      const cont = await collect(s.generate([], { temperature: 0, maxTokens: 3 }));
+      expect(cont.chunks.flatMap((c) => [...c.tokens])).toEqual(expected.greedy_new_ids.slice(0, 3));
+      // Ids are checked on the main thread; text that is not UTF-8, in the worker: both typed.
+      expect(() => w.generate([V], {})).not.toThrow(); // generators start lazily
+      await expect(collect(w.generate([V], {}))).rejects.toThrow(/token id 416 at index 0 is out of range/);
+      await expect(w.logits(Uint8Array.of(0xff))).rejects.toThrow(InvalidOptionError);
+      expect(w.pendingCalls).toBe(0);
+    } finally {
+      w.dispose();
+      local.dispose();
+    }
   });
 });
