@@ -195,11 +195,12 @@ export class Session {
    */
   generate(prompt: TokenInput, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
     const ticket = this.queue.enter(true);
+    let ids: Uint32Array; // the prompt tokenized once, when checked
     return queuedGenerator(
       ticket,
-      () => void checkGenerateArgs(prompt, options, this.model.config.vocabSize, this.model.tokenizer),
+      () => void (ids = checkGenerateArgs(prompt, options, this.model.config.vocabSize, this.model.tokenizer).promptTokens),
       () => this.check(),
-      () => generateTokens(this.model.backend, this.seq, prompt, options, this.model.tokenizer),
+      () => generateTokens(this.model.backend, this.seq, ids, options, this.model.tokenizer),
     );
   }
 
