@@ -13,16 +13,56 @@ export function isTyped(v: unknown, kind: 'Float32Array' | 'Uint8Array' | 'Uint3
 }
 
 /**
- * What the API accepts as a prompt or input: text, bytes, or token ids. A string is encoded as UTF-8
- * and a `Uint8Array` is taken as bytes: for a byte-level model (all of them until a tokenizer is
- * loaded) each byte is its token id. A `Uint32Array` or an array of integers are token ids as they are.
+ * What the API accepts as a prompt or input: text, UTF-8 bytes, or token ids. Text (a string, or a
+ * `Uint8Array` of its UTF-8 bytes) is tokenized by the model's tokenizer: its tokenizer.json, or, for
+ * a byte-level model, one token per byte (id = byte). A `Uint32Array` or an array of integers are
+ * token ids, taken as they are.
  */
 export type TokenInput = string | Uint8Array | Uint32Array | readonly number[];
 
+/** A model's tokenizer, as far as turning input into ids goes (`Tokenizer`, without importing it here). */
+export interface TextEncoderLike {
+  readonly kind: 'byte' | 'hf';
+  encode(text: string): Uint32Array;
+}
+
+/** Whether `input` is text (tokenized) rather than token ids (taken as they are). */
+export function isTextInput(input: unknown): input is string | Uint8Array {
+  return typeof input === 'string' || isTyped(input, 'Uint8Array');
+}
+
+/** Text input as a string: a `Uint8Array` must be valid UTF-8 (a tokenizer reads characters, not bytes). */
+export function inputText(input: string | Uint8Array, what: string): string {
+  if (typeof input === 'string') return input;
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(input);
+  } catch {
+    throw new InvalidOptionError(what, 'is not valid UTF-8 text: a model with a tokenizer.json reads text (token ids go in a Uint32Array or an array of integers)');
+  }
+}
+
 /**
- * The token ids of a prompt or input (see `TokenInput`), each checked against the vocabulary:
- * anything else, or an id ≥ `vocabSize`, is an `InvalidOptionError` naming `what`.
- * Byte-level text → ids happens here and only here (a tokenizer will plug in at this point).
+ * `toTokens` with the model's tokenizer: text through its tokenizer.json (when it has one), ids as they are.
+ * Without a tokenizer.json, exactly `toTokens` (bytes are ids).
+ */
+export function tokenize(input: unknown, what: string, vocabSize: number, tokenizer?: TextEncoderLike): Uint32Array {
+  if (tokenizer?.kind === 'hf' && isTextInput(input)) return toTokens(tokenizer.encode(inputText(input, what)), what, vocabSize);
+  return toTokens(input, what, vocabSize);
+}
+
+/**
+ * The checks `tokenize` makes that need no tokenizer (on a worker's main thread): the input's type,
+ * and every given token id against the vocabulary. Text for a tokenizer.json model is tokenized later.
+ */
+export function checkTokenInput(input: unknown, what: string, vocabSize: number, hasTokenizer: boolean): void {
+  if (hasTokenizer && isTextInput(input)) return;
+  toTokens(input, what, vocabSize);
+}
+
+/**
+ * The token ids of a prompt or input without a tokenizer.json (text is UTF-8 bytes, one id each), each
+ * checked against the vocabulary: anything else, or an id ≥ `vocabSize`, is an `InvalidOptionError`
+ * naming `what`. `tokenize` is the same with the model's tokenizer.
  */
 export function toTokens(input: unknown, what: string, vocabSize: number): Uint32Array {
   let ids: Uint32Array;

@@ -4,7 +4,7 @@ import { convChannels, parameterCount, type MambaConfig } from './config.js';
 import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError, OutOfMemoryError } from './errors.js';
 import { checkGenerateArgs, generateTokens, HISTORY, pushHistory, yieldToEventLoop, type GenerateOptions, type GenerationChunk, type SequenceState } from './generate.js';
-import { checkSignal, isTyped, planLogits, tokenCount, toTokens, type LogitsOptions, type TokenInput } from './inputs.js';
+import { checkSignal, inputText, isTextInput, isTyped, planLogits, tokenCount, tokenize, type LogitsOptions, type TokenInput } from './inputs.js';
 import { readModel, readTokenizer, type ModelSource, type ReadOptions } from './loader.js';
 import { queuedGenerator, SessionQueue } from './session-queue.js';
 import { ByteTokenizer, type Tokenizer } from './tokenizer.js';
@@ -195,17 +195,18 @@ export class Session {
    */
   generate(prompt: TokenInput, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
     const ticket = this.queue.enter(true);
+    let ids: Uint32Array; // the prompt tokenized once, when checked
     return queuedGenerator(
       ticket,
-      () => void checkGenerateArgs(prompt, options, this.model.config.vocabSize),
+      () => void (ids = checkGenerateArgs(prompt, options, this.model.config.vocabSize, this.model.tokenizer).promptTokens),
       () => this.check(),
-      () => generateTokens(this.model.backend, this.seq, prompt, options),
+      () => generateTokens(this.model.backend, this.seq, ids, options, this.model.tokenizer),
     );
   }
 
-  /** Feeds text (or bytes, or token ids) into the state without generating (e.g. a system prompt). */
+  /** Feeds text (tokenized by the model's tokenizer) or token ids into the state without generating (e.g. a system prompt). */
   async feed(text: TokenInput): Promise<void> {
-    const ids = toTokens(text, 'text', this.model.config.vocabSize);
+    const ids = tokenize(text, 'text', this.model.config.vocabSize, this.model.tokenizer);
     if (ids.length === 0) return;
     await this.run(async () => {
       this.seq.logits = await this.model.backend.forward(this.seq.handle, ids, 'last');
@@ -340,7 +341,8 @@ export class Model {
   }
 
   /**
-   * Logits from an empty state: float32 `[T, V]` for every position of `input`, or fewer rows with
+   * Logits from an empty state: float32 `[T, V]` for every token of `input` (text is tokenized by the
+   * model's tokenizer; T = its token count), or fewer rows with
    * `positions` (`'last'` → `[V]`, `{ start, end }` → `[end − start, V]`). A result over
    * `maxMemoryBytes` (default 1 GiB) is refused with `OutOfMemoryError` before anything is
    * allocated; the input is read in slices, so `signal` lands between them.
@@ -348,9 +350,12 @@ export class Model {
   async logits(input: TokenInput, options?: LogitsOptions): Promise<Float32Array> {
     this.check();
     const V = this.config.vocabSize;
-    // The size limit first: a huge input is refused before it is even copied.
-    const { start, end, signal } = planLogits(tokenCount(input, 'input'), V, options);
-    const bytes = toTokens(input, 'input', V);
+    // The size limit first: a huge input is refused before it is even copied (text for a tokenizer.json
+    // model has to be tokenized to be counted).
+    const early = this.tokenizer.kind === 'hf' && isTextInput(input) ? undefined : tokenCount(input, 'input');
+    if (early !== undefined) planLogits(early, V, options);
+    const bytes = tokenize(input, 'input', V, this.tokenizer);
+    const { start, end, signal } = planLogits(bytes.length, V, options);
     let out: Float32Array;
     try {
       out = new Float32Array((end - start) * V);
@@ -385,14 +390,18 @@ export class Model {
   }
 
   /**
-   * Bits per byte of `input` under the model: the mean of −log2 p(byte_t | bytes_<t) over t ≥ 1
-   * (the first byte has no context and is not scored). Streams in blocks, so memory stays bounded.
+   * Bits per UTF-8 byte of `input` under the model: the total negative log-likelihood of its tokens
+   * t ≥ 1, −Σ log2 p(token_t | tokens_<t), divided by the UTF-8 bytes of their text (the first token
+   * has no context and is not scored, nor are its bytes counted). A byte-level model: the mean over
+   * bytes t ≥ 1. With a tokenizer.json this still counts bytes of text, not tokens: the measure that
+   * compares models across tokenizers. Streams in blocks, so memory stays bounded.
    */
   async bitsPerByte(input: TokenInput, signal?: AbortSignal): Promise<number> {
     this.check();
-    const bytes = toTokens(input, 'input', this.config.vocabSize);
+    const bytes = tokenize(input, 'input', this.config.vocabSize, this.tokenizer);
     checkSignal(signal);
-    if (bytes.length < 2) throw new MambaError('EMPTY_INPUT', 'bits per byte needs at least 2 bytes');
+    if (bytes.length < 2) throw new MambaError('EMPTY_INPUT', `bits per byte needs at least 2 tokens, got ${bytes.length}`);
+    const scoredBytes = this.scoredBytes(input, bytes);
     const V = this.config.vocabSize;
     const state = this.backend.createState();
     const block = 4096;
@@ -414,7 +423,19 @@ export class Model {
     } finally {
       this.backend.releaseState(state);
     }
-    return nats / (bytes.length - 1) / Math.LN2;
+    return nats / scoredBytes / Math.LN2;
+  }
+
+  /** UTF-8 bytes of the text of `ids` after the first (the scored ones): byte models, one per id. */
+  private scoredBytes(input: TokenInput, ids: Uint32Array): number {
+    if (this.tokenizer.kind === 'byte') return ids.length - 1;
+    const utf8 = (s: string) => new TextEncoder().encode(s).length;
+    const text = isTextInput(input) ? inputText(input, 'input') : this.tokenizer.decode(ids, { skipSpecialTokens: false });
+    // The first token's bytes; one that ends inside a character decodes with a trailing U+FFFD, not counted.
+    const first = this.tokenizer.decode(ids.subarray(0, 1), { skipSpecialTokens: false }).replace(/\uFFFD+$/, '');
+    const n = utf8(text) - utf8(first);
+    if (n <= 0) throw new MambaError('EMPTY_INPUT', 'bits per byte needs text after the first token');
+    return n;
   }
 
   dispose(): void {

@@ -22,8 +22,8 @@ import { parameterCount, type MambaConfig } from './config.js';
 import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError } from './errors.js';
 import { looksLikeHubId } from './hub.js';
-import { checkGenerateArgs, type GenerateOptions, type GenerationChunk } from './generate.js';
-import { checkSignal, planLogits, tokenCount, toTokens, type LogitsOptions, type TokenInput } from './inputs.js';
+import { checkGenerateArgsEarly, type GenerateOptions, type GenerationChunk } from './generate.js';
+import { checkSignal, checkTokenInput, isTextInput, planLogits, tokenCount, type LogitsOptions, type TokenInput } from './inputs.js';
 import type { ModelSource } from './loader.js';
 import type { LoadOptions, Snapshot, SnapshotV1 } from './model.js';
 import { queuedGenerator, SessionQueue } from './session-queue.js';
@@ -158,6 +158,11 @@ export class WorkerModel {
   private nextId = 1;
   /** @internal round trips made by streams so far (tests check batching). */
   pulls = 0;
+  /**
+   * Whether the model has a tokenizer.json: its text is tokenized in the worker (only there is
+   * Tokenizers.js loaded), so here only token ids can be checked.
+   */
+  readonly hasTokenizer: boolean;
 
   /** @internal use `loadModelInWorker()` */
   constructor(handle: WorkerHandle, api: Comlink.Remote<EngineApi>, info: LoadInfo) {
@@ -166,6 +171,7 @@ export class WorkerModel {
     Object.defineProperty(this, 'api', { value: api, enumerable: false });
     this.config = info.config;
     this.backend = { name: info.backend, description: info.description, selection: info.selection };
+    this.hasTokenizer = info.tokenizer === 'hf';
     handle.ended.catch((e) => this.close(e));
   }
 
@@ -204,8 +210,10 @@ export class WorkerModel {
    */
   async logits(input: TokenInput, options?: LogitsOptions): Promise<Float32Array> {
     this.check();
-    const { signal } = planLogits(tokenCount(input, 'input'), this.config.vocabSize, options);
-    toTokens(input, 'input', this.config.vocabSize);
+    // Text for a tokenizer.json model has no token count until the worker tokenizes it: checked there.
+    const counted = !(this.hasTokenizer && isTextInput(input));
+    const { signal } = counted ? planLogits(tokenCount(input, 'input'), this.config.vocabSize, options) : { signal: checkSignal(options?.signal) };
+    checkTokenInput(input, 'input', this.config.vocabSize, this.hasTokenizer);
     const { positions, maxMemoryBytes } = options ?? {};
     return this.abortable(signal, (id) => this.api.logits(input, { positions, maxMemoryBytes }, id));
   }
@@ -213,7 +221,7 @@ export class WorkerModel {
   /** Bits per byte of `input` (see `Model.bitsPerByte`); `signal` aborts the computation in the worker. */
   async bitsPerByte(input: TokenInput, signal?: AbortSignal): Promise<number> {
     this.check();
-    toTokens(input, 'input', this.config.vocabSize);
+    checkTokenInput(input, 'input', this.config.vocabSize, this.hasTokenizer);
     return this.abortable(checkSignal(signal), (id) => this.api.bitsPerByte(input, id));
   }
 
@@ -299,7 +307,7 @@ export class WorkerModel {
   async *stream(id: number, sessionId: number | null, prompt: TokenInput, options: GenerateOptions): AsyncGenerator<GenerationChunk> {
     this.check();
     // Checked here, so bad arguments never reach the worker (and fail as they do in-process).
-    checkGenerateArgs(prompt, options, this.config.vocabSize);
+    checkGenerateArgsEarly(prompt, options, this.config.vocabSize, this.hasTokenizer);
     const { signal } = options;
     // Starts lazily, like the in-process generator: nothing happens until the first `next()`.
     await this.call(Promise.resolve(this.api.startGenerate(id, sessionId, prompt, wireGenerateOptions(options))));
@@ -327,8 +335,8 @@ export class WorkerModel {
 
 /** The generation options the worker needs: known fields only (a signal or a stray callback cannot be cloned). */
 function wireGenerateOptions(o: GenerateOptions): WireGenerateOptions {
-  const { maxTokens, stop, temperature, topK, topP, repetitionPenalty, repetitionWindow, seed } = o;
-  return { maxTokens, stop, temperature, topK, topP, repetitionPenalty, repetitionWindow, seed };
+  const { maxTokens, stop, ignoreEos, temperature, topK, topP, repetitionPenalty, repetitionWindow, seed } = o;
+  return { maxTokens, stop, ignoreEos, temperature, topK, topP, repetitionPenalty, repetitionWindow, seed };
 }
 
 /**
@@ -355,7 +363,7 @@ export class WorkerSession {
     const streamId = this.model.id();
     const stream = queuedGenerator(
       ticket,
-      () => void checkGenerateArgs(prompt, options, this.model.config.vocabSize),
+      () => checkGenerateArgsEarly(prompt, options, this.model.config.vocabSize, this.model.hasTokenizer),
       () => this.check(),
       async () => {
         await this.created;
@@ -365,9 +373,9 @@ export class WorkerSession {
     return this.model.track(stream, streamId);
   }
 
-  /** Feeds text into the state without generating (e.g. a system prompt). */
+  /** Feeds text (tokenized in the worker by the model's tokenizer) or token ids into the state without generating. */
   async feed(text: TokenInput): Promise<void> {
-    toTokens(text, 'text', this.model.config.vocabSize);
+    checkTokenInput(text, 'text', this.model.config.vocabSize, this.model.hasTokenizer);
     return this.run(() => this.model.api.feed(this.id, text));
   }
 

@@ -321,7 +321,7 @@ export async function tokenizerFromFiles(files: TokenizerFiles, modelVocabSize: 
  *
  * Each push decodes a short window: the ids whose text is not yet fully out, after one id of context
  * (decoders treat a text's first token specially, e.g. SentencePiece drops its leading space), and
- * returns the new text up to any trailing U+FFFD, which may be a character still incomplete.
+ * returns the new text up to the last (at most 3) U+FFFD, which may be a character still incomplete.
  */
 export class Detokenizer {
   private window: number[] = [];
@@ -347,8 +347,10 @@ export class Detokenizer {
     // Throws on a bad id before anything is kept: the stream stays as it was.
     const text = this.decode(window);
     this.window = window;
+    // An unfinished character decodes to at most 3 U+FFFD (one per byte present, with byte fallback);
+    // any before those are invalid bytes, final: shown now, so that broken output still streams.
     let end = text.length;
-    while (end > this.shown && text.charCodeAt(end - 1) === 0xfffd) end--;
+    for (let held = 0; held < 3 && end > this.shown && text.charCodeAt(end - 1) === 0xfffd; held++) end--;
     const out = end > this.shown ? text.slice(this.shown, end) : '';
     if (end === text.length && out !== '') {
       // All out: keep the last id as context for the next one. Only after new text: ids that decode to nothing

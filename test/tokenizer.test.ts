@@ -232,6 +232,16 @@ describe('incremental detokenization', async () => {
     expect(d.push(tok.encode('c')) + d.flush()).toBe('c');
   });
 
+  test('invalid bytes (a model generating broken UTF-8) still stream: only the last 3 U+FFFD wait for the end', () => {
+    // A lone continuation byte: each one is its own U+FFFD, final at once.
+    const cont = Array.from({ length: tok.vocabSize }, (_, id) => id).find((id) => tok.decode([id, id, id, id]) === '\ufffd'.repeat(4))!;
+    expect(cont).toBeDefined();
+    const ids = Array(10).fill(cont);
+    const chunks = stream(tok, ids, () => 1);
+    expect(chunks.join('')).toBe(tok.decode(ids));
+    expect(chunks.slice(0, -1).join('')).toBe('\ufffd'.repeat(7)); // streamed before the end, not all at flush
+  });
+
   test('a SentencePiece-style tokenizer (Metaspace, byte fallback, Strip): streamed text equals decode(all)', () => {
     // Llama-style: "▁" for spaces, characters outside the vocabulary as <0xXX> byte tokens, BOS added.
     const bytes = Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);

@@ -10,7 +10,7 @@ import { loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
 const skip = requires(import.meta.url, NEEDS.deno, NEEDS.build);
 
 describe.skipIf(skip)('loadModelInWorker in Deno (module Web Worker)', () => {
-  test.for(loadFixtures())('$name: logits through the worker match transformers', (fx) => {
+  test.for(loadFixtures({ bytesOnly: true }))('$name: logits through the worker match transformers', (fx) => {
     const code = `
       import { loadModelInWorker } from './dist/src/runtime.js';
       const model = await loadModelInWorker(${JSON.stringify(fx.dir)});

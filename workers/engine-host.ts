@@ -124,7 +124,7 @@ export class EngineHost implements EngineApi {
     const backend = (await createBackend(config, weights, options)) as SelectedBackend;
     this.backend = backend;
     this.model = new Model(config, new YieldingBackend(backend), digest, tokenizer);
-    return { config, backend: backend.name, description: backend.description, selection: backend.selection };
+    return { config, backend: backend.name, description: backend.description, selection: backend.selection, tokenizer: tokenizer.kind };
   }
 
   probe() {

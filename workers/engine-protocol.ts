@@ -31,6 +31,8 @@ export interface LoadInfo {
   backend: BackendName;
   description: string;
   selection?: BackendSelection;
+  /** The model's tokenizer: `hf` (tokenizer.json: text is tokenized in the worker) or `byte`. */
+  tokenizer: 'byte' | 'hf';
 }
 
 /** One round trip of a stream: every chunk produced within ~16 ms or 64 bytes (never one message per byte). */

@@ -14,7 +14,7 @@ import { NEEDS, requires } from '../helpers/env.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const skip = requires(import.meta.url, NEEDS.chromium, NEEDS.build);
-const fixtures = loadFixtures();
+const fixtures = loadFixtures({ bytesOnly: true }); // the page compares bytes (and has no import map for Tokenizers.js)
 
 type Browser = import('playwright-core').Browser;
 type Page = import('playwright-core').Page;

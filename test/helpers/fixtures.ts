@@ -11,27 +11,37 @@ export interface Fixture {
   /** The family directory: hf-mamba, hf-falcon-mamba, ... */
   family: string;
   dir: string;
+  /** The input as bytes: `input_bytes`, or the UTF-8 of `text` for a fixture with a tokenizer.json. */
   input: Uint8Array;
+  /** The input's token ids: `input_ids` for a fixture with a tokenizer.json, else its bytes. */
+  ids: Uint32Array;
   /** float32 logits [T, V] computed by transformers in float64 */
   logits: Float32Array;
   vocab: number;
+  /** The greedy continuation as bytes: `greedy_new_bytes`, or the UTF-8 of `greedy_new_text`. */
   greedy: Uint8Array;
+  /** Greedy continuation ids: `greedy_new_ids`, else `greedy_new_bytes`. */
+  greedyIds: Uint32Array;
+  /** The greedy continuation's text (`greedy_new_text`, else the bytes decoded). */
+  greedyText: string;
+  /** Whether the model reads tokens of a tokenizer.json (else bytes). */
+  tokenizer: boolean;
   greedyMargin: number;
   maxAbsLogit: number;
 }
 
 /**
- * Every byte-level Hugging Face fixture shipped in test/fixtures/<family>/ (copied from
- * ../shared/fixtures): a new family's directory joins the conformance table by being there.
+ * Every Hugging Face fixture shipped in test/fixtures/<family>/ (copied from ../shared/fixtures), byte-level
+ * (`input_bytes`) or with a tokenizer.json (`input_ids`): a new family's directory joins the conformance
+ * table by being there. `bytesOnly`: just the byte-level ones (tests that compare bytes).
  */
-export function loadFixtures(): Fixture[] {
+export function loadFixtures({ bytesOnly = false } = {}): Fixture[] {
   const families = readdirSync(FIXTURES).filter((f) => f.startsWith('hf-')).sort();
   return families
     .flatMap((family) => readdirSync(`${FIXTURES}${family}`).map((name) => ({ family, name, dir: `${FIXTURES}${family}/${name}` })))
     .filter(({ dir }) => existsSync(`${dir}/expected.json`))
     .map(({ family, name, dir }) => ({ family, name, dir, exp: parseJsonText(readFileSync(`${dir}/expected.json`, 'utf8')) as Record<string, any> }))
-    // Token-id fixtures (a tokenizer.json vocabulary) need the tokenizer path, not bytes.
-    .filter(({ exp }) => Array.isArray(exp.input_bytes))
+    .filter(({ exp }) => Array.isArray(exp.input_bytes) || (!bytesOnly && Array.isArray(exp.input_ids)))
     .map(({ family, name, dir, exp }) => {
       const raw = readFileSync(`${dir}/${exp.logits_file ?? 'logits.f32'}`);
       const logits = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
@@ -43,10 +53,14 @@ export function loadFixtures(): Fixture[] {
         name,
         family,
         dir,
-        input: Uint8Array.from(exp.input_bytes),
+        input: exp.input_bytes ? Uint8Array.from(exp.input_bytes) : new TextEncoder().encode(exp.text),
+        ids: Uint32Array.from(exp.input_ids ?? exp.input_bytes),
         logits,
         vocab: V,
-        greedy: Uint8Array.from(exp.greedy_new_bytes),
+        greedy: exp.greedy_new_bytes ? Uint8Array.from(exp.greedy_new_bytes) : new TextEncoder().encode(exp.greedy_new_text),
+        greedyIds: Uint32Array.from(exp.greedy_new_ids ?? exp.greedy_new_bytes),
+        greedyText: exp.greedy_new_text ?? new TextDecoder().decode(Uint8Array.from(exp.greedy_new_bytes)),
+        tokenizer: existsSync(`${dir}/tokenizer.json`),
         greedyMargin: exp.greedy_min_top2_margin,
         maxAbsLogit,
       };
