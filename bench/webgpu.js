@@ -3,7 +3,7 @@
 // per token) and prefill tok/s of a long prompt, per weight dtype. Runs under Node (Dawn, `webgpu`
 // package) and Deno (navigator.gpu, wgpu) against the built package:
 //
-//   npm run bench:webgpu -- [--dtype f32,f16] [--prompt 2048] [--decode 128,512] [--chunk 64,256]
+//   npm run bench:webgpu -- [--dtype f32,f16,q8,q4] [--prompt 2048] [--decode 128,512] [--chunk 64,256]
 //                           [--model DIR | --shape 130m|mamba2-130m] [--json out.json]
 //   deno run -A bench/webgpu.js --json out.json            # e.g. on a machine with a real GPU
 //
