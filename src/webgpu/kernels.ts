@@ -47,6 +47,22 @@ export function quantLayout(fmt: 'q8' | 'q4', cols: number): { blocks: number; s
   return { blocks, ss, rs: ss + blocks * (fmt === 'q8' ? QBLOCK / 4 : Q4_BLOCK_BYTES / 4) };
 }
 
+/** `x` [rows, cols] quantized by src/quant.ts: q [rows, blocks·32] int8, scales [rows, blocks] f32. */
+function q8Of(x: Float32Array, rows: number, cols: number): { q: Int8Array; scales: Float32Array } {
+  const blocks = Math.ceil(cols / QBLOCK);
+  const out = { q: new Int8Array(rows * blocks * QBLOCK), scales: new Float32Array(rows * blocks) };
+  quantizeQ8(x, rows, cols, out.q, out.scales);
+  return out;
+}
+
+/** `x` [rows, cols] quantized by src/quant.ts: q [rows, blocks·16] bytes, scales [rows, blocks] f16 bits. */
+function q4Of(x: Float32Array, rows: number, cols: number): { q: Uint8Array; scales: Uint16Array } {
+  const blocks = Math.ceil(cols / QBLOCK);
+  const out = { q: new Uint8Array(rows * blocks * Q4_BLOCK_BYTES), scales: new Uint16Array(rows * blocks) };
+  quantizeQ4(x, rows, cols, out.q, out.scales);
+  return out;
+}
+
 /** Rows [r0, r0 + rows) of `data` [*, cols] quantized (src/quant.ts) into the words of `quantLayout`. */
 function packQuant(fmt: 'q8' | 'q4', data: Float32Array, r0: number, rows: number, cols: number): Uint32Array {
   const { blocks, ss, rs } = quantLayout(fmt, cols);
@@ -54,18 +70,14 @@ function packQuant(fmt: 'q8' | 'q4', data: Float32Array, r0: number, rows: numbe
   const out = new Uint32Array(rows * rs);
   const bytes = new Uint8Array(out.buffer);
   if (fmt === 'q8') {
-    const q = new Int8Array(rows * blocks * QBLOCK);
-    const scales = new Float32Array(rows * blocks);
-    quantizeQ8(src, rows, cols, q, scales);
+    const { q, scales } = q8Of(src, rows, cols);
     const sw = new Uint32Array(scales.buffer);
     for (let r = 0; r < rows; r++) {
       out.set(sw.subarray(r * blocks, (r + 1) * blocks), r * rs);
       bytes.set(new Uint8Array(q.buffer, r * blocks * QBLOCK, blocks * QBLOCK), (r * rs + ss) * 4);
     }
   } else {
-    const q = new Uint8Array(rows * blocks * Q4_BLOCK_BYTES);
-    const scales = new Uint16Array(rows * blocks);
-    quantizeQ4(src, rows, cols, q, scales);
+    const { q, scales } = q4Of(src, rows, cols);
     for (let r = 0; r < rows; r++) {
       for (let b = 0; b < blocks; b++) out[r * rs + (b >> 1)] |= scales[r * blocks + b] << (16 * (b & 1));
       bytes.set(q.subarray(r * blocks * Q4_BLOCK_BYTES, (r + 1) * blocks * Q4_BLOCK_BYTES), (r * rs + ss) * 4);
@@ -95,17 +107,12 @@ export function storedMatrix(x: Float32Array, cols: number, fmt: GpuWeightFormat
   if (fmt === 'f32') return x;
   if (fmt === 'f16') return roundToF16(x);
   const rows = x.length / cols;
-  const { blocks } = quantLayout(fmt, cols);
   if (fmt === 'q8') {
-    const q = new Int8Array(rows * blocks * QBLOCK);
-    const s = new Float32Array(rows * blocks);
-    quantizeQ8(x, rows, cols, q, s);
-    return dequantizeQ8(q, s, rows, cols);
+    const { q, scales } = q8Of(x, rows, cols);
+    return dequantizeQ8(q, scales, rows, cols);
   }
-  const q = new Uint8Array(rows * blocks * Q4_BLOCK_BYTES);
-  const s = new Uint16Array(rows * blocks);
-  quantizeQ4(x, rows, cols, q, s);
-  return dequantizeQ4(q, s, rows, cols);
+  const { q, scales } = q4Of(x, rows, cols);
+  return dequantizeQ4(q, scales, rows, cols);
 }
 
 /**
