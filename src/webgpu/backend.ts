@@ -67,6 +67,20 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     this.steps.set(st, { tokensId: k.tokensId, program: k.capture(() => this.fusedStep(st, tokens)) });
   }
 
+  /** Bytes of the weights on the GPU, in their stored formats. */
+  get weightBytes(): number {
+    return this.kernels.weightBytes;
+  }
+
+  /**
+   * Bytes a decode step reads: every weight except the embedding (one row a token), unless it is
+   * the tied head. q8 / q4 shrink the projections' share (benches: decode GB/s = this × tok/s).
+   */
+  get decodeWeightBytes(): number {
+    const { embedding, lmHead } = this.w as ModelWeights<GpuWeight>;
+    return this.kernels.weightBytes - (embedding === lmHead ? 0 : (embedding.mat?.bytes ?? 0));
+  }
+
   /** Per sequence: the dispatches of its chained decode step (see `WebGPUKernels.capture`). */
   private readonly steps = new WeakMap<LayerState<GpuBuf>[], { tokensId: number; program: readonly Cached[] }>();
 

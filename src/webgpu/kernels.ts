@@ -34,6 +34,8 @@ interface MatLayout {
   ks: number;
   ss: number;
   parts: MatPart[];
+  /** Bytes of all parts (what a GEMV over the whole matrix reads). */
+  bytes: number;
 }
 
 /**
@@ -365,7 +367,9 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       this.device.queue.writeBuffer(buffer, 0, bytes.buffer, bytes.byteOffset, bytes.byteLength);
       parts.push({ id: this.nextId++, buffer, rowStart: r0, rows });
     }
-    w.mat = { fmt, ks, ss: quant?.ss ?? 0, parts };
+    const bytes = w.rows * bytesPerRow;
+    this.weightBytes += bytes;
+    w.mat = { fmt, ks, ss: quant?.ss ?? 0, parts, bytes };
     return w.mat;
   }
 
@@ -447,7 +451,11 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     return buf;
   }
 
+  /** Bytes of the weights on the GPU, in their stored formats (matrices, vectors, packed parameters). */
+  weightBytes = 0;
+
   private constant(data: Float32Array, label: string): GpuBuf {
+    this.weightBytes += data.byteLength;
     const buffer = this.buffer(data.byteLength, USAGE_RW, label);
     this.owned.add(buffer);
     this.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
