@@ -3,7 +3,7 @@
 // per token) and prefill tok/s of a long prompt, per weight dtype. Runs under Node (Dawn, `webgpu`
 // package) and Deno (navigator.gpu, wgpu) against the built package:
 //
-//   npm run bench:webgpu -- [--dtype f32,f16] [--prompt 2048] [--decode 128,512] [--chunk 64,256]
+//   npm run bench:webgpu -- [--dtype f32,f16,q8,q4] [--prompt 2048] [--decode 128,512] [--chunk 64,256]
 //                           [--model DIR | --shape 130m|mamba2-130m] [--json out.json]
 //   deno run -A bench/webgpu.js --json out.json            # e.g. on a machine with a real GPU
 //
@@ -90,6 +90,10 @@ async function measure(dtype, chunk) {
       decodeSampledTokPerSecByLength: sampled,
       prefillTokPerSec: promptTokens / (prefillMs / 1000),
       timeToFirstTokenMs: prefillMs,
+      // Bytes a decode step reads (weights in their stored format: q8 / q4 shrink the projections) and
+      // what that is per second at the greedy rate: how close decode gets to the memory bandwidth.
+      weightBytes: backend.decodeWeightBytes,
+      decodeGBps: (backend.decodeWeightBytes * greedy[decodeLengths[0]]) / 1e9,
     };
   } finally {
     model.dispose();
@@ -110,13 +114,13 @@ console.log(`model: ${modelName}; prompt ${promptTokens}, decode ${decodeLengths
 const results = [];
 const pad = (s, n) => String(s).padStart(n);
 const cols = decodeLengths.flatMap((n) => [`greedy tg${n}`, `sampled tg${n}`]);
-console.log(`\n${pad('dtype', 5)} ${pad('chunk', 7)} ${cols.map((c) => pad(c, 14)).join(' ')} ${pad('prefill tok/s', 13)} ${pad('TTFT ms', 8)}`);
+console.log(`\n${pad('dtype', 5)} ${pad('chunk', 7)} ${cols.map((c) => pad(c, 14)).join(' ')} ${pad('prefill tok/s', 13)} ${pad('TTFT ms', 8)} ${pad('weights MB', 10)} ${pad('GB/s', 7)}`);
 for (const dtype of values.dtype.split(',')) {
   for (const chunk of chunks) {
     const r = await measure(dtype, chunk);
     results.push(r);
     const rates = decodeLengths.flatMap((n) => [r.decodeTokPerSecByLength[n], r.decodeSampledTokPerSecByLength[n]]);
-    console.log(`${pad(dtype, 5)} ${pad(r.chunk, 7)} ${rates.map((x) => pad(x.toFixed(1), 14)).join(' ')} ${pad(r.prefillTokPerSec.toFixed(1), 13)} ${pad(r.timeToFirstTokenMs.toFixed(0), 8)}`);
+    console.log(`${pad(dtype, 5)} ${pad(r.chunk, 7)} ${rates.map((x) => pad(x.toFixed(1), 14)).join(' ')} ${pad(r.prefillTokPerSec.toFixed(1), 13)} ${pad(r.timeToFirstTokenMs.toFixed(0), 8)} ${pad((r.weightBytes / 1e6).toFixed(1), 10)} ${pad(r.decodeGBps.toFixed(2), 7)}`);
   }
 }
 if (values.json) {

@@ -2,10 +2,12 @@
 // x [T, K] f32; w [N, KS] one part of a (possibly split) weight, rows padded to an even KS so a
 // row is a whole number of pairs; out [T, ldo]; bias [n0 + N].
 //
-// Weights are read two at a time (`w2`): the natural unit of packed f16 and of vec2<f32>, so the
-// f32, packed-f16 and shader-f16 variants share one kernel body. Accumulation is always f32: the
-// f16 variants only narrow what is stored, which is where decode time goes (it is bandwidth-bound).
-// The backend picks the variant with `#if F16` (adapter has shader-f16) / `#elif PACKED`.
+// Weights are read two at a time (`wpair`): the natural unit of packed f16 and of vec2<f32>, so the
+// f32, packed-f16, shader-f16 and block-quantized (q8 / q4, see quant.wgsl) variants share one
+// kernel body, except for the decode GEMV of q8 / q4 (`gemv_q`), which reads whole quant words.
+// Accumulation is always f32: the narrow formats only shrink what is stored, which is where decode
+// time goes (it is bandwidth-bound). The backend picks the variant with `#if F16` (adapter has
+// shader-f16) / `#elif PACKED` / `#elif QUANT` (+ Q4).
 
 #if F16
 enable f16;
@@ -14,21 +16,36 @@ fn w2(i: u32) -> vec2<f32> { return vec2<f32>(w[i]); }
 #elif PACKED
 @group(0) @binding(1) var<storage, read> w: array<u32>;
 fn w2(i: u32) -> vec2<f32> { return unpack2x16float(w[i]); }
+#elif QUANT
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+#include quant
 #else
 @group(0) @binding(1) var<storage, read> w: array<vec2<f32>>;
 fn w2(i: u32) -> vec2<f32> { return w[i]; }
 #endif
 
+/** Weights 2q and 2q + 1 of row n. */
+fn wpair(n: u32, q: u32) -> vec2<f32> {
+#if QUANT
+  let k = 2u * q;
+  let row = n * p.ks2;
+  return q_scale(w[row + q_sword(k / 32u)], k / 32u) * q_pair(w[row + p.ss + q_pair_word(k)], k);
+#else
+  return w2(n * p.ks2 + q);
+#endif
+}
+
 // The same bindings viewed four elements at a time, for `gemv4` (K % 4 == 0, so rows start on a
 // 4-element boundary): wider loads keep more bytes in flight per lane, which is what a
 // bandwidth-bound decode step needs. WGSL lets entry points that never share a variable alias a
-// binding with different types.
+// binding with different types. (q8 / q4: `gemv_q` reads x this way, its weights as u32 words.)
 #if F16
 @group(0) @binding(1) var<storage, read> wq: array<vec4<f16>>;
 fn w4(i: u32) -> vec4<f32> { return vec4<f32>(wq[i]); }
 #elif PACKED
 @group(0) @binding(1) var<storage, read> wq: array<vec2<u32>>;
 fn w4(i: u32) -> vec4<f32> { let v = wq[i]; return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); }
+#elif QUANT
 #else
 @group(0) @binding(1) var<storage, read> wq: array<vec4<f32>>;
 fn w4(i: u32) -> vec4<f32> { return wq[i]; }
@@ -41,9 +58,9 @@ struct Params {
   N: u32,     // rows of this weight part
   n0: u32,    // first output column this part writes
   ldo: u32,   // row stride of out (the full N)
-  ks2: u32,   // row stride of w in pairs
+  ks2: u32,   // row stride of w: in pairs (f32, f16), in u32 words (q8, q4)
   flags: u32, // 1: add bias, 2: accumulate into out
-  _pad: u32,
+  ss: u32,    // q8, q4: words of the scale section at the start of each row (quant.wgsl)
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -84,19 +101,60 @@ fn gemv(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
   if (valid) {
     let pairs = (p.K + 1u) / 2u;
     let odd = (p.K & 1u) != 0u;
-    let wrow = n * p.ks2;
     for (var q = lane; q < pairs; q += LANES) {
       let k = 2u * q;
       // The padding half of an odd row is zero in w, but x[K] belongs to the next row (or lies
       // past the end), so mask it rather than trust 0 · x.
       let x1 = select(x[k + 1u], 0.0, odd && k + 1u == p.K);
-      let wv = w2(wrow + q);
+      let wv = wpair(n, q);
       acc += wv.x * x[k] + wv.y * x1;
     }
   }
   reduce_rows(li, n, valid, acc);
 }
 
+#if QUANT
+@compute @workgroup_size(256)
+fn gemv_q(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>,
+          @builtin(num_workgroups) nwg: vec3<u32>) {
+  let lane = li % LANES;
+  let n = gemv_row(li, wid, nwg);
+  let valid = n < p.N;
+  var acc = 0.0;
+  if (valid) {
+    let row = n * p.ks2;
+    let words = (p.K + 31u) / 32u * QWB;
+    // As `gemv4`: four quant words a lane per step, all loads issued before any is used (the host
+    // picks LANES so a row takes one or two such steps).
+    var a = vec4<f32>(0.0);
+    for (var i = lane; i < words; i += 4u * LANES) {
+      a += vec4<f32>(q_term(row, i, words), q_term(row, i + LANES, words), q_term(row, i + 2u * LANES, words), q_term(row, i + 3u * LANES, words));
+    }
+    acc = a.x + a.y + a.z + a.w;
+  }
+  reduce_rows(li, n, valid, acc);
+}
+
+/** Σ over the weights of quant word i of the row at `row` of w · x, scaled; 0 for i ≥ words. */
+fn q_term(row: u32, i: u32, words: u32) -> f32 {
+  let ic = min(i, words - 1u); // a clamped duplicate, masked below, keeps the loads unconditional
+  let wd = w[row + p.ss + ic];
+  let b = ic / QWB;
+  let qs = q_quads(ic);
+  var d = dot(q_lo(wd), xquad(qs.x));
+#if Q4
+  d += dot(q_hi(wd), xquad(qs.y));
+#endif
+  return select(0.0, q_scale(w[row + q_sword(b)], b) * d, i < words);
+}
+
+/** Quad q of x (K % 4 == 0); zero past K, where the weights are padding (zero) but x is not ours. */
+fn xquad(q: u32) -> vec4<f32> {
+  let nq = p.K / 4u;
+  return select(vec4<f32>(0.0), xq[min(q, nq - 1u)], q < nq);
+}
+
+#else
 @compute @workgroup_size(256)
 fn gemv4(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>,
          @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -123,6 +181,8 @@ fn gemv4(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: v
   }
   reduce_rows(li, n, valid, acc);
 }
+
+#endif
 
 /** Sums the LANES partial dot products of each row and writes the row. Called by every lane. */
 fn reduce_rows(li: u32, n: u32, valid: bool, acc: f32) {
@@ -178,7 +238,7 @@ fn xld(t: u32, k: u32) -> f32 {
 }
 
 fn wld(n: u32, q: u32) -> vec2<f32> {
-  if (n < p.N && q < p.ks2) { return w2(n * p.ks2 + q); }
+  if (n < p.N && 2u * q < p.K) { return wpair(n, q); }
   return vec2<f32>(0.0);
 }
 
@@ -263,12 +323,11 @@ fn gemm_flat(@builtin(global_invocation_id) gid: vec3<u32>) {
   let pairs = (p.K + 1u) / 2u;
   let odd = (p.K & 1u) != 0u;
   let xrow = t * p.K;
-  let wrow = n * p.ks2;
   var acc = 0.0;
   for (var q = 0u; q < pairs; q++) {
     let k = 2u * q;
     let x1 = select(x[xrow + k + 1u], 0.0, odd && k + 1u == p.K);
-    let wv = w2(wrow + q);
+    let wv = wpair(n, q);
     acc += wv.x * x[xrow + k] + wv.y * x1;
   }
   finish(t, n, acc);

@@ -16,9 +16,13 @@
 // src/webgpu/kernels.ts).
 //
 // Weights: matrices in the matmul layout (rows of D values, D % 4 = 0), read four at a time in the
-// model's format; vectors f32. Accumulation is f32 throughout.
+// model's format (q8 / q4: a quant word at a time, see quant.wgsl); vectors f32. Accumulation is
+// f32 throughout.
 
-#if F16
+#if QUANT
+alias W4 = u32; // one quant word (quant.wgsl)
+#include quant
+#elif F16
 enable f16;
 alias W4 = vec4<f16>;
 fn f4(v: W4) -> vec4<f32> { return vec4<f32>(v); }
@@ -29,7 +33,6 @@ fn f4(v: W4) -> vec4<f32> { return vec4<f32>(unpack2x16float(v.x), unpack2x16flo
 alias W4 = vec4<f32>;
 fn f4(v: W4) -> vec4<f32> { return v; }
 #endif
-
 #include common
 
 const WG: u32 = 256u;
@@ -39,7 +42,7 @@ const WG: u32 = 256u;
 const LANES: u32 = {{LANES}}u;
 const ROWS: u32 = WG / LANES; // weight rows per workgroup
 
-@group(0) @binding(2) var<storage, read> wa: array<W4>; // [rows, ks] the (first) matrix
+@group(0) @binding(2) var<storage, read> wa: array<W4>; // [rows, ks] the (first) matrix (q8 / q4: its u32 words)
 @group(0) @binding(3) var<storage, read> wb: array<W4>; // [rows, ks] mix_in: in_proj's z half
 
 // ---- mix_in / norm_gemv: RMSNorm folded into the projection -----------------------------------
@@ -50,8 +53,8 @@ const ROWS: u32 = WG / LANES; // weight rows per workgroup
 struct RowParams {
   D: u32,    // columns (h length)
   rows: u32, // rows of this projection (E for mix_in, V for norm_gemv)
-  ks4: u32,  // row stride of the matrix in vec4s
-  _pad: u32,
+  ks: u32,   // row stride of the matrix: vec4s (f32, f16), u32 words (q8, q4)
+  ss: u32,   // q8, q4: words of the scale section at the start of each row (quant.wgsl)
   eps: f32,
   _pad1: u32,
   _pad2: u32,
@@ -69,20 +72,40 @@ fn vs(i: u32) -> f32 { return vp[i >> 2u][i & 3u]; }
  * (Σ_k w[row, k]·h[k]·g[k], Σ_k h[k]²) for matrix `wa` (or `wb`), summed over the LANES lanes of
  * the row; valid in the row's lane 0. Called by every invocation (it holds barriers).
  */
-fn norm_dot(li: u32, row: u32, useB: bool, D: u32, ks4: u32) -> vec2<f32> {
+fn norm_dot(li: u32, row: u32, useB: bool, D: u32, ks: u32, ss: u32) -> vec2<f32> {
   let lane = li % LANES;
   let quads = D / 4u;
   var acc = vec2<f32>(0.0);
+#if QUANT
+  // A lane takes whole quant words, consecutive lanes consecutive words (see matmul.wgsl `gemv_q`);
+  // the quads of h the words cover are each met once, so Σ h² comes out as for the float formats.
+  let r0 = row * ks;
+  let words = (D + 31u) / 32u * QWB;
+  for (var i = lane; i < words; i += 2u * LANES) {
+    let i1 = min(i + LANES, words - 1u);
+    var w0: u32;
+    var w1: u32;
+    var s0: u32;
+    var s1: u32;
+    if (useB) {
+      w0 = wb[r0 + ss + i]; w1 = wb[r0 + ss + i1]; s0 = wb[r0 + q_sword(i / QWB)]; s1 = wb[r0 + q_sword(i1 / QWB)];
+    } else {
+      w0 = wa[r0 + ss + i]; w1 = wa[r0 + ss + i1]; s0 = wa[r0 + q_sword(i / QWB)]; s1 = wa[r0 + q_sword(i1 / QWB)];
+    }
+    acc += q_norm_term(w0, s0, i, quads) + q_norm_term(w1, s1, i1, quads) * f32(i + LANES < words);
+  }
+#else
   // Two quads a lane per step, both loads issued before either is used (see matmul.wgsl `gemv4`).
   for (var q = lane; q < quads; q += 2u * LANES) {
     let q1 = min(q + LANES, quads - 1u);
     var w0: W4;
     var w1: W4;
-    if (useB) { w0 = wb[row * ks4 + q]; w1 = wb[row * ks4 + q1]; } else { w0 = wa[row * ks4 + q]; w1 = wa[row * ks4 + q1]; }
+    if (useB) { w0 = wb[row * ks + q]; w1 = wb[row * ks + q1]; } else { w0 = wa[row * ks + q]; w1 = wa[row * ks + q1]; }
     let h0 = h[q];
     let h1 = h[q1] * f32(q + LANES < quads); // a clamped duplicate adds nothing
     acc += vec2<f32>(dot(f4(w0), h0 * vp[q]) + dot(f4(w1), h1 * vp[q1]), dot(h0, h0) + dot(h1, h1));
   }
+#endif
   red2[li] = acc;
   workgroupBarrier();
   for (var s = LANES / 2u; s > 0u; s >>= 1u) {
@@ -91,6 +114,25 @@ fn norm_dot(li: u32, row: u32, useB: bool, D: u32, ks4: u32) -> vec2<f32> {
   }
   return red2[li];
 }
+
+#if QUANT
+/** (scaled Σ w·h·g, Σ h²) over the weights of quant word i (word wd, its block's scale word sw). */
+fn q_norm_term(wd: u32, sw: u32, i: u32, quads: u32) -> vec2<f32> {
+  let qs = q_quads(i);
+  let h0 = hquad(qs.x, quads);
+  var t = vec2<f32>(dot(q_lo(wd), h0 * vp[min(qs.x, quads - 1u)]), dot(h0, h0));
+#if Q4
+  let h1 = hquad(qs.y, quads);
+  t += vec2<f32>(dot(q_hi(wd), h1 * vp[min(qs.y, quads - 1u)]), dot(h1, h1));
+#endif
+  return vec2<f32>(q_scale(sw, i / QWB) * t.x, t.y);
+}
+
+/** Quad q of h, zero past D (the padding of a row's last block). */
+fn hquad(q: u32, quads: u32) -> vec4<f32> {
+  return select(vec4<f32>(0.0), h[min(q, quads - 1u)], q < quads);
+}
+#endif
 
 @group(0) @binding(4) var<storage, read_write> conv_state: array<f32>; // [E, K-1] oldest first
 @group(0) @binding(5) var<storage, read_write> u_out: array<f32>;      // [E] conv branch after SiLU
@@ -109,7 +151,7 @@ fn mix_in(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: 
   let r = li / LANES;
   let isZ = r >= CH;
   let e = wid.x * CH + r % CH;
-  let t = norm_dot(li, min(e, E - 1u), isZ, pm.D, pm.ks4);
+  let t = norm_dot(li, min(e, E - 1u), isZ, pm.D, pm.ks, pm.ss);
   let oT = pm.D;              // conv taps
   let oC = oT + E * K;        // conv bias
   let oB = oC + E;            // in_proj bias, x rows then z rows
@@ -138,7 +180,7 @@ fn mix_in(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: 
 @compute @workgroup_size(256)
 fn norm_gemv(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let n = wid.x * ROWS + li / LANES;
-  let t = norm_dot(li, min(n, pn.rows - 1u), false, pn.D, pn.ks4);
+  let t = norm_dot(li, min(n, pn.rows - 1u), false, pn.D, pn.ks, pn.ss);
   if (li % LANES == 0u && n < pn.rows) {
     logits[n] = t.x * inverseSqrt(t.y / f32(pn.D) + pn.eps);
   }

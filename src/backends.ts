@@ -7,7 +7,7 @@ import { createReferenceBackend } from './reference/backend.js';
 import type { ModelWeights } from './weights.js';
 
 export type BackendChoice = 'auto' | BackendName;
-export type WeightDtype = 'f32' | 'f16' | 'q8';
+export type WeightDtype = 'f32' | 'f16' | 'q8' | 'q4';
 
 export interface BackendOptions {
   /** Which compute backend; 'auto' probes the device and picks the fastest. Default 'auto'. */
@@ -27,7 +27,7 @@ export interface BackendOptions {
 }
 
 const BACKENDS: BackendChoice[] = ['auto', 'js', 'wasm', 'webgpu'];
-const DTYPES: WeightDtype[] = ['f32', 'f16', 'q8'];
+const DTYPES: WeightDtype[] = ['f32', 'f16', 'q8', 'q4'];
 
 export function checkBackendOptions(o: BackendOptions): void {
   if (o.backend !== undefined && !BACKENDS.includes(o.backend)) {
@@ -70,7 +70,8 @@ export interface BackendSelection {
 /** wasm32 addresses 4 GiB; keep room for activations, states and the allocator. */
 export const WASM_MEMORY_BUDGET = 3.5 * 2 ** 30;
 
-const BYTES_PER_WEIGHT: Record<WeightDtype, number> = { f32: 4, f16: 2, q8: 1.0625 }; // q8: 1 byte + a f32 scale per 64
+// q8: 1 byte + a f32 scale per 32; q4: half a byte + an f16 scale per 32
+const BYTES_PER_WEIGHT: Record<WeightDtype, number> = { f32: 4, f16: 2, q8: 1.125, q4: 0.5625 };
 
 /** Bytes the weights take in `dtype`, and the largest single tensor (what one GPU buffer must hold). */
 export function weightFootprint(c: MambaConfig, dtype: WeightDtype): { total: number; largestTensor: number } {
@@ -83,8 +84,8 @@ export function weightFootprint(c: MambaConfig, dtype: WeightDtype): { total: nu
 /**
  * The pure decision behind `backend: 'auto'`: which backend should be fastest for this model on
  * this device, and why. An explicit `backend` wins. Otherwise, in order:
- *  - a hardware GPU (WebGPU adapter that is not software) when the model fits its buffers and the
- *    dtype is one the GPU stores (f32/f16);
+ *  - a hardware GPU (WebGPU adapter that is not software) when the model fits its buffers (every
+ *    dtype: f32, f16, q8, q4);
  *  - WASM SIMD when the weights fit wasm32's 4 GiB (a software adapter — SwiftShader, lavapipe,
  *    llvmpipe, `isFallbackAdapter` — is ~10x slower than WASM SIMD, so it loses here);
  *  - the plain-JS reference (f32 only) as the last CPU resort;
@@ -110,9 +111,7 @@ export function chooseBackend(report: ProbeReport, config: MambaConfig, options:
   const gpuMaxBuffer = gpu.limits?.maxBufferSize ?? 0;
   const noGpu = !gpu.available
     ? `no WebGPU adapter (${gpu.reason ?? 'unavailable'})`
-    : dtype === 'q8'
-      ? 'the webgpu backend stores f32/f16 weights, not q8'
-      : size.largestTensor > gpuMaxBuffer
+    : size.largestTensor > gpuMaxBuffer
         ? `its largest tensor (${gib(size.largestTensor)}) exceeds the GPU's maxBufferSize (${gib(gpuMaxBuffer)})`
         : '';
   const noWasm = !report.wasm.simd

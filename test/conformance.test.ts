@@ -15,6 +15,9 @@ import { loadFixtures, maxAbsDiff } from './helpers/fixtures.js';
 import { nodeWebGPU } from './helpers/env.js';
 import { syntheticModel, type SyntheticSpec } from '../src/synthetic.js';
 import { incompleteTail } from '../src/tokenizer.js';
+import { readModel } from '../src/loader.js';
+import { createReferenceBackend } from '../src/reference/backend.js';
+import { storedWeights } from '../src/webgpu/kernels.js';
 
 const gpu = await nodeWebGPU(import.meta.url, { part: 'webgpu rows' });
 const softwareGpu = gpu?.software ?? false;
@@ -25,7 +28,18 @@ interface Entry extends BackendOptions {
   tolerance: number;
 }
 
-// f16 / q8 tolerances: measured worst ratios (see README "Accuracy") with headroom. The WebGPU rows
+/**
+ * WebGPU q8 / q4 rows are also held to exact math: the plain-TS reference run on the very values
+ * the GPU stores (src/quant.ts's blocks dequantized, embedding and head f16: kernels.ts
+ * `storedWeights`) must agree to this, as f32 paths agree with float64, so a kernel bug cannot
+ * hide inside the quantization error that the row's `tolerance` allows against transformers.
+ */
+const STORED_TOLERANCE = 1e-4;
+const quantGpu = (e: Entry) => e.backend === 'webgpu' && (e.dtype === 'q8' || e.dtype === 'q4');
+
+// f16 / q8 / q4 tolerances: measured worst ratios (see README "Accuracy") with headroom; q4 on these
+// tiny random-weight fixtures loses up to 0.25 of max|logit| to 4-bit rounding (the same in the
+// reference on the dequantized weights), which is why its rows also meet STORED_TOLERANCE. The WebGPU rows
 // skip the adapter self-check: it has its own tests (test/webgpu-selfcheck.test.ts), and on a software
 // adapter each check is another set of pipelines to compile.
 const NO_CHECK = { selfCheck: false } as const;
@@ -40,14 +54,23 @@ const TABLE: Entry[] = [
   // The kernel shapes a hardware GPU gets (fused decode step, 32+ lanes a row), here on whatever adapter runs the tests.
   { backend: 'webgpu', dtype: 'f32', tolerance: 1e-4, webgpuKernels: { fusedDecode: true, gemvLanes: 32, ...NO_CHECK } },
   { backend: 'webgpu', dtype: 'f16', tolerance: 2e-2, webgpuKernels: { fusedDecode: true, gemvLanes: 32, ...NO_CHECK } },
+  { backend: 'webgpu', dtype: 'q8', tolerance: 5e-2, webgpuKernels: NO_CHECK },
+  { backend: 'webgpu', dtype: 'q4', tolerance: 4e-1, webgpuKernels: NO_CHECK },
+  { backend: 'webgpu', dtype: 'q8', tolerance: 5e-2, webgpuKernels: { fusedDecode: true, gemvLanes: 32, ...NO_CHECK } },
+  { backend: 'webgpu', dtype: 'q4', tolerance: 4e-1, webgpuKernels: { fusedDecode: true, gemvLanes: 32, ...NO_CHECK } },
 ];
 const labelOf = (e: Entry) => [e.backend, e.dtype, e.threads && `${e.threads}t`, e.webgpuKernels?.fusedDecode && 'gpu-shaped'].filter(Boolean).join(' ');
 /**
  * On a software adapter each WebGPU row costs a model load (every pipeline compiled again, ~6-10 s on a
  * loaded 2-core machine): there the models run through f32 with the default kernels and f16 with the
- * GPU-shaped ones, so each kernel shape and each weight format still meets every model.
+ * GPU-shaped ones, so each kernel shape and each weight format still meets every model; q8 and q4
+ * meet one fixture each (`SOFTWARE_QUANT`).
  */
-const onThisAdapter = (e: Entry) => e.backend !== 'webgpu' || !softwareGpu || (e.dtype === 'f32') === !e.webgpuKernels?.fusedDecode;
+const onThisAdapter = (e: Entry) =>
+  e.backend !== 'webgpu' || !softwareGpu || (quantGpu(e) ? `${e.dtype} ${!!e.webgpuKernels?.fusedDecode}` in SOFTWARE_QUANT : (e.dtype === 'f32') === !e.webgpuKernels?.fusedDecode);
+/** Software adapter: q8 with the default kernels on a Mamba-2 fixture, q4 with the GPU-shaped ones (fused step) on a Mamba-1 one. */
+const SOFTWARE_QUANT: Record<string, string> = { 'q8 false': 'mamba2-tiny-f32', 'q4 true': 'falcon-mamba-tiny-f32' };
+const fixturesFor = (e: Entry) => (softwareGpu && quantGpu(e) ? fixtures.filter((f) => f.name === SOFTWARE_QUANT[`${e.dtype} ${!!e.webgpuKernels?.fusedDecode}`]) : fixtures);
 
 const fixtures = loadFixtures();
 const worst: string[] = [];
@@ -55,7 +78,7 @@ const worst: string[] = [];
 /** Tokens decoded step by step and greedily: all of them, except for WebGPU on a software adapter. */
 function decodeBytes(entry: Entry, all: number): number {
   if (entry.backend !== 'webgpu' || !softwareGpu) return all;
-  return Math.min(all, entry.webgpuKernels?.fusedDecode ? 4 : 24);
+  return Math.min(all, entry.webgpuKernels?.fusedDecode || quantGpu(entry) ? 4 : 24);
 }
 
 afterAll(() => {
@@ -64,13 +87,15 @@ afterAll(() => {
 
 for (const entry of TABLE.filter(onThisAdapter)) {
   const label = labelOf(entry);
-  const rowFixtures = fixtures.filter((fx) => !(fx.tokenizer && softwareGpu && entry.backend === 'webgpu'));
+  const rowFixtures = fixturesFor(entry).filter((fx) => !(fx.tokenizer && softwareGpu && entry.backend === 'webgpu'));
   describe.each(rowFixtures)(`${label} · $name`, (fx) => {
     let model: Model | undefined;
     let unavailable = '';
     const exact = entry.tolerance <= 1e-4;
     /** The worst error this path showed on this fixture so far (prefill and step run before greedy). */
     let measured = 0;
+    /** What prefill and step decode gave, for the comparison with the reference on the stored weights. */
+    const seen: { prefill?: Float32Array; step?: Float32Array } = {};
 
     beforeAll(async () => {
       try {
@@ -91,7 +116,7 @@ for (const entry of TABLE.filter(onThisAdapter)) {
 
     test('prefill logits match transformers', async (ctx) => {
       if (!model) return ctx.skip(unavailable);
-      check('prefill', await model.logits(fx.ids));
+      check('prefill', (seen.prefill = await model.logits(fx.ids)));
     });
 
     const steps = decodeBytes(entry, fx.ids.length);
@@ -104,15 +129,35 @@ for (const entry of TABLE.filter(onThisAdapter)) {
         got.set(await model.backend.forward(state, fx.ids.subarray(t, t + 1), 'last'), t * V);
       }
       model.backend.releaseState(state);
-      check('step', got);
+      check('step', (seen.step = got));
     });
+
+    if (quantGpu(entry)) {
+      test(`prefill and step logits match the reference on the same ${entry.dtype} values within ${STORED_TOLERANCE}`, async (ctx) => {
+        if (!model || !seen.prefill || !seen.step) return ctx.skip(unavailable || 'prefill / step did not run');
+        const { config, weights } = await readModel(fx.dir);
+        const ref = createReferenceBackend(config, storedWeights(weights, config, entry.dtype!));
+        const want = await ref.forward(ref.createState(), fx.ids, 'all');
+        ref.dispose();
+        let max = 0;
+        for (const v of want) max = Math.max(max, Math.abs(v));
+        const prefill = maxAbsDiff(seen.prefill, want) / max;
+        const step = maxAbsDiff(seen.step, want.subarray(0, seen.step.length)) / max;
+        worst.push(`${label.padEnd(16)} ${fx.name.padEnd(22)} vs ref on stored ${prefill.toExponential(2)} / ${step.toExponential(2)}`);
+        expect(prefill).toBeLessThanOrEqual(STORED_TOLERANCE);
+        expect(step).toBeLessThanOrEqual(STORED_TOLERANCE);
+      });
+    }
 
     const greedy = fx.greedyIds.subarray(0, decodeBytes(entry, fx.greedyIds.length));
     test(`greedy continuation matches transformers${greedy.length < fx.greedyIds.length ? ` (first ${greedy.length} tokens: software adapter)` : ''}`, async (ctx) => {
       if (!model) return ctx.skip(unavailable);
       // A near-tie can flip under legitimate rounding: compare only where this path's error, as
       // measured on this fixture's prefill and step logits, is far below the margin.
-      const allowed = exact ? measured > 0 && fx.greedyMargin > 10 * measured * fx.maxAbsLogit : fx.greedyMargin > 0.5;
+      // (WebGPU q8 / q4 rows: also more than twice this path's error, which q4 takes past 0.5 here.)
+      const allowed = exact
+        ? measured > 0 && fx.greedyMargin > 10 * measured * fx.maxAbsLogit
+        : fx.greedyMargin > Math.max(0.5, quantGpu(entry) ? 2 * measured * fx.maxAbsLogit : 0);
       if (!allowed) return ctx.skip(`top-2 margin ${fx.greedyMargin} too small for ${label}`);
       const ids: number[] = [];
       let text = '';
@@ -145,20 +190,31 @@ const SYNTHETIC: SyntheticSpec[] = [
 const TEXT = new TextEncoder().encode('Mamba läuft überall — 速い. '.repeat(6));
 
 const SYNTHETIC_ROWS = TABLE.slice(1).filter(onThisAdapter);
-/** On a software adapter each configuration meets one of the two WebGPU rows, in turn (the fixtures meet both). */
+/**
+ * On a software adapter each configuration meets one of the two float WebGPU rows, in turn (the
+ * fixtures meet both), and no q8 / q4 row (time).
+ */
 const rowsFor = (i: number) =>
-  softwareGpu ? SYNTHETIC_ROWS.filter((e) => e.backend !== 'webgpu' || (i % 2 === 0) === !e.webgpuKernels?.fusedDecode) : SYNTHETIC_ROWS;
+  softwareGpu ? SYNTHETIC_ROWS.filter((e) => e.backend !== 'webgpu' || (!quantGpu(e) && (i % 2 === 0) === !e.webgpuKernels?.fusedDecode)) : SYNTHETIC_ROWS;
 
 describe.each(SYNTHETIC.map((spec, i) => [spec, i] as const))('synthetic %o', (spec, i) => {
-  let reference: Float32Array;
+  let referenceF32: Float32Array;
+  /** q8 / q4 rows: the reference on the values the GPU stores, held to STORED_TOLERANCE. */
+  const stored: Record<string, Float32Array> = {};
   beforeAll(async () => {
     const m = await loadModel({ files: syntheticModel(spec) }, { backend: 'js' });
-    reference = await m.logits(TEXT);
+    referenceF32 = await m.logits(TEXT);
     m.dispose();
+    for (const dtype of new Set(rowsFor(i).filter(quantGpu).map((e) => e.dtype!))) {
+      const { config, weights } = await readModel({ files: syntheticModel(spec) });
+      const ref = createReferenceBackend(config, storedWeights(weights, config, dtype));
+      stored[dtype] = await ref.forward(ref.createState(), Uint32Array.from(TEXT), 'all');
+      ref.dispose();
+    }
   });
   for (const entry of rowsFor(i)) {
     const label = labelOf(entry);
-    test(`${label} matches the reference (prefill, steps)`, async (ctx) => {
+    test(`${label} matches the reference${quantGpu(entry) ? ` on the same ${entry.dtype} values` : ''} (prefill, steps)`, async (ctx) => {
       let m: Model;
       try {
         m = await loadModel({ files: syntheticModel(spec) }, entry);
@@ -167,9 +223,10 @@ describe.each(SYNTHETIC.map((spec, i) => [spec, i] as const))('synthetic %o', (s
         throw e;
       }
       try {
+        const [reference, tolerance] = quantGpu(entry) ? [stored[entry.dtype!], STORED_TOLERANCE] : [referenceF32, entry.tolerance];
         let max = 0;
         for (const v of reference) max = Math.max(max, Math.abs(v));
-        expect(maxAbsDiff(await m.logits(TEXT), reference) / max).toBeLessThanOrEqual(entry.tolerance);
+        expect(maxAbsDiff(await m.logits(TEXT), reference) / max).toBeLessThanOrEqual(tolerance);
         // A 5-byte prompt, then 3 single-byte steps: rows 4..7 of the reference.
         const V = reference.length / TEXT.length;
         const state = m.backend.createState();
@@ -179,7 +236,7 @@ describe.each(SYNTHETIC.map((spec, i) => [spec, i] as const))('synthetic %o', (s
         m.backend.releaseState(state);
         const got = new Float32Array(rows.length * V);
         rows.forEach((r, i) => got.set(r, i * V));
-        expect(maxAbsDiff(got, reference.subarray(4 * V, 8 * V)) / max).toBeLessThanOrEqual(entry.tolerance);
+        expect(maxAbsDiff(got, reference.subarray(4 * V, 8 * V)) / max).toBeLessThanOrEqual(tolerance);
       } finally {
         m.dispose();
       }

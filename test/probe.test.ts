@@ -91,8 +91,11 @@ describe('chooseBackend', () => {
     const s = chooseBackend(report(GPU.swiftshader), huge);
     expect(s.backend).toBe('webgpu');
     expect(s.reason).toMatch(/do not fit wasm32/);
-    // ... unless its q8 weights fit wasm32 (the GPU does not store q8).
-    expect(chooseBackend(report(GPU.hardware), huge, { dtype: 'q8' }).backend).toBe('wasm');
+    // q8 / q4 weights: a hardware GPU stores them too, and is preferred; a software one still loses to
+    // wasm once the q8 weights fit wasm32.
+    expect(chooseBackend(report(GPU.hardware), huge, { dtype: 'q8' }).backend).toBe('webgpu');
+    expect(chooseBackend(report(GPU.hardware), huge, { dtype: 'q4' }).backend).toBe('webgpu');
+    expect(chooseBackend(report(GPU.swiftshader), huge, { dtype: 'q8' }).backend).toBe('wasm');
   });
 
   test('a model whose tensors exceed the GPU maxBufferSize goes to the CPU', () => {

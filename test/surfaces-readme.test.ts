@@ -22,9 +22,10 @@ describe('README', () => {
     expect(calls.filter((c) => !c.endsWith('npx'))).toEqual([]);
   });
 
-  it('says q8 is CPU-only (wasm), and WebGPU refuses it with a typed error', async () => {
-    expect(README).toMatch(/q8 is CPU-only \(wasm\)/);
-    await expect(loadModel('test/fixtures/hf-mamba/tiny-hf-f32', { backend: 'webgpu', dtype: 'q8' })).rejects.toMatchObject({ name: 'InvalidOptionError' });
+  it('says WebGPU stores q8 and q4, and a dtype no backend stores is a typed error', async () => {
+    expect(README).toMatch(/WebGPU stores\s+all four/);
+    expect(README).not.toMatch(/q8 is CPU-only/);
+    await expect(loadModel('test/fixtures/hf-mamba/tiny-hf-f32', { backend: 'webgpu', dtype: 'q3' as never })).rejects.toMatchObject({ name: 'InvalidOptionError' });
   });
 
   it('workerModel.backendReason is the selection reason, a string', async () => {

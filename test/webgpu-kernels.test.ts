@@ -1,6 +1,8 @@
 // Each WGSL kernel against its readable specification in src/reference/, on random inputs with
 // odd sizes, for T = 1 (decode: GEMV path) and T > 1 (prefill: GEMM path), in every weight format
-// the adapter supports (f32, f16 packed in u32, and f16 with shader-f16 where available).
+// the adapter supports (f32, f16 packed in u32, and f16 with shader-f16 where available); the
+// matmul and fused-step kernels also in q8 and q4, against the reference run on the dequantized
+// weights (src/quant.ts), i.e. exact math over the same quantized values.
 import { afterAll, describe, expect, test } from 'vitest';
 import type { MambaConfig } from '../src/config.js';
 import { conv1d } from '../src/reference/conv.js';
@@ -10,7 +12,7 @@ import { normSegments, rmsnorm } from '../src/reference/norm.js';
 import { scan } from '../src/reference/scan.js';
 import type { LayerWeights } from '../src/weights.js';
 import type { GpuContext } from '../src/webgpu/device.js';
-import { WebGPUKernels, type GpuWeight } from '../src/webgpu/kernels.js';
+import { quantLayout, storedMatrix, WebGPUKernels, type GpuWeight } from '../src/webgpu/kernels.js';
 import { f16BitsToF32, f32ToF16Bits, roundToF16 } from '../src/half.js';
 import { loadShaderSources, preprocess } from '../src/webgpu/wgsl.js';
 import { nodeWebGPU } from './helpers/env.js';
@@ -80,6 +82,10 @@ describe('wgsl preprocessor', () => {
     expect(preprocess('#include common\nx', {}, include)).toBe('fn f() {}\nx');
     expect(preprocess('#if A\n#include common\n#endif\nx', {}, include)).toBe('x');
     expect(() => preprocess('#include common', {})).toThrow(/include/);
+    // an included file's own #if blocks follow the defines
+    files.quant = '#if Q4\nq4\n#else\nq8\n#endif';
+    expect(preprocess('#include quant\nx', { Q4: true }, include)).toBe('q4\nx');
+    expect(preprocess('#include quant\nx', {}, include)).toBe('q8\nx');
   });
 });
 
@@ -349,6 +355,120 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     let best = 0;
     for (let i = 1; i < V; i++) if (x[i] > x[best]) best = i;
     expect((await k.argmax(b, V, 0)).index).toBe(best);
+    k.release();
+  });
+});
+
+// q8 / q4: the kernels that read projection matrices (matmul's GEMV, word-per-lane `gemv_q`, tiled
+// and flat GEMM; the fused step's mix_in and norm_gemv). Sizes cover a partial last block (K = 40,
+// 72, 130), an odd K (the pair GEMV), several steps a lane (K = 1024 with 4 lanes) and, for q4, an
+// odd number of blocks (two f16 scales a word, the second one padding).
+describe.skipIf(!ctx).each(['q8', 'q4'] as const)('webgpu kernels (%s)', (fmt) => {
+  // One pipeline cache for the lot: on a software adapter compiling a module costs more than a test.
+  const pipelineCache = { modules: new Map(), pipelines: new Map() };
+  const mk = (maxBindingBytes?: number, gemvLanes = 32, flatGemm = false) =>
+    new WebGPUKernels(ctx!.device, shaders, { dtype: fmt, shaderF16: false, maxBindingBytes, gemvLanes, flatGemm, pipelineCache });
+  const tol = 2e-5;
+
+  test.each([
+    { T: 1, K: 64, N: 33, lanes: 32 },
+    { T: 1, K: 40, N: 71, lanes: 4 },
+    { T: 1, K: 1024, N: 9, lanes: 4 },
+    { T: 1, K: 96, N: 300, lanes: 1 },
+    { T: 1, K: 37, N: 9, lanes: 2 },
+    { T: 2, K: 72, N: 65 },
+    { T: 33, K: 130, N: 65 },
+    { T: 5, K: 37, N: 71, flat: true },
+    { T: 6, K: 160, N: 20, flat: true },
+  ] as { T: number; K: number; N: number; lanes?: number; flat?: boolean }[])('matmul T=$T K=$K N=$N lanes=$lanes flat=$flat', async ({ T, K, N, lanes, flat }) => {
+    const k = mk(undefined, lanes, flat);
+    const x = rand(T * K, 101 + K);
+    const w = rand(N * K, 102 + N);
+    const b = rand(N, 103);
+    const init = rand(T * N, 104);
+    const want = init.slice();
+    matmul(x, storedMatrix(w, K, fmt), b, want, T, K, N, true);
+    const xb = k.alloc(T * K);
+    k.write(xb, x);
+    const ob = k.alloc(T * N);
+    k.write(ob, init);
+    const wb = k.upload(w, N, K);
+    k.matmul(xb, wb, k.upload(b, 1, N), ob, T, K, N, true);
+    expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
+    // What is stored: per row, the scale words and 8 (q8) or 4 (q4) quant words a block of 32.
+    const { ss, rs, blocks } = quantLayout(fmt, K);
+    expect(rs).toBe(ss + blocks * (fmt === 'q8' ? 8 : 4));
+    expect((wb as GpuWeight).mat!.parts[0].buffer.size).toBe(Math.ceil((N * rs * 4) / 16) * 16);
+    k.release();
+  });
+
+  test('the values are src/quant.ts\'s: a row of 1024 weights reads 4.5 (q4) / 9 (q8) bits a weight', () => {
+    const { rs } = quantLayout(fmt, 1024);
+    expect((rs * 32) / 1024).toBe(fmt === 'q4' ? 4.5 : 9);
+    // A weight equal to its block's extreme is stored exactly (q4: m → nibble 0; q8: ±127 · scale).
+    const w = rand(64, 5);
+    w[3] = 2;
+    const back = storedMatrix(w, 64, fmt);
+    expect(back[3]).toBe(2);
+    expect(rel(back, w)).toBeLessThan(fmt === 'q4' ? 0.15 : 0.01);
+  });
+
+  test.each([1, 5])('matmul over a weight split into parts (T=%i)', async (T) => {
+    const K = 72;
+    const N = 50;
+    const k = mk(quantLayout(fmt, K).rs * 4 * 16); // 16 rows per part: 4 parts
+    const x = rand(T * K, 107);
+    const w = rand(N * K, 108);
+    const want = new Float32Array(T * N);
+    matmul(x, storedMatrix(w, K, fmt), undefined, want, T, K, N, false);
+    const xb = k.alloc(T * K);
+    k.write(xb, x);
+    const ob = k.alloc(T * N);
+    const wb = k.upload(w, N, K);
+    k.matmul(xb, wb, undefined, ob, T, K, N, false);
+    expect((wb as GpuWeight).mat!.parts.length).toBe(4);
+    expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
+    k.release();
+  });
+
+  // mix_in reads both in_proj halves as q8 / q4 words (its norm sums Σ h² over the words' quads);
+  // norm_gemv is given a quantized head here (the backend stores the head f16, `tableFormat`).
+  test.each([32])('fused decode step: mix_in and norm_gemv, gemv lanes %i', async (lanes) => {
+    const k = mk(undefined, lanes);
+    const [D, E, N, R, K, V] = [80, 160, 16, 4, 4, 96]; // D = 80: 2.5 blocks a row
+    const cfg = { dModel: D, dInner: E, dState: N, dtRank: R, dConv: K, vocabSize: V, eps: 1e-5, nLayer: 1 } as MambaConfig;
+    expect(k.fusedStep(cfg)).toBeDefined();
+    const L = { norm: rand(D, 111, 0.5, 1.5), inProjX: rand(E * D, 112), inProjZ: rand(E * D, 113), convW: rand(E * K, 114), convB: rand(E, 115), inProjXBias: rand(E, 116), inProjZBias: rand(E, 117) };
+    const up = (x: Float32Array, rows: number, cols: number) => k.upload(x, rows, cols);
+    const LW = {
+      norm: up(L.norm, 1, D), inProjX: up(L.inProjX, E, D), inProjZ: up(L.inProjZ, E, D), convW: up(L.convW, E, K),
+      convB: up(L.convB, 1, E), inProjXBias: up(L.inProjXBias, 1, E), inProjZBias: up(L.inProjZBias, 1, E),
+    } as unknown as LayerWeights<GpuWeight>;
+    const put = (x: Float32Array) => {
+      const b = k.alloc(x.length);
+      k.write(b, x);
+      return b;
+    };
+    const h = rand(D, 120, -2, 2);
+    const xn = new Float32Array(D);
+    rmsnorm(h, L.norm, xn, 1, D, cfg.eps);
+    const [xr, zr, ur] = [new Float32Array(E), new Float32Array(E), new Float32Array(E)];
+    matmul(xn, storedMatrix(L.inProjX, D, fmt), L.inProjXBias, xr, 1, D, E, false);
+    matmul(xn, storedMatrix(L.inProjZ, D, fmt), L.inProjZBias, zr, 1, D, E, false);
+    const cs = rand(E * (K - 1), 121);
+    const csb = put(cs);
+    conv1d(xr, cs, L.convW, L.convB, ur, 1, E, K);
+    const [hb, ub, zb] = [put(h), k.alloc(E), k.alloc(E)];
+    k.mixIn(hb, LW, csb, ub, zb, cfg);
+    expect(rel(await k.read(ub, E), ur)).toBeLessThan(1e-5);
+    expect(rel(await k.read(zb, E), zr)).toBeLessThan(1e-5);
+    const [head, g] = [rand(V * D, 140), rand(D, 141, 0.5, 1.5)];
+    const lr = new Float32Array(V);
+    rmsnorm(h, g, xn, 1, D, cfg.eps);
+    matmul(xn, storedMatrix(head, D, fmt), undefined, lr, 1, D, V, false);
+    const lb = k.alloc(V);
+    k.normHead(hb, k.upload(g, 1, D), k.upload(head, V, D), lb, cfg);
+    expect(rel(await k.read(lb, V), lr)).toBeLessThan(1e-5);
     k.release();
   });
 });

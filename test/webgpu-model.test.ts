@@ -11,6 +11,7 @@ import { DeviceLostError, DisposedError } from '../src/errors.js';
 import { loadModel, type Model } from '../src/model.js';
 import { readModel } from '../src/loader.js';
 import { createWebGPUBackendWith, type WebGPUBackend } from '../src/webgpu/backend.js';
+import { quantLayout } from '../src/webgpu/kernels.js';
 import { nodeWebGPU } from './helpers/env.js';
 
 const ROOT = new URL('./fixtures/hf-mamba/', import.meta.url);
@@ -178,6 +179,27 @@ describe.skipIf(!available)('webgpu backend behaviour', () => {
     } finally {
       if (whole !== base) whole.dispose();
       split.dispose();
+    }
+  });
+
+  // What q8 / q4 are for on a GPU: a decode step reads fewer bytes. The projections take their
+  // quantLayout rows (scales + quant words), the tied embedding/head f16, everything else is as in f32.
+  test.each(['q8', 'q4'] as const)('%s: the projections are stored as quant blocks, and a decode step reads that much less', async (dtype) => {
+    const { config, weights } = await readModel(fx.dir);
+    const q = await createWebGPUBackendWith(config, weights, { dtype, selfCheck: false });
+    try {
+      const { dModel: D, dInner: E, dtRank: R, dState: N, vocabSize: V, nLayer } = config;
+      const shapes: [number, number][] = [[E, D], [E, D], [R + 2 * N, E], [D, E]]; // in_proj x, z, x_proj, out_proj
+      const f32Bytes = nLayer * shapes.reduce((a, [rows, cols]) => a + rows * cols * 4, 0);
+      const qBytes = nLayer * shapes.reduce((a, [rows, cols]) => a + rows * quantLayout(dtype, cols).rs * 4, 0);
+      expect(base.decodeWeightBytes - q.decodeWeightBytes).toBe(f32Bytes - qBytes + V * D * 2);
+      // An untied embedding is read a row a token, so it is not counted; a tied one is the head.
+      expect(q.weightBytes - q.decodeWeightBytes).toBe(config.tiedEmbeddings ? 0 : V * D * 2);
+      expect(q.description).toContain(`${dtype} (embedding and head f16`);
+      // On a 130m-sized row (K = 768, 1536) the blocks cost 9 / 4.5 bits a weight, the f32 row 32.
+      for (const K of [768, 1536]) expect((quantLayout(dtype, K).rs * 32) / K).toBe(dtype === 'q8' ? 9 : 4.5);
+    } finally {
+      q.dispose();
     }
   });
 

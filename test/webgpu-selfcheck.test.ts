@@ -100,11 +100,11 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
   });
 
   // Wrong kernels in WGSL itself, through `selfCheck` with edited shader sources.
-  async function checkWith(edit: (s: Shaders) => Shaders, o: { gemvLanes: number; fused: boolean }) {
+  async function checkWith(edit: (s: Shaders) => Shaders, o: { gemvLanes: number; fused: boolean; dtype?: 'f32' | 'q8' | 'q4' }) {
     const { config } = await readModel(TINY);
     const ctx = await acquireDevice(false);
     const shaders = edit(await loadShaderSources());
-    const kernels = { dtype: 'f32' as const, shaderF16: false, gemvLanes: o.gemvLanes, flatGemm: ctx.software };
+    const kernels = { dtype: o.dtype ?? 'f32', shaderF16: false, gemvLanes: o.gemvLanes, flatGemm: ctx.software };
     try {
       return await selfCheck(ctx, shaders, { kernels, fused: o.fused, model: config }, (c, w, chunk, f) =>
         new WebGPUBackend(ctx, new WebGPUKernels(ctx.device, shaders, kernels), 'self-check test', c, w, chunk, f),
@@ -113,6 +113,31 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
       ctx.device.destroy();
     }
   }
+
+  // q8 / q4: the check runs the model's weight format, against the reference on the same quantized
+  // values (kernels.ts `storedWeights`). One pass and one refusal (each check compiles its own pipelines).
+  test('q4 weights: passes on this adapter, a verdict of its own', async () => {
+    const { config, weights } = await readModel(TINY);
+    const before = selfCheckVerdicts().length;
+    const be = await createWebGPUBackendWith(config, weights, { dtype: 'q4' });
+    try {
+      const v = selfCheckVerdicts().slice(before);
+      expect(v).toHaveLength(1);
+      expect(v[0]).toMatchObject({ ok: true, adapter: be.gpu.adapterName });
+      expect(v[0].key.split('|')).toContain('q4');
+      expect(v[0].paths).toContain(be.fused ? 'fused decode step' : 'decode step');
+    } finally {
+      be.dispose();
+    }
+  });
+
+  test('q8 weights whose bytes a kernel reads in the wrong order are refused', async () => {
+    const edit = (s: Shaders) => ({ ...s, quant: s.quant.replace('<< vec4<u32>(24u, 16u, 8u, 0u)', '<< vec4<u32>(0u, 8u, 16u, 24u)') });
+    expect(edit(await loadShaderSources()).quant).toContain('(0u, 8u, 16u, 24u)) >> vec4<u32>(24u)');
+    const r = await checkWith(edit, { gemvLanes: 32, fused: true, dtype: 'q8' });
+    expect(r).toBeInstanceOf(BackendUnavailableError);
+    expect((r as Error).message).toMatch(/self-check failed: (prefill|fused decode step) off by \S+ \(tolerance 1e-3\)/);
+  });
 
   test('a sampler that draws from half the mass is refused on any adapter', async () => {
     const edit = (s: Shaders) => ({ ...s, sample: s.sample.replace('16777216.0 * cum[keep - 1u]', '16777216.0 * 0.5 * cum[keep - 1u]') });

@@ -8,6 +8,7 @@ import type { BackendOptions, WeightDtype } from '../backends.js';
 import { convChannels, type MambaConfig } from '../config.js';
 import { DEFAULT_CHUNK, KernelBackend, uploadWeights } from '../forward.js';
 import type { LayerWeights, Mamba2LayerWeights, ModelWeights } from '../weights.js';
+import { InvalidOptionError } from '../errors.js';
 import { canTile, DTYPE_CODE, KERNEL, quantizeQ8, tensorBytes, TILE_UNIT, TILED, tileRows, toHalfArray, type DtypeCode } from './layout.js';
 import { defaultThreads, WasmRuntime } from './runtime.js';
 
@@ -211,6 +212,7 @@ export class WasmBackend extends KernelBackend<Ptr, WasmTensor> {
  */
 export async function createWasmBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<WasmBackend> {
   const dtypeName: WeightDtype = o.dtype ?? 'f32';
+  if (dtypeName === 'q4') throw new InvalidOptionError('dtype', "the wasm backend stores f32, f16 or q8 weights, got q4 (use backend: 'webgpu')");
   const dtype = DTYPE_CODE[dtypeName];
   const { dModel: D, dInner: E, dtRank: R, dState: N, vocabSize: V, nLayer, dConv: K } = config;
 

@@ -6,7 +6,7 @@ import type { DecodeBlock, DeviceSampling, StateHandle } from '../backend.js';
 import { KernelBackend, type LayerState } from '../forward.js';
 import type { LayerWeights, ModelWeights } from '../weights.js';
 import { withSharedDevice, type GpuContext, type PipelineCache } from './device.js';
-import { WebGPUKernels, type Cached, type GpuBuf, type GpuWeight } from './kernels.js';
+import { WebGPUKernels, type Cached, type GpuBuf, type GpuWeight, type GpuWeightFormat } from './kernels.js';
 
 /** Most tokens one chained-decode block may hold. */
 export const MAX_CHAIN = 64;
@@ -63,6 +63,20 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     const hit = this.steps.get(st);
     if (hit && hit.tokensId === k.tokensId) return k.replay(hit.program);
     this.steps.set(st, { tokensId: k.tokensId, program: k.capture(() => this.fusedStep(st, tokens)) });
+  }
+
+  /** Bytes of the weights on the GPU, in their stored formats. */
+  get weightBytes(): number {
+    return this.kernels.weightBytes;
+  }
+
+  /**
+   * Bytes a decode step reads: every weight except the embedding (one row a token), unless it is
+   * the tied head. q8 / q4 shrink the projections' share (benches: decode GB/s = this × tok/s).
+   */
+  get decodeWeightBytes(): number {
+    const { embedding, lmHead } = this.w as ModelWeights<GpuWeight>;
+    return this.kernels.weightBytes - (embedding === lmHead ? 0 : (embedding.mat?.bytes ?? 0));
   }
 
   /** Per sequence: the dispatches of its chained decode step (see `WebGPUKernels.capture`). */
@@ -206,9 +220,11 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
   }
 }
 
+const GPU_DTYPES: readonly string[] = ['f32', 'f16', 'q8', 'q4'] satisfies GpuWeightFormat[];
+
 export async function createWebGPUBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<Backend> {
   const dtype = o.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'f16') throw new InvalidOptionError('dtype', `the webgpu backend stores f32 or f16 weights, got ${dtype}`);
+  if (!GPU_DTYPES.includes(dtype)) throw new InvalidOptionError('dtype', `the webgpu backend stores ${GPU_DTYPES.join(', ')} weights, got ${dtype}`);
   const g = o.webgpuKernels;
   return createWebGPUBackendWith(config, weights, { dtype, fused: g?.fusedDecode, gemvLanes: g?.gemvLanes, selfCheck: g?.selfCheck });
 }
@@ -217,10 +233,11 @@ export async function createWebGPUBackend(config: MambaConfig, weights: ModelWei
 export async function createWebGPUBackendWith(
   config: MambaConfig,
   weights: ModelWeights,
-  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number; fused?: boolean; selfCheck?: boolean },
+  o: { dtype: GpuWeightFormat; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number; fused?: boolean; selfCheck?: boolean },
 ): Promise<WebGPUBackend> {
   const shaders = await loadShaderSources();
-  return withSharedDevice(o.dtype === 'f16', hashShaders(shaders), (ctx, pipelineCache) => createOn(ctx, shaders, pipelineCache, config, weights, o));
+  // q8 / q4 keep the embedding and LM head in f16 (kernels.ts `tableFormat`): shader-f16 helps them too.
+  return withSharedDevice(o.dtype !== 'f32', hashShaders(shaders), (ctx, pipelineCache) => createOn(ctx, shaders, pipelineCache, config, weights, o));
 }
 
 async function createOn(
@@ -249,8 +266,9 @@ async function createOn(
     );
   }
   const kernels = new WebGPUKernels(device, shaders, { ...kernelOptions, maxBindingBytes: o.maxBindingBytes });
-  const f16 = o.dtype === 'f16' ? (ctx.hasF16 ? 'f16 (shader-f16)' : 'f16 (packed u32)') : 'f32';
-  const description = `webgpu ${ctx.source}, ${ctx.adapterName}${ctx.software ? ' (software)' : ''}, ${f16}`;
+  const half = ctx.hasF16 ? 'shader-f16' : 'packed u32';
+  const format = o.dtype === 'f16' ? `f16 (${half})` : o.dtype === 'f32' ? 'f32' : `${o.dtype} (embedding and head f16, ${half})`;
+  const description = `webgpu ${ctx.source}, ${ctx.adapterName}${ctx.software ? ' (software)' : ''}, ${format}`;
   device.pushErrorScope('out-of-memory');
   device.pushErrorScope('validation');
   let backend: WebGPUBackend;

@@ -2,7 +2,8 @@ import type { Kernels } from '../backend.js';
 import { DeviceLostError, OutOfMemoryError } from '../errors.js';
 import { isMamba2Layer, type LayerWeights, type Mamba2LayerWeights, type ModelWeights } from '../weights.js';
 import type { MambaConfig } from '../config.js';
-import { f32ToF16Bits } from '../half.js';
+import { f32ToF16Bits, roundToF16 } from '../half.js';
+import { dequantizeQ4, dequantizeQ8, Q4_BLOCK_BYTES, QBLOCK, quantizeQ4, quantizeQ8 } from '../quant.js';
 import { preprocess, type ShaderName } from './wgsl.js';
 import type { PipelineCache } from './device.js';
 
@@ -23,11 +24,120 @@ interface MatPart {
   rows: number;
 }
 
-/** How a matrix sits on the GPU for matmul/embed: rows padded to an even length `ks`, split by rows. */
+/** Storage format of a matrix on the GPU. */
+export type GpuWeightFormat = 'f32' | 'f16' | 'q8' | 'q4';
+
+/**
+ * How a matrix sits on the GPU for matmul/embed, split by rows: f32 / f16 rows padded to an even
+ * length `ks` (elements); q8 / q4 rows of `ks` u32 words, the first `ss` of them block scales
+ * (`quantLayout`, shaders/quant.wgsl).
+ */
 interface MatLayout {
-  fmt: 'f32' | 'f16';
+  fmt: GpuWeightFormat;
   ks: number;
+  ss: number;
   parts: MatPart[];
+  /** Bytes of all parts (what a GEMV over the whole matrix reads). */
+  bytes: number;
+}
+
+/**
+ * A q8 / q4 row of `cols` weights in u32 words: `ss` scale words (q8: one f32 a block; q4: two f16
+ * a word), padded to 4 so that rows start on 16 bytes, then the blocks' quant words (q8: 8 a block
+ * of 32, q4: 4); `rs` words in all.
+ */
+export function quantLayout(fmt: 'q8' | 'q4', cols: number): { blocks: number; ss: number; rs: number } {
+  const blocks = Math.ceil(cols / QBLOCK);
+  const ss = Math.ceil((fmt === 'q8' ? blocks : Math.ceil(blocks / 2)) / 4) * 4;
+  return { blocks, ss, rs: ss + blocks * (fmt === 'q8' ? QBLOCK / 4 : Q4_BLOCK_BYTES / 4) };
+}
+
+/** `x` [rows, cols] quantized by src/quant.ts: q [rows, blocks·32] int8, scales [rows, blocks] f32. */
+function q8Of(x: Float32Array, rows: number, cols: number): { q: Int8Array; scales: Float32Array } {
+  const blocks = Math.ceil(cols / QBLOCK);
+  const out = { q: new Int8Array(rows * blocks * QBLOCK), scales: new Float32Array(rows * blocks) };
+  quantizeQ8(x, rows, cols, out.q, out.scales);
+  return out;
+}
+
+/** `x` [rows, cols] quantized by src/quant.ts: q [rows, blocks·16] bytes, scales [rows, blocks] f16 bits. */
+function q4Of(x: Float32Array, rows: number, cols: number): { q: Uint8Array; scales: Uint16Array } {
+  const blocks = Math.ceil(cols / QBLOCK);
+  const out = { q: new Uint8Array(rows * blocks * Q4_BLOCK_BYTES), scales: new Uint16Array(rows * blocks) };
+  quantizeQ4(x, rows, cols, out.q, out.scales);
+  return out;
+}
+
+/** Rows [r0, r0 + rows) of `data` [*, cols] quantized (src/quant.ts) into the words of `quantLayout`. */
+function packQuant(fmt: 'q8' | 'q4', data: Float32Array, r0: number, rows: number, cols: number): Uint32Array {
+  const { blocks, ss, rs } = quantLayout(fmt, cols);
+  const src = data.subarray(r0 * cols, (r0 + rows) * cols);
+  const out = new Uint32Array(rows * rs);
+  const bytes = new Uint8Array(out.buffer);
+  if (fmt === 'q8') {
+    const { q, scales } = q8Of(src, rows, cols);
+    const sw = new Uint32Array(scales.buffer);
+    for (let r = 0; r < rows; r++) {
+      out.set(sw.subarray(r * blocks, (r + 1) * blocks), r * rs);
+      bytes.set(new Uint8Array(q.buffer, r * blocks * QBLOCK, blocks * QBLOCK), (r * rs + ss) * 4);
+    }
+  } else {
+    const { q, scales } = q4Of(src, rows, cols);
+    for (let r = 0; r < rows; r++) {
+      for (let b = 0; b < blocks; b++) out[r * rs + (b >> 1)] |= scales[r * blocks + b] << (16 * (b & 1));
+      bytes.set(q.subarray(r * blocks * Q4_BLOCK_BYTES, (r + 1) * blocks * Q4_BLOCK_BYTES), (r * rs + ss) * 4);
+    }
+  }
+  return out;
+}
+
+/** Bytes of one stored row of `cols` weights. */
+function rowBytes(fmt: GpuWeightFormat, cols: number): number {
+  if (fmt === 'q8' || fmt === 'q4') return quantLayout(fmt, cols).rs * 4;
+  return (cols + (cols & 1)) * (fmt === 'f16' ? 2 : 4);
+}
+
+/**
+ * The embedding and LM head stay in a float format when the projections are q8 / q4: they are read
+ * a row per token (embedding) or once per token as one GEMV whose share of a large model is small,
+ * and keeping them f16 leaves the embedding kernel and the binding split of very large vocabularies
+ * as they are.
+ */
+export function tableFormat(dtype: GpuWeightFormat): 'f32' | 'f16' {
+  return dtype === 'f32' ? 'f32' : 'f16';
+}
+
+/** The float32 values a [*, cols] matrix `x` stands for once stored in `fmt`. */
+export function storedMatrix(x: Float32Array, cols: number, fmt: GpuWeightFormat): Float32Array {
+  if (fmt === 'f32') return x;
+  if (fmt === 'f16') return roundToF16(x);
+  const rows = x.length / cols;
+  if (fmt === 'q8') {
+    const { q, scales } = q8Of(x, rows, cols);
+    return dequantizeQ8(q, scales, rows, cols);
+  }
+  const { q, scales } = q4Of(x, rows, cols);
+  return dequantizeQ4(q, scales, rows, cols);
+}
+
+/**
+ * The float32 values the WebGPU backend computes with for `dtype`: the projection matrices rounded
+ * (f16) or quantized and dequantized (q8 / q4, src/quant.ts), the embedding and LM head in
+ * `tableFormat`, everything else as is. The plain-TS reference run on these is what the GPU must
+ * match up to accumulation order (self-check, conformance and kernel tests).
+ */
+export function storedWeights(w: ModelWeights, cfg: MambaConfig, dtype: GpuWeightFormat): ModelWeights {
+  if (dtype === 'f32') return w;
+  const as = (x: Float32Array, cols: number) => storedMatrix(x, cols, dtype);
+  const { dModel: D, dInner: E } = cfg;
+  const layers = w.layers.map((L) =>
+    isMamba2Layer(L)
+      ? { ...L, inProjX: as(L.inProjX, D), inProjZ: as(L.inProjZ, D), inProjDt: as(L.inProjDt, D), outProj: as(L.outProj, E) }
+      : { ...L, inProjX: as(L.inProjX, D), inProjZ: as(L.inProjZ, D), xProj: as(L.xProj, E), outProj: as(L.outProj, E) },
+  );
+  const table = (x: Float32Array) => storedMatrix(x, D, tableFormat(dtype));
+  const embedding = table(w.embedding);
+  return { ...w, embedding, lmHead: w.lmHead === w.embedding ? embedding : table(w.lmHead), layers };
 }
 
 /**
@@ -46,8 +156,12 @@ export interface GpuWeight {
 }
 
 export interface WebGPUKernelOptions {
-  /** Storage format of matrices: 'f16' halves memory and bandwidth; state, A and Δ stay f32. */
-  dtype: 'f32' | 'f16';
+  /**
+   * Storage format of the projection matrices: 'f16' halves memory and bandwidth, 'q8' / 'q4'
+   * (blocks of 32, src/quant.ts) take about 1/4 / 1/7 of f32; state, A and Δ stay f32, the embedding
+   * and LM head are f16 under q8 / q4 (`tableFormat`).
+   */
+  dtype: GpuWeightFormat;
   /** The adapter has shader-f16 and the device was created with it. */
   shaderF16: boolean;
   /** Upper bound for one weight part in bytes (tests force splitting with a small value). */
@@ -219,20 +333,25 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     return w.raw;
   }
 
-  /** The matmul/embed layout: rows padded to even length, in the model dtype, split to fit a binding. */
-  private mat(w: GpuWeight): MatLayout {
+  /**
+   * The matmul/embed layout, split to fit a binding: in `fmt` (default: the model dtype) the first
+   * time a matrix is asked for; later calls get that layout whatever they ask.
+   */
+  private mat(w: GpuWeight, fmt: GpuWeightFormat = this.opts.dtype): MatLayout {
     if (w.mat) return w.mat;
     const data = this.hostData(w);
-    const fmt = this.opts.dtype;
-    const ks = w.cols + (w.cols & 1);
-    const rowBytes = ks * (fmt === 'f16' ? 2 : 4);
-    const perPart = Math.floor(this.maxPartBytes / rowBytes);
-    if (perPart < 1) throw new OutOfMemoryError(`a weight row of ${rowBytes} bytes exceeds the GPU binding limit`);
+    const quant = fmt === 'q8' || fmt === 'q4' ? quantLayout(fmt, w.cols) : undefined;
+    const ks = quant ? quant.rs : w.cols + (w.cols & 1);
+    const bytesPerRow = rowBytes(fmt, w.cols);
+    const perPart = Math.floor(this.maxPartBytes / bytesPerRow);
+    if (perPart < 1) throw new OutOfMemoryError(`a weight row of ${bytesPerRow} bytes exceeds the GPU binding limit`);
     const parts: MatPart[] = [];
     for (let r0 = 0; r0 < w.rows; r0 += perPart) {
       const rows = Math.min(perPart, w.rows - r0);
       let bytes: ArrayBufferView;
-      if (fmt === 'f16') {
+      if (fmt === 'q8' || fmt === 'q4') {
+        bytes = packQuant(fmt, data, r0, rows, w.cols);
+      } else if (fmt === 'f16') {
         const h = new Uint16Array(rows * ks);
         for (let r = 0; r < rows; r++) {
           const src = (r0 + r) * w.cols;
@@ -251,7 +370,9 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       this.device.queue.writeBuffer(buffer, 0, bytes.buffer, bytes.byteOffset, bytes.byteLength);
       parts.push({ id: this.nextId++, buffer, rowStart: r0, rows });
     }
-    w.mat = { fmt, ks, parts };
+    const bytes = w.rows * bytesPerRow;
+    this.weightBytes += bytes;
+    w.mat = { fmt, ks, ss: quant?.ss ?? 0, parts, bytes };
     return w.mat;
   }
 
@@ -266,8 +387,8 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
    */
   prepare(w: ModelWeights<GpuWeight>, cfg: MambaConfig): void {
     const vec = (x: GpuWeight | undefined) => x && this.raw(x);
-    this.mat(w.embedding);
-    this.mat(w.lmHead);
+    this.mat(w.embedding, tableFormat(this.opts.dtype));
+    this.mat(w.lmHead, tableFormat(this.opts.dtype));
     vec(w.normF);
     for (const L of w.layers) {
       vec(L.norm);
@@ -333,7 +454,11 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     return buf;
   }
 
+  /** Bytes of the weights on the GPU, in their stored formats (matrices, vectors, packed parameters). */
+  weightBytes = 0;
+
   private constant(data: Float32Array, label: string): GpuBuf {
+    this.weightBytes += data.byteLength;
     const buffer = this.buffer(data.byteLength, USAGE_RW, label);
     this.owned.add(buffer);
     this.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
@@ -454,8 +579,13 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     this.dispatch(c);
   }
 
-  private weightDefines(fmt: 'f32' | 'f16'): Record<string, boolean> {
-    return { F16: fmt === 'f16' && this.opts.shaderF16, PACKED: fmt === 'f16' && !this.opts.shaderF16 };
+  private weightDefines(fmt: GpuWeightFormat): Record<string, boolean> {
+    return {
+      F16: fmt === 'f16' && this.opts.shaderF16,
+      PACKED: fmt === 'f16' && !this.opts.shaderF16,
+      QUANT: fmt === 'q8' || fmt === 'q4',
+      Q4: fmt === 'q4',
+    };
   }
 
   // ---- kernels ----------------------------------------------------------------------------------
@@ -467,7 +597,8 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     }
     this.check();
     if (!this.residentTokens) this.device.queue.writeBuffer(this.tokens.buffer, 0, Uint32Array.from(tokens.subarray(0, T)));
-    const m = this.mat(table);
+    const m = this.mat(table, tableFormat(this.opts.dtype));
+    if (m.fmt !== 'f32' && m.fmt !== 'f16') throw new Error(`embed: a ${m.fmt} table (the embedding is stored f32 or f16)`);
     for (const part of m.parts) {
       this.call(`embed:${this.tokens.id}:${part.id}:${out.id}:${T}:${D}`, () => ({
         pipeline: this.pipeline('embed', 'embed', this.weightDefines(m.fmt)),
@@ -506,13 +637,15 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     for (const part of m.parts) {
       // Everything below the key is worked out once per call site: a decode step repeats its calls.
       this.call(`mm:${x.id}:${part.id}:${b.id}:${out.id}:${T}:${accumulate}`, () => {
-        const entry = T === 1 ? (K % 4 === 0 ? 'gemv4' : 'gemv') : this.opts.flatGemm ? 'gemm_flat' : 'gemm';
+        const quant = m.fmt === 'q8' || m.fmt === 'q4';
+        const entry = T === 1 ? (K % 4 === 0 ? (quant ? 'gemv_q' : 'gemv4') : 'gemv') : this.opts.flatGemm ? 'gemm_flat' : 'gemm';
         // gemm's token tile (matmul.wgsl): 64 once even the 64-token grid has ≥ 528 workgroups (4 per
         // SM of a 132-SM GPU), else 32 for twice the workgroups. Every matmul pipeline gets GBT/GTY:
         // gemv and gemm share one module.
         const gbt = entry === 'gemm' && Math.ceil(T / 64) * Math.ceil(m.parts[0].rows / 64) >= 528 ? 64 : 32;
         const defines = { ...this.weightDefines(m.fmt), GBT: gbt, GTY: gbt / 4 };
-        const lanes = entry === 'gemv4' ? this.rowLanes(K) : this.gemvLanes;
+        // gemv_q: a lane's unit is a quant word (4 or 8 weights) where gemv4's is a quad.
+        const lanes = entry === 'gemv4' ? this.rowLanes(K) : entry === 'gemv_q' ? this.rowLanes(m.fmt === 'q4' ? K / 2 : K) : this.gemvLanes;
         let workgroups: [number, number, number];
         if (T === 1) {
           const groups = Math.ceil(part.rows / (256 / lanes));
@@ -527,7 +660,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
         return {
           pipeline: this.pipeline('matmul', entry, defines, T === 1 ? { LANES: lanes } : undefined),
           buffers: [x.buffer, part.buffer, b.buffer, out.buffer],
-          params: new Uint32Array([T, K, part.rows, part.rowStart, N, m.ks / 2, flags, 0]).buffer,
+          params: new Uint32Array([T, K, part.rows, part.rowStart, N, quant ? m.ks : m.ks / 2, flags, m.ss]).buffer,
           workgroups,
         };
       });
@@ -638,9 +771,8 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     const { dModel: D, dInner: E, dState: N } = cfg;
     const lim = this.device.limits as unknown as Record<string, number | undefined>;
     const buffers = Math.min(lim.maxStorageBuffersPerShaderStage ?? 8, lim.maxStorageBuffersInComputeStage ?? Infinity);
-    const elem = this.opts.dtype === 'f16' ? 2 : 4;
     // The [E, D] in_proj halves and the [V, D] head must each fit one binding.
-    const fits = Math.max(E, cfg.vocabSize) * D * elem <= this.maxPartBytes;
+    const fits = Math.max(E * rowBytes(this.opts.dtype, D), cfg.vocabSize * rowBytes(tableFormat(this.opts.dtype), D)) <= this.maxPartBytes;
     if (D % 4 || !fits || buffers < 7) return undefined;
     let NL = 1; // lanes per channel in scan_step: a power of two dividing N, at most 16
     if (this.gemvLanes > 1) while (NL < 16 && N % (2 * NL) === 0) NL *= 2;
@@ -648,16 +780,18 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     return { LANES: this.rowLanes(D, 128), NL };
   }
 
-  private stepDefines(cfg: MambaConfig): Record<string, string | number | boolean> {
+  /** step.wgsl's defines for matrices in `fmt` (mix_in: the projections; norm_gemv: the head). */
+  private stepDefines(cfg: MambaConfig, fmt: GpuWeightFormat = this.opts.dtype): Record<string, string | number | boolean> {
     const shape = this.fusedStep(cfg);
     if (!shape) throw new Error('the fused decode step does not apply to this model on this device');
     const { dConv: K, dtRank: R, dState: N } = cfg;
-    return { ...this.weightDefines(this.opts.dtype), K, N, R, ...shape };
+    return { ...this.weightDefines(fmt), K, N, R, ...shape };
   }
 
-  private rowParams(D: number, rows: number, ks: number, eps: number): ArrayBuffer {
+  private rowParams(D: number, rows: number, m: MatLayout, eps: number): ArrayBuffer {
     const params = new ArrayBuffer(32);
-    new Uint32Array(params, 0, 3).set([D, rows, ks / 4]);
+    const quant = m.fmt === 'q8' || m.fmt === 'q4';
+    new Uint32Array(params, 0, 4).set([D, rows, quant ? m.ks : m.ks / 4, m.ss]);
     new Float32Array(params, 16, 1)[0] = eps;
     return params;
   }
@@ -671,7 +805,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       return {
         pipeline: this.pipeline('step', 'mix_in', defines),
         buffers: [h.buffer, vec.buffer, wx.parts[0].buffer, wz.parts[0].buffer, convState.buffer, u.buffer, z.buffer],
-        params: this.rowParams(cfg.dModel, cfg.dInner, wx.ks, cfg.eps),
+        params: this.rowParams(cfg.dModel, cfg.dInner, wx, cfg.eps),
         // 256 / LANES rows a workgroup: half x rows, half z rows of as many channels
         workgroups: [Math.ceil(cfg.dInner / (128 / (defines.LANES as number))), 1, 1],
       };
@@ -697,12 +831,12 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     const m = this.mat(head);
     const g = this.raw(norm);
     this.call(`norm_gemv:${h.id}:${g.id}:${m.parts[0].id}:${logits.id}`, () => {
-      const defines = this.stepDefines(cfg);
+      const defines = this.stepDefines(cfg, m.fmt);
       return {
         pipeline: this.pipeline('step', 'norm_gemv', defines),
         // The head is bound twice: norm_gemv shares norm_dot, which names mix_in's second matrix too.
         buffers: [h.buffer, g.buffer, m.parts[0].buffer, m.parts[0].buffer, logits.buffer],
-        params: this.rowParams(cfg.dModel, cfg.vocabSize, m.ks, cfg.eps),
+        params: this.rowParams(cfg.dModel, cfg.vocabSize, m, cfg.eps),
         workgroups: [Math.ceil(cfg.vocabSize / (256 / (defines.LANES as number))), 1, 1],
       };
     });

@@ -15,24 +15,24 @@
 import type { Backend, DecodeBlock, DeviceSampling, StateData, StateHandle } from '../backend.js';
 import type { MambaConfig } from '../config.js';
 import { BackendUnavailableError } from '../errors.js';
-import { roundToF16 } from '../half.js';
 import { readModel } from '../loader.js';
 import { argmax, rng } from '../sampler.js';
 import { createReferenceBackend } from '../reference/backend.js';
 import { syntheticModel, type SyntheticSpec } from '../synthetic.js';
 import { isMamba2Layer, type ModelWeights } from '../weights.js';
 import { selfCheckResults, type GpuContext, type SelfCheckResult } from './device.js';
-import type { WebGPUKernelOptions } from './kernels.js';
+import { storedWeights, type WebGPUKernelOptions } from './kernels.js';
 import { hashShaders } from './wgsl.js';
 import type { WebGPUBackend } from './backend.js';
 
 /**
  * Largest |GPU − reference| allowed, relative to max |logit| of the rows compared. f32: the
- * conformance bound (measured errors are ~1e-6 on GPUs and llvmpipe). f16 weights: the reference runs
- * on the same f16-rounded weights, so only accumulation order differs; 1e-3 leaves headroom for
- * long f16 rows without letting a broken kernel (errors ≥ 1e-2) through.
+ * conformance bound (measured errors are ~1e-6 on GPUs and llvmpipe). f16, q8, q4 weights: the
+ * reference runs on the very values the GPU stores (rounded, or quantized and dequantized:
+ * kernels.ts `storedWeights`), so only accumulation order differs; 1e-3 leaves headroom for long
+ * rows without letting a broken kernel (errors ≥ 1e-2) through.
  */
-export const SELF_CHECK_TOLERANCE = { f32: 1e-4, f16: 1e-3 } as const;
+export const SELF_CHECK_TOLERANCE = { f32: 1e-4, f16: 1e-3, q8: 1e-3, q4: 1e-3 } as const;
 
 /** `paths`: those checked, in order, e.g. ['prefill', 'fused decode step', ...]; `failure` names the path. */
 export type SelfCheckVerdict = SelfCheckResult;
@@ -143,7 +143,7 @@ async function run(
   const { config, weights } = await readModel({ files });
   stress(weights);
   // The GPU stores matrices in the weight format; the reference computes on the same values.
-  const refWeights = dtype === 'f16' ? roundMatrices(weights) : weights;
+  const refWeights = storedWeights(weights, config, dtype);
   const ref = createReferenceBackend(config, refWeights);
   const gpu = makeBackend(config, weights, CHUNK, target.fused);
   const paths: string[] = [];
@@ -289,15 +289,6 @@ function stress(w: ModelWeights): void {
     for (let i = 0; i < L.outProj.length; i++) L.outProj[i] *= 3;
   }
   for (let i = 0; i < w.embedding.length; i++) w.embedding[i] *= 0.02;
-}
-
-function roundMatrices(w: ModelWeights): ModelWeights {
-  const layers = w.layers.map((L) =>
-    isMamba2Layer(L)
-      ? { ...L, inProjX: roundToF16(L.inProjX), inProjZ: roundToF16(L.inProjZ), inProjDt: roundToF16(L.inProjDt), outProj: roundToF16(L.outProj) }
-      : { ...L, inProjX: roundToF16(L.inProjX), inProjZ: roundToF16(L.inProjZ), xProj: roundToF16(L.xProj), outProj: roundToF16(L.outProj) },
-  );
-  return { ...w, embedding: roundToF16(w.embedding), lmHead: roundToF16(w.lmHead), layers };
 }
 
 /** The comparisons, with the tolerance and the failure report. */

@@ -5,8 +5,8 @@ import { readAssetText } from '../assets.js';
  * `#if NAME` / `#elif NAME` / `#else` / `#endif` lines keep or drop blocks by the truthiness of
  * `defines[NAME]` (no nesting needed so far, but nesting works), `{{NAME}}` is replaced by
  * the value (array sizes such as the state width N must be constants in WGSL), and
- * `#include NAME` inserts the file `include(NAME)` returns (WGSL has no imports; functions such as
- * SiLU live once in common.wgsl).
+ * `#include NAME` inserts the file `include(NAME)` returns, its own directives resolved in turn
+ * (WGSL has no imports; functions such as SiLU live once in common.wgsl, q8 / q4 decoding in quant.wgsl).
  */
 export function preprocess(
   source: string,
@@ -21,12 +21,16 @@ export function preprocess(
     const v = defines[name];
     return v !== undefined && v !== false && v !== 0 && v !== '';
   };
-  for (const line of source.split('\n')) {
+  // An included file's lines are processed in place, so its own #if blocks follow `defines` too.
+  const lines = source.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
     const inc = /^\s*#include\s+(\w+)\s*$/.exec(line);
     if (inc) {
       if (!live()) continue;
       if (!include) throw new Error(`WGSL preprocessor: #include ${inc[1]} without an include source`);
-      out.push(include(inc[1]));
+      if (lines.length > 1e6) throw new Error(`WGSL preprocessor: #include ${inc[1]} recurses`);
+      lines.splice(i + 1, 0, ...include(inc[1]).split('\n'));
       continue;
     }
     const m = /^\s*#(if|elif|else|endif)\b\s*(\w*)/.exec(line);
@@ -57,7 +61,7 @@ export function preprocess(
   });
 }
 
-export const SHADER_FILES = ['common', 'matmul', 'norm', 'conv', 'scan', 'ssd', 'step', 'embed', 'sample'] as const;
+export const SHADER_FILES = ['common', 'quant', 'matmul', 'norm', 'conv', 'scan', 'ssd', 'step', 'embed', 'sample'] as const;
 export type ShaderName = (typeof SHADER_FILES)[number];
 
 /** Loads every kernel's WGSL source once (file system in Node/Deno, fetch in browsers). */
