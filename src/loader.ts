@@ -1,5 +1,5 @@
 import { localPathExists } from './assets.js';
-import type { BackendOptions } from './backends.js';
+import { BYTES_PER_WEIGHT, type BackendOptions } from './backends.js';
 import { MAX_CONFIG_BYTES, parameterCount, parseConfig, preview, type MambaConfig } from './config.js';
 import { DEFAULT_MODEL_PATH } from './defaults.js';
 import { InvalidOptionError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from './errors.js';
@@ -152,11 +152,24 @@ export async function readTokenizer(source: ModelSource, opts: ReadOptions = {})
 }
 
 /** Reads config.json + safetensors (single or sharded), and the tokenizer, from any source and validates them. */
-export async function readModel(source: ModelSource, opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {}): Promise<LoadedFiles> {
+/**
+ * `beforeWeights` runs once config.json is parsed, before any weight byte is fetched or allocated: a
+ * caller settles there which backend and weight format will hold the model (`planBackend`), or refuses
+ * it; what it returns replaces `opts.backend` / `opts.dtype` in the `maxMemoryBytes` estimate.
+ */
+export async function readModel(
+  source: ModelSource,
+  opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {},
+  beforeWeights?: (config: MambaConfig) => Promise<Pick<BackendOptions, 'dtype' | 'backend'> | void>,
+): Promise<LoadedFiles> {
   const opened = await openSource(source, opts);
   const { read, seen, config, plainBound } = opened;
   // Before any weight byte is fetched or allocated.
-  if (opts.maxMemoryBytes !== undefined) checkMemoryBudget(config, opts.maxMemoryBytes, opts);
+  const limit = opts.maxMemoryBytes;
+  // The caller's budget first where the options fix the weight format (a dtype, or the f32-only js backend).
+  if (limit !== undefined && (opts.dtype || opts.backend === 'js')) checkMemoryBudget(config, limit, opts);
+  const planned = await beforeWeights?.(config);
+  if (limit !== undefined) checkMemoryBudget(config, limit, planned ?? opts);
   // Before the weights too: a tokenizer that does not fit the model fails without the download.
   const tokenizer = await readTokenizerFiles(opened);
 
@@ -280,9 +293,6 @@ export interface MemoryEstimate {
   /** Activation scratch for one prompt chunk, including its logits. */
   activations: number;
 }
-
-/** Bytes per weight for each backend storage format (q8: int8 plus a float32 scale per 32 weights). */
-const BYTES_PER_WEIGHT = { f32: 4, f16: 2, q8: 1.125 } as const;
 
 export function estimateMemoryBytes(c: MambaConfig, o: Pick<BackendOptions, 'dtype' | 'backend'> = {}): MemoryEstimate {
   const params = parameterCount(c);

@@ -1,5 +1,5 @@
 import type { Backend } from '../backend.js';
-import type { BackendOptions } from '../backends.js';
+import { GPU_DTYPES, type BackendOptions } from '../backends.js';
 import type { MambaConfig } from '../config.js';
 import { InvalidOptionError, OutOfMemoryError } from '../errors.js';
 import type { DecodeBlock, DeviceSampling, StateHandle } from '../backend.js';
@@ -211,9 +211,11 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
 
 export async function createWebGPUBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<Backend> {
   const dtype = o.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'f16') throw new InvalidOptionError('dtype', `the webgpu backend stores f32 or f16 weights, got ${dtype}`);
+  if (!GPU_DTYPES.includes(dtype) || (dtype !== 'f32' && dtype !== 'f16')) {
+    throw new InvalidOptionError('dtype', `the webgpu backend stores ${GPU_DTYPES.join(' or ')} weights, got ${dtype}`);
+  }
   const g = o.webgpuKernels;
-  return createWebGPUBackendWith(config, weights, { dtype, fused: g?.fusedDecode, gemvLanes: g?.gemvLanes, selfCheck: g?.selfCheck });
+  return createWebGPUBackendWith(config, weights, { dtype, fused: g?.fusedDecode, gemvLanes: g?.gemvLanes, selfCheck: g?.selfCheck, maxBindingBytes: g?.maxBindingBytes });
 }
 
 /** As `createWebGPUBackend`, with knobs for tests (forced weight splitting). */
