@@ -11,7 +11,7 @@ import { chooseBackend, createBackend, planBackend, WASM_MEMORY_BUDGET, weightFo
 import { parameterCount, parseConfig, type MambaConfig } from '../src/config.js';
 import { InvalidOptionError, OutOfMemoryError } from '../src/errors.js';
 import { estimateMemoryBytes } from '../src/loader.js';
-import { loadModel } from '../src/model.js';
+import { loadModel, type Model } from '../src/model.js';
 import type { ProbeReport } from '../src/probe.js';
 import { MAMBA_HF_SHAPES, syntheticConfig, syntheticModel, syntheticWeights, type SyntheticSpec } from '../src/synthetic.js';
 import type { WebGPUBackend } from '../src/webgpu/backend.js';
@@ -42,14 +42,21 @@ function argmax(x: Float32Array): number {
   return b;
 }
 
-/** Logits of a prompt (every position) and of `steps` greedy decode steps after it, as one array. */
-async function trace(b: Backend, prompt: Uint32Array, steps: number, next?: number[]): Promise<{ logits: Float32Array; tokens: number[] }> {
+/**
+ * Logits of a prompt (every position) and of `steps` greedy decode steps after it, as one array.
+ * `stepwise`: the prompt goes in one token at a time (the decode path), as a software adapter needs:
+ * its multi-token GEMM over a 50280-row head takes ~10 s a prompt here.
+ */
+async function trace(b: Backend, prompt: Uint32Array, steps: number, next?: number[], stepwise = false): Promise<{ logits: Float32Array; tokens: number[] }> {
   const V = b.config.vocabSize;
   const st = b.createState();
   const out = new Float32Array((prompt.length + steps) * V);
-  const all = await b.forward(st, prompt, 'all');
-  out.set(all);
-  let last = all.subarray(all.length - V);
+  if (stepwise) {
+    for (let i = 0; i < prompt.length; i++) out.set(await b.forward(st, prompt.subarray(i, i + 1), 'last'), i * V);
+  } else {
+    out.set(await b.forward(st, prompt, 'all'));
+  }
+  let last: Float32Array = out.subarray((prompt.length - 1) * V, prompt.length * V);
   const tokens: number[] = [];
   for (let i = 0; i < steps; i++) {
     // The reference's tokens are fed to every backend, so a near-tie cannot send them apart.
@@ -172,10 +179,10 @@ describe('1.4b / 2.8b: a backend and weight format that can hold them, or a refu
 });
 
 describe('130m-hf random weights on every backend match the js reference', () => {
-  const prompt = Uint32Array.of(510, 50279, 0, 31337, 1000, 42);
-  const STEPS = 3;
+  const prompt = Uint32Array.of(510, 50279, 0, 31337);
+  const STEPS = 2;
   let config: MambaConfig;
-  let weights: ModelWeights;
+  let weights: ModelWeights | undefined;
   let ref: { logits: Float32Array; tokens: number[] };
   beforeAll(async () => {
     ({ config, weights } = syntheticWeights(MAMBA_HF_SHAPES['130m-hf']));
@@ -185,23 +192,20 @@ describe('130m-hf random weights on every backend match the js reference', () =>
     expect(ref.logits.every(Number.isFinite)).toBe(true);
   });
   afterAll(() => {
-    weights = undefined as unknown as ModelWeights;
+    weights = undefined; // 516 MB of float32
   });
 
-  // f32 paths sum in other orders (SIMD lanes, workgroup trees): ~1e-6 of the largest logit; f16
-  // weights round each weight to 11 bits.
-  const rows: [string, BackendOptions, number][] = [
-    ['wasm f32', { backend: 'wasm', dtype: 'f32', threads: 2 }, 1e-4],
-    ['wasm f16', { backend: 'wasm', dtype: 'f16', threads: 2 }, 2e-2],
-  ];
-  if (gpu) rows.push(['webgpu f32', { backend: 'webgpu', dtype: 'f32' }, 1e-4]);
+  // f32 paths sum in other orders (SIMD lanes, workgroup trees): ~1e-6 of the largest logit.
+  const rows: [string, BackendOptions][] = [['wasm f32', { backend: 'wasm', dtype: 'f32', threads: 2 }]];
+  // On a software adapter the self-check (webgpu-selfcheck.test.ts) would take longer than the model.
+  if (gpu) rows.push(['webgpu f32', { backend: 'webgpu', dtype: 'f32', webgpuKernels: gpu.software ? { selfCheck: false } : {} }]);
   else skipLine(import.meta.url, 'no WebGPU adapter', { part: '130m-hf on webgpu' });
-  test.each(rows)('%s: prompt of 6 tokens + 3 decode steps', async (_, options, tol) => {
-    const b = await createBackend(config, weights, options);
+  test.each(rows)('%s: a prompt of 4 tokens + 2 decode steps', async (name, options) => {
+    const b = await createBackend(config, weights!, options);
     try {
-      const got = await trace(b, prompt, STEPS, ref.tokens);
-      expect(rel(got.logits, ref.logits)).toBeLessThan(tol);
-      if (tol <= 1e-4) expect(got.tokens).toEqual(ref.tokens);
+      const got = await trace(b, prompt, STEPS, ref.tokens, name.startsWith('webgpu') && gpu?.software);
+      expect(rel(got.logits, ref.logits)).toBeLessThan(1e-4);
+      expect(got.tokens).toEqual(ref.tokens);
     } finally {
       b.dispose();
     }
@@ -232,9 +236,16 @@ describe.skipIf(!gpu)('webgpu: a matrix larger than one binding is split across 
   const files = syntheticModel(spec);
   const prompt = Uint32Array.of(999, 3, 500, 42, 998, 7, 256, 1);
 
+  let js: Model;
+  beforeAll(async () => {
+    js = await loadModel({ files }, { backend: 'js' });
+  });
+  afterAll(() => js?.dispose());
+
   test.each(['f32', 'f16'] as const)('embedding gather, LM head, on-GPU argmax and sampler over 3+ parts match js (%s)', async (dtype) => {
-    const js = await loadModel({ files }, { backend: 'js' });
-    const model = await loadModel({ files }, { backend: 'webgpu', dtype, webgpuKernels: { maxBindingBytes: 40 * 1024 } });
+    // The self-check has its own tests (webgpu-selfcheck.test.ts); on a software adapter it costs seconds a load.
+    const webgpuKernels = { maxBindingBytes: 40 * 1024, selfCheck: !gpu?.software };
+    const model = await loadModel({ files }, { backend: 'webgpu', dtype, webgpuKernels });
     const gpuBackend = model.backend as unknown as WebGPUBackend;
     try {
       const parts = (gpuBackend as unknown as { w: { embedding: { mat: { parts: unknown[] } } } }).w.embedding.mat.parts;
@@ -257,7 +268,6 @@ describe.skipIf(!gpu)('webgpu: a matrix larger than one binding is split across 
       expect([...drawn.tokens]).toEqual(ref.tokens);
     } finally {
       model.dispose();
-      js.dispose();
     }
   });
 });
