@@ -1,6 +1,6 @@
 import { parseConfig, type MambaConfig } from './config.js';
 import { encodeSafetensors } from './safetensors.js';
-import { assembleWeights, type ModelWeights } from './weights.js';
+import { assembleWeights, embeddingName, type ModelWeights } from './weights.js';
 
 /** Shape of a synthetic Mamba-1 model (HF field names). */
 export interface SyntheticSpec {
@@ -106,9 +106,10 @@ function dims(spec: SyntheticSpec) {
  * values), with realistic value ranges (mamba's own initialisation scales). One random stream runs
  * through all of them, so a spec always gives the same weights.
  */
-export function* syntheticTensors(spec: SyntheticSpec): Generator<{ name: string; shape: number[]; data: Float32Array }> {
+export function* syntheticTensors(spec: SyntheticSpec, part: TensorPart = {}): Generator<{ name: string; shape: number[]; data: Float32Array }> {
   const { D, N, E, K, R, V, bias, convBias, tied, naming, m2, H, G } = dims(spec);
-  let s = (spec.seed ?? 1) >>> 0;
+  const [from, to] = part.layers ?? [0, spec.num_hidden_layers];
+  let s = (part.seed ?? spec.seed ?? 1) >>> 0;
   const rand = () => {
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
     return s / 2 ** 32;
@@ -139,9 +140,9 @@ export function* syntheticTensors(spec: SyntheticSpec): Generator<{ name: string
     });
   const t = (name: string, shape: number[], data: Float32Array) => ({ name, shape, data });
 
-  yield t(naming === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight', [V, D], uniform(V * D, 1));
+  if (part.embedding ?? true) yield t(naming === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight', [V, D], uniform(V * D, 1));
   const C = E + 2 * G * N; // Mamba-2 conv channels: x | B | C
-  for (let l = 0; l < spec.num_hidden_layers && m2; l++) {
+  for (let l = from; l < to && m2; l++) {
     const p = `backbone.layers.${l}.`;
     const m = `${p}mixer.`;
     const rows = E + C + H; // z | xBC | dt
@@ -157,7 +158,7 @@ export function* syntheticTensors(spec: SyntheticSpec): Generator<{ name: string
     yield t(`${m}out_proj.weight`, [D, E], uniform(D * E, 1 / Math.sqrt(E) / Math.sqrt(spec.num_hidden_layers)));
     if (bias) yield t(`${m}out_proj.bias`, [D], uniform(D, 0.1));
   }
-  for (let l = 0; l < spec.num_hidden_layers && !m2; l++) {
+  for (let l = from; l < to && !m2; l++) {
     const p = `backbone.layers.${l}.`;
     const m = `${p}mixer.`;
     yield t(`${p}norm.weight`, [D], around1(D));
@@ -173,8 +174,21 @@ export function* syntheticTensors(spec: SyntheticSpec): Generator<{ name: string
     yield t(`${m}out_proj.weight`, [D, E], uniform(D * E, 1 / Math.sqrt(E) / Math.sqrt(spec.num_hidden_layers)));
     if (bias) yield t(`${m}out_proj.bias`, [D], uniform(D, 0.1));
   }
-  yield t('backbone.norm_f.weight', [D], around1(D));
-  if (!tied) yield t('lm_head.weight', [V, D], uniform(V * D, 1 / Math.sqrt(D)));
+  if (part.tail ?? true) {
+    yield t('backbone.norm_f.weight', [D], around1(D));
+    if (!tied) yield t('lm_head.weight', [V, D], uniform(V * D, 1 / Math.sqrt(D)));
+  }
+}
+
+/** Which tensors `syntheticTensors` makes: all by default; `lazy` weights make one block at a time. */
+interface TensorPart {
+  embedding?: boolean;
+  /** Blocks [from, to). */
+  layers?: [number, number];
+  /** norm_f and an untied lm_head. */
+  tail?: boolean;
+  /** Starts the random stream here instead of at the spec's seed. */
+  seed?: number;
 }
 
 /**
@@ -194,16 +208,57 @@ export function syntheticModel(spec: SyntheticSpec): { 'config.json': string; 'm
  * float32 weights are 11 GB; through `syntheticModel` + `readModel` it would be held three times, and
  * its file would exceed what one ArrayBuffer may hold).
  */
-export function syntheticWeights(spec: SyntheticSpec): { config: MambaConfig; weights: ModelWeights } {
+export function syntheticWeights(spec: SyntheticSpec, o: { lazy?: boolean } = {}): { config: MambaConfig; weights: ModelWeights } {
   const config = parseConfig(JSON.stringify(syntheticConfig(spec)));
-  const tensors = new Map<string, Float32Array>();
-  for (const { name, data } of syntheticTensors(spec)) tensors.set(name, data);
-  const weights = assembleWeights(config, (name) => {
-    const data = tensors.get(name);
-    tensors.delete(name); // each tensor is taken once: what the weights do not keep can be collected
+  if (o.lazy) return { config, weights: lazyWeights(spec, config) };
+  return { config, weights: assemble(config, syntheticTensors(spec)) };
+}
+
+function assemble(config: MambaConfig, tensors: Iterable<{ name: string; data: Float32Array }>, rename = (name: string) => name): ModelWeights {
+  const byName = new Map<string, Float32Array>();
+  for (const { name, data } of tensors) byName.set(rename(name), data);
+  return assembleWeights(config, (name) => {
+    const data = byName.get(name);
+    byName.delete(name); // each tensor is taken once: what the weights do not keep can be collected
     return data;
   });
-  return { config, weights };
+}
+
+/**
+ * `lazy`: each block's tensors are made when one of them is first read, from a stream seeded by the
+ * block's index (other values than the eager weights', the same distributions), and only the block
+ * read last is kept. Backends read a block's tensors together once, while uploading (wasm copies them,
+ * WebGPU builds their layouts block by block): the host then holds the embedding plus one block of
+ * float32, not the whole model (11 GB for 2.8b-hf). Not for the js backend, which computes on the
+ * arrays it is given and would make every block again at every token.
+ */
+function lazyWeights(spec: SyntheticSpec, config: MambaConfig): ModelWeights {
+  const head = assemble({ ...config, nLayer: 0 }, syntheticTensors(spec, { layers: [0, 0] }));
+  // One block as a 1-block model's (its names renamed to block 0; no embedding / tail to make).
+  const block = (l: number) => {
+    const tensors = syntheticTensors(spec, { embedding: false, tail: false, layers: [l, l + 1], seed: ((spec.seed ?? 1) * 1000003 + l + 1) >>> 0 });
+    const empty = new Float32Array(0);
+    const one = assemble({ ...config, nLayer: 1, tiedEmbeddings: true }, [...tensors, { name: embeddingName(config), data: empty }, { name: 'backbone.norm_f.weight', data: empty }], (n) =>
+      n.replace(`backbone.layers.${l}.`, 'backbone.layers.0.'),
+    );
+    return one.layers[0];
+  };
+  let last = { l: 0, layer: block(0) };
+  const fields = Object.keys(last.layer);
+  const layers = Array.from({ length: config.nLayer }, (_, l) => {
+    const lazy = {};
+    for (const f of fields) {
+      Object.defineProperty(lazy, f, {
+        enumerable: true,
+        get: () => {
+          if (last.l !== l) last = { l, layer: block(l) };
+          return (last.layer as unknown as Record<string, Float32Array | undefined>)[f];
+        },
+      });
+    }
+    return lazy as typeof last.layer;
+  });
+  return { ...head, layers };
 }
 
 /** The `config.json` object of a spec (HF or mamba_ssm fields). */

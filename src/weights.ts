@@ -65,7 +65,7 @@ export interface ExpectedTensor {
   optional?: boolean;
 }
 
-function embeddingName(cfg: MambaConfig): string {
+export function embeddingName(cfg: MambaConfig): string {
   return cfg.naming === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
 }
 
