@@ -131,6 +131,11 @@ export function cannotHold(name: BackendName, c: MambaConfig, dtype: WeightDtype
   return '';
 }
 
+/** The weight format a backend takes when `dtype` is not given: the first of its formats it can hold. */
+export function defaultDtype(name: BackendName, c: MambaConfig): WeightDtype | undefined {
+  return fitDtype(name, c, undefined).dtype;
+}
+
 /**
  * For one backend: the first of its weight formats (or the requested one) that it can hold, or why
  * none fits.

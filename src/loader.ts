@@ -1,5 +1,5 @@
 import { localPathExists } from './assets.js';
-import { BYTES_PER_WEIGHT, type BackendOptions } from './backends.js';
+import { BYTES_PER_WEIGHT, defaultDtype, type BackendOptions, type WeightDtype } from './backends.js';
 import { MAX_CONFIG_BYTES, parameterCount, parseConfig, preview, type MambaConfig } from './config.js';
 import { DEFAULT_MODEL_PATH } from './defaults.js';
 import { InvalidOptionError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from './errors.js';
@@ -286,6 +286,8 @@ export interface MemoryEstimate {
   total: number;
   /** Weights in the backend's storage format. */
   weights: number;
+  /** That format: the requested `dtype`, else the first the named backend can hold, else f32. */
+  dtype: WeightDtype;
   /** Float32 copies decoded from the files, alive until a non-js backend has its own copy. */
   staging: number;
   /** One sequence's recurrent state (conv + SSM); each extra session adds this much. */
@@ -296,14 +298,17 @@ export interface MemoryEstimate {
 
 export function estimateMemoryBytes(c: MambaConfig, o: Pick<BackendOptions, 'dtype' | 'backend'> = {}): MemoryEstimate {
   const params = parameterCount(c);
-  const perWeight = BYTES_PER_WEIGHT[o.dtype ?? 'f32'] ?? 4;
+  // Without a dtype, a named backend takes the first format it can hold (1.4b on wasm: f16); 'auto' is
+  // settled by planBackend, which passes its pick here.
+  const dtype = o.dtype ?? (o.backend && o.backend !== 'auto' ? defaultDtype(o.backend, c) : undefined) ?? 'f32';
+  const perWeight = BYTES_PER_WEIGHT[dtype] ?? 4;
   const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V, nLayer } = c;
   const weights = Math.ceil(params * perWeight);
   // The js backend computes on the decoded float32 arrays themselves; the others copy them.
   const staging = o.backend === 'js' ? 0 : params * 4;
   const state = nLayer * E * (K - 1 + N) * 4;
   const activations = DEFAULT_CHUNK * (2 * D + 4 * E + R + 2 * N + V) * 4;
-  return { total: weights + staging + state + activations, weights, staging, state, activations };
+  return { total: weights + staging + state + activations, weights, dtype, staging, state, activations };
 }
 
 function checkMemoryBudget(c: MambaConfig, limit: number, o: Pick<BackendOptions, 'dtype' | 'backend'>): void {
@@ -312,7 +317,7 @@ function checkMemoryBudget(c: MambaConfig, limit: number, o: Pick<BackendOptions
   const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
   throw new OutOfMemoryError(
     `config.json describes a model of ${parameterCount(c)} parameters that needs about ${mib(e.total)} (${e.total} bytes: ` +
-      `weights ${mib(e.weights)} as ${o.dtype ?? 'f32'}, float32 staging ${mib(e.staging)}, state ${mib(e.state)}, ` +
+      `weights ${mib(e.weights)} as ${e.dtype}, float32 staging ${mib(e.staging)}, state ${mib(e.state)}, ` +
       `activations ${mib(e.activations)}), more than maxMemoryBytes ${mib(limit)} (${limit} bytes)`,
   );
 }

@@ -162,8 +162,11 @@ describe('1.4b / 2.8b: a backend and weight format that can hold them, or a refu
       expect(e.weights).toBe(Math.ceil(parameterCount(c) * (dtype === 'f16' ? 2 : 1.125)));
       expect(weightFootprint(c, 'f32').total).toBeGreaterThan(WASM_MEMORY_BUDGET);
     }
-    // An explicit backend without a dtype gets the same pick.
+    // An explicit backend without a dtype gets the same pick, and so does the estimate for it.
     expect(chooseBackend(cpuOnly, HF['2.8b-hf'], { backend: 'wasm' })).toMatchObject({ backend: 'wasm', dtype: 'q8' });
+    expect(estimateMemoryBytes(HF['2.8b-hf'], { backend: 'wasm' })).toMatchObject({ dtype: 'q8', weights: Math.ceil(parameterCount(HF['2.8b-hf']) * 1.125) });
+    expect(estimateMemoryBytes(HF['1.4b-hf'], { backend: 'wasm' }).dtype).toBe('f16');
+    expect(estimateMemoryBytes(HF['1.4b-hf'], { backend: 'js' }).dtype).toBe('f32');
   });
 
   test('a laptop GPU with 128 MiB bindings holds 2.8b: its 50280x2560 f32 embedding (491 MiB) is split by rows', () => {
