@@ -168,7 +168,7 @@ export function chooseBackend(report: ProbeReport, config: MambaConfig, options:
   const cpuFallback: BackendName = report.wasm.simd ? 'wasm' : 'js';
   if (options.backend && options.backend !== 'auto') {
     const b = options.backend;
-    return { ...explicitPlan(b, config, options), fallback: b === 'webgpu' ? cpuFallback : undefined };
+    return { ...explicitPlan(b, config, options, report), fallback: b === 'webgpu' ? cpuFallback : undefined };
   }
   const gpu = report.webgpu;
   // Some runtimes report the vendor as a PCI id number: leave those out of the sentence.
