@@ -236,12 +236,15 @@ describe('130m-hf random weights on every backend match the js reference', () =>
   // On a software adapter the self-check (webgpu-selfcheck.test.ts) would take longer than the model.
   if (gpu) rows.push(['webgpu f32', { backend: 'webgpu', dtype: 'f32', webgpuKernels: gpu.software ? { selfCheck: false } : {} }]);
   else skipLine(import.meta.url, 'no WebGPU adapter', { part: '130m-hf on webgpu' });
-  test.each(rows)('%s: a prompt of 4 tokens + 2 decode steps', async (name, options) => {
+  test.each(rows)('%s: a prompt of 4 tokens + 2 decode steps (software adapter: the prompt only)', async (name, options) => {
     const b = await createBackend(config, weights!, options);
     try {
-      const got = await trace(b, prompt, STEPS, ref.tokens, name.startsWith('webgpu') && gpu?.software);
-      expect(rel(got.logits, ref.logits)).toBeLessThan(1e-4);
-      expect(got.tokens).toEqual(ref.tokens);
+      // A software adapter takes the prompt token by token (the decode path), and stops there: ~1 s a token.
+      const soft = name.startsWith('webgpu') && !!gpu?.software;
+      const steps = soft ? 0 : STEPS;
+      const got = await trace(b, prompt, steps, ref.tokens, soft);
+      expect(rel(got.logits, ref.logits.subarray(0, got.logits.length))).toBeLessThan(1e-4);
+      expect(got.tokens).toEqual(ref.tokens.slice(0, steps));
     } finally {
       b.dispose();
     }
