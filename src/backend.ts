@@ -1,6 +1,6 @@
 import type { MambaConfig } from './config.js';
 import { argmax, Sampler } from './sampler.js';
-import type { LayerWeights, Mamba2LayerWeights } from './weights.js';
+import type { AnyLayerWeights, LayerWeights, Mamba2LayerWeights } from './weights.js';
 
 export type BackendName = 'js' | 'wasm' | 'webgpu';
 
@@ -67,6 +67,12 @@ export interface Backend {
 export interface Kernels<A, W> {
   /** Uploads one float32 weight tensor of shape `[rows, cols]` (vectors: rows = 1). */
   upload(data: Float32Array, rows: number, cols: number): W;
+  /**
+   * Optional: every tensor of one block is uploaded. A backend that keeps host copies until it knows
+   * what each tensor is for (WebGPU) builds that block's device layouts here and drops them, so the
+   * host never holds more than a block of float32 beyond its input (see `syntheticWeights`' `lazy`).
+   */
+  uploadedLayer?(layer: AnyLayerWeights<W>, config: MambaConfig): void;
   /** A zero-filled buffer of `floats` float32 values. */
   alloc(floats: number): A;
   free(buf: A): void;

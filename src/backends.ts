@@ -1,8 +1,9 @@
 import type { Backend, BackendName } from './backend.js';
 import type { MambaConfig } from './config.js';
 import { parameterCount } from './config.js';
-import { BackendUnavailableError, InvalidOptionError } from './errors.js';
+import { BackendUnavailableError, InvalidOptionError, OutOfMemoryError } from './errors.js';
 import type { ProbeReport } from './probe.js';
+import { QBLOCK } from './quant.js';
 import { createReferenceBackend } from './reference/backend.js';
 import type { ModelWeights } from './weights.js';
 
@@ -22,8 +23,11 @@ export interface BackendOptions {
    * adapters, where they are slower); `gemvLanes`: invocations per GEMV row (32 and up on GPUs, 1 on
    * software adapters). `selfCheck: false` skips the adapter self-check (src/webgpu/selfcheck.ts), for
    * tests and tuning only: it is what keeps an adapter that computes wrong from producing garbage.
+   * `maxBindingBytes`: the most bytes one weight buffer may bind (default: the device's
+   * `maxStorageBufferBindingSize`, itself raised to the adapter's limit); larger matrices — the
+   * embedding / LM head above all — are split by rows across buffers. Lower it to test the split.
    */
-  webgpuKernels?: { fusedDecode?: boolean; gemvLanes?: number; selfCheck?: boolean };
+  webgpuKernels?: { fusedDecode?: boolean; gemvLanes?: number; selfCheck?: boolean; maxBindingBytes?: number };
 }
 
 const BACKENDS: BackendChoice[] = ['auto', 'js', 'wasm', 'webgpu'];
@@ -48,6 +52,10 @@ export function checkBackendOptions(o: BackendOptions): void {
     if (g.selfCheck !== undefined && typeof g.selfCheck !== 'boolean') {
       throw new InvalidOptionError('webgpuKernels', `selfCheck must be a boolean, got ${JSON.stringify(g.selfCheck)}`);
     }
+    const m = g.maxBindingBytes;
+    if (m !== undefined && !(Number.isInteger(m) && m >= 256)) {
+      throw new InvalidOptionError('webgpuKernels', `maxBindingBytes must be an integer of at least 256 bytes, got ${m}`);
+    }
     const l = g.gemvLanes;
     if (l !== undefined && !(Number.isInteger(l) && l >= 1 && l <= 256 && (l & (l - 1)) === 0)) {
       throw new InvalidOptionError('webgpuKernels', `gemvLanes must be a power of two in [1, 256], got ${l}`);
@@ -65,42 +73,106 @@ export interface BackendSelection {
   order: BackendName[];
   /** The CPU backend that takes over if the GPU is lost mid-generation (webgpu picks only). */
   fallback?: BackendName;
+  /** The weight format the backend stores (the requested `dtype`, or the first that fits). */
+  dtype: WeightDtype;
+  /** Each candidate's weight format. */
+  dtypes?: Partial<Record<BackendName, WeightDtype>>;
 }
 
 /** wasm32 addresses 4 GiB; keep room for activations, states and the allocator. */
 export const WASM_MEMORY_BUDGET = 3.5 * 2 ** 30;
 
-// q8: 1 byte + a f32 scale per 32; q4: half a byte + an f16 scale per 32
-const BYTES_PER_WEIGHT: Record<WeightDtype, number> = { f32: 4, f16: 2, q8: 1.125, q4: 0.5625 };
+/** What the js reference may hold in host arrays (float32 weights). */
+export const JS_MEMORY_BUDGET = 4 * WASM_MEMORY_BUDGET;
+
+/**
+ * Bytes per weight of each storage format, per block of QBLOCK = 32: q8 one int8 each plus a float32
+ * scale; q4 half a byte each plus an f16 scale.
+ */
+export const BYTES_PER_WEIGHT: Record<WeightDtype, number> = { f32: 4, f16: 2, q8: 1 + 4 / QBLOCK, q4: 0.5 + 2 / QBLOCK };
+
+/**
+ * Weight formats the webgpu backend stores. The one place that says so: planning (`chooseBackend`,
+ * `planBackend`) and the backend's own option check read it; quantized GPU kernels add theirs here.
+ */
+export const GPU_DTYPES: WeightDtype[] = ['f32', 'f16', 'q8', 'q4'];
+
+/** Each backend's weight formats, in the order an unset `dtype` tries them (most exact first). */
+export function backendDtypes(name: BackendName): readonly WeightDtype[] {
+  return name === 'js' ? ['f32'] : name === 'wasm' ? DTYPES : GPU_DTYPES;
+}
 
 /** Bytes the weights take in `dtype`, and the largest single tensor (what one GPU buffer must hold). */
-export function weightFootprint(c: MambaConfig, dtype: WeightDtype): { total: number; largestTensor: number } {
+export function weightFootprint(c: MambaConfig, dtype: WeightDtype): { total: number; largestTensor: number; largestRow: number } {
   const b = BYTES_PER_WEIGHT[dtype];
   const { dModel: D, dInner: E, dState: N, dtRank: R, vocabSize: V } = c;
   const largest = Math.max(V * D, 2 * E * D, D * E, (R + 2 * N) * E, E * R, E * N);
-  return { total: parameterCount(c) * b, largestTensor: largest * b };
+  // The webgpu backend splits a matrix by rows across bindings: only a row must fit one (rows of D or E).
+  return { total: parameterCount(c) * b, largestTensor: largest * b, largestRow: Math.max(D, E) * b };
+}
+
+const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
+
+/**
+ * Why `name` cannot hold this model's weights in `dtype` ('' = it can), from the config alone: wasm32's
+ * 4 GiB; for WebGPU (given a probe report) a weight row must fit one binding (matrices are split by
+ * rows across bindings) and, on a software adapter, the weights must fit host memory (its buffers live
+ * there). WebGPU reports no memory size for a hardware GPU: there, a model too large fails when its
+ * buffers are created, with `OutOfMemoryError`.
+ */
+export function cannotHold(name: BackendName, c: MambaConfig, dtype: WeightDtype, report?: ProbeReport): string {
+  const size = weightFootprint(c, dtype);
+  if (!backendDtypes(name).includes(dtype)) return `the ${name} backend stores ${backendDtypes(name).join('/')} weights, not ${dtype}`;
+  if (name === 'js') return size.total > JS_MEMORY_BUDGET ? `float32 weights (${gib(size.total)}) are too large for host arrays` : '';
+  if (name === 'wasm') return size.total > WASM_MEMORY_BUDGET ? `${dtype} weights (${gib(size.total)}) do not fit wasm32's 4 GiB memory` : '';
+  const gpu = report?.webgpu;
+  if (!gpu?.limits) return '';
+  const binding = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  if (size.largestRow > binding) return `a ${dtype} weight row (${size.largestRow} bytes) exceeds the GPU's largest binding (${binding} bytes)`;
+  const host = gpu.adapter?.software ? report?.deviceMemoryBytes : null;
+  if (host && size.total > host) return `${dtype} weights (${gib(size.total)}) exceed the software adapter's host memory (${gib(host)})`;
+  return '';
+}
+
+/** The weight format a backend takes when `dtype` is not given: the first of its formats it can hold. */
+export function defaultDtype(name: BackendName, c: MambaConfig): WeightDtype | undefined {
+  return fitDtype(name, c, undefined).dtype;
+}
+
+/**
+ * For one backend: the first of its weight formats (or the requested one) that it can hold, or why
+ * none fits.
+ */
+function fitDtype(name: BackendName, c: MambaConfig, dtype: WeightDtype | undefined, report?: ProbeReport): { dtype?: WeightDtype; why: string } {
+  const tried: string[] = [];
+  for (const d of dtype ? [dtype] : backendDtypes(name)) {
+    const why = cannotHold(name, c, d, report);
+    if (!why) return { dtype: d, why: '' };
+    tried.push(why);
+  }
+  return { why: tried.join(', ') };
 }
 
 /**
  * The pure decision behind `backend: 'auto'`: which backend should be fastest for this model on
- * this device, and why. An explicit `backend` wins. Otherwise, in order:
- *  - a hardware GPU (WebGPU adapter that is not software) when the model fits its buffers (every
- *    dtype: f32, f16, q8, q4);
+ * this device, with which weight format, and why. An explicit `backend` wins. Otherwise, in order:
+ *  - a hardware GPU (WebGPU adapter that is not software) when the model fits its bindings in a
+ *    format the GPU stores (`GPU_DTYPES`);
  *  - WASM SIMD when the weights fit wasm32's 4 GiB (a software adapter — SwiftShader, lavapipe,
  *    llvmpipe, `isFallbackAdapter` — is ~10x slower than WASM SIMD, so it loses here);
  *  - the plain-JS reference (f32 only) as the last CPU resort;
  *  - a software GPU only after that (per-dispatch overhead makes it slower than JS on small models),
  *    or first when the model is too big for wasm32 but fits the GPU.
+ * Without a `dtype`, each backend takes the first of its formats (f32, f16, q8, q4) that it can hold, so
+ * a 1.4b model runs f16 and a 2.8b model q8 on wasm32. A model that no backend can hold is refused
+ * with `OutOfMemoryError`, from the config alone.
  */
 export function chooseBackend(report: ProbeReport, config: MambaConfig, options: BackendOptions = {}): BackendSelection {
-  const dtype = options.dtype ?? 'f32';
   const cpuFallback: BackendName = report.wasm.simd ? 'wasm' : 'js';
   if (options.backend && options.backend !== 'auto') {
     const b = options.backend;
-    return { backend: b, reason: `requested backend '${b}'`, order: [b], fallback: b === 'webgpu' ? cpuFallback : undefined };
+    return { ...explicitPlan(b, config, options, report), fallback: b === 'webgpu' ? cpuFallback : undefined };
   }
-  const size = weightFootprint(config, dtype);
-  const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
   const gpu = report.webgpu;
   // Some runtimes report the vendor as a PCI id number: leave those out of the sentence.
   const adapterName = gpu.adapter
@@ -108,26 +180,22 @@ export function chooseBackend(report: ProbeReport, config: MambaConfig, options:
     : '';
 
   // Why each path can or cannot run this model; '' = it can.
-  const gpuMaxBuffer = gpu.limits?.maxBufferSize ?? 0;
-  const noGpu = !gpu.available
-    ? `no WebGPU adapter (${gpu.reason ?? 'unavailable'})`
-    : size.largestTensor > gpuMaxBuffer
-        ? `its largest tensor (${gib(size.largestTensor)}) exceeds the GPU's maxBufferSize (${gib(gpuMaxBuffer)})`
-        : '';
-  const noWasm = !report.wasm.simd
-    ? 'no WASM SIMD'
-    : size.total > WASM_MEMORY_BUDGET
-      ? `${dtype} weights (${gib(size.total)}) do not fit wasm32's 4 GiB memory`
-      : '';
-  const noJs = dtype !== 'f32' ? `the js reference computes f32 only (dtype ${dtype})` : size.total > WASM_MEMORY_BUDGET * 4 ? 'too large for host arrays' : '';
+  const gpuFit = gpu.available ? fitDtype('webgpu', config, options.dtype, report) : { why: `no WebGPU adapter (${gpu.reason ?? 'unavailable'})` };
+  const wasmFit = report.wasm.simd ? fitDtype('wasm', config, options.dtype, report) : { why: 'no WASM SIMD' };
+  // The js reference ignores dtype in auto mode (it always computes f32).
+  const jsFit = fitDtype('js', config, 'f32', report);
+  const noGpu = gpuFit.why;
+  const noWasm = wasmFit.why;
+  const noJs = options.dtype !== undefined && options.dtype !== 'f32' ? `the js reference computes f32 only (dtype ${options.dtype})` : jsFit.why;
   const software = !!gpu.adapter?.software;
+  const wasmTooSmall = report.wasm.simd && !!noWasm;
 
   const order: BackendName[] = [];
   let reason: string;
   if (!noGpu && !software) {
     order.push('webgpu');
     reason = `hardware WebGPU adapter (${adapterName})`;
-  } else if (!noGpu && software && noWasm && size.total > WASM_MEMORY_BUDGET) {
+  } else if (!noGpu && software && wasmTooSmall) {
     order.push('webgpu');
     reason = `${noWasm}; the software WebGPU adapter (${adapterName}) can hold it`;
   } else if (!noWasm) {
@@ -136,43 +204,83 @@ export function chooseBackend(report: ProbeReport, config: MambaConfig, options:
     reason = `plain JS: ${noWasm}${noGpu ? `; ${noGpu}` : software ? '; a software WebGPU adapter has too much overhead' : ''}`;
   }
   if (!noWasm) order.push('wasm');
-  if (!noJs || order.length === 0) order.push('js');
+  if (!noJs || (order.length === 0 && !jsFit.why)) order.push('js');
   if (!noGpu && !order.includes('webgpu')) order.push('webgpu');
-  return { backend: order[0], reason, order, fallback: order[0] === 'webgpu' ? cpuFallback : undefined };
+  if (order.length === 0) {
+    throw new OutOfMemoryError(
+      `no backend can hold this model (${parameterCount(config)} parameters): webgpu: ${noGpu}; wasm: ${noWasm}; js: ${jsFit.why || noJs}`,
+    );
+  }
+  const dtypes: Partial<Record<BackendName, WeightDtype>> = { webgpu: gpuFit.dtype, wasm: wasmFit.dtype, js: 'f32' };
+  for (const b of ['webgpu', 'wasm', 'js'] as const) if (!order.includes(b)) delete dtypes[b];
+  if (order[0] !== 'js' && dtypes[order[0]] !== (options.dtype ?? 'f32')) reason += `; ${dtypes[order[0]]} weights (f32 would not fit)`;
+  return { backend: order[0], reason, order, dtype: dtypes[order[0]]!, dtypes, fallback: order[0] === 'webgpu' ? cpuFallback : undefined };
+}
+
+/** An explicit backend's plan: the requested dtype, or the first it can hold; `OutOfMemoryError` if it cannot. */
+function explicitPlan(b: BackendName, config: MambaConfig, o: BackendOptions, report?: ProbeReport): BackendSelection {
+  const base = { backend: b, reason: `requested backend '${b}'`, order: [b] };
+  // A format the backend does not store at all is an option error, raised where the backend is created.
+  if (o.dtype && !backendDtypes(b).includes(o.dtype)) return { ...base, dtype: o.dtype, dtypes: { [b]: o.dtype } };
+  const fit = fitDtype(b, config, o.dtype, report);
+  if (!fit.dtype) {
+    const other = o.dtype ? backendDtypes(b).find((d) => !cannotHold(b, config, d, report)) : undefined;
+    throw new OutOfMemoryError(`the ${b} backend cannot hold this model (${parameterCount(config)} parameters): ${fit.why}${other ? ` (dtype '${other}' would fit)` : ''}`);
+  }
+  return { ...base, dtype: fit.dtype, dtypes: { [b]: fit.dtype } };
+}
+
+/**
+ * Which backend(s) and weight format will run this model, decided from its config alone (probing the
+ * device for 'auto'): what `loadModel` settles before any weight is read, so that a model no backend
+ * can hold is refused with `OutOfMemoryError` before it is downloaded or allocated.
+ */
+export async function planBackend(config: MambaConfig, o: BackendOptions = {}): Promise<BackendSelection> {
+  checkBackendOptions(o);
+  const choice = o.backend ?? 'auto';
+  if (choice !== 'auto') return explicitPlan(choice, config, o);
+  return chooseBackend(await autoProbe(), config, o);
+}
+
+/** The probe behind 'auto' (cached by probe.ts; without a GPU device node, WebGPU is not even tried). */
+async function autoProbe(): Promise<ProbeReport> {
+  const { probe } = await import('./probe.js');
+  const gpu = await gpuDeviceNodes();
+  const report = await probe(gpu === false ? { webgpu: false } : {});
+  if (gpu !== false) return report;
+  return { ...report, webgpu: { available: false, reason: 'no GPU device node (/dev/dri/renderD*, /dev/nvidia*): only a software adapter could answer' } };
 }
 
 /** `backend.selection`, set on backends made by `createBackend`. */
 export type SelectedBackend = Backend & { readonly selection?: BackendSelection };
 
-/** Creates the requested backend; 'auto' probes the device, ranks the candidates and takes the first that starts. */
-export async function createBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<SelectedBackend> {
+/**
+ * Creates the requested backend; 'auto' probes the device, ranks the candidates and takes the first that
+ * starts. `plan` is `planBackend`'s answer when the caller already has it (loadModel settles it before
+ * reading the weights).
+ */
+export async function createBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions, plan?: BackendSelection): Promise<SelectedBackend> {
   checkBackendOptions(o);
+  const selection = plan ?? (await planBackend(config, o));
   const choice = o.backend ?? 'auto';
   if (choice !== 'auto') {
-    const backend = await createNamed(choice, config, weights, o);
-    return withSelection(backend, { backend: choice, reason: `requested backend '${choice}'`, order: [choice] });
+    const backend = await createNamed(choice, config, weights, { ...o, dtype: selection.dtype });
+    return withSelection(backend, { backend: choice, reason: selection.reason, order: [choice], dtype: selection.dtype, dtypes: selection.dtypes });
   }
-  const { probe } = await import('./probe.js');
-  const gpu = await gpuDeviceNodes();
-  let report = await probe(gpu === false ? { webgpu: false } : {});
-  if (gpu === false) {
-    report = { ...report, webgpu: { available: false, reason: 'no GPU device node (/dev/dri/renderD*, /dev/nvidia*): only a software adapter could answer' } };
-  }
-  const selection = chooseBackend(report, config, o);
   const skipped: string[] = [];
+  const optionsFor = (name: BackendName): BackendOptions => ({ ...o, dtype: selection.dtypes?.[name] ?? (name === 'js' ? 'f32' : o.dtype) });
   for (const name of selection.order) {
     try {
-      // The js reference ignores dtype in auto mode (it always computes f32).
-      let backend: Backend = await createNamed(name, config, weights, name === 'js' ? { ...o, dtype: 'f32' } : o);
+      let backend: Backend = await createNamed(name, config, weights, optionsFor(name));
       if (name === 'webgpu') {
         // Keep generating on the CPU if the GPU is lost mid-run (see fallback.ts).
         const cpu = selection.order.find((b) => b !== 'webgpu') ?? 'js';
         const { FallbackBackend } = await import('./fallback.js');
-        backend = new FallbackBackend(backend, () => createNamed(cpu, config, weights, cpu === 'js' ? { ...o, dtype: 'f32' } : o));
+        backend = new FallbackBackend(backend, () => createNamed(cpu, config, weights, optionsFor(cpu)));
         selection.fallback = cpu;
       }
       const reason = skipped.length ? `${selection.reason}; ${skipped.join('; ')}` : selection.reason;
-      return withSelection(backend, { ...selection, backend: name, reason });
+      return withSelection(backend, { ...selection, backend: name, reason, dtype: optionsFor(name).dtype! });
     } catch (e) {
       if (!(e instanceof BackendUnavailableError)) throw e;
       skipped.push(`${name} unavailable (${e.message})`);

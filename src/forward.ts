@@ -224,8 +224,17 @@ export function uploadWeights<A, W>(k: Kernels<A, W>, c: MambaConfig, w: ModelWe
   const opt = (x: Float32Array | undefined) => (x ? vec(x) : undefined);
   const C = convChannels(c);
   const H = c.mamba2?.nHeads ?? 0;
-  const layers = w.layers.map((L): AnyLayerWeights<W> =>
-    isMamba2Layer(L)
+  const layers = w.layers.map((L): AnyLayerWeights<W> => {
+    const up = uploadLayer(L);
+    k.uploadedLayer?.(up, c);
+    return up;
+  });
+  const embedding = k.upload(w.embedding, V, D);
+  const lmHead = w.lmHead === w.embedding ? embedding : k.upload(w.lmHead, V, D);
+  return { embedding, layers, normF: vec(w.normF), lmHead };
+
+  function uploadLayer(L: AnyLayerWeights): AnyLayerWeights<W> {
+    return isMamba2Layer(L)
       ? {
           norm: vec(L.norm),
           inProjZ: k.upload(L.inProjZ, E, D),
@@ -258,9 +267,6 @@ export function uploadWeights<A, W>(k: Kernels<A, W>, c: MambaConfig, w: ModelWe
           D: vec(L.D),
           outProj: k.upload(L.outProj, D, E),
           outProjBias: opt(L.outProjBias),
-        },
-  );
-  const embedding = k.upload(w.embedding, V, D);
-  const lmHead = w.lmHead === w.embedding ? embedding : k.upload(w.lmHead, V, D);
-  return { embedding, layers, normF: vec(w.normF), lmHead };
+        };
+  }
 }

@@ -2,7 +2,7 @@ export { loadModel, loadTokenizer, Model, Session, encodeSnapshot, decodeSnapsho
 export { loadModelInWorker, WorkerModel, WorkerSession, type WorkerLoadOptions, type WorkerBackendInfo } from './runtime.js';
 export { defaultModelSource, DEFAULT_MODEL_PATH } from './defaults.js';
 export { probe, type ProbeReport, type ProbeOptions, type WebGPUReport } from './probe.js';
-export { chooseBackend, type BackendSelection } from './backends.js';
+export { chooseBackend, planBackend, GPU_DTYPES, type BackendSelection } from './backends.js';
 export { FallbackBackend, type FallbackOptions } from './fallback.js';
 export type { GenerateOptions, GenerationChunk, GenerationStats } from './generate.js';
 export type { SamplingOptions } from './sampler.js';

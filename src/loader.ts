@@ -1,5 +1,5 @@
 import { localPathExists } from './assets.js';
-import type { BackendOptions } from './backends.js';
+import { BYTES_PER_WEIGHT, defaultDtype, type BackendOptions, type WeightDtype } from './backends.js';
 import { MAX_CONFIG_BYTES, parameterCount, parseConfig, preview, type MambaConfig } from './config.js';
 import { DEFAULT_MODEL_PATH } from './defaults.js';
 import { InvalidOptionError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from './errors.js';
@@ -152,11 +152,24 @@ export async function readTokenizer(source: ModelSource, opts: ReadOptions = {})
 }
 
 /** Reads config.json + safetensors (single or sharded), and the tokenizer, from any source and validates them. */
-export async function readModel(source: ModelSource, opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {}): Promise<LoadedFiles> {
+/**
+ * `beforeWeights` runs once config.json is parsed, before any weight byte is fetched or allocated: a
+ * caller settles there which backend and weight format will hold the model (`planBackend`), or refuses
+ * it; what it returns replaces `opts.backend` / `opts.dtype` in the `maxMemoryBytes` estimate.
+ */
+export async function readModel(
+  source: ModelSource,
+  opts: ReadOptions & Pick<BackendOptions, 'dtype' | 'backend'> = {},
+  beforeWeights?: (config: MambaConfig) => Promise<Pick<BackendOptions, 'dtype' | 'backend'> | void>,
+): Promise<LoadedFiles> {
   const opened = await openSource(source, opts);
   const { read, seen, config, plainBound } = opened;
   // Before any weight byte is fetched or allocated.
-  if (opts.maxMemoryBytes !== undefined) checkMemoryBudget(config, opts.maxMemoryBytes, opts);
+  const limit = opts.maxMemoryBytes;
+  // The caller's budget first where the options fix the weight format (a dtype, or the f32-only js backend).
+  if (limit !== undefined && (opts.dtype || opts.backend === 'js')) checkMemoryBudget(config, limit, opts);
+  const planned = await beforeWeights?.(config);
+  if (limit !== undefined) checkMemoryBudget(config, limit, planned ?? opts);
   // Before the weights too: a tokenizer that does not fit the model fails without the download.
   const tokenizer = await readTokenizerFiles(opened);
 
@@ -273,6 +286,8 @@ export interface MemoryEstimate {
   total: number;
   /** Weights in the backend's storage format. */
   weights: number;
+  /** That format: the requested `dtype`, else the first the named backend can hold, else f32. */
+  dtype: WeightDtype;
   /** Float32 copies decoded from the files, alive until a non-js backend has its own copy. */
   staging: number;
   /** One sequence's recurrent state (conv + SSM); each extra session adds this much. */
@@ -281,19 +296,19 @@ export interface MemoryEstimate {
   activations: number;
 }
 
-/** Bytes per weight for each backend storage format (q8: int8 plus a float32 scale per 32 weights; q4: 4 bits plus an f16 scale per 32). */
-const BYTES_PER_WEIGHT = { f32: 4, f16: 2, q8: 1.125, q4: 0.5625 } as const;
-
 export function estimateMemoryBytes(c: MambaConfig, o: Pick<BackendOptions, 'dtype' | 'backend'> = {}): MemoryEstimate {
   const params = parameterCount(c);
-  const perWeight = BYTES_PER_WEIGHT[o.dtype ?? 'f32'] ?? 4;
+  // Without a dtype, a named backend takes the first format it can hold (1.4b on wasm: f16); 'auto' is
+  // settled by planBackend, which passes its pick here.
+  const dtype = o.dtype ?? (o.backend && o.backend !== 'auto' ? defaultDtype(o.backend, c) : undefined) ?? 'f32';
+  const perWeight = BYTES_PER_WEIGHT[dtype] ?? 4;
   const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V, nLayer } = c;
   const weights = Math.ceil(params * perWeight);
   // The js backend computes on the decoded float32 arrays themselves; the others copy them.
   const staging = o.backend === 'js' ? 0 : params * 4;
   const state = nLayer * E * (K - 1 + N) * 4;
   const activations = DEFAULT_CHUNK * (2 * D + 4 * E + R + 2 * N + V) * 4;
-  return { total: weights + staging + state + activations, weights, staging, state, activations };
+  return { total: weights + staging + state + activations, weights, dtype, staging, state, activations };
 }
 
 function checkMemoryBudget(c: MambaConfig, limit: number, o: Pick<BackendOptions, 'dtype' | 'backend'>): void {
@@ -302,7 +317,7 @@ function checkMemoryBudget(c: MambaConfig, limit: number, o: Pick<BackendOptions
   const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
   throw new OutOfMemoryError(
     `config.json describes a model of ${parameterCount(c)} parameters that needs about ${mib(e.total)} (${e.total} bytes: ` +
-      `weights ${mib(e.weights)} as ${o.dtype ?? 'f32'}, float32 staging ${mib(e.staging)}, state ${mib(e.state)}, ` +
+      `weights ${mib(e.weights)} as ${e.dtype}, float32 staging ${mib(e.staging)}, state ${mib(e.state)}, ` +
       `activations ${mib(e.activations)}), more than maxMemoryBytes ${mib(limit)} (${limit} bytes)`,
   );
 }

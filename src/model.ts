@@ -1,5 +1,5 @@
 import type { Backend, StateData } from './backend.js';
-import { createBackend, type BackendOptions, type SelectedBackend } from './backends.js';
+import { createBackend, planBackend, type BackendOptions, type BackendSelection, type SelectedBackend } from './backends.js';
 import { convChannels, parameterCount, type MambaConfig } from './config.js';
 import { resolveModelSource } from './defaults.js';
 import { DisposedError, MambaError, OutOfMemoryError } from './errors.js';
@@ -454,9 +454,14 @@ export class Model {
  * Without a source (or `undefined`), the model bundled with the package (Node, Deno).
  */
 export async function loadModel(source?: ModelSource, options: LoadOptions = {}): Promise<Model> {
-  const { config, weights, tokenizer } = await readModel(resolveModelSource(source), options);
+  let plan: BackendSelection | undefined;
+  // The backend and weight format are settled from config.json: a model none can hold is refused unread.
+  const { config, weights, tokenizer } = await readModel(resolveModelSource(source), options, async (c) => {
+    plan = await planBackend(c, options);
+    return { backend: plan.backend, dtype: plan.dtype };
+  });
   const digest = weightsDigest(weights); // before the backend takes the weights over
-  const backend = await createBackend(config, weights, options);
+  const backend = await createBackend(config, weights, options, plan);
   return new Model(config, backend, digest, tokenizer);
 }
 

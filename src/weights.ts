@@ -65,7 +65,7 @@ export interface ExpectedTensor {
   optional?: boolean;
 }
 
-function embeddingName(cfg: MambaConfig): string {
+export function embeddingName(cfg: MambaConfig): string {
   return cfg.naming === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
 }
 
@@ -131,14 +131,10 @@ export function expectedTensors(cfg: MambaConfig): ExpectedTensor[] {
  * match its config fails before a single large allocation.
  */
 export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeights {
-  const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V } = cfg;
   const anyFile = source.values().next().value?.file ?? 'model.safetensors';
 
   // Pass 1: names and shapes only (no allocation), in the order the tensors are used below.
-  const embName = embeddingName(cfg);
   const expected = expectedTensors(cfg);
-  const m2 = cfg.mamba2;
-  const C = convChannels(cfg);
 
   const used = new Set<string>();
   for (const { name, shape, optional } of expected) {
@@ -171,15 +167,38 @@ export function buildWeights(cfg: MambaConfig, source: TensorSource): ModelWeigh
     }
     return data;
   };
-  const take = (name: string): Float32Array | undefined => {
-    const entry = source.get(name);
-    return entry && finite(toFloat32(entry.info, entry.file), entry.file, name);
+  return assembleWeights(
+    cfg,
+    (name) => {
+      const entry = source.get(name);
+      return entry && finite(toFloat32(entry.info, entry.file), entry.file, name);
+    },
+    (name, data) => finite(data, source.get(name)!.file, name, 'A = -exp(A_log) ='),
+  );
+}
+
+/**
+ * Puts float32 tensors, looked up by checkpoint name, into the shapes the kernels consume (in_proj
+ * split, A = −exp(A_log)). `take` gives a tensor once, or undefined where it is absent; `checkA` sees
+ * each A (a finite A_log can still give an infinite A).
+ */
+export function assembleWeights(
+  cfg: MambaConfig,
+  take: (name: string) => Float32Array | undefined,
+  checkA: (name: string, A: Float32Array) => Float32Array = (_, A) => A,
+): ModelWeights {
+  const { dModel: D, dInner: E } = cfg;
+  const m2 = cfg.mamba2;
+  const C = convChannels(cfg);
+  const need = (name: string) => {
+    const t = take(name);
+    if (!t) throw new ModelFormatError('model.safetensors', 'missing tensor', name);
+    return t;
   };
-  const need = (name: string) => take(name)!;
-
   // A = -exp(A_log) overflows float32 for A_log > ~88.7: a finite file can still give an infinite A.
-  const negExp = (name: string) => finite(need(name).map((a) => -Math.exp(a)), source.get(name)!.file, name, 'A = -exp(A_log) =');
+  const negExp = (name: string) => checkA(name, need(name).map((a) => -Math.exp(a)));
 
+  const embName = embeddingName(cfg);
   const embedding = need(embName);
   const layers: AnyLayerWeights[] = [];
   for (let l = 0; l < cfg.nLayer && m2; l++) {

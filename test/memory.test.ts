@@ -45,8 +45,11 @@ describe('maxMemoryBytes', () => {
     const files = { 'config.json': JSON.stringify(cfg), 'model.safetensors': tiny['model.safetensors'] };
     await expect(loadModel({ files }, { backend: 'js', maxMemoryBytes: 2 ** 30 })).rejects.toThrow(OutOfMemoryError);
     await expect(loadModel({ files }, { backend: 'js', maxMemoryBytes: 2 ** 30 })).rejects.toThrow(/needs about 2\d{4}\.\d MiB .* more than maxMemoryBytes 1024\.0 MiB/);
-    // Without a budget the same files fail on the shapes (still before any weight is decoded).
-    await expect(loadModel({ files }, { backend: 'js' })).rejects.toThrow(ModelFormatError);
+    // Without a budget the js backend's own limit refuses it (before the mismatched shapes are even looked at).
+    await expect(loadModel({ files }, { backend: 'js' })).rejects.toThrow(/the js backend cannot hold this model \(6741037056 parameters\): float32 weights \(25\.11 GiB\)/);
+    // A model any backend can hold still fails on its shapes (before any weight is decoded).
+    const wide = { ...JSON.parse(tiny['config.json']), hidden_size: 64 };
+    await expect(loadModel({ files: { ...files, 'config.json': JSON.stringify(wide) } }, { backend: 'js' })).rejects.toThrow(ModelFormatError);
   });
 
   test('a nonsensical budget is an option error', async () => {

@@ -33,7 +33,7 @@ const GPU: Record<string, WebGPUReport> = {
     limits: { ...LIMITS, maxBufferSize: 2 ** 30, maxStorageBufferBindingSize: 2 ** 27 },
   },
 };
-const tinyGpu: WebGPUReport = { ...GPU.hardware, limits: { ...LIMITS, maxBufferSize: 2 ** 20 } };
+const tinyGpu: WebGPUReport = { ...GPU.hardware, limits: { ...LIMITS, maxBufferSize: 2 ** 10 } };
 
 function report(webgpu: WebGPUReport, simd = true): ProbeReport {
   return {
@@ -88,20 +88,34 @@ describe('chooseBackend', () => {
 
   test('a model too large for wasm32 goes to the GPU, even a software one', () => {
     expect(weightFootprint(huge, 'f32').total).toBeGreaterThan(4 * 2 ** 30);
-    const s = chooseBackend(report(GPU.swiftshader), huge);
-    expect(s.backend).toBe('webgpu');
+    // f16 (4.7 GiB) does not fit wasm32 either; the software adapter holds it in host memory (8 GiB).
+    const s = chooseBackend(report(GPU.swiftshader), huge, { dtype: 'f16' });
+    expect(s).toMatchObject({ backend: 'webgpu', dtype: 'f16' });
     expect(s.reason).toMatch(/do not fit wasm32/);
     // q8 / q4 weights: a hardware GPU stores them too, and is preferred; a software one still loses to
     // wasm once the q8 weights fit wasm32.
     expect(chooseBackend(report(GPU.hardware), huge, { dtype: 'q8' }).backend).toBe('webgpu');
     expect(chooseBackend(report(GPU.hardware), huge, { dtype: 'q4' }).backend).toBe('webgpu');
     expect(chooseBackend(report(GPU.swiftshader), huge, { dtype: 'q8' }).backend).toBe('wasm');
+    // Without a dtype, wasm32 takes the first format that fits it: q8 (2.6 GiB), faster than a software GPU.
+    const auto = chooseBackend(report(GPU.swiftshader), huge);
+    expect(auto).toMatchObject({ backend: 'wasm', dtype: 'q8' });
+    expect(auto.reason).toMatch(/q8 weights \(f32 would not fit\)/);
   });
 
-  test('a model whose tensors exceed the GPU maxBufferSize goes to the CPU', () => {
+  test('matrices larger than a GPU binding are split by rows: only a weight row must fit one', () => {
+    // 1 MiB buffers: in_proj's [1536, 768] f32 halves (4.5 MiB) are split, the GPU still runs the model.
+    const split: WebGPUReport = { ...GPU.hardware, limits: { ...LIMITS, maxBufferSize: 2 ** 20 } };
+    expect(chooseBackend(report(split), small)).toMatchObject({ backend: 'webgpu', dtype: 'f32' });
+    // A 4 KiB buffer cannot hold an f32 row of E = 1536 (6 KiB), an f16 row (3 KiB) it can.
+    const narrow: WebGPUReport = { ...GPU.hardware, limits: { ...LIMITS, maxBufferSize: 2 ** 12 } };
+    expect(chooseBackend(report(narrow), small)).toMatchObject({ backend: 'webgpu', dtype: 'f16' });
+  });
+
+  test('a model whose weight rows exceed the GPU maxBufferSize goes to the CPU', () => {
     const s = chooseBackend(report(tinyGpu), small);
     expect(s.backend).toBe('wasm');
-    expect(s.reason).toMatch(/maxBufferSize/);
+    expect(s.reason).toMatch(/exceeds the GPU's largest binding \(1024 bytes\)/);
     expect(s.order).not.toContain('webgpu');
   });
 

@@ -3,8 +3,8 @@
  * addresses it by. Independent of how messages arrive (comlink wiring is in engine-worker.ts).
  */
 import type { Backend, StateData, StateHandle } from '../src/backend.js';
-import type { SelectedBackend } from '../src/backends.js';
-import { createBackend } from '../src/backends.js';
+import type { BackendSelection, SelectedBackend } from '../src/backends.js';
+import { createBackend, planBackend } from '../src/backends.js';
 import { DisposedError, MambaError } from '../src/errors.js';
 import type { GenerationChunk } from '../src/generate.js';
 import type { LoadProgress } from '../src/loader.js';
@@ -119,9 +119,13 @@ export class EngineHost implements EngineApi {
 
   async load(source: WireSource, options: WireLoadOptions, onProgress?: (p: LoadProgress) => void): Promise<LoadInfo> {
     if (this.model) throw new MambaError('LOADED', 'this worker already holds a model');
-    const { config, weights, tokenizer } = await readModel(source, { ...options, onProgress: onProgress && ((p) => void onProgress(p)) });
+    let plan: BackendSelection | undefined;
+    const { config, weights, tokenizer } = await readModel(source, { ...options, onProgress: onProgress && ((p) => void onProgress(p)) }, async (c) => {
+      plan = await planBackend(c, options);
+      return { backend: plan.backend, dtype: plan.dtype };
+    });
     const digest = weightsDigest(weights);
-    const backend = (await createBackend(config, weights, options)) as SelectedBackend;
+    const backend = (await createBackend(config, weights, options, plan)) as SelectedBackend;
     this.backend = backend;
     this.model = new Model(config, new YieldingBackend(backend), digest, tokenizer);
     return { config, backend: backend.name, description: backend.description, selection: backend.selection, tokenizer: tokenizer.kind };

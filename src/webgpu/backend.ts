@@ -1,5 +1,5 @@
 import type { Backend } from '../backend.js';
-import type { BackendOptions } from '../backends.js';
+import { GPU_DTYPES, type BackendOptions } from '../backends.js';
 import type { MambaConfig } from '../config.js';
 import { InvalidOptionError, OutOfMemoryError } from '../errors.js';
 import type { DecodeBlock, DeviceSampling, StateHandle } from '../backend.js';
@@ -220,13 +220,11 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
   }
 }
 
-const GPU_DTYPES: readonly string[] = ['f32', 'f16', 'q8', 'q4'] satisfies GpuWeightFormat[];
-
 export async function createWebGPUBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<Backend> {
   const dtype = o.dtype ?? 'f32';
   if (!GPU_DTYPES.includes(dtype)) throw new InvalidOptionError('dtype', `the webgpu backend stores ${GPU_DTYPES.join(', ')} weights, got ${dtype}`);
   const g = o.webgpuKernels;
-  return createWebGPUBackendWith(config, weights, { dtype, fused: g?.fusedDecode, gemvLanes: g?.gemvLanes, selfCheck: g?.selfCheck });
+  return createWebGPUBackendWith(config, weights, { dtype: dtype as GpuWeightFormat, fused: g?.fusedDecode, gemvLanes: g?.gemvLanes, selfCheck: g?.selfCheck, maxBindingBytes: g?.maxBindingBytes });
 }
 
 /** As `createWebGPUBackend`, with knobs for tests (forced weight splitting). */

@@ -1,6 +1,6 @@
 import type { Kernels } from '../backend.js';
 import { DeviceLostError, OutOfMemoryError } from '../errors.js';
-import { isMamba2Layer, type LayerWeights, type Mamba2LayerWeights, type ModelWeights } from '../weights.js';
+import { isMamba2Layer, type AnyLayerWeights, type LayerWeights, type Mamba2LayerWeights, type ModelWeights } from '../weights.js';
 import type { MambaConfig } from '../config.js';
 import { f32ToF16Bits, roundToF16 } from '../half.js';
 import { dequantizeQ4, dequantizeQ8, Q4_BLOCK_BYTES, QBLOCK, quantizeQ4, quantizeQ8 } from '../quant.js';
@@ -386,27 +386,30 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
    * weights live only on the GPU.
    */
   prepare(w: ModelWeights<GpuWeight>, cfg: MambaConfig): void {
-    const vec = (x: GpuWeight | undefined) => x && this.raw(x);
     this.mat(w.embedding, tableFormat(this.opts.dtype));
     this.mat(w.lmHead, tableFormat(this.opts.dtype));
-    vec(w.normF);
-    for (const L of w.layers) {
-      vec(L.norm);
-      if (isMamba2Layer(L)) {
-        for (const m of [L.inProjX, L.inProjZ, L.inProjDt, L.outProj]) this.mat(m);
-        for (const v of [L.inProjXBias, L.inProjZBias, L.inProjDtBias, L.convB, L.outProjBias, L.gateNorm]) vec(v);
-        this.raw(L.convW);
-        this.ssdPack(L, cfg);
-        continue;
-      }
+    this.raw(w.normF);
+    for (const L of w.layers) this.uploadedLayer(L, cfg);
+    for (const x of [w.embedding, w.lmHead, w.normF]) delete x.data;
+  }
+
+  /** One block's layouts, then its host copies dropped (`Kernels.uploadedLayer`; `prepare` for the rest). */
+  uploadedLayer(L: AnyLayerWeights<GpuWeight>, cfg: MambaConfig): void {
+    const vec = (x: GpuWeight | undefined) => x && this.raw(x);
+    vec(L.norm);
+    if (isMamba2Layer(L)) {
+      for (const m of [L.inProjX, L.inProjZ, L.inProjDt, L.outProj]) this.mat(m);
+      for (const v of [L.inProjXBias, L.inProjZBias, L.inProjDtBias, L.convB, L.outProjBias, L.gateNorm]) vec(v);
+      this.raw(L.convW);
+      this.ssdPack(L, cfg);
+    } else {
       for (const m of [L.inProjX, L.inProjZ, L.xProj, L.outProj]) this.mat(m);
       for (const v of [L.inProjXBias, L.inProjZBias, L.convB, L.outProjBias]) vec(v);
       this.raw(L.convW);
       this.scanPack(L, cfg);
       if (this.fusedStep(cfg)) this.mixPack(L, cfg);
     }
-    const all = [w.embedding, w.lmHead, w.normF, ...w.layers.flatMap((L) => Object.values(L) as GpuWeight[])];
-    for (const x of all) if (x) delete x.data;
+    for (const x of Object.values(L) as (GpuWeight | undefined)[]) if (x) delete x.data;
   }
 
   /** Mamba-2: [dt_bias [H] | A [H] | D [H]] as one f32 buffer (see ssd.wgsl). */
