@@ -113,7 +113,9 @@ describe('chooseBackend', () => {
   });
 
   test('a model whose weight rows exceed the GPU maxBufferSize goes to the CPU', () => {
-    const s = chooseBackend(report(tinyGpu), small);
+    // (Without a dtype the GPU would take the first format whose rows fit: q4's do.)
+    expect(chooseBackend(report(tinyGpu), small)).toMatchObject({ backend: 'webgpu', dtype: 'q4' });
+    const s = chooseBackend(report(tinyGpu), small, { dtype: 'f32' });
     expect(s.backend).toBe('wasm');
     expect(s.reason).toMatch(/exceeds the GPU's largest binding \(1024 bytes\)/);
     expect(s.order).not.toContain('webgpu');

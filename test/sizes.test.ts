@@ -173,9 +173,9 @@ describe('1.4b / 2.8b: a backend and weight format that can hold them, or a refu
     expect(weightFootprint(HF['2.8b-hf'], 'f32').largestTensor).toBeGreaterThan(2 ** 27);
     expect(chooseBackend(laptop, HF['2.8b-hf'])).toMatchObject({ backend: 'webgpu', dtype: 'f32', fallback: 'wasm' });
     expect(chooseBackend(laptop, HF['2.8b-hf'], { dtype: 'f16' })).toMatchObject({ backend: 'webgpu', dtype: 'f16' });
-    // The GPU's formats come from one list (GPU_DTYPES): q8 goes to wasm32 while the GPU has no q8 kernels.
-    const q8 = chooseBackend(laptop, HF['2.8b-hf'], { dtype: 'q8' });
-    expect(q8.order).not.toContain('webgpu');
+    // The GPU's formats come from one list (GPU_DTYPES), q8 and q4 included.
+    expect(chooseBackend(laptop, HF['2.8b-hf'], { dtype: 'q8' })).toMatchObject({ backend: 'webgpu', dtype: 'q8' });
+    expect(chooseBackend(laptop, HF['2.8b-hf'], { dtype: 'q4' })).toMatchObject({ backend: 'webgpu', dtype: 'q4' });
   });
 
   // A config no backend can hold (D 4096, 64 layers: 6.9e9 parameters, 7.3 GiB even as q8) and the
