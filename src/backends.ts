@@ -7,7 +7,7 @@ import { createReferenceBackend } from './reference/backend.js';
 import type { ModelWeights } from './weights.js';
 
 export type BackendChoice = 'auto' | BackendName;
-export type WeightDtype = 'f32' | 'f16' | 'q8';
+export type WeightDtype = 'f32' | 'f16' | 'q8' | 'q4';
 
 export interface BackendOptions {
   /** Which compute backend; 'auto' probes the device and picks the fastest. Default 'auto'. */
@@ -27,7 +27,7 @@ export interface BackendOptions {
 }
 
 const BACKENDS: BackendChoice[] = ['auto', 'js', 'wasm', 'webgpu'];
-const DTYPES: WeightDtype[] = ['f32', 'f16', 'q8'];
+const DTYPES: WeightDtype[] = ['f32', 'f16', 'q8', 'q4'];
 
 export function checkBackendOptions(o: BackendOptions): void {
   if (o.backend !== undefined && !BACKENDS.includes(o.backend)) {
@@ -70,7 +70,7 @@ export interface BackendSelection {
 /** wasm32 addresses 4 GiB; keep room for activations, states and the allocator. */
 export const WASM_MEMORY_BUDGET = 3.5 * 2 ** 30;
 
-const BYTES_PER_WEIGHT: Record<WeightDtype, number> = { f32: 4, f16: 2, q8: 1.0625 }; // q8: 1 byte + a f32 scale per 64
+const BYTES_PER_WEIGHT: Record<WeightDtype, number> = { f32: 4, f16: 2, q8: 1.0625, q4: 0.5625 }; // q8: 1 byte + a f32 scale per 64; q4: 16 bytes + an f16 scale per 32
 
 /** Bytes the weights take in `dtype`, and the largest single tensor (what one GPU buffer must hold). */
 export function weightFootprint(c: MambaConfig, dtype: WeightDtype): { total: number; largestTensor: number } {

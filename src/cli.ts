@@ -16,7 +16,7 @@ const MODEL_FLAGS = `  --model SOURCE         a model directory, an http(s) URL 
                          ~/.cache/huggingface/hub; $HF_ENDPOINT and $HF_TOKEN are read); ./ORG/NAME is a path;
                          default: the bundled model
   --backend B            auto | js | wasm | webgpu (default auto)
-  --dtype D              weight format on the backend: f32 | f16 | q8 (default f32)
+  --dtype D              weight format on the backend: f32 | f16 | q8 | q4 (default f32)
   --threads N            CPU threads for the wasm backend (default: all cores)
   --sha256 FILE=HEX      refuse the model unless FILE (e.g. model.safetensors) has this sha256 (repeatable)
   --cache                keep a downloaded model (--model URL) for next time, in ~/.cache/mamba-edge

@@ -281,8 +281,8 @@ export interface MemoryEstimate {
   activations: number;
 }
 
-/** Bytes per weight for each backend storage format (q8: int8 plus a float32 scale per 32 weights). */
-const BYTES_PER_WEIGHT = { f32: 4, f16: 2, q8: 1.125 } as const;
+/** Bytes per weight for each backend storage format (q8: int8 plus a float32 scale per 32 weights; q4: 16 bytes plus an f16 scale per 32). */
+const BYTES_PER_WEIGHT = { f32: 4, f16: 2, q8: 1.125, q4: 0.5625 } as const;
 
 export function estimateMemoryBytes(c: MambaConfig, o: Pick<BackendOptions, 'dtype' | 'backend'> = {}): MemoryEstimate {
   const params = parameterCount(c);
