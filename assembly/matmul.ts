@@ -237,8 +237,8 @@ const XQ_MAX: f32 = 8191;
  * (i32x4.dot_i16x8_s) instead of being converted to floats. Each 16 columns are stored as their even then
  * odd entries, the order in which `blockDot` and `nibbleDot16` unpack the weights.
  * dst: xq i16 [blocks, 2, 2, 8] zero padded, then the scales [blocks] splatted to f32x4 (q8: with the factor
- * 1/256 of `blockDot`'s weights folded in); for q4 then also [blocks] i32x4 splats of −8 · Σ xq, the
- * block's share of the nibbles' offset (w = (n − 8)·d).
+ * 1/256 of `blockDot`'s weights folded in); for q4 then also [blocks] f32x4 splats of −8 · Σ xq, the
+ * block's share of the nibbles' offset (w = (n − 8)·d; exact in f32: |8 · Σ xq| < 2^24).
  */
 // @ts-ignore: decorator
 @inline function quantizeX14(x: usize, K: i32, dst: usize, q4: bool): void {
@@ -282,14 +282,14 @@ const XQ_MAX: f32 = 8191;
       }
     }
     v128.store(xs + (<usize>b << 4), f32x4.splat(q4 ? amax / XQ_MAX : amax / (XQ_MAX * 256)));
-    if (q4) v128.store(xc + (<usize>b << 4), i32x4.splat(-8 * sum));
+    if (q4) v128.store(xc + (<usize>b << 4), f32x4.splat(<f32>(sum * -8)));
   }
 }
 
 /**
  * x as int8 per 32-block (scale = max|x| / 127, as llama.cpp's q8_0 activations), for the relaxed-SIMD q4
  * GEMV: dst: xq i8 [blocks, 32] in column order, zero padded, then the scales [blocks] splatted to f32x4,
- * then [blocks] i32x4 splats of −8 · Σ xq (see `quantizeX14`).
+ * then [blocks] f32x4 splats of −8 · Σ xq (see `quantizeX14`).
  */
 // @ts-ignore: decorator
 @inline function quantizeX8(x: usize, K: i32, dst: usize): void {
@@ -324,7 +324,7 @@ const XQ_MAX: f32 = 8191;
       }
     }
     v128.store(xs + (<usize>b << 4), f32x4.splat(amax / 127));
-    v128.store(xc + (<usize>b << 4), i32x4.splat(-8 * sum));
+    v128.store(xc + (<usize>b << 4), f32x4.splat(<f32>(sum * -8)));
   }
 }
 
@@ -344,16 +344,8 @@ const XQ_MAX: f32 = 8191;
   else quantizeX14(x, K, dst, true);
 }
 
-/** [Σ a0, Σ a1, Σ a2, Σ a3] of i32 lanes (as `sum4`). */
-// @ts-ignore: decorator
-@inline function isum4(a0: v128, a1: v128, a2: v128, a3: v128): v128 {
-  const s01 = i32x4.add(i32x4.shuffle(a0, a1, 0, 1, 4, 5), i32x4.shuffle(a0, a1, 2, 3, 6, 7));
-  const s23 = i32x4.add(i32x4.shuffle(a2, a3, 0, 1, 4, 5), i32x4.shuffle(a2, a3, 2, 3, 6, 7));
-  return i32x4.add(i32x4.shuffle(s01, s23, 0, 2, 4, 6), i32x4.shuffle(s01, s23, 1, 3, 5, 7));
-}
-
 /**
- * One q4 block (16 bytes) against its x block: Σ nibble·xq as four i32 lanes.
+ * One q4 block (16 bytes) against its x block (x0..x3, loaded once for four rows): Σ nibble·xq as four i32 lanes.
  * SIMD128: an i16 lane i of the block holds (low to high nibble) elements 2i, 2i+16, 2i+1, 2i+17, so three
  * shifts and three masks give four i16x8 of nibbles against `quantizeX14`'s even / odd vectors
  * (|products| ≤ 2 · 15 · 8191 per lane: no overflow). Relaxed: the low and high nibbles of each byte are
@@ -363,50 +355,58 @@ const XQ_MAX: f32 = 8191;
  * int8 x, so q8 keeps the SIMD128 i16 dot product.)
  */
 // @ts-ignore: decorator
-@inline function nibbleDot(w: usize, xb: usize): v128 {
+@inline function nibbleDot(w: usize, x0: v128, x1: v128, x2: v128, x3: v128, m: v128): v128 {
   const v = v128.load(w);
   if (ASC_FEATURE_RELAXED_SIMD) {
-    const lo = v128.and(v, v128.load(NIBBLE8)), hi = v128.and(i16x8.shr_u(v, 4), v128.load(NIBBLE8));
-    // The i16 form plus one pairwise widening, not i32x4.relaxed_dot_i8x16_i7x16_add_s: V8 11.3 (Node 20)
-    // returns twice the right sum for the latter on x64. The cost is the same (x64 has no i8 → i32 dot
-    // without VNNI), and |4 products| ≤ 4 · 15 · 127 cannot saturate an i16 lane.
-    const p16 = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xb), lo), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xb, 16), hi));
-    return i32x4.extadd_pairwise_i16x8_s(p16);
+    // x0 / x1: int8 x of elements 0..15 / 16..31; m: 0x0f bytes. The i16 form plus one pairwise widening,
+    // not i32x4.relaxed_dot_i8x16_i7x16_add_s: V8 11.3 (Node 20) returns twice the right sum for the
+    // latter on x64. The cost is the same (x64 has no i8 → i32 dot without VNNI), and |4 products| ≤
+    // 4 · 15 · 127 cannot saturate an i16 lane.
+    const lo = v128.and(v, m), hi = v128.and(i16x8.shr_u(v, 4), m);
+    return i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(x0, lo), i16x8.relaxed_dot_i8x16_i7x16_s(x1, hi)));
   }
-  const m = v128.load(NIBBLE16);
+  // m: 0x000f halves.
   return i32x4.add(
-    i32x4.add(i32x4.dot_i16x8_s(v128.and(v, m), v128.load(xb)), i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(v, 8), m), v128.load(xb, 16))),
-    i32x4.add(i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(v, 4), m), v128.load(xb, 32)), i32x4.dot_i16x8_s(i16x8.shr_u(v, 12), v128.load(xb, 48))),
+    i32x4.add(i32x4.dot_i16x8_s(v128.and(v, m), x0), i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(v, 8), m), x1)),
+    i32x4.add(i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(v, 4), m), x2), i32x4.dot_i16x8_s(i16x8.shr_u(v, 12), x3)),
   );
 }
 
 /**
  * Σ_k x[k]·w_i[k] for four q4 rows at r0 + {0, d1, d2, d3}, f16 block scales at q0 + {0, e1, e2, e3}
  * (tiled: the four halves are adjacent, one 8-byte load), against x prepared by `prepareXQ4` at xq.
- * The four rows' integer sums of a block are gathered into one vector (`isum4`) before the block's only
- * float work: + the offset term, convert, × (row scales · x scale), accumulate.
+ * Per block, d = the four rows' scales × x's scale; each row's integer sum is converted and accumulated
+ * at once with its lane of d (gathering the four integer sums into one vector first kept 13 vectors
+ * live, and V8 spilled half of them: 1.3× slower), and the offset term −8·Σxq · d for the four rows in one vector.
  */
 // @ts-ignore: decorator
 @inline function dot4q4(
   xq: usize, K: i32, r0: usize, d1: usize, d2: usize, d3: usize,
   q0: usize, e1: usize, e2: usize, e3: usize, us: usize, qs: usize, tiled: bool,
 ): v128 {
-  let acc = f32x4.splat(0);
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, corr = a0;
   const blocks = (K + QBLOCK - 1) / QBLOCK;
   const xbytes = xq4Bytes();
   let p = r0, q = q0, xb = xq, sx = xq + <usize>blocks * xbytes;
   const end = sx;
   let cx = sx + (<usize>blocks << 4);
+  const m = v128.load(ASC_FEATURE_RELAXED_SIMD ? NIBBLE8 : NIBBLE16);
   while (xb < end) {
-    const i = isum4(nibbleDot(p, xb), nibbleDot(p + d1, xb), nibbleDot(p + d2, xb), nibbleDot(p + d3, xb));
     let h: v128;
     if (tiled) h = v128.load16x4_u(q);
     else h = i32x4.replace_lane(i32x4.replace_lane(i32x4.replace_lane(i32x4.splat(<i32>load<u16>(q)), 1, <i32>load<u16>(q + e1)), 2, <i32>load<u16>(q + e2)), 3, <i32>load<u16>(q + e3));
     const d = f32x4.mul(f32x4.mul(halfBits(i32x4.shl(h, 16)), c(C_POW112)), v128.load(sx));
-    acc = madd(f32x4.convert_i32x4_s(i32x4.add(i, v128.load(cx))), d, acc);
+    corr = madd(d, v128.load(cx), corr);
+    // x loaded once per block for the four rows (the relaxed build reads two vectors, x2 / x3 unused).
+    const x0 = v128.load(xb), x1 = v128.load(xb, 16);
+    const x2 = ASC_FEATURE_RELAXED_SIMD ? x0 : v128.load(xb, 32), x3 = ASC_FEATURE_RELAXED_SIMD ? x1 : v128.load(xb, 48);
+    a0 = madd(f32x4.convert_i32x4_s(nibbleDot(p, x0, x1, x2, x3, m)), f32x4.shuffle(d, d, 0, 0, 0, 0), a0);
+    a1 = madd(f32x4.convert_i32x4_s(nibbleDot(p + d1, x0, x1, x2, x3, m)), f32x4.shuffle(d, d, 1, 1, 1, 1), a1);
+    a2 = madd(f32x4.convert_i32x4_s(nibbleDot(p + d2, x0, x1, x2, x3, m)), f32x4.shuffle(d, d, 2, 2, 2, 2), a2);
+    a3 = madd(f32x4.convert_i32x4_s(nibbleDot(p + d3, x0, x1, x2, x3, m)), f32x4.shuffle(d, d, 3, 3, 3, 3), a3);
     p += us; q += qs; xb += xbytes; sx += 16; cx += 16;
   }
-  return acc;
+  return f32x4.add(sum4(a0, a1, a2, a3), corr);
 }
 
 /**
