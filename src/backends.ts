@@ -110,8 +110,8 @@ export function chooseBackend(report: ProbeReport, config: MambaConfig, options:
   const gpuMaxBuffer = gpu.limits?.maxBufferSize ?? 0;
   const noGpu = !gpu.available
     ? `no WebGPU adapter (${gpu.reason ?? 'unavailable'})`
-    : dtype === 'q8'
-      ? 'the webgpu backend stores f32/f16 weights, not q8'
+    : dtype === 'q8' || dtype === 'q4'
+      ? `the webgpu backend stores f32/f16 weights, not ${dtype}`
       : size.largestTensor > gpuMaxBuffer
         ? `its largest tensor (${gib(size.largestTensor)}) exceeds the GPU's maxBufferSize (${gib(gpuMaxBuffer)})`
         : '';

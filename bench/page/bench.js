@@ -45,7 +45,7 @@ function promptOfLength(n) {
   return base.repeat(Math.ceil(n / base.length)).slice(0, n);
 }
 
-const BYTES_PER_WEIGHT = { f32: 4, f16: 2, q8: 1 };
+const BYTES_PER_WEIGHT = { f32: 4, f16: 2, q8: 1, q4: 0.5625 };
 
 /**
  * Memory in use after a run: the page-wide measurement when the browser offers one (it needs cross-origin
@@ -72,7 +72,7 @@ async function measureMemory(weightBytes, inWorker) {
 function cannotRun(backend, dtype, device) {
   if (backend === 'webgpu') {
     if (!device.webgpu.available) return device.webgpu.reason || 'no WebGPU adapter';
-    if (dtype === 'q8') return 'q8 weights are CPU-only (wasm) for now';
+    if (dtype === 'q8' || dtype === 'q4') return `${dtype} weights are CPU-only (wasm) for now`;
   }
   if (backend === 'wasm' && !device.wasm.simd) return "this browser's WebAssembly has no SIMD";
   return null;
@@ -81,7 +81,7 @@ function cannotRun(backend, dtype, device) {
 /** The weight format and thread count that actually ran, from the backend's description (e.g. "wasm simd, 2 threads, q8"). */
 function ranAs(backend, description) {
   if (backend === 'js') return { dtype: 'f32', threads: 1 };
-  const dtype = /\b(f32|f16|q8)\b/.exec(description)?.[1];
+  const dtype = /\b(f32|f16|q8|q4)\b/.exec(description)?.[1];
   // A GPU has no thread count to show; wasm says how many threads it got (1 without cross-origin isolation).
   const threads = backend === 'wasm' ? Number(/(\d+) threads?\b/.exec(description)?.[1]) || undefined : undefined;
   return { dtype, threads };

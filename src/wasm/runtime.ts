@@ -214,7 +214,7 @@ export class WasmRuntime {
     const initial = Math.ceil(initialBytes / PAGE);
     if (initial > MAX_PAGES) {
       throw new OutOfMemoryError(
-        `the model needs ${(initialBytes / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, more than the 4 GiB wasm32 limit: use dtype 'f16' or 'q8'`,
+        `the model needs ${(initialBytes / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, more than the 4 GiB wasm32 limit: use dtype 'f16', 'q8' or 'q4'`,
       );
     }
     const maximum = Math.min(MAX_PAGES, initial + Math.ceil(o.growBytes / PAGE));
