@@ -3,6 +3,7 @@
  * on random inputs: odd sizes (not multiples of 4 or 32), T = 1 (decode) and T > 1 (prefill), arbitrary
  * row splits through direct calls, and thread splits through the job runner with a worker.
  */
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -316,6 +317,35 @@ describe('q4 GEMV: integer dot products, SIMD128 and relaxed builds', () => {
     refEmbed(tokens, seen, rows, 3, K);
     expect(get(mem, pe, 3 * K)).toEqual(rows);
   });
+});
+
+test('node --experimental-wasm-relaxed-simd: the relaxed build runs on worker threads too, q4 split over them as on one', () => {
+  // Workers refuse V8's --experimental-wasm-* in execArgv: the runtime must not pass them on (they hold
+  // for every isolate of the process anyway). Runs the built package (dist/), as `npm test` builds first.
+  const script = `
+    const L = await import(${JSON.stringify(new URL('../dist/src/wasm/layout.js', import.meta.url).href)});
+    const { WasmRuntime } = await import(${JSON.stringify(new URL('../dist/src/wasm/runtime.js', import.meta.url).href)});
+    const rt = await WasmRuntime.create({ threads: 2, reserveBytes: 4 << 20, growBytes: 1 << 20, scratchBytesPerThread: 16384 });
+    const N = 40, K = 200;
+    const w = Float32Array.from({ length: N * K }, (_, i) => Math.sin(i)), x = Float32Array.from({ length: K }, (_, i) => Math.cos(i));
+    const flat = L.tensorBytes(L.DTYPE_CODE.q4, N, K), size = L.tensorBytes(L.DTYPE_CODE.q4, N, K, true);
+    const rm = new Uint8Array(flat.data), rs = new Uint8Array(flat.scales);
+    L.quantizeQ4(w, N, K, rm, new Uint16Array(rs.buffer));
+    const ptr = rt.allocBytes(size.data), sc = rt.allocBytes(size.scales), px = rt.allocBytes(4 * K), o1 = rt.allocBytes(4 * N), o2 = rt.allocBytes(4 * N);
+    const v = rt.views();
+    L.tileRows(rm, N, flat.data / N, 16, new Uint8Array(v.u8.buffer, ptr, size.data));
+    L.tileRows(rs, N, flat.scales / N, 2, new Uint8Array(v.u8.buffer, sc, size.scales));
+    v.f32.set(x, px >> 2);
+    const args = (o) => [L.DTYPE_CODE.q4 | L.TILED, px, K, ptr, sc, 0, o, N, 1, K, N, 0];
+    rt.run(L.KERNEL.MATMUL, args(o1), 1);
+    rt.run(L.KERNEL.MATMUL, args(o2), 4);
+    const a = rt.views().f32.slice(o1 >> 2, (o1 >> 2) + N), b = rt.views().f32.slice(o2 >> 2, (o2 >> 2) + N);
+    console.log(JSON.stringify({ threads: rt.threads, relaxed: rt.relaxed, note: rt.threadNote, same: a.every((t, i) => t === b[i]), nonzero: a.some((t) => t !== 0) }));
+    rt.dispose();
+  `;
+  const r = spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+  expect(r.stderr).toBe('');
+  expect(JSON.parse(r.stdout)).toEqual({ threads: 2, relaxed: true, note: '', same: true, nonzero: true });
 });
 
 describe('job protocol', () => {
