@@ -78,8 +78,12 @@ const EXP_BIAS = memory.data<i32>([0x4b3fff81, 0x4b3fff81, 0x4b3fff81, 0x4b3fff8
 export const ROUND_BITS = memory.data<i32>([0x4b400000, 0x4b400000, 0x4b400000, 0x4b400000], 16);
 /** The high byte of each i16 lane: w & this = 256 · (the odd int8 of the lane). */
 export const HI_BYTES = memory.data<i32>([0xff00ff00, 0xff00ff00, 0xff00ff00, 0xff00ff00], 16);
-/** The low nibble of each i16 lane / of each byte (q4 unpacking). */
-export const NIBBLE16 = memory.data<i32>([0x000f000f, 0x000f000f, 0x000f000f, 0x000f000f], 16);
+/** Nibble masks for q4 unpacking: of each i16 lane (bits 0-3, 4-7, 8-11, 16 bytes each), of each byte. */
+export const NIBBLE16 = memory.data<i32>([
+  0x000f000f, 0x000f000f, 0x000f000f, 0x000f000f,
+  0x00f000f0, 0x00f000f0, 0x00f000f0, 0x00f000f0,
+  0x0f000f00, 0x0f000f00, 0x0f000f00, 0x0f000f00,
+], 16);
 export const NIBBLE8 = memory.data<i32>([0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f], 16);
 /** Keeps sign, exponent and mantissa of a half moved to the top of a lane and shifted right by 3. */
 export const HALF_MASK = memory.data<i32>([0x8fffe000, 0x8fffe000, 0x8fffe000, 0x8fffe000], 16);

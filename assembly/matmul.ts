@@ -233,18 +233,25 @@ const XQ_MAX: f32 = 8191;
 
 /**
  * x as 14-bit integers per 32-block (scale = max|x| / 8191: relative error ≤ 2^-14 of the block's largest
- * value, 64× below the q8 weights' own), so q8 / q4 weights can be multiplied in integers
- * (i32x4.dot_i16x8_s) instead of being converted to floats. Each 16 columns are stored as their even then
- * odd entries, the order in which `blockDot` and `nibbleDot16` unpack the weights.
- * dst: xq i16 [blocks, 2, 2, 8] zero padded, then the scales [blocks] splatted to f32x4 (q8: with the factor
- * 1/256 of `blockDot`'s weights folded in); for q4 then also [blocks] f32x4 splats of −8 · Σ xq, the
- * block's share of the nibbles' offset (w = (n − 8)·d; exact in f32: |8 · Σ xq| < 2^24).
+ * value, 64× below the q8 weights' own), so q8 weights can be multiplied in integers (i32x4.dot_i16x8_s)
+ * instead of being converted to floats. Each 16 columns are stored as their even then odd entries, the
+ * order in which `blockDot` unpacks the weights.
+ * dst: xq i16 [blocks, 2, 2, 8] zero padded, then the scales [blocks] splatted to f32x4, with the factor
+ * 1/256 of `blockDot`'s weights folded in.
+ *
+ * q4 (SIMD128 build): x as int8 values (scale = max|x| / 127, as the relaxed build's `quantizeX8`) in the
+ * same i16 order, each vector pre-shifted to meet its nibble where `nibbleDot` masks it without a shift:
+ * even 0..15 × 256 (nibble in bits 0-3), odd 0..15 × 1 (bits 8-11: 256·n), even 16..31 × 16 (bits 4-7:
+ * 16·n), odd 16..31 × 256 (bits 12-15, shifted down: n), so every product is 256 · n · xq (≤ 15 · 32512,
+ * four dots of pairs ≤ 2^22). The scales fold the 1/256 in, and [blocks] f32x4 splats of −8 · 256 · Σ xq
+ * follow them: the block's share of the nibbles' offset (w = (n − 8)·d; exact in f32, < 2^24).
  */
 // @ts-ignore: decorator
 @inline function quantizeX14(x: usize, K: i32, dst: usize, q4: bool): void {
   const blocks = (K + QBLOCK - 1) / QBLOCK;
   const xs = dst + (<usize>blocks << 6);
   const xc = xs + (<usize>blocks << 4);
+  const levels: f32 = q4 ? 127 : XQ_MAX;
   for (let b = 0; b < blocks; b++) {
     const k0 = b * QBLOCK;
     const src = x + (<usize>k0 << 2);
@@ -257,7 +264,7 @@ const XQ_MAX: f32 = 8191;
       for (let j = 0; j < QBLOCK; j += 4) m = f32x4.pmax(m, f32x4.abs(v128.load(src + (<usize>j << 2))));
       m = f32x4.pmax(m, f32x4.shuffle(m, m, 2, 3, 0, 1));
       amax = max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1));
-      const inv = f32x4.splat(amax > 0 ? XQ_MAX / amax : 0);
+      const inv = f32x4.splat(amax > 0 ? levels / amax : 0);
       let acc = i32x4.splat(0);
       for (let h = 0; h < 2; h++) {
         const p = src + (<usize>h << 6);
@@ -265,24 +272,31 @@ const XQ_MAX: f32 = 8191;
         const r2 = roundScaled(v128.load(p, 32), inv), r3 = roundScaled(v128.load(p, 48), inv);
         const even = i16x8.narrow_i32x4_s(i32x4.shuffle(r0, r1, 0, 2, 4, 6), i32x4.shuffle(r2, r3, 0, 2, 4, 6));
         const odd = i16x8.narrow_i32x4_s(i32x4.shuffle(r0, r1, 1, 3, 5, 7), i32x4.shuffle(r2, r3, 1, 3, 5, 7));
-        v128.store(q + (<usize>h << 5), even);
-        v128.store(q + (<usize>h << 5), odd, 16);
-        if (q4) acc = i32x4.add(acc, i32x4.add(i32x4.extadd_pairwise_i16x8_s(even), i32x4.extadd_pairwise_i16x8_s(odd)));
+        if (q4) {
+          acc = i32x4.add(acc, i32x4.add(i32x4.extadd_pairwise_i16x8_s(even), i32x4.extadd_pairwise_i16x8_s(odd)));
+          v128.store(q + (<usize>h << 5), i16x8.shl(even, h == 0 ? 8 : 4));
+          v128.store(q + (<usize>h << 5), h == 0 ? odd : i16x8.shl(odd, 8), 16);
+        } else {
+          v128.store(q + (<usize>h << 5), even);
+          v128.store(q + (<usize>h << 5), odd, 16);
+        }
       }
       if (q4) sum = i32x4.extract_lane(acc, 0) + i32x4.extract_lane(acc, 1) + i32x4.extract_lane(acc, 2) + i32x4.extract_lane(acc, 3);
     } else {
       for (let j = 0; j < n; j++) amax = max(amax, abs(load<f32>(src + (<usize>j << 2))));
-      const inv: f32 = amax > 0 ? XQ_MAX / amax : 0;
+      const inv: f32 = amax > 0 ? levels / amax : 0;
       for (let j = 0; j < QBLOCK; j++) {
         // Column j sits in half j/16, in its even or odd vector, at lane (j % 16) / 2.
         const at = q + (<usize>(j >> 4) << 5) + (<usize>(j & 1) << 4) + (<usize>((j & 15) >> 1) << 1);
         const v = j < n ? <i32>nearest(load<f32>(src + (<usize>j << 2)) * inv) : 0;
-        store<i16>(at, v);
         sum += v;
+        // q4: the pre-shifts of the vector this column lies in (see above).
+        const sh = !q4 ? 0 : j < 16 ? ((j & 1) == 0 ? 8 : 0) : ((j & 1) == 0 ? 4 : 8);
+        store<i16>(at, v << sh);
       }
     }
-    v128.store(xs + (<usize>b << 4), f32x4.splat(q4 ? amax / XQ_MAX : amax / (XQ_MAX * 256)));
-    if (q4) v128.store(xc + (<usize>b << 4), f32x4.splat(<f32>(sum * -8)));
+    v128.store(xs + (<usize>b << 4), f32x4.splat(amax / (levels * 256)));
+    if (q4) v128.store(xc + (<usize>b << 4), f32x4.splat(<f32>(sum * -2048)));
   }
 }
 
@@ -335,8 +349,8 @@ const XQ_MAX: f32 = 8191;
 }
 
 /**
- * x for the q4 GEMV: int8 where the engine has relaxed SIMD's i8 dot product (the relaxed build), else the
- * 14-bit integers of the SIMD128 i16 dot product.
+ * x for the q4 GEMV, int8 values per 32-block either way: as bytes for relaxed SIMD's i8 dot product (the
+ * relaxed build), else as pre-shifted i16 for the SIMD128 i16 dot product.
  */
 // @ts-ignore: decorator
 @inline function prepareXQ4(x: usize, K: i32, dst: usize): void {
@@ -346,9 +360,10 @@ const XQ_MAX: f32 = 8191;
 
 /**
  * One q4 block (16 bytes) against its x block (x0..x3, loaded once for four rows): Σ nibble·xq as four i32 lanes.
- * SIMD128: an i16 lane i of the block holds (low to high nibble) elements 2i, 2i+16, 2i+1, 2i+17, so three
- * shifts and three masks give four i16x8 of nibbles against `quantizeX14`'s even / odd vectors
- * (|products| ≤ 2 · 15 · 8191 per lane: no overflow). Relaxed: the low and high nibbles of each byte are
+ * SIMD128: an i16 lane i of the block holds (low to high nibble) elements 2i, 2i+16, 2i+1, 2i+17; three
+ * masks and one shift give four i16x8 of nibbles × 1, 16, 256, 1, against `quantizeX14`'s q4 x vectors,
+ * pre-shifted to make every product 256 · n · xq (two ops fewer than shifting each nibble down: the GEMV
+ * is compute-bound on one core). Relaxed: the low and high nibbles of each byte are
  * elements 0..15 and 16..31, two relaxed i8 dot products against int8 x; the nibbles (0..15) are the
  * second, 7-bit operand, so every engine's lowering (x86 pmaddubsw treats it as unsigned) is exact.
  * (q8 weights, ±127, do not fit 7 bits; x could, at 7 bits, but that doubles the activation error of
@@ -365,10 +380,10 @@ const XQ_MAX: f32 = 8191;
     const lo = v128.and(v, m), hi = v128.and(i16x8.shr_u(v, 4), m);
     return i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(x0, lo), i16x8.relaxed_dot_i8x16_i7x16_s(x1, hi)));
   }
-  // m: 0x000f halves.
+  // m: 0x000f halves; 0x00f0 and 0x0f00 from memory (x is pre-shifted to match: `quantizeX14`).
   return i32x4.add(
-    i32x4.add(i32x4.dot_i16x8_s(v128.and(v, m), x0), i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(v, 8), m), x1)),
-    i32x4.add(i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(v, 4), m), x2), i32x4.dot_i16x8_s(i16x8.shr_u(v, 12), x3)),
+    i32x4.add(i32x4.dot_i16x8_s(v128.and(v, m), x0), i32x4.dot_i16x8_s(v128.and(v, v128.load(NIBBLE16, 32)), x1)),
+    i32x4.add(i32x4.dot_i16x8_s(v128.and(v, v128.load(NIBBLE16, 16)), x2), i32x4.dot_i16x8_s(i16x8.shr_u(v, 12), x3)),
   );
 }
 
@@ -377,7 +392,8 @@ const XQ_MAX: f32 = 8191;
  * (tiled: the four halves are adjacent, one 8-byte load), against x prepared by `prepareXQ4` at xq.
  * Per block, d = the four rows' scales × x's scale; each row's integer sum is converted and accumulated
  * at once with its lane of d (gathering the four integer sums into one vector first kept 13 vectors
- * live, and V8 spilled half of them: 1.3× slower), and the offset term −8·Σxq · d for the four rows in one vector.
+ * live, and V8 spilled half of them: 1.3× slower), and the offset term −8·Σxq · d for the four rows in
+ * one vector (an integer add per row instead measured slower).
  */
 // @ts-ignore: decorator
 @inline function dot4q4(

@@ -175,7 +175,8 @@ describe('matmul', () => {
         const bias = randn(N);
         const init = randn(T * N);
         const { ptr, scales, seen } = tiled ? tile(rt, upload(rt, w, N, K, dtype), N, K, dtype) : upload(rt, w, N, K, dtype);
-        const tol = dtype >= DTYPE_CODE.q8 && T === 1 ? 1e-4 : 2e-6; // q8 / q4 decode quantise x to 14 bits
+        // q8 decode quantises x to 14 bits, q4 decode to 8 bits (per 32-block; bounded exactly below)
+        const tol = dtype === DTYPE_CODE.q4 && T === 1 ? 3e-3 : dtype === DTYPE_CODE.q8 && T === 1 ? 1e-4 : 2e-6;
         for (const accumulate of [false, true]) {
           for (const withBias of [false, true]) {
             const want = init.slice();
@@ -219,7 +220,7 @@ describe('matmul', () => {
         refMatmul(x, seen, undefined, want, T, K, N, false);
         const px = put(rt2, x), po = put(rt2, new Float32Array(T * N));
         rt2.run(KERNEL.MATMUL, [dtype, px, K, ptr, scales, 0, po, N, T, K, N, 0], 2);
-        expect(relErr(get(rt2, po, T * N), want)).toBeLessThan(1e-4);
+        expect(relErr(get(rt2, po, T * N), want)).toBeLessThan(dtype === DTYPE_CODE.q4 && T === 1 ? 1e-2 : 1e-4); // q4 decode: int8 x
       }
     }
   });
@@ -248,11 +249,11 @@ function relaxedInstance(): { mem: Mem; k: Exports; scratch: number } {
 }
 
 /**
- * q4 decode takes integer dot products against x quantised per 32-block to L levels each side (SIMD128
- * build: 14 bits, L = 8191; relaxed build: int8, L = 127): each x moves by at most half a step,
- * amax(block) / (2L), so |got − exact over the dequantised weights| ≤ Σ_k |w[n, k]| · amax(block of k) / (2L),
- * plus f32 rounding. Both builds are held to that bound, and the relaxed one is checked to really take the
- * int8 path (its error exceeds what 14-bit x would allow).
+ * q4 decode takes integer dot products against x quantised per 32-block to int8 (L = 127 levels each
+ * side, as llama.cpp's q8_0 activations; the SIMD128 build keeps them in pre-shifted i16, the relaxed build
+ * as bytes): each x moves by at most half a step, amax(block) / (2L), so |got − exact over the dequantised
+ * weights| ≤ Σ_k |w[n, k]| · amax(block of k) / (2L), plus f32 rounding. Both builds are held to that
+ * bound, and checked to really round x to 8 bits (their error exceeds what 14-bit x would allow).
  */
 describe('q4 GEMV: integer dot products, SIMD128 and relaxed builds', () => {
   let relaxed: ReturnType<typeof relaxedInstance>;
@@ -265,7 +266,7 @@ describe('q4 GEMV: integer dot products, SIMD128 and relaxed builds', () => {
       for (const tiled of [false, true]) {
         test(`${build} K=${K} N=${N}${tiled ? ' tiled' : ''}`, () => {
           const { mem, k: kk, scratch: sc } = build === 'relaxed' ? relaxed : { mem: rt as Mem, k, scratch };
-          const L = build === 'relaxed' ? 127 : 8191;
+          const L = 127;
           const x = randn(K, 2);
           x[K >> 1] = 25; // an outlier: its block's step is coarse, the others' are not
           const w = randn(N * K, 0.5);
@@ -292,7 +293,7 @@ describe('q4 GEMV: integer dot products, SIMD128 and relaxed builds', () => {
             worst = Math.max(worst, err / bound);
           }
           // 14-bit x would keep every error below 127/8191 of the int8 bound.
-          if (build === 'relaxed' && K >= 768) expect(worst).toBeGreaterThan(127 / 8191);
+          if (K >= 768) expect(worst).toBeGreaterThan(127 / 8191);
         });
       }
     }
