@@ -3,9 +3,9 @@
  * validation excerpt. Prefill (the dequantised-tile GEMM) over the whole excerpt, and step-by-step decode
  * (the integer GEMV, x quantised per 32-block) over its first bytes.
  *
- * The relaxed-SIMD build is switched on (Node 20 keeps it behind a V8 flag; Chromium and Deno have it),
- * so decode here takes its int8-activation dot products, the coarser of the two builds' paths (the
- * SIMD128 build quantises x to 14 bits: test/wasm-kernels.test.ts bounds both).
+ * The relaxed-SIMD build is switched on (Node 20 keeps it behind a V8 flag; Chromium and Deno have it), so
+ * decode here takes its i8 dot products; the SIMD128 build rounds x to the same int8 values
+ * (test/wasm-kernels.test.ts bounds both), and the conformance table runs it.
  */
 import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
