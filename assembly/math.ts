@@ -5,7 +5,12 @@
 export const F32: i32 = 0;
 export const F16: i32 = 1;
 export const Q8: i32 = 2;
-/** q8 block length along K: one f32 scale per 32 int8 weights. */
+/**
+ * q4 (q4_0 values, src/quant.ts): per 32 weights 16 bytes of nibbles (byte j = element j | element j+16
+ * << 4; w = (nibble − 8) · d) and one f16 scale d. Always tiled; scales tiled like q8's, as halves.
+ */
+export const Q4: i32 = 3;
+/** q8 / q4 block length along K: one scale per 32 weights. */
 export const QBLOCK: i32 = 32;
 /**
  * Flag on a dtype argument: the f16 / q8 matrix is stored in tiles of 4 rows (src/wasm/layout.ts
@@ -73,6 +78,13 @@ const EXP_BIAS = memory.data<i32>([0x4b3fff81, 0x4b3fff81, 0x4b3fff81, 0x4b3fff8
 export const ROUND_BITS = memory.data<i32>([0x4b400000, 0x4b400000, 0x4b400000, 0x4b400000], 16);
 /** The high byte of each i16 lane: w & this = 256 · (the odd int8 of the lane). */
 export const HI_BYTES = memory.data<i32>([0xff00ff00, 0xff00ff00, 0xff00ff00, 0xff00ff00], 16);
+/** Nibble masks for q4 unpacking: of each i16 lane (bits 0-3, 4-7, 8-11, 16 bytes each), of each byte. */
+export const NIBBLE16 = memory.data<i32>([
+  0x000f000f, 0x000f000f, 0x000f000f, 0x000f000f,
+  0x00f000f0, 0x00f000f0, 0x00f000f0, 0x00f000f0,
+  0x0f000f00, 0x0f000f00, 0x0f000f00, 0x0f000f00,
+], 16);
+export const NIBBLE8 = memory.data<i32>([0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f], 16);
 /** Keeps sign, exponent and mantissa of a half moved to the top of a lane and shifted right by 3. */
 export const HALF_MASK = memory.data<i32>([0x8fffe000, 0x8fffe000, 0x8fffe000, 0x8fffe000], 16);
 export const C_POW112: usize = 208;
@@ -182,13 +194,20 @@ export const C_POW12: usize = 240;
 @inline export function rowBytes(dtype: i32, K: i32): usize {
   if (dtype == F32) return <usize>K << 2;
   if (dtype == F16) return <usize>K << 1;
+  if (dtype == Q4) return <usize>((K + QBLOCK - 1) / QBLOCK) << 4;
   return <usize>((K + QBLOCK - 1) & ~(QBLOCK - 1)); // q8 rows are padded to whole blocks
 }
 
-/** Bytes of one row's unit in a tile (see TILED): a q8 block or 8 halves. */
+/** Bytes of one row's unit in a tile (see TILED): a q8 block, a q4 block (16 bytes) or 8 halves. */
 // @ts-ignore: decorator
 @inline export function unitBytes(dtype: i32): usize {
   return dtype == Q8 ? <usize>QBLOCK : 16;
+}
+
+/** log2 of the bytes of one block scale: f32 for q8, f16 for q4. */
+// @ts-ignore: decorator
+@inline export function scaleShift(dtype: i32): usize {
+  return dtype == Q4 ? 1 : 2;
 }
 
 /** Bytes from one unit of a row to its next: the unit itself, or four of them when rows are tiled. */
@@ -205,19 +224,20 @@ export const C_POW12: usize = 240;
 }
 
 /**
- * Start of row n's q8 block scales: [N, blocks] f32, or for tiled rows [⌈N/4⌉, blocks, 4] (the four rows'
- * scales of a block next to each other, read in the same stream as the tile). Blocks are `scaleStride` apart.
+ * Start of row n's block scales (q8: f32, q4: f16; `sh` = `scaleShift`): [N, blocks], or for tiled rows
+ * [⌈N/4⌉, blocks, 4] (the four rows' scales of a block next to each other, read in the same stream as the
+ * tile). Blocks are `scaleStride` apart.
  */
 // @ts-ignore: decorator
-@inline export function scaleAddr(scales: usize, n: i32, K: i32, tiled: bool): usize {
+@inline export function scaleAddr(scales: usize, n: i32, K: i32, tiled: bool, sh: usize = 2): usize {
   const blocks = (K + QBLOCK - 1) / QBLOCK;
-  if (!tiled) return scales + (<usize>(n * blocks) << 2);
-  return scales + (<usize>((n >> 2) * blocks) << 4) + (<usize>(n & 3) << 2);
+  if (!tiled) return scales + (<usize>(n * blocks) << sh);
+  return scales + (<usize>((n >> 2) * blocks) << (sh + 2)) + (<usize>(n & 3) << sh);
 }
 
 // @ts-ignore: decorator
-@inline export function scaleStride(tiled: bool): usize {
-  return tiled ? 16 : 4;
+@inline export function scaleStride(tiled: bool, sh: usize = 2): usize {
+  return tiled ? <usize>4 << sh : <usize>1 << sh;
 }
 
 /** Byte offset of column k from its row's start; us = `unitStride`. Tiled f16 needs K % 8 = 0. */
@@ -245,10 +265,13 @@ export const C_POW12: usize = 240;
 // @ts-ignore: decorator
 @inline export function w1(dtype: i32, row: usize, k: i32, scale: f32): f32 {
   if (dtype == F32) return load<f32>(row + (<usize>k << 2));
-  if (dtype == F16) {
-    const h = <u32>load<u16>(row + (<usize>k << 1));
-    const mag = reinterpret<f32>((h & 0x7fff) << 13) * <f32>5.192296858534828e33;
-    return reinterpret<f32>(reinterpret<u32>(mag) | ((h & 0x8000) << 16));
-  }
+  if (dtype == F16) return half1(<u32>load<u16>(row + (<usize>k << 1)));
   return <f32>load<i8>(row + <usize>k) * scale;
+}
+
+/** Half bits → f32 (normals and zeros, as upload stores them), by the same bit moves as `halfBits`. */
+// @ts-ignore: decorator
+@inline export function half1(h: u32): f32 {
+  const mag = reinterpret<f32>((h & 0x7fff) << 13) * <f32>5.192296858534828e33;
+  return reinterpret<f32>(reinterpret<u32>(mag) | ((h & 0x8000) << 16));
 }

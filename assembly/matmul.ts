@@ -5,11 +5,11 @@
 // T = 1 (decode) is a GEMV that streams each weight exactly once and should be bound by memory bandwidth:
 // f32 rows are read one after another as a single sequential stream; the compact formats, whose
 // unpacking costs more SIMD ops per byte, keep four rows in flight sharing the prepared x (f16: shift/mask
-// unpacking of 8 halves per load; q8: integer dot products against x quantised to int16).
+// unpacking of 8 halves per load; q8 and q4: integer dot products against x quantised per 32-block).
 // T > 1 (prefill) is compute-bound: a 4-row tile is dequantised once into per-thread f32 scratch and
 // reused for every token, two tokens at a time (8 accumulators + 4 weight vectors fit the 16 SIMD
 // registers V8 uses on x64).
-import { C_POW100, C_POW12, F16, F32, HI_BYTES, Q8, QBLOCK, ROUND_BITS, TILED, c, colOffset, halfBits, hsum, madd, rowAddr, rowBytes, scaleAddr, scaleStride, unitBytes, unitStride, w1, w4 } from './math';
+import { C_POW100, C_POW112, C_POW12, F16, F32, HI_BYTES, NIBBLE16, NIBBLE8, Q4, Q8, QBLOCK, ROUND_BITS, TILED, c, colOffset, half1, halfBits, hsum, madd, rowAddr, rowBytes, scaleAddr, scaleStride, unitBytes, unitStride, w1, w4 } from './math';
 
 /** [Σ a0, Σ a1, Σ a2, Σ a3]: four horizontal sums at once (a 4×4 transpose-add). */
 // @ts-ignore: decorator
@@ -238,43 +238,191 @@ const XQ_MAX: f32 = 8191;
  * order in which `blockDot` unpacks the weights.
  * dst: xq i16 [blocks, 2, 2, 8] zero padded, then the scales [blocks] splatted to f32x4, with the factor
  * 1/256 of `blockDot`'s weights folded in.
+ *
+ * q4 (SIMD128 build): x as int8 values (scale = max|x| / 127, as the relaxed build's `quantizeX8`) in the
+ * same i16 order, each vector pre-shifted to meet its nibble where `nibbleDot` masks it without a shift:
+ * even 0..15 × 256 (nibble in bits 0-3), odd 0..15 × 1 (bits 8-11: 256·n), even 16..31 × 16 (bits 4-7:
+ * 16·n), odd 16..31 × 256 (bits 12-15, shifted down: n), so every product is 256 · n · xq (≤ 15 · 32512,
+ * four dots of pairs ≤ 2^22). The scales fold the 1/256 in, and [blocks] f32x4 splats of −8 · 256 · Σ xq
+ * follow them: the block's share of the nibbles' offset (w = (n − 8)·d; exact in f32, < 2^24).
  */
 // @ts-ignore: decorator
-@inline function quantizeX14(x: usize, K: i32, dst: usize): void {
+@inline function quantizeX14(x: usize, K: i32, dst: usize, q4: bool): void {
   const blocks = (K + QBLOCK - 1) / QBLOCK;
   const xs = dst + (<usize>blocks << 6);
+  const xc = xs + (<usize>blocks << 4);
+  const levels: f32 = q4 ? 127 : XQ_MAX;
   for (let b = 0; b < blocks; b++) {
     const k0 = b * QBLOCK;
     const src = x + (<usize>k0 << 2);
     const q = dst + (<usize>b << 6);
     const n = min(QBLOCK, K - k0);
     let amax: f32 = 0;
+    let sum: i32 = 0;
     if (n == QBLOCK) {
       let m = f32x4.splat(0);
       for (let j = 0; j < QBLOCK; j += 4) m = f32x4.pmax(m, f32x4.abs(v128.load(src + (<usize>j << 2))));
       m = f32x4.pmax(m, f32x4.shuffle(m, m, 2, 3, 0, 1));
       amax = max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1));
-      const inv = f32x4.splat(amax > 0 ? XQ_MAX / amax : 0);
+      const inv = f32x4.splat(amax > 0 ? levels / amax : 0);
+      let acc = i32x4.splat(0);
       for (let h = 0; h < 2; h++) {
         const p = src + (<usize>h << 6);
         const r0 = roundScaled(v128.load(p), inv), r1 = roundScaled(v128.load(p, 16), inv);
         const r2 = roundScaled(v128.load(p, 32), inv), r3 = roundScaled(v128.load(p, 48), inv);
         const even = i16x8.narrow_i32x4_s(i32x4.shuffle(r0, r1, 0, 2, 4, 6), i32x4.shuffle(r2, r3, 0, 2, 4, 6));
         const odd = i16x8.narrow_i32x4_s(i32x4.shuffle(r0, r1, 1, 3, 5, 7), i32x4.shuffle(r2, r3, 1, 3, 5, 7));
-        v128.store(q + (<usize>h << 5), even);
-        v128.store(q + (<usize>h << 5), odd, 16);
+        if (q4) {
+          acc = i32x4.add(acc, i32x4.add(i32x4.extadd_pairwise_i16x8_s(even), i32x4.extadd_pairwise_i16x8_s(odd)));
+          v128.store(q + (<usize>h << 5), i16x8.shl(even, h == 0 ? 8 : 4));
+          v128.store(q + (<usize>h << 5), h == 0 ? odd : i16x8.shl(odd, 8), 16);
+        } else {
+          v128.store(q + (<usize>h << 5), even);
+          v128.store(q + (<usize>h << 5), odd, 16);
+        }
       }
+      if (q4) sum = i32x4.extract_lane(acc, 0) + i32x4.extract_lane(acc, 1) + i32x4.extract_lane(acc, 2) + i32x4.extract_lane(acc, 3);
     } else {
       for (let j = 0; j < n; j++) amax = max(amax, abs(load<f32>(src + (<usize>j << 2))));
-      const inv: f32 = amax > 0 ? XQ_MAX / amax : 0;
+      const inv: f32 = amax > 0 ? levels / amax : 0;
       for (let j = 0; j < QBLOCK; j++) {
         // Column j sits in half j/16, in its even or odd vector, at lane (j % 16) / 2.
         const at = q + (<usize>(j >> 4) << 5) + (<usize>(j & 1) << 4) + (<usize>((j & 15) >> 1) << 1);
-        store<i16>(at, j < n ? <i16>nearest(load<f32>(src + (<usize>j << 2)) * inv) : 0);
+        const v = j < n ? <i32>nearest(load<f32>(src + (<usize>j << 2)) * inv) : 0;
+        sum += v;
+        // q4: the pre-shifts of the vector this column lies in (see above).
+        const sh = !q4 ? 0 : j < 16 ? ((j & 1) == 0 ? 8 : 0) : ((j & 1) == 0 ? 4 : 8);
+        store<i16>(at, v << sh);
       }
     }
-    v128.store(xs + (<usize>b << 4), f32x4.splat(amax / (XQ_MAX * 256)));
+    v128.store(xs + (<usize>b << 4), f32x4.splat(amax / (levels * 256)));
+    if (q4) v128.store(xc + (<usize>b << 4), f32x4.splat(<f32>(sum * -2048)));
   }
+}
+
+/**
+ * x as int8 per 32-block (scale = max|x| / 127, as llama.cpp's q8_0 activations), for the relaxed-SIMD q4
+ * GEMV: dst: xq i8 [blocks, 32] in column order, zero padded, then the scales [blocks] splatted to f32x4,
+ * then [blocks] f32x4 splats of −8 · Σ xq (see `quantizeX14`).
+ */
+// @ts-ignore: decorator
+@inline function quantizeX8(x: usize, K: i32, dst: usize): void {
+  const blocks = (K + QBLOCK - 1) / QBLOCK;
+  const xs = dst + (<usize>blocks << 5);
+  const xc = xs + (<usize>blocks << 4);
+  for (let b = 0; b < blocks; b++) {
+    const k0 = b * QBLOCK;
+    const src = x + (<usize>k0 << 2);
+    const q = dst + (<usize>b << 5);
+    const n = min(QBLOCK, K - k0);
+    let amax: f32 = 0;
+    for (let j = 0; j < n; j++) amax = max(amax, abs(load<f32>(src + (<usize>j << 2))));
+    const inv: f32 = amax > 0 ? 127 / amax : 0;
+    let sum: i32 = 0;
+    if (n == QBLOCK) {
+      const iv = f32x4.splat(inv);
+      let acc = i32x4.splat(0);
+      for (let h = 0; h < 2; h++) {
+        const p = src + (<usize>h << 6);
+        const a = i16x8.narrow_i32x4_s(roundScaled(v128.load(p), iv), roundScaled(v128.load(p, 16), iv));
+        const bb = i16x8.narrow_i32x4_s(roundScaled(v128.load(p, 32), iv), roundScaled(v128.load(p, 48), iv));
+        v128.store(q + (<usize>h << 4), i8x16.narrow_i16x8_s(a, bb));
+        acc = i32x4.add(acc, i32x4.add(i32x4.extadd_pairwise_i16x8_s(a), i32x4.extadd_pairwise_i16x8_s(bb)));
+      }
+      sum = i32x4.extract_lane(acc, 0) + i32x4.extract_lane(acc, 1) + i32x4.extract_lane(acc, 2) + i32x4.extract_lane(acc, 3);
+    } else {
+      for (let j = 0; j < QBLOCK; j++) {
+        const v = j < n ? <i32>nearest(load<f32>(src + (<usize>j << 2)) * inv) : 0;
+        store<i8>(q + <usize>j, v);
+        sum += v;
+      }
+    }
+    v128.store(xs + (<usize>b << 4), f32x4.splat(amax / 127));
+    v128.store(xc + (<usize>b << 4), f32x4.splat(<f32>(sum * -8)));
+  }
+}
+
+/** Bytes of one block of x as the q4 GEMV of this build prepares it (`prepareXQ4`). */
+// @ts-ignore: decorator
+@inline function xq4Bytes(): usize {
+  return ASC_FEATURE_RELAXED_SIMD ? 32 : 64;
+}
+
+/**
+ * x for the q4 GEMV, int8 values per 32-block either way: as bytes for relaxed SIMD's i8 dot product (the
+ * relaxed build), else as pre-shifted i16 for the SIMD128 i16 dot product.
+ */
+// @ts-ignore: decorator
+@inline function prepareXQ4(x: usize, K: i32, dst: usize): void {
+  if (ASC_FEATURE_RELAXED_SIMD) quantizeX8(x, K, dst);
+  else quantizeX14(x, K, dst, true);
+}
+
+/**
+ * One q4 block (16 bytes) against its x block (x0..x3, loaded once for four rows): Σ nibble·xq as four i32 lanes.
+ * SIMD128: an i16 lane i of the block holds (low to high nibble) elements 2i, 2i+16, 2i+1, 2i+17; three
+ * masks and one shift give four i16x8 of nibbles × 1, 16, 256, 1, against `quantizeX14`'s q4 x vectors,
+ * pre-shifted to make every product 256 · n · xq (two ops fewer than shifting each nibble down: the GEMV
+ * is compute-bound on one core). Relaxed: the low and high nibbles of each byte are
+ * elements 0..15 and 16..31, two relaxed i8 dot products against int8 x; the nibbles (0..15) are the
+ * second, 7-bit operand, so every engine's lowering (x86 pmaddubsw treats it as unsigned) is exact.
+ * (q8 weights, ±127, do not fit 7 bits; x could, at 7 bits, but that doubles the activation error of
+ * int8 x, so q8 keeps the SIMD128 i16 dot product.)
+ */
+// @ts-ignore: decorator
+@inline function nibbleDot(w: usize, x0: v128, x1: v128, x2: v128, x3: v128, m: v128): v128 {
+  const v = v128.load(w);
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    // x0 / x1: int8 x of elements 0..15 / 16..31; m: 0x0f bytes. The i16 form plus one pairwise widening,
+    // not i32x4.relaxed_dot_i8x16_i7x16_add_s: V8 11.3 (Node 20) returns twice the right sum for the
+    // latter on x64. The cost is the same (x64 has no i8 → i32 dot without VNNI), and |4 products| ≤
+    // 4 · 15 · 127 cannot saturate an i16 lane.
+    const lo = v128.and(v, m), hi = v128.and(i16x8.shr_u(v, 4), m);
+    return i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(x0, lo), i16x8.relaxed_dot_i8x16_i7x16_s(x1, hi)));
+  }
+  // m: 0x000f halves; 0x00f0 and 0x0f00 from memory (x is pre-shifted to match: `quantizeX14`).
+  return i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(v128.and(v, m), x0), i32x4.dot_i16x8_s(v128.and(v, v128.load(NIBBLE16, 32)), x1)),
+    i32x4.add(i32x4.dot_i16x8_s(v128.and(v, v128.load(NIBBLE16, 16)), x2), i32x4.dot_i16x8_s(i16x8.shr_u(v, 12), x3)),
+  );
+}
+
+/**
+ * Σ_k x[k]·w_i[k] for four q4 rows at r0 + {0, d1, d2, d3}, f16 block scales at q0 + {0, e1, e2, e3}
+ * (tiled: the four halves are adjacent, one 8-byte load), against x prepared by `prepareXQ4` at xq.
+ * Per block, d = the four rows' scales × x's scale; each row's integer sum is converted and accumulated
+ * at once with its lane of d (gathering the four integer sums into one vector first kept 13 vectors
+ * live, and V8 spilled half of them: 1.3× slower), and the offset term −8·Σxq · d for the four rows in
+ * one vector (an integer add per row instead measured slower).
+ */
+// @ts-ignore: decorator
+@inline function dot4q4(
+  xq: usize, K: i32, r0: usize, d1: usize, d2: usize, d3: usize,
+  q0: usize, e1: usize, e2: usize, e3: usize, us: usize, qs: usize, tiled: bool,
+): v128 {
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, corr = a0;
+  const blocks = (K + QBLOCK - 1) / QBLOCK;
+  const xbytes = xq4Bytes();
+  let p = r0, q = q0, xb = xq, sx = xq + <usize>blocks * xbytes;
+  const end = sx;
+  let cx = sx + (<usize>blocks << 4);
+  const m = v128.load(ASC_FEATURE_RELAXED_SIMD ? NIBBLE8 : NIBBLE16);
+  while (xb < end) {
+    let h: v128;
+    if (tiled) h = v128.load16x4_u(q);
+    else h = i32x4.replace_lane(i32x4.replace_lane(i32x4.replace_lane(i32x4.splat(<i32>load<u16>(q)), 1, <i32>load<u16>(q + e1)), 2, <i32>load<u16>(q + e2)), 3, <i32>load<u16>(q + e3));
+    const d = f32x4.mul(f32x4.mul(halfBits(i32x4.shl(h, 16)), c(C_POW112)), v128.load(sx));
+    corr = madd(d, v128.load(cx), corr);
+    // x loaded once per block for the four rows (the relaxed build reads two vectors, x2 / x3 unused).
+    const x0 = v128.load(xb), x1 = v128.load(xb, 16);
+    const x2 = ASC_FEATURE_RELAXED_SIMD ? x0 : v128.load(xb, 32), x3 = ASC_FEATURE_RELAXED_SIMD ? x1 : v128.load(xb, 48);
+    a0 = madd(f32x4.convert_i32x4_s(nibbleDot(p, x0, x1, x2, x3, m)), f32x4.shuffle(d, d, 0, 0, 0, 0), a0);
+    a1 = madd(f32x4.convert_i32x4_s(nibbleDot(p + d1, x0, x1, x2, x3, m)), f32x4.shuffle(d, d, 1, 1, 1, 1), a1);
+    a2 = madd(f32x4.convert_i32x4_s(nibbleDot(p + d2, x0, x1, x2, x3, m)), f32x4.shuffle(d, d, 2, 2, 2, 2), a2);
+    a3 = madd(f32x4.convert_i32x4_s(nibbleDot(p + d3, x0, x1, x2, x3, m)), f32x4.shuffle(d, d, 3, 3, 3, 3), a3);
+    p += us; q += qs; xb += xbytes; sx += 16; cx += 16;
+  }
+  return f32x4.add(sum4(a0, a1, a2, a3), corr);
 }
 
 /**
@@ -337,12 +485,50 @@ const XQ_MAX: f32 = 8191;
   for (let k = Kv; k < K; k++) store<f32>(dst + (<usize>k << 2), w1(dtype, row + colOffset(dtype, k, us), 0, sc));
 }
 
+/** Row n of a q4 matrix as K f32 values at `dst`: (nibble − 8) · d per block. */
+// @ts-ignore: decorator
+@inline function dequantRowQ4(tiled: bool, w: usize, scales: usize, n: i32, K: i32, dst: usize): void {
+  const row = rowAddr(Q4, w, n, K, tiled);
+  const us = unitStride(Q4, tiled);
+  const q = scaleAddr(scales, n, K, tiled, 1), qs = scaleStride(tiled, 1);
+  const full = K / QBLOCK;
+  const eight = i16x8.splat(8);
+  for (let b = 0; b < full; b++) {
+    const d = f32x4.splat(half1(<u32>load<u16>(q + <usize>b * qs)));
+    const v = v128.load(row + <usize>b * us);
+    const lo = v128.and(v, v128.load(NIBBLE8)), hi = v128.and(i16x8.shr_u(v, 4), v128.load(NIBBLE8));
+    const o = dst + (<usize>b << 7);
+    dequant8(i16x8.sub(i16x8.extend_low_i8x16_u(lo), eight), d, o);
+    dequant8(i16x8.sub(i16x8.extend_high_i8x16_u(lo), eight), d, o + 32);
+    dequant8(i16x8.sub(i16x8.extend_low_i8x16_u(hi), eight), d, o + 64);
+    dequant8(i16x8.sub(i16x8.extend_high_i8x16_u(hi), eight), d, o + 96);
+  }
+  if (full * QBLOCK < K) {
+    const d = half1(<u32>load<u16>(q + <usize>full * qs));
+    const blk = row + <usize>full * us;
+    for (let k = full * QBLOCK; k < K; k++) {
+      const j = k & (QBLOCK - 1);
+      const byte = <i32>load<u8>(blk + <usize>(j & 15));
+      store<f32>(dst + (<usize>k << 2), <f32>((j < 16 ? byte & 15 : byte >> 4) - 8) * d);
+    }
+  }
+}
+
+/** Eight i16 lanes × d as f32 at dst. */
+// @ts-ignore: decorator
+@inline function dequant8(v: v128, d: v128, dst: usize): void {
+  v128.store(dst, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(v)), d));
+  v128.store(dst, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(v)), d), 16);
+}
+
 /** `dequantRowT` for a dtype argument that may carry the TILED flag. */
 export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, dst: usize): void {
   const tiled = (dtype & TILED) != 0;
   const f = dtype & ~TILED;
   if (f == F32) dequantRowT(F32, false, w, scales, n, K, dst);
   else if (f == Q8) dequantRowT(Q8, tiled, w, scales, n, K, dst);
+  else if (f == Q4 && tiled) dequantRowQ4(true, w, scales, n, K, dst);
+  else if (f == Q4) dequantRowQ4(false, w, scales, n, K, dst);
   else dequantRowT(F16, tiled, w, scales, n, K, dst);
 }
 
@@ -365,7 +551,8 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
   const qb = <usize>((K + QBLOCK - 1) / QBLOCK) << 2; // q8 scale bytes per row
   const us = unitStride(dtype, tiled);
   if (dtype == F16 && !xReady) interleaveX(x, K, scratch);
-  if (dtype == Q8 && !xReady) quantizeX14(x, K, scratch);
+  if (dtype == Q8 && !xReady) quantizeX14(x, K, scratch, false);
+  if (dtype == Q4 && !xReady) prepareXQ4(x, K, scratch);
   if (tiled) {
     // Whole tiles (padding rows included), storing only the rows in range.
     const ub = unitBytes(dtype);
@@ -373,6 +560,7 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
       const t = w + <usize>(n0 >> 2) * (rb << 2);
       let sums: v128;
       if (dtype == F16) sums = dot4f16(x, scratch, K, t, ub, 2 * ub, 3 * ub, us);
+      else if (dtype == Q4) sums = dot4q4(scratch, K, t, ub, 2 * ub, 3 * ub, scaleAddr(scales, n0, K, true, 1), 2, 4, 6, us, 8, true);
       else sums = dot4q8(scratch, K, t, ub, 2 * ub, 3 * ub, scaleAddr(scales, n0, K, true), 4, 8, 12, us, 16);
       storeLanes(out, bias, n0, max(rowStart - n0, 0), min(rowEnd - n0, 4), sums, accumulate);
     }
@@ -386,7 +574,11 @@ export function dequantRow(dtype: i32, w: usize, scales: usize, n: i32, K: i32, 
     let sums: v128;
     if (dtype == F32) sums = dot4short(x, K, w0, w0 + <usize>(n1 - n) * rb, w0 + <usize>(n2 - n) * rb, w0 + <usize>(n3 - n) * rb); // four short rows are one short stream
     else if (dtype == F16) sums = dot4f16(x, scratch, K, w0, <usize>(n1 - n) * rb, <usize>(n2 - n) * rb, <usize>(n3 - n) * rb, us);
-    else {
+    else if (dtype == Q4) {
+      const hb = qb >> 1; // f16 scales
+      sums = dot4q4(scratch, K, w0, <usize>(n1 - n) * rb, <usize>(n2 - n) * rb, <usize>(n3 - n) * rb,
+        scales + <usize>n * hb, <usize>(n1 - n) * hb, <usize>(n2 - n) * hb, <usize>(n3 - n) * hb, us, 2, false);
+    } else {
       sums = dot4q8(scratch, K, w0, <usize>(n1 - n) * rb, <usize>(n2 - n) * rb, <usize>(n3 - n) * rb,
         scales + <usize>n * qb, <usize>(n1 - n) * qb, <usize>(n2 - n) * qb, <usize>(n3 - n) * qb, us, 4);
     }
@@ -408,6 +600,12 @@ function gemvF16Tiled(x: usize, w: usize, bias: usize, out: usize, K: i32, r0: i
 }
 function gemvQ8(x: usize, w: usize, scales: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
   gemvT(Q8, false, x, w, scales, bias, out, K, r0, r1, acc, scratch, ready);
+}
+function gemvQ4(x: usize, w: usize, scales: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
+  gemvT(Q4, false, x, w, scales, bias, out, K, r0, r1, acc, scratch, ready);
+}
+function gemvQ4Tiled(x: usize, w: usize, scales: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
+  gemvT(Q4, true, x, w, scales, bias, out, K, r0, r1, acc, scratch, ready);
 }
 function gemvQ8Tiled(x: usize, w: usize, scales: usize, bias: usize, out: usize, K: i32, r0: i32, r1: i32, acc: bool, scratch: usize, ready: bool): void {
   gemvT(Q8, true, x, w, scales, bias, out, K, r0, r1, acc, scratch, ready);
@@ -448,8 +646,8 @@ function gemm(
 
 /**
  * out[t, n] (+)= bias[n] + Σ_k x[t, k] · w[n, k] for n in [rowStart, rowEnd).
- * scales: q8 block scales [N, ceil(K/32)] (tiled: see `scaleAddr`); bias 0 = none; scratch: 4·K floats private to the caller's thread
- * (f16 / q8 only: the prepared x when T = 1, dequantised rows when T > 1).
+ * scales: q8 / q4 block scales [N, ceil(K/32)] (f32 / f16; tiled: see `scaleAddr`); bias 0 = none; scratch: 4·K floats private to the caller's thread
+ * (f16 / q8 / q4 only: the prepared x when T = 1, dequantised rows when T > 1).
  */
 export function matmul(
   dtype: i32, x: usize, ldx: i32, w: usize, scales: usize, bias: usize, out: usize, ldo: i32,
@@ -468,6 +666,8 @@ export function matmulPrepared(
   else if (f == F32) gemvF32(x, w, bias, out, K, rowStart, rowEnd, accumulate);
   else if (f == F16 && tiled) gemvF16Tiled(x, w, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
   else if (f == F16) gemvF16(x, w, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
+  else if (f == Q4 && tiled) gemvQ4Tiled(x, w, scales, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
+  else if (f == Q4) gemvQ4(x, w, scales, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
   else if (tiled) gemvQ8Tiled(x, w, scales, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
   else gemvQ8(x, w, scales, bias, out, K, rowStart, rowEnd, accumulate, scratch, xReady);
 }

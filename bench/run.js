@@ -2,7 +2,7 @@
 // Speed of the wasm backend on a 130m-shaped byte model: decode and prefill tok/s per dtype and thread
 // count, next to the machine's read bandwidth measured by the same WASM SIMD code path.
 //
-//   npm run bench -- [--backend wasm] [--dtype f32,f16,q8] [--threads 1,2]
+//   npm run bench -- [--backend wasm] [--dtype f32,f16,q8,q4] [--threads 1,2]
 //                    [--model DIR | --shape 130m|mamba2-130m|130m-hf|370m-hf|790m-hf|1.4b-hf|2.8b-hf]
 //                    [--decode 128] [--prompt 512] [--repeat 3] [--bandwidth-mib 1024] [--json out.json]
 //   npm run bench -- --contention [--dtype f32] [--decode N] [--repeat 5] [--bandwidth-mib 256] [--spin-us 50]
@@ -62,7 +62,7 @@ if (values.contention) {
   process.exit(0);
 }
 
-const dtypes = (values.dtype ?? 'f32,f16,q8').split(',');
+const dtypes = (values.dtype ?? 'f32,f16,q8,q4').split(',');
 const threadCounts = [...new Set(values.threads.split(',').map(Number))];
 const decodeTokens = Number(values.decode ?? 128);
 const promptTokens = Number(values.prompt);

@@ -49,6 +49,11 @@ const TABLE: Entry[] = [
   { backend: 'wasm', dtype: 'f32', threads: 2, tolerance: 1e-4 },
   { backend: 'wasm', dtype: 'f16', threads: 1, tolerance: 2e-2 },
   { backend: 'wasm', dtype: 'q8', threads: 2, tolerance: 5e-2 },
+  // q4 (q4_0 values, 4.5 bits a weight): worst measured 0.25 (mamba2-tiny-f32) on these random, untrained
+  // fixtures, whose logits are near-random sums that weight noise moves a lot (the bundled, trained model
+  // loses 0.01 bits per byte: test/q4-bpb.test.ts).
+  { backend: 'wasm', dtype: 'q4', threads: 1, tolerance: 0.35 },
+  { backend: 'wasm', dtype: 'q4', threads: 2, tolerance: 0.35 },
   { backend: 'webgpu', dtype: 'f32', tolerance: 1e-4, webgpuKernels: NO_CHECK },
   { backend: 'webgpu', dtype: 'f16', tolerance: 2e-2, webgpuKernels: NO_CHECK },
   // The kernel shapes a hardware GPU gets (fused decode step, 32+ lanes a row), here on whatever adapter runs the tests.
@@ -153,11 +158,10 @@ for (const entry of TABLE.filter(onThisAdapter)) {
     test(`greedy continuation matches transformers${greedy.length < fx.greedyIds.length ? ` (first ${greedy.length} tokens: software adapter)` : ''}`, async (ctx) => {
       if (!model) return ctx.skip(unavailable);
       // A near-tie can flip under legitimate rounding: compare only where this path's error, as
-      // measured on this fixture's prefill and step logits, is far below the margin.
-      // (WebGPU q8 / q4 rows: also more than twice this path's error, which q4 takes past 0.5 here.)
-      const allowed = exact
-        ? measured > 0 && fx.greedyMargin > 10 * measured * fx.maxAbsLogit
-        : fx.greedyMargin > Math.max(0.5, quantGpu(entry) ? 2 * measured * fx.maxAbsLogit : 0);
+      // measured on this fixture's prefill and step logits, is far below the margin (for the lossy
+      // formats, at least 0.5 and twice the error).
+      const err = measured * fx.maxAbsLogit;
+      const allowed = exact ? measured > 0 && fx.greedyMargin > 10 * err : fx.greedyMargin > Math.max(0.5, 2 * err);
       if (!allowed) return ctx.skip(`top-2 margin ${fx.greedyMargin} too small for ${label}`);
       const ids: number[] = [];
       let text = '';

@@ -3,6 +3,9 @@
  * on random inputs: odd sizes (not multiples of 4 or 32), T = 1 (decode) and T > 1 (prefill), arbitrary
  * row splits through direct calls, and thread splits through the job runner with a worker.
  */
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { MambaConfig } from '../src/config.js';
 import { conv1d as refConv } from '../src/reference/conv.js';
@@ -11,8 +14,9 @@ import { matmul as refMatmul } from '../src/reference/matmul.js';
 import { normSegments as refNormSegments, rmsnorm as refNorm } from '../src/reference/norm.js';
 import { scan as refScan } from '../src/reference/scan.js';
 import type { LayerWeights } from '../src/weights.js';
-import { canTile, DTYPE_CODE, KERNEL, QBLOCK, quantizeQ8, tensorBytes, TILE_UNIT, TILED, tileRows, toHalf, toHalfArray, type DtypeCode } from '../src/wasm/layout.js';
-import { WasmRuntime } from '../src/wasm/runtime.js';
+import { dequantizeQ4 } from '../src/quant.js';
+import { canTile, DTYPE_CODE, KERNEL, QBLOCK, quantizeQ4, quantizeQ8, SCALE_UNIT, tensorBytes, TILE_UNIT, TILED, tileRows, toHalf, toHalfArray, type DtypeCode } from '../src/wasm/layout.js';
+import { imports, WasmRuntime } from '../src/wasm/runtime.js';
 
 /** The kernels as exported by the module (pointer arguments are byte offsets). */
 interface Exports {
@@ -71,15 +75,21 @@ afterAll(() => {
   rt2?.dispose();
 });
 
-function put(r: WasmRuntime, data: Float32Array): number {
+/** What the upload helpers need of a runtime: an allocator and views (a bare instance has them too). */
+interface Mem {
+  allocBytes(bytes: number): number;
+  views(): { u8: Uint8Array; f32: Float32Array };
+}
+
+function put(r: Mem, data: Float32Array): number {
   const p = r.allocBytes(data.length * 4);
   r.views().f32.set(data, p >> 2);
   return p;
 }
-const get = (r: WasmRuntime, p: number, n: number) => r.views().f32.slice(p >> 2, (p >> 2) + n);
+const get = (r: Mem, p: number, n: number) => r.views().f32.slice(p >> 2, (p >> 2) + n);
 
 /** Uploads w [N, K] as `dtype`; returns pointers and the float32 values the kernel actually sees. */
-function upload(r: WasmRuntime, w: Float32Array, N: number, K: number, dtype: DtypeCode) {
+function upload(r: Mem, w: Float32Array, N: number, K: number, dtype: DtypeCode) {
   const size = tensorBytes(dtype, N, K);
   const ptr = r.allocBytes(size.data);
   const scales = size.scales ? r.allocBytes(size.scales) : 0;
@@ -92,6 +102,11 @@ function upload(r: WasmRuntime, w: Float32Array, N: number, K: number, dtype: Dt
     const h = new Uint16Array(v.u8.buffer, ptr, N * K);
     toHalfArray(w, h);
     for (let i = 0; i < N * K; i++) seen[i] = fromHalf(h[i]);
+  } else if (dtype === DTYPE_CODE.q4) {
+    const q = new Uint8Array(v.u8.buffer, ptr, size.data);
+    const s = new Uint16Array(v.u8.buffer, scales, size.scales / 2);
+    quantizeQ4(w, N, K, q, s);
+    seen.set(dequantizeQ4(q, s, N, K));
   } else {
     const q = new Int8Array(v.u8.buffer, ptr, size.data);
     const s = new Float32Array(v.u8.buffer, scales, size.scales / 4);
@@ -102,8 +117,8 @@ function upload(r: WasmRuntime, w: Float32Array, N: number, K: number, dtype: Dt
   return { ptr, scales, seen };
 }
 
-/** A row-major upload (`upload`) re-laid out in tiles of 4 rows, as the backend stores f16 / q8 matrices. */
-function tile(r: WasmRuntime, u: { ptr: number; scales: number; seen: Float32Array }, N: number, K: number, dtype: DtypeCode) {
+/** A row-major upload (`upload`) re-laid out in tiles of 4 rows, as the backend stores f16 / q8 / q4 matrices. */
+function tile(r: Mem, u: { ptr: number; scales: number; seen: Float32Array }, N: number, K: number, dtype: DtypeCode) {
   const flat = tensorBytes(dtype, N, K);
   const size = tensorBytes(dtype, N, K, true);
   const ptr = r.allocBytes(size.data);
@@ -111,7 +126,7 @@ function tile(r: WasmRuntime, u: { ptr: number; scales: number; seen: Float32Arr
   const v = r.views(); // after the allocations: growing memory detaches older views
   const src = v.u8.slice(u.ptr, u.ptr + flat.data);
   tileRows(src, N, flat.data / N, TILE_UNIT[dtype as keyof typeof TILE_UNIT], new Uint8Array(v.u8.buffer, ptr, size.data));
-  if (scales) tileRows(v.u8.slice(u.scales, u.scales + flat.scales), N, flat.scales / N, 4, new Uint8Array(v.u8.buffer, scales, size.scales));
+  if (scales) tileRows(v.u8.slice(u.scales, u.scales + flat.scales), N, flat.scales / N, SCALE_UNIT[dtype as 2 | 3], new Uint8Array(v.u8.buffer, scales, size.scales));
   return { ptr, scales, seen: u.seen };
 }
 
@@ -146,8 +161,8 @@ describe('matmul', () => {
     [5, 96, 6],
     [64, 45, 21],
   ];
-  // f16 / q8 matrices also as the backend stores them: tiles of 4 rows (layout.ts `tileRows`).
-  const formats = [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8].flatMap((dtype) => [
+  // f16 / q8 / q4 matrices also as the backend stores them: tiles of 4 rows (layout.ts `tileRows`).
+  const formats = [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8, DTYPE_CODE.q4].flatMap((dtype) => [
     { dtype, tiled: false },
     ...(dtype === DTYPE_CODE.f32 ? [] : [{ dtype, tiled: true }]),
   ]);
@@ -160,7 +175,8 @@ describe('matmul', () => {
         const bias = randn(N);
         const init = randn(T * N);
         const { ptr, scales, seen } = tiled ? tile(rt, upload(rt, w, N, K, dtype), N, K, dtype) : upload(rt, w, N, K, dtype);
-        const tol = dtype === DTYPE_CODE.q8 && T === 1 ? 1e-4 : 2e-6; // q8 decode quantises x to int16
+        // q8 decode quantises x to 14 bits, q4 decode to 8 bits (per 32-block; bounded exactly below)
+        const tol = dtype === DTYPE_CODE.q4 && T === 1 ? 3e-3 : dtype === DTYPE_CODE.q8 && T === 1 ? 1e-4 : 2e-6;
         for (const accumulate of [false, true]) {
           for (const withBias of [false, true]) {
             const want = init.slice();
@@ -196,7 +212,7 @@ describe('matmul', () => {
   });
 
   test('split over two threads by the job runner', () => {
-    for (const dtype of [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8]) {
+    for (const dtype of [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8, DTYPE_CODE.q4]) {
       for (const T of [1, 4]) {
         const K = 75, N = 37;
         const x = randn(T * K), w = randn(N * K), want = new Float32Array(T * N);
@@ -204,10 +220,133 @@ describe('matmul', () => {
         refMatmul(x, seen, undefined, want, T, K, N, false);
         const px = put(rt2, x), po = put(rt2, new Float32Array(T * N));
         rt2.run(KERNEL.MATMUL, [dtype, px, K, ptr, scales, 0, po, N, T, K, N, 0], 2);
-        expect(relErr(get(rt2, po, T * N), want)).toBeLessThan(1e-4);
+        expect(relErr(get(rt2, po, T * N), want)).toBeLessThan(dtype === DTYPE_CODE.q4 && T === 1 ? 1e-2 : 1e-4); // q4 decode: int8 x
       }
     }
   });
+});
+
+/**
+ * build/mamba-relaxed.wasm on a memory of its own (Node 20 validates relaxed SIMD behind a V8 flag, which
+ * can be set at run time; Chromium and Deno have it on). Returns its kernels, an allocator and a scratch.
+ */
+function relaxedInstance(): { mem: Mem; k: Exports; scratch: number } {
+  setFlagsFromString('--experimental-wasm-relaxed-simd');
+  const bytes = readFileSync(new URL('../build/mamba-relaxed.wasm', import.meta.url));
+  expect(WebAssembly.validate(bytes)).toBe(true);
+  const memory = new WebAssembly.Memory({ initial: 1024, maximum: 1024, shared: true }); // 64 MiB, zeroed
+  const ex = new WebAssembly.Instance(new WebAssembly.Module(bytes), imports(memory)).exports as unknown as Exports & { heapBase(): number };
+  let top = (ex.heapBase() + 1024 + 63) & ~63;
+  const mem: Mem = {
+    allocBytes(n: number) {
+      const p = top;
+      top += (n + 63) & ~63;
+      return p;
+    },
+    views: () => ({ u8: new Uint8Array(memory.buffer), f32: new Float32Array(memory.buffer) }),
+  };
+  return { mem, k: ex, scratch: mem.allocBytes(64 * 1024) };
+}
+
+/**
+ * q4 decode takes integer dot products against x quantised per 32-block to int8 (L = 127 levels each
+ * side, as llama.cpp's q8_0 activations; the SIMD128 build keeps them in pre-shifted i16, the relaxed build
+ * as bytes): each x moves by at most half a step, amax(block) / (2L), so |got − exact over the dequantised
+ * weights| ≤ Σ_k |w[n, k]| · amax(block of k) / (2L), plus f32 rounding. Both builds are held to that
+ * bound, and checked to really round x to 8 bits (their error exceeds what 14-bit x would allow).
+ */
+describe('q4 GEMV: integer dot products, SIMD128 and relaxed builds', () => {
+  let relaxed: ReturnType<typeof relaxedInstance>;
+  beforeAll(() => {
+    relaxed = relaxedInstance();
+  });
+  const shapes: [K: number, N: number][] = [[768, 37], [1536, 16], [773, 9], [45, 6]];
+  for (const build of ['simd128', 'relaxed'] as const) {
+    for (const [K, N] of shapes) {
+      for (const tiled of [false, true]) {
+        test(`${build} K=${K} N=${N}${tiled ? ' tiled' : ''}`, () => {
+          const { mem, k: kk, scratch: sc } = build === 'relaxed' ? relaxed : { mem: rt as Mem, k, scratch };
+          const L = 127;
+          const x = randn(K, 2);
+          x[K >> 1] = 25; // an outlier: its block's step is coarse, the others' are not
+          const w = randn(N * K, 0.5);
+          const u = upload(mem, w, N, K, DTYPE_CODE.q4);
+          const { ptr, scales, seen } = tiled ? tile(mem, u, N, K, DTYPE_CODE.q4) : u;
+          const want = new Float32Array(N);
+          refMatmul(x, seen, undefined, want, 1, K, N, false);
+          const px = put(mem, x), po = put(mem, new Float32Array(N));
+          kk.matmul(DTYPE_CODE.q4 | (tiled ? TILED : 0), px, K, ptr, scales, 0, po, N, 1, K, 0, N, 0, sc);
+          const got = get(mem, po, N);
+          let worst = 0; // largest error as a share of its bound
+          for (let n = 0; n < N; n++) {
+            let bound = 0, mag = 0;
+            for (let b = 0; b * QBLOCK < K; b++) {
+              let amax = 0;
+              for (let j = b * QBLOCK; j < Math.min(K, (b + 1) * QBLOCK); j++) amax = Math.max(amax, Math.abs(x[j]));
+              for (let j = b * QBLOCK; j < Math.min(K, (b + 1) * QBLOCK); j++) {
+                bound += (Math.abs(seen[n * K + j]) * amax) / (2 * L);
+                mag += Math.abs(seen[n * K + j] * x[j]);
+              }
+            }
+            const err = Math.abs(got[n] - want[n]);
+            expect(err).toBeLessThanOrEqual(bound + 2e-6 * mag);
+            worst = Math.max(worst, err / bound);
+          }
+          // 14-bit x would keep every error below 127/8191 of the int8 bound.
+          if (K >= 768) expect(worst).toBeGreaterThan(127 / 8191);
+        });
+      }
+    }
+  }
+
+  test('relaxed build: q4 prefill (T > 1, dequantised tiles) and tiled embedding rows are exact', () => {
+    const { mem, k: kk, scratch: sc } = relaxed;
+    const T = 5, K = 100, N = 13;
+    const x = randn(T * K), w = randn(N * K, 0.5);
+    const { ptr, scales, seen } = tile(mem, upload(mem, w, N, K, DTYPE_CODE.q4), N, K, DTYPE_CODE.q4);
+    const want = new Float32Array(T * N);
+    refMatmul(x, seen, undefined, want, T, K, N, false);
+    const px = put(mem, x), po = put(mem, new Float32Array(T * N));
+    kk.matmul(DTYPE_CODE.q4 | TILED, px, K, ptr, scales, 0, po, N, T, K, 0, N, 0, sc);
+    expect(relErr(get(mem, po, T * N), want)).toBeLessThan(2e-6 * Math.sqrt(K));
+    const tokens = Uint32Array.of(12, 0, 5);
+    const pt = mem.allocBytes(12);
+    new Uint32Array(mem.views().u8.buffer, pt, 3).set(tokens);
+    const pe = put(mem, new Float32Array(3 * K));
+    kk.embed(DTYPE_CODE.q4 | TILED, pt, ptr, scales, pe, K, 0, 3);
+    const rows = new Float32Array(3 * K);
+    refEmbed(tokens, seen, rows, 3, K);
+    expect(get(mem, pe, 3 * K)).toEqual(rows);
+  });
+});
+
+test('node --experimental-wasm-relaxed-simd: the relaxed build runs on worker threads too, q4 split over them as on one', () => {
+  // Workers refuse V8's --experimental-wasm-* in execArgv: the runtime must not pass them on (they hold
+  // for every isolate of the process anyway). Runs the built package (dist/), as `npm test` builds first.
+  const script = `
+    const L = await import(${JSON.stringify(new URL('../dist/src/wasm/layout.js', import.meta.url).href)});
+    const { WasmRuntime } = await import(${JSON.stringify(new URL('../dist/src/wasm/runtime.js', import.meta.url).href)});
+    const rt = await WasmRuntime.create({ threads: 2, reserveBytes: 4 << 20, growBytes: 1 << 20, scratchBytesPerThread: 16384 });
+    const N = 40, K = 200;
+    const w = Float32Array.from({ length: N * K }, (_, i) => Math.sin(i)), x = Float32Array.from({ length: K }, (_, i) => Math.cos(i));
+    const flat = L.tensorBytes(L.DTYPE_CODE.q4, N, K), size = L.tensorBytes(L.DTYPE_CODE.q4, N, K, true);
+    const rm = new Uint8Array(flat.data), rs = new Uint8Array(flat.scales);
+    L.quantizeQ4(w, N, K, rm, new Uint16Array(rs.buffer));
+    const ptr = rt.allocBytes(size.data), sc = rt.allocBytes(size.scales), px = rt.allocBytes(4 * K), o1 = rt.allocBytes(4 * N), o2 = rt.allocBytes(4 * N);
+    const v = rt.views();
+    L.tileRows(rm, N, flat.data / N, 16, new Uint8Array(v.u8.buffer, ptr, size.data));
+    L.tileRows(rs, N, flat.scales / N, 2, new Uint8Array(v.u8.buffer, sc, size.scales));
+    v.f32.set(x, px >> 2);
+    const args = (o) => [L.DTYPE_CODE.q4 | L.TILED, px, K, ptr, sc, 0, o, N, 1, K, N, 0];
+    rt.run(L.KERNEL.MATMUL, args(o1), 1);
+    rt.run(L.KERNEL.MATMUL, args(o2), 4);
+    const a = rt.views().f32.slice(o1 >> 2, (o1 >> 2) + N), b = rt.views().f32.slice(o2 >> 2, (o2 >> 2) + N);
+    console.log(JSON.stringify({ threads: rt.threads, relaxed: rt.relaxed, note: rt.threadNote, same: a.every((t, i) => t === b[i]), nonzero: a.some((t) => t !== 0) }));
+    rt.dispose();
+  `;
+  const r = spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+  expect(r.stderr).toBe('');
+  expect(JSON.parse(r.stdout)).toEqual({ threads: 2, relaxed: true, note: '', same: true, nonzero: true });
 });
 
 describe('job protocol', () => {
@@ -324,7 +463,7 @@ describe('fused selective scan', () => {
 });
 
 describe('embed', () => {
-  for (const dtype of [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8]) {
+  for (const dtype of [DTYPE_CODE.f32, DTYPE_CODE.f16, DTYPE_CODE.q8, DTYPE_CODE.q4]) {
     test(`dtype ${dtype}, D=45`, () => {
       const V = 300, D = 45, T = 6;
       const { ptr, scales, seen } = upload(rt, randn(V * D), V, D, dtype);

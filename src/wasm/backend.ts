@@ -8,15 +8,14 @@ import type { BackendOptions, WeightDtype } from '../backends.js';
 import { convChannels, type MambaConfig } from '../config.js';
 import { DEFAULT_CHUNK, KernelBackend, uploadWeights } from '../forward.js';
 import type { LayerWeights, Mamba2LayerWeights, ModelWeights } from '../weights.js';
-import { InvalidOptionError } from '../errors.js';
-import { canTile, DTYPE_CODE, KERNEL, quantizeQ8, tensorBytes, TILE_UNIT, TILED, tileRows, toHalfArray, type DtypeCode } from './layout.js';
+import { canTile, DTYPE_CODE, KERNEL, quantizeQ4, quantizeQ8, SCALE_UNIT, tensorBytes, TILE_UNIT, TILED, tileRows, toHalfArray, type DtypeCode } from './layout.js';
 import { defaultThreads, WasmRuntime } from './runtime.js';
 
 /** A weight tensor in linear memory. */
 export interface WasmTensor {
-  dtype: number; // DtypeCode, plus TILED for f16 / q8 matrices stored in tiles of 4 rows
-  ptr: number; // data [rows, cols] (q8: rows padded to whole blocks; tiled: see layout.ts tileRows)
-  scales: number; // q8 block scales [rows, ceil(cols/32)], else 0
+  dtype: number; // DtypeCode, plus TILED for f16 / q8 / q4 matrices stored in tiles of 4 rows
+  ptr: number; // data [rows, cols] (q8 / q4: rows padded to whole blocks; tiled: see layout.ts tileRows)
+  scales: number; // q8 / q4 block scales [rows, ceil(cols/32)] (f32 / f16), else 0
   rows: number;
   cols: number;
   /** A float32 copy for kernels that read the tensor directly (scan, conv, norms); -1 if none. */
@@ -80,11 +79,12 @@ class WasmKernels implements Kernels<Ptr, WasmTensor> {
       const rm = at(ptr, flat.data);
       const rs = at(scales, flat.scales);
       if (plan.dtype === DTYPE_CODE.f16) toHalfArray(data, new Uint16Array(rm.buffer, rm.byteOffset, rows * cols));
+      else if (plan.dtype === DTYPE_CODE.q4) quantizeQ4(data, rows, cols, rm, new Uint16Array(rs.buffer, rs.byteOffset, flat.scales / 2));
       else quantizeQ8(data, rows, cols, new Int8Array(rm.buffer, rm.byteOffset, flat.data), new Float32Array(rs.buffer, rs.byteOffset, flat.scales / 4));
       if (plan.tiled) {
         tileRows(rm, rows, flat.data / rows, TILE_UNIT[plan.dtype], new Uint8Array(v.u8.buffer, ptr, size.data));
-        // q8 scales [rows, blocks] f32 follow the tiles: one f32 per row and block.
-        if (flat.scales > 0) tileRows(rs, rows, flat.scales / rows, 4, new Uint8Array(v.u8.buffer, scales, size.scales));
+        // q8 / q4 scales [rows, blocks] follow the tiles: one scale per row and block.
+        if (flat.scales > 0) tileRows(rs, rows, flat.scales / rows, SCALE_UNIT[plan.dtype as 2 | 3], new Uint8Array(v.u8.buffer, scales, size.scales));
       }
     }
     let f32 = plan.dtype === DTYPE_CODE.f32 ? ptr : -1;
@@ -212,7 +212,6 @@ export class WasmBackend extends KernelBackend<Ptr, WasmTensor> {
  */
 export async function createWasmBackend(config: MambaConfig, weights: ModelWeights, o: BackendOptions): Promise<WasmBackend> {
   const dtypeName: WeightDtype = o.dtype ?? 'f32';
-  if (dtypeName === 'q4') throw new InvalidOptionError('dtype', "the wasm backend stores f32, f16 or q8 weights, got q4 (use backend: 'webgpu')");
   const dtype = DTYPE_CODE[dtypeName];
   const { dModel: D, dInner: E, dtRank: R, dState: N, vocabSize: V, nLayer, dConv: K } = config;
 
@@ -240,7 +239,7 @@ export async function createWasmBackend(config: MambaConfig, weights: ModelWeigh
   try {
     const kernels = new WasmKernels(runtime, config, dtype);
     const threads = runtime.threads;
-    const simd = runtime.relaxed ? 'wasm simd (relaxed fma)' : 'wasm simd';
+    const simd = runtime.relaxed ? 'wasm simd (relaxed: fma, int8 dot)' : 'wasm simd';
     const description = `${simd}, ${threads} thread${threads === 1 ? '' : 's'}, ${dtypeName}${runtime.threadNote ? ` (${runtime.threadNote})` : ''}`;
     return new WasmBackend(runtime, kernels, description, config, weights);
   } catch (e) {

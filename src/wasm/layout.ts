@@ -1,25 +1,28 @@
 /**
  * What TypeScript and the AssemblyScript kernels (assembly/) agree on: weight formats, the job control
- * block, kernel ids, and the conversions of float32 weights to f16 / q8 at upload.
+ * block, kernel ids, and the conversions of float32 weights to f16 / q8 / q4 at upload.
  */
 
-/** Weight storage codes (assembly/math.ts F32/F16/Q8). */
-export const DTYPE_CODE = { f32: 0, f16: 1, q8: 2 } as const;
+/** Weight storage codes (assembly/math.ts F32/F16/Q8/Q4). */
+export const DTYPE_CODE = { f32: 0, f16: 1, q8: 2, q4: 3 } as const;
 export type DtypeCode = (typeof DTYPE_CODE)[keyof typeof DTYPE_CODE];
 
 /**
- * Flag added to an f16 / q8 dtype code: rows stored in tiles of 4 by `tileRows` (assembly/math.ts TILED),
- * q8 block scales likewise (unit = one f32). The 4-row decode GEMVs then stream each thread's rows as one
- * sequential run of memory.
+ * Flag added to an f16 / q8 / q4 dtype code: rows stored in tiles of 4 by `tileRows` (assembly/math.ts
+ * TILED), q8 / q4 block scales likewise (unit = one scale: `SCALE_UNIT`). The 4-row decode GEMVs then
+ * stream each thread's rows as one sequential run of memory.
  */
 export const TILED = 4;
-/** Bytes of one row's unit within a tile: a q8 block of 32 weights, or 8 halves. */
-export const TILE_UNIT = { 1: 16, 2: 32 } as const;
+/** Bytes of one row's unit within a tile: a q8 block of 32 weights, a q4 block (16 bytes), or 8 halves. */
+export const TILE_UNIT = { 1: 16, 2: 32, 3: 16 } as const;
+/** Bytes of one block scale: f32 for q8, f16 for q4 (as q4_0 stores it: 18 bytes per 32 weights). */
+export const SCALE_UNIT = { 2: 4, 3: 2 } as const;
 
 // q8: int8 weights in blocks of 32 along K with one f32 scale per block (rows padded to whole blocks);
-// the values come from src/quant.ts, shared with the other backends.
-import { QBLOCK } from '../quant.js';
-export { QBLOCK, quantizeQ8 } from '../quant.js';
+// q4: 16 bytes of nibbles and one f16 scale per block. The values come from src/quant.ts, shared with
+// the other backends.
+import { Q4_BLOCK_BYTES, QBLOCK } from '../quant.js';
+export { QBLOCK, quantizeQ4, quantizeQ8 } from '../quant.js';
 
 /**
  * Control block words (i32), shared by assembly/index.ts and workers/wasm-thread.js.
@@ -58,20 +61,21 @@ export const SCRATCH_HEADER = 64;
 export const KERNEL = { EXIT: -1, MATMUL: 1, CONV: 2, SCAN: 3, NORM: 4, EMBED: 5, READ: 6, NORM_SEGMENTS: 7, SSD: 8, GATED_NORM: 9 } as const;
 
 /**
- * Bytes of a [rows, cols] tensor stored as `dtype`, including q8 block scales; `tiled` rounds the rows up
- * to whole tiles of 4 (the kernels read all four rows of a tile, the padding rows being zero).
+ * Bytes of a [rows, cols] tensor stored as `dtype`, including q8 / q4 block scales; `tiled` rounds the rows
+ * up to whole tiles of 4 (the kernels read all four rows of a tile, the padding rows being zero).
  */
 export function tensorBytes(dtype: DtypeCode, rows: number, cols: number, tiled = false): { data: number; scales: number } {
   if (tiled) rows = Math.ceil(rows / 4) * 4;
   if (dtype === DTYPE_CODE.f32) return { data: rows * cols * 4, scales: 0 };
   if (dtype === DTYPE_CODE.f16) return { data: rows * cols * 2, scales: 0 };
   const blocks = Math.ceil(cols / QBLOCK);
+  if (dtype === DTYPE_CODE.q4) return { data: rows * blocks * Q4_BLOCK_BYTES, scales: rows * blocks * 2 };
   return { data: rows * blocks * QBLOCK, scales: rows * blocks * 4 };
 }
 
-/** Whether a [rows, cols] f16 / q8 matrix is stored tiled: f16 tiles need whole units of 8 halves per row. */
+/** Whether a [rows, cols] f16 / q8 / q4 matrix is stored tiled: f16 tiles need whole units of 8 halves per row. */
 export function canTile(dtype: DtypeCode, cols: number): boolean {
-  return dtype === DTYPE_CODE.q8 || (dtype === DTYPE_CODE.f16 && cols % 8 === 0);
+  return dtype === DTYPE_CODE.q8 || dtype === DTYPE_CODE.q4 || (dtype === DTYPE_CODE.f16 && cols % 8 === 0);
 }
 
 /**

@@ -214,7 +214,7 @@ export class WasmRuntime {
     const initial = Math.ceil(initialBytes / PAGE);
     if (initial > MAX_PAGES) {
       throw new OutOfMemoryError(
-        `the model needs ${(initialBytes / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, more than the 4 GiB wasm32 limit: use dtype 'f16' or 'q8'`,
+        `the model needs ${(initialBytes / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, more than the 4 GiB wasm32 limit: use dtype 'f16', 'q8' or 'q4'`,
       );
     }
     const maximum = Math.min(MAX_PAGES, initial + Math.ceil(o.growBytes / PAGE));
@@ -247,8 +247,9 @@ export class WasmRuntime {
     const threads = isNode || isDeno ? await import('node:worker_threads').catch(() => null) : null;
     for (let i = 1; i < this.threads; i++) {
       if (threads) {
-        // Workers inherit the process's flags; --input-type (node -e) is refused for a file worker.
-        const execArgv = isNode ? { execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')) } : {};
+        // Workers inherit the process's flags; --input-type (node -e) is refused for a file worker, and so are
+        // V8's --experimental-wasm-* (e.g. Node 20's relaxed SIMD), which hold for every isolate anyway.
+        const execArgv = isNode ? { execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type') && !a.startsWith('--experimental-wasm-')) } : {};
         const w = new threads.Worker(url, { workerData: init(i), ...execArgv });
         w.unref(); // a blocked compute thread must never keep the process alive
         this.workers.push(w);
