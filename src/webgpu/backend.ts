@@ -4,7 +4,7 @@ import type { MambaConfig } from '../config.js';
 import { InvalidOptionError, OutOfMemoryError } from '../errors.js';
 import type { DecodeBlock, DeviceSampling, StateHandle } from '../backend.js';
 import { KernelBackend, type LayerState } from '../forward.js';
-import type { LayerWeights, ModelWeights } from '../weights.js';
+import type { AnyLayerWeights, LayerWeights, Mamba2LayerWeights, ModelWeights } from '../weights.js';
 import { acquireDevice, type GpuContext } from './device.js';
 import { WebGPUKernels, type Cached, type GpuBuf, type GpuWeight } from './kernels.js';
 
@@ -18,6 +18,17 @@ const SUBMIT_EVERY = 4;
 const GPU_CHUNK = 512;
 import { loadShaderSources } from './wgsl.js';
 import { selfCheck } from './selfcheck.js';
+
+/**
+ * The fused decode step of one layer, per architecture: its kernels in order (shaders/step.wgsl says
+ * what each does). Data, as the mixers of forward.ts are recipes over the shared kernels: one driver
+ * (`fusedStep`) runs either, and chained blocks capture and replay whatever it recorded.
+ */
+export const FUSED_LAYER = {
+  mamba1: ['mix_in', 'x_proj', 'scan_step', 'out_proj'],
+  mamba2: ['mix_in', 'ssd_step', 'gate_out'],
+} as const;
+type FusedOp = (typeof FUSED_LAYER)[keyof typeof FUSED_LAYER][number];
 
 /**
  * The shared layer loop (`KernelBackend`) over the WGSL kernels, plus what only a GPU needs:
@@ -48,14 +59,14 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     super('webgpu', description, kernels, config, weights, chunk);
     this.gpu = ctx;
     this.kernels = kernels;
-    // Mamba-2 decodes through the separate kernels (its fused step is not written yet).
-    this.fused = fused && !config.mamba2 && kernels.fusedStep(config) !== undefined;
+    this.fused = fused && kernels.fusedStep(config) !== undefined;
     kernels.prepare(this.w, config);
   }
 
   /**
-   * A decode step (T = 1) in 4 dispatches per layer instead of 7 where the fused kernels apply
-   * (shaders/step.wgsl says why): dispatches, not bytes, bound a GPU's decode speed.
+   * A decode step (T = 1) in `FUSED_LAYER`'s dispatches per layer (Mamba-1 4 instead of 7, Mamba-2 3
+   * instead of 8) where the fused kernels apply (shaders/step.wgsl says why): dispatches, not bytes,
+   * bound a GPU's decode speed.
    */
   protected override chunkForward(st: LayerState<GpuBuf>[], tokens: Uint32Array, T: number): void {
     if (T !== 1 || !this.fused) return super.chunkForward(st, tokens, T);
@@ -72,15 +83,25 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
 
   private fusedStep(st: LayerState<GpuBuf>[], tokens: Uint32Array): void {
     const { kernels: k, w, scratch: s, config: c } = this;
+    const recipe = FUSED_LAYER[c.mamba2 ? 'mamba2' : 'mamba1'];
     k.embed(tokens, w.embedding, s.h, 1, c.dModel);
-    for (let l = 0; l < c.nLayer; l++) {
-      const L = w.layers[l] as LayerWeights<GpuWeight>; // Mamba-1 only (see `fused`)
-      k.mixIn(s.h, L, st[l].conv, s.u, s.z, c); // h [D] → u, z [E]
-      this.xProj(s.u, L, s.dbc, 1); // → dbc [R+2N]
-      k.scanStep(s.u, s.dbc, s.z, L, st[l].ssm, s.y, c); // → y [E]
-      k.matmul(s.y, L.outProj, L.outProjBias, s.h, 1, c.dInner, c.dModel, true); // h += out_proj(y)
-    }
+    for (let l = 0; l < c.nLayer; l++) for (const op of recipe) this.fusedOp(op, w.layers[l], st[l]);
     k.normHead(s.h, w.normF, w.lmHead, s.logits, c); //             h [D] → logits [V]
+  }
+
+  /** One kernel of a layer's fused step, on the scratch buffers (u [C], z [E], dbc, y [E], h [D]). */
+  private fusedOp(op: FusedOp, L: AnyLayerWeights<GpuWeight>, st: LayerState<GpuBuf>): void {
+    const { kernels: k, scratch: s, config: c } = this;
+    const m1 = L as LayerWeights<GpuWeight>;
+    const m2 = L as Mamba2LayerWeights<GpuWeight>;
+    switch (op) {
+      case 'mix_in': return k.mixIn(s.h, L, st.conv, s.u, s.z, c); //              h [D] → u [C], z [E]
+      case 'x_proj': return this.xProj(s.u, m1, s.dbc, 1); //                        → dbc [R+2N]
+      case 'scan_step': return k.scanStep(s.u, s.dbc, s.z, m1, st.ssm, s.y, c); //  → y [E]
+      case 'out_proj': return k.matmul(s.y, m1.outProj, m1.outProjBias, s.h, 1, c.dInner, c.dModel, true); // h += out_proj(y)
+      case 'ssd_step': return k.ssdStep(s.h, s.u, m2, st.ssm, s.y, c); //          h [D], u [C] → y [E]
+      case 'gate_out': return k.gateOut(s.y, s.z, m2, s.h, c); //                  h += out_proj(gatedNorm(y, z))
+    }
   }
 
   /**
