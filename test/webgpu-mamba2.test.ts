@@ -10,7 +10,8 @@ import { afterAll, describe, expect, test } from 'vitest';
 import { readModel } from '../src/loader.js';
 import { createReferenceBackend } from '../src/reference/backend.js';
 import { syntheticModel, type SyntheticSpec } from '../src/synthetic.js';
-import { createWebGPUBackendWith, FUSED_LAYER } from '../src/webgpu/backend.js';
+import { countStepDispatches, createWebGPUBackendWith, FUSED_LAYER } from '../src/webgpu/backend.js';
+import { argmax } from '../src/sampler.js';
 import { loadFixtures } from './helpers/fixtures.js';
 import { nodeWebGPU } from './helpers/env.js';
 
@@ -77,6 +78,51 @@ describe.skipIf(!gpu)('webgpu mamba2 fused decode step', () => {
       expect(rel(a.conv, b.conv)).toBeLessThan(1e-5);
       measured.push(`${name.padEnd(36)} lanes ${String(lanes).padEnd(3)} ${worst.toExponential(2)} (${steps} steps)`);
       expect(worst).toBeLessThanOrEqual(1e-4);
+    } finally {
+      be.dispose();
+      ref.dispose();
+    }
+  });
+
+  test('a token step records 3 dispatches a layer fused, 8 with the separate kernels (counted by the recorder)', async () => {
+    const { config, weights } = await readModel({ files: syntheticModel(SYNTHETIC[0][1]) });
+    const o = { dtype: 'f32' as const, gemvLanes: 32, selfCheck: false };
+    const fused = await countStepDispatches(config, weights, { ...o, fused: true });
+    const separate = await countStepDispatches(config, weights, { ...o, fused: false });
+    measured.push(`dispatches a layer per token: fused ${fused.perLayer} (+${fused.outside} outside the layers), separate kernels ${separate.perLayer} (+${separate.outside})`);
+    expect(fused).toEqual({ perLayer: FUSED_LAYER.mamba2.length, outside: 2, fused: true }); // + embed, norm_gemv
+    expect(FUSED_LAYER.mamba2.length).toBe(3);
+    // rmsnorm, in_proj z / xBC / dt, conv1d, ssd, gated_norm, out_proj; + embed, final rmsnorm, head
+    expect(separate).toEqual({ perLayer: 8, outside: 3, fused: false });
+  });
+
+  test('chained greedy blocks (the second replayed from the GPU) follow the reference, allocating nothing', async () => {
+    const fx = fixtures.find((f) => f.name === 'mamba2-tiny-f32')!;
+    const { config, weights } = await readModel(fx.dir);
+    const be = await createWebGPUBackendWith(config, weights, { dtype: 'f32', fused: true, gemvLanes: 32, selfCheck: false });
+    const ref = createReferenceBackend(config, weights);
+    try {
+      const gs = be.createState();
+      const rs = ref.createState();
+      const prompt = Uint32Array.from(fx.input);
+      await be.forward(gs, prompt, 'last');
+      let logits = await ref.forward(rs, prompt, 'last');
+      const first = argmax(logits);
+      const n = software ? 2 : 6;
+      const b1 = await be.decodeGreedy(gs, first, n); // steps recorded and captured
+      const stats = { ...be.kernels.stats };
+      const b2 = await be.decodeGreedy(gs, null, n); // replayed
+      expect(be.kernels.stats).toEqual(stats);
+      const tokens = [...b1.tokens, ...b2.tokens, b2.next];
+      expect(tokens[0]).toBe(first);
+      for (let i = 0; i < 2 * n; i++) {
+        logits = await ref.forward(rs, Uint32Array.of(tokens[i]), 'last');
+        expect(tokens[i + 1]).toBe(argmax(logits));
+        if (i === n - 1) expect(rel(b1.logits, logits)).toBeLessThanOrEqual(1e-4);
+      }
+      expect(rel(b2.logits, logits)).toBeLessThanOrEqual(1e-4);
+      // The state the blocks left equals the reference's after the same tokens.
+      expect(rel((await be.readState(gs)).ssm, (await ref.readState(rs)).ssm)).toBeLessThan(1e-4);
     } finally {
       be.dispose();
       ref.dispose();

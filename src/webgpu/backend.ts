@@ -104,6 +104,18 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     }
   }
 
+  /** Dispatches one decode step (T = 1) records, counted by the recorder on a scratch state. */
+  async stepDispatches(): Promise<number> {
+    const st = this.createState();
+    try {
+      const before = this.kernels.dispatches;
+      await this.forward(st, Uint32Array.of(0), 'last');
+      return this.kernels.dispatches - before;
+    } finally {
+      this.releaseState(st);
+    }
+  }
+
   /**
    * Greedy next token after the last `forward`, computed on the GPU: reads back 8 bytes instead of
    * V floats. `lastChunkTokens` is the length of that forward's final chunk (1 for a decode step).
@@ -237,11 +249,33 @@ export async function createWebGPUBackend(config: MambaConfig, weights: ModelWei
   return createWebGPUBackendWith(config, weights, { dtype, fused: g?.fusedDecode, gemvLanes: g?.gemvLanes, selfCheck: g?.selfCheck });
 }
 
+type WebGPUBackendKnobs = { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number; fused?: boolean; selfCheck?: boolean };
+
+/**
+ * Dispatches a decode step records per layer, and outside the layers (embedding, final norm, head):
+ * `stepDispatches` of one- and two-layer cuts of the model (`config.nLayer` ≥ 2), so the numbers
+ * are the recorder's, not a count written down here. Tests and bench/webgpu.js report them.
+ */
+export async function countStepDispatches(config: MambaConfig, weights: ModelWeights, o: WebGPUBackendKnobs): Promise<{ perLayer: number; outside: number; fused: boolean }> {
+  if (config.nLayer < 2) throw new RangeError('countStepDispatches: needs a model of at least two layers');
+  const count = async (n: number) => {
+    const be = await createWebGPUBackendWith({ ...config, nLayer: n }, { ...weights, layers: weights.layers.slice(0, n) }, o);
+    try {
+      return { n: await be.stepDispatches(), fused: be.fused };
+    } finally {
+      be.dispose();
+    }
+  };
+  const one = await count(1);
+  const two = await count(2);
+  return { perLayer: two.n - one.n, outside: 2 * one.n - two.n, fused: one.fused };
+}
+
 /** As `createWebGPUBackend`, with knobs for tests (forced weight splitting). */
 export async function createWebGPUBackendWith(
   config: MambaConfig,
   weights: ModelWeights,
-  o: { dtype: 'f32' | 'f16'; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number; fused?: boolean; selfCheck?: boolean },
+  o: WebGPUBackendKnobs,
 ): Promise<WebGPUBackend> {
   const [ctx, shaders] = await Promise.all([acquireDevice(o.dtype === 'f16'), loadShaderSources()]);
   const { device } = ctx;
