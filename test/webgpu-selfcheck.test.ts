@@ -45,6 +45,7 @@ try {
 }
 
 const TINY = `${FIXTURE_ROOT}tiny-hf-f32`;
+const MAMBA2 = `${FIXTURE_ROOT}../hf-mamba2/mamba2-tiny-f32`;
 type Shaders = Awaited<ReturnType<typeof loadShaderSources>>;
 
 afterEach(() => {
@@ -100,8 +101,8 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
   });
 
   // Wrong kernels in WGSL itself, through `selfCheck` with edited shader sources.
-  async function checkWith(edit: (s: Shaders) => Shaders, o: { gemvLanes: number; fused: boolean }) {
-    const { config } = await readModel(TINY);
+  async function checkWith(edit: (s: Shaders) => Shaders, o: { gemvLanes: number; fused: boolean }, model = TINY) {
+    const { config } = await readModel(model);
     const ctx = await acquireDevice(false);
     const shaders = edit(await loadShaderSources());
     const kernels = { dtype: 'f32' as const, shaderF16: false, gemvLanes: o.gemvLanes, flatGemm: ctx.software };
@@ -113,6 +114,26 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
       ctx.device.destroy();
     }
   }
+
+  test("Mamba-2's fused step passes on this adapter, every path checked; a wrong ssd_step is refused", async () => {
+    const { config, weights } = await readModel(MAMBA2);
+    const before = selfCheckVerdicts().length;
+    const be = await createWebGPUBackendWith(config, weights, { dtype: 'f32', fused: true, gemvLanes: 32 });
+    try {
+      expect(be.fused).toBe(true);
+      const [v] = selfCheckVerdicts().slice(before);
+      expect(v).toMatchObject({ ok: true, paths: ['prefill', 'fused decode step', 'chained greedy decode', 'sampled decode'] });
+      expect(v.key).toContain('mamba2');
+    } finally {
+      be.dispose();
+    }
+    // The state decay left out of the SSD step: valid WGSL, wrong numbers.
+    const edit = (s: Shaders) => ({ ...s, step: s.step.replace('let v = decay * hs[j] + delta * x * bn[j];', 'let v = hs[j] + delta * x * bn[j];') });
+    expect(edit(await loadShaderSources()).step).toContain('let v = hs[j] + delta');
+    const r = await checkWith(edit, { gemvLanes: 32, fused: true }, MAMBA2);
+    expect(r).toBeInstanceOf(BackendUnavailableError);
+    expect((r as Error).message).toMatch(/self-check failed: fused decode step off by \S+ \(tolerance 1e-4\)/);
+  });
 
   test('a sampler that draws from half the mass is refused on any adapter', async () => {
     const edit = (s: Shaders) => ({ ...s, sample: s.sample.replace('16777216.0 * cum[keep - 1u]', '16777216.0 * 0.5 * cum[keep - 1u]') });
