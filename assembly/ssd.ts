@@ -9,11 +9,15 @@
 // Heads are independent, so threads split [hStart, hEnd) and never touch each other's state.
 import { hsum, softplus1 } from './math';
 
-/** Scratch per thread: M [T, T] then Δ [T], cum [T] (floats). */
+/** Scratch per thread: C·B [T, T] (per group), then Δ [T], cum [T] and one row of M [T] (floats). */
 export function ssdScratchFloats(T: i32): i32 {
-  return T * T + 2 * T;
+  return T * T + 3 * T;
 }
 
+// Where the time goes (130m shapes, T = 64, N = 128, P = 64): the [T, T] C·B products depend on the
+// group only, so a thread computes them once per group, not per head (G = 1: once, not 24 times);
+// the y readout takes four channels per pass over C_t, and the state update and M·x keep 16 outputs
+// in registers across the tokens instead of loading and storing them per token.
 export function ssd(
   xbc: usize, dt: usize, dtBias: usize, A: usize, D: usize, state: usize, y: usize,
   T: i32, N: i32, H: i32, P: i32, G: i32, dtMin: f32, dtMax: f32,
@@ -22,10 +26,12 @@ export function ssd(
   const E = H * P;
   const rs = <usize>(E + 2 * G * N) << 2; // xbc row stride, bytes
   const ys = <usize>E << 2;
-  const M = scratch;
-  const delta = M + (<usize>(T * T) << 2);
+  const CB = scratch;
+  const delta = CB + (<usize>(T * T) << 2);
   const cum = delta + (<usize>T << 2);
-  const N4 = N & ~3, P4 = P & ~3;
+  const mrow = cum + (<usize>T << 2);
+  const N4 = N & ~3, N16 = N & ~15, P4 = P & ~3, P16 = P & ~15;
+  let cbGroup = -1;
   for (let h = hStart; h < hEnd; h++) {
     const g = (h * G) / H;
     const xo = <usize>(h * P) << 2; // byte offsets within an xbc row
@@ -40,67 +46,124 @@ export function ssd(
       run += d * Ah;
       store<f32>(cum + (<usize>s << 2), run);
     }
-    // M[t, s] = (C_t · B_s) · exp(cum_t − cum_s) · Δ_s for s ≤ t.
-    for (let t = 0; t < T; t++) {
-      const ct = xbc + <usize>t * rs + co;
-      const cumT = load<f32>(cum + (<usize>t << 2));
-      for (let s = 0; s <= t; s++) {
-        const bs = xbc + <usize>s * rs + bo;
-        let acc = f32x4.splat(0);
-        for (let n = 0; n < N4; n += 4) acc = f32x4.add(acc, f32x4.mul(v128.load(ct + (<usize>n << 2)), v128.load(bs + (<usize>n << 2))));
-        let cb = hsum(acc);
-        for (let n = N4; n < N; n++) cb += load<f32>(ct + (<usize>n << 2)) * load<f32>(bs + (<usize>n << 2));
-        const w = Mathf.exp(cumT - load<f32>(cum + (<usize>s << 2))) * load<f32>(delta + (<usize>s << 2));
-        store<f32>(M + (<usize>(t * T + s) << 2), cb * w);
+    // CB[t, s] = C_t · B_s for s ≤ t: the group's, shared by its heads.
+    if (g != cbGroup) {
+      cbGroup = g;
+      for (let t = 0; t < T; t++) {
+        const ct = xbc + <usize>t * rs + co;
+        for (let s = 0; s <= t; s++) {
+          const bs = xbc + <usize>s * rs + bo;
+          let acc = f32x4.splat(0);
+          for (let n = 0; n < N4; n += 4) acc = f32x4.add(acc, f32x4.mul(v128.load(ct + (<usize>n << 2)), v128.load(bs + (<usize>n << 2))));
+          let cb = hsum(acc);
+          for (let n = N4; n < N; n++) cb += load<f32>(ct + (<usize>n << 2)) * load<f32>(bs + (<usize>n << 2));
+          store<f32>(CB + (<usize>(t * T + s) << 2), cb);
+        }
       }
     }
     const Dh = load<f32>(D + (<usize>h << 2));
     const st = state + ((<usize>(h * P) * <usize>N) << 2);
-    // y_t = Σ_{s≤t} M[t, s]·x_s + exp(cum_t)·S·C_t + D·x_t   (before S changes)
+    // y_t = Σ_{s≤t} M[t, s]·x_s + exp(cum_t)·S·C_t + D·x_t   (before S changes),
+    // M[t, s] = CB[t, s] · exp(cum_t − cum_s) · Δ_s
     for (let t = 0; t < T; t++) {
       const yt = y + <usize>t * ys + xo;
       const xt = xbc + <usize>t * rs + xo;
       const ct = xbc + <usize>t * rs + co;
-      const decay = Mathf.exp(load<f32>(cum + (<usize>t << 2)));
-      for (let p = 0; p < P; p++) {
+      const cumT = load<f32>(cum + (<usize>t << 2));
+      const decay = Mathf.exp(cumT);
+      for (let s = 0; s <= t; s++) {
+        const w = Mathf.exp(cumT - load<f32>(cum + (<usize>s << 2))) * load<f32>(delta + (<usize>s << 2));
+        store<f32>(mrow + (<usize>s << 2), load<f32>(CB + (<usize>(t * T + s) << 2)) * w);
+      }
+      let p = 0;
+      for (; p < P4; p += 4) {
+        const s0 = st + ((<usize>(p * N)) << 2);
+        const s1 = s0 + (<usize>N << 2), s2 = s1 + (<usize>N << 2), s3 = s2 + (<usize>N << 2);
+        let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+        for (let n = 0; n < N4; n += 4) {
+          const o = <usize>n << 2;
+          const c = v128.load(ct + o);
+          a0 = f32x4.add(a0, f32x4.mul(v128.load(s0 + o), c));
+          a1 = f32x4.add(a1, f32x4.mul(v128.load(s1 + o), c));
+          a2 = f32x4.add(a2, f32x4.mul(v128.load(s2 + o), c));
+          a3 = f32x4.add(a3, f32x4.mul(v128.load(s3 + o), c));
+        }
+        let r0 = hsum(a0), r1 = hsum(a1), r2 = hsum(a2), r3 = hsum(a3);
+        for (let n = N4; n < N; n++) {
+          const o = <usize>n << 2;
+          const c = load<f32>(ct + o);
+          r0 += load<f32>(s0 + o) * c;
+          r1 += load<f32>(s1 + o) * c;
+          r2 += load<f32>(s2 + o) * c;
+          r3 += load<f32>(s3 + o) * c;
+        }
+        const r = f32x4(r0, r1, r2, r3);
+        const o = <usize>p << 2;
+        v128.store(yt + o, f32x4.add(f32x4.mul(f32x4.splat(decay), r), f32x4.mul(f32x4.splat(Dh), v128.load(xt + o))));
+      }
+      for (; p < P; p++) {
         const sp = st + ((<usize>(p * N)) << 2);
-        let acc = f32x4.splat(0);
-        for (let n = 0; n < N4; n += 4) acc = f32x4.add(acc, f32x4.mul(v128.load(sp + (<usize>n << 2)), v128.load(ct + (<usize>n << 2))));
-        let sc = hsum(acc);
-        for (let n = N4; n < N; n++) sc += load<f32>(sp + (<usize>n << 2)) * load<f32>(ct + (<usize>n << 2));
+        let sc: f32 = 0;
+        for (let n = 0; n < N; n++) sc += load<f32>(sp + (<usize>n << 2)) * load<f32>(ct + (<usize>n << 2));
         store<f32>(yt + (<usize>p << 2), decay * sc + Dh * load<f32>(xt + (<usize>p << 2)));
       }
-      for (let s = 0; s <= t; s++) {
-        const m = f32x4.splat(load<f32>(M + (<usize>(t * T + s) << 2)));
-        const xs = xbc + <usize>s * rs + xo;
-        for (let p = 0; p < P4; p += 4) {
-          const o = <usize>p << 2;
-          v128.store(yt + o, f32x4.add(v128.load(yt + o), f32x4.mul(m, v128.load(xs + o))));
+      // + Σ_{s≤t} M[t, s]·x_s, 16 channels at a time held in registers
+      p = 0;
+      for (; p < P16; p += 16) {
+        const o = yt + (<usize>p << 2);
+        let a0 = v128.load(o), a1 = v128.load(o + 16), a2 = v128.load(o + 32), a3 = v128.load(o + 48);
+        for (let s = 0; s <= t; s++) {
+          const m = f32x4.splat(load<f32>(mrow + (<usize>s << 2)));
+          const xs = xbc + <usize>s * rs + xo + (<usize>p << 2);
+          a0 = f32x4.add(a0, f32x4.mul(m, v128.load(xs)));
+          a1 = f32x4.add(a1, f32x4.mul(m, v128.load(xs + 16)));
+          a2 = f32x4.add(a2, f32x4.mul(m, v128.load(xs + 32)));
+          a3 = f32x4.add(a3, f32x4.mul(m, v128.load(xs + 48)));
         }
-        const ms = f32x4.extract_lane(m, 0);
-        for (let p = P4; p < P; p++) store<f32>(yt + (<usize>p << 2), load<f32>(yt + (<usize>p << 2)) + ms * load<f32>(xs + (<usize>p << 2)));
+        v128.store(o, a0);
+        v128.store(o + 16, a1);
+        v128.store(o + 32, a2);
+        v128.store(o + 48, a3);
+      }
+      for (; p < P; p++) {
+        let acc = load<f32>(yt + (<usize>p << 2));
+        for (let s = 0; s <= t; s++) acc += load<f32>(mrow + (<usize>s << 2)) * load<f32>(xbc + <usize>s * rs + xo + (<usize>p << 2));
+        store<f32>(yt + (<usize>p << 2), acc);
       }
     }
-    // S ← exp(cum_last)·S + Σ_s w_s · x_s ⊗ B_s, w_s = exp(cum_last − cum_s)·Δ_s (kept in M's first row).
+    // S ← exp(cum_last)·S + Σ_s w_s · x_s ⊗ B_s, w_s = exp(cum_last − cum_s)·Δ_s (kept in mrow).
     const last = load<f32>(cum + (<usize>(T - 1) << 2));
     for (let s = 0; s < T; s++) {
-      store<f32>(M + (<usize>s << 2), Mathf.exp(last - load<f32>(cum + (<usize>s << 2))) * load<f32>(delta + (<usize>s << 2)));
+      store<f32>(mrow + (<usize>s << 2), Mathf.exp(last - load<f32>(cum + (<usize>s << 2))) * load<f32>(delta + (<usize>s << 2)));
     }
     const keep = f32x4.splat(Mathf.exp(last));
     const keep1 = f32x4.extract_lane(keep, 0);
     for (let p = 0; p < P; p++) {
       const sp = st + ((<usize>(p * N)) << 2);
-      for (let n = 0; n < N4; n += 4) v128.store(sp + (<usize>n << 2), f32x4.mul(keep, v128.load(sp + (<usize>n << 2))));
-      for (let n = N4; n < N; n++) store<f32>(sp + (<usize>n << 2), keep1 * load<f32>(sp + (<usize>n << 2)));
-      for (let s = 0; s < T; s++) {
-        const c1 = load<f32>(M + (<usize>s << 2)) * load<f32>(xbc + <usize>s * rs + xo + (<usize>p << 2));
-        const c = f32x4.splat(c1);
-        const bs = xbc + <usize>s * rs + bo;
-        for (let n = 0; n < N4; n += 4) {
-          const o = <usize>n << 2;
-          v128.store(sp + o, f32x4.add(v128.load(sp + o), f32x4.mul(c, v128.load(bs + o))));
+      const xp = xbc + xo + (<usize>p << 2);
+      let n = 0;
+      for (; n < N16; n += 16) {
+        const o = sp + (<usize>n << 2);
+        let a0 = f32x4.mul(keep, v128.load(o)), a1 = f32x4.mul(keep, v128.load(o + 16));
+        let a2 = f32x4.mul(keep, v128.load(o + 32)), a3 = f32x4.mul(keep, v128.load(o + 48));
+        for (let s = 0; s < T; s++) {
+          const c = f32x4.splat(load<f32>(mrow + (<usize>s << 2)) * load<f32>(xp + <usize>s * rs));
+          const bs = xbc + <usize>s * rs + bo + (<usize>n << 2);
+          a0 = f32x4.add(a0, f32x4.mul(c, v128.load(bs)));
+          a1 = f32x4.add(a1, f32x4.mul(c, v128.load(bs + 16)));
+          a2 = f32x4.add(a2, f32x4.mul(c, v128.load(bs + 32)));
+          a3 = f32x4.add(a3, f32x4.mul(c, v128.load(bs + 48)));
         }
-        for (let n = N4; n < N; n++) store<f32>(sp + (<usize>n << 2), load<f32>(sp + (<usize>n << 2)) + c1 * load<f32>(bs + (<usize>n << 2)));
+        v128.store(o, a0);
+        v128.store(o + 16, a1);
+        v128.store(o + 32, a2);
+        v128.store(o + 48, a3);
+      }
+      for (; n < N; n++) {
+        const o = sp + (<usize>n << 2);
+        let acc = keep1 * load<f32>(o);
+        for (let s = 0; s < T; s++) acc += load<f32>(mrow + (<usize>s << 2)) * load<f32>(xp + <usize>s * rs) * load<f32>(xbc + <usize>s * rs + bo + (<usize>n << 2));
+        store<f32>(o, acc);
       }
     }
   }

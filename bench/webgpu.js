@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Speed of the WebGPU backend on a 130m-shaped byte model: decode tok/s (greedy, one command buffer
-// per token) and prefill tok/s of a long prompt, per weight dtype. Runs under Node (Dawn, `webgpu`
+// per token) and prefill tok/s of a long prompt, per weight dtype, and the dispatches a decode step
+// records per layer (fused step and separate kernels, counted by the recorder). Runs under Node (Dawn, `webgpu`
 // package) and Deno (navigator.gpu, wgpu) against the built package:
 //
 //   npm run bench:webgpu -- [--dtype f32,f16,q8,q4] [--prompt 2048] [--decode 128,512] [--chunk 64,256]
@@ -25,7 +26,7 @@ const { Model } = await import(new URL('model.js', dist).href);
 const { readModel } = await import(new URL('loader.js', dist).href);
 const { syntheticWeights, BENCH_SHAPES } = await import(new URL('synthetic.js', dist).href);
 const { probe } = await import(new URL('probe.js', dist).href);
-const { createWebGPUBackendWith } = await import(new URL('webgpu/backend.js', dist).href);
+const { createWebGPUBackendWith, countStepDispatches } = await import(new URL('webgpu/backend.js', dist).href);
 
 const { values } = parseArgs({
   options: {
@@ -96,6 +97,16 @@ function peakRssMiB() {
   return d ? Math.round(d.rss / 2 ** 20) : undefined;
 }
 
+/**
+ * Dispatches a token step records per layer (and outside the layers): with the fused step (forced,
+ * so that a software adapter shows it too) and with the separate kernels.
+ */
+async function dispatches(dtype) {
+  const fused = await countStepDispatches(config, weights, { dtype, fused: true });
+  const separate = await countStepDispatches(config, weights, { dtype, fused: false });
+  return { fused, separate };
+}
+
 async function measure(dtype, chunk) {
   const backend = await createWebGPUBackendWith(config, weights, { dtype, chunk });
   const model = new Model(config, backend);
@@ -123,6 +134,7 @@ async function measure(dtype, chunk) {
       threads: 1,
       chunk: chunk ?? 'default',
       description: backend.description,
+      fusedDecode: backend.fused,
       decodeTokPerSec: greedy[decodeLengths[0]],
       decodeSampledTokPerSec: sampled[decodeLengths[0]],
       decodeTokPerSecByLength: greedy,
@@ -155,13 +167,23 @@ const results = [];
 const pad = (s, n) => String(s).padStart(n);
 const cols = decodeLengths.flatMap((n) => [`greedy tg${n}`, `sampled tg${n}`]);
 console.log(`\n${pad('dtype', 5)} ${pad('chunk', 7)} ${cols.map((c) => pad(c, 14)).join(' ')} ${pad('prefill tok/s', 13)} ${pad('TTFT ms', 8)} ${pad('weights MB', 10)} ${pad('GB/s', 7)} ${pad('host peak MiB', 13)}`);
+const counts = {};
 for (const dtype of values.dtype.split(',')) {
+  counts[dtype] = await dispatches(dtype);
   for (const chunk of chunks) {
     const r = await measure(dtype, chunk);
+    r.dispatchesPerLayer = (r.fusedDecode ? counts[dtype].fused : counts[dtype].separate).perLayer;
     results.push(r);
     const rates = decodeLengths.flatMap((n) => [r.decodeTokPerSecByLength[n], r.decodeSampledTokPerSecByLength[n]]);
     console.log(`${pad(dtype, 5)} ${pad(r.chunk, 7)} ${rates.map((x) => pad(x.toFixed(1), 14)).join(' ')} ${pad(r.prefillTokPerSec.toFixed(1), 13)} ${pad(r.timeToFirstTokenMs.toFixed(0), 8)} ${pad((r.weightBytes / 1e6).toFixed(1), 10)} ${pad(r.decodeGBps.toFixed(2), 7)} ${pad(r.hostPeakRssMiB ?? '-', 13)}`);
   }
+}
+for (const [dtype, { fused, separate }] of Object.entries(counts)) {
+  const fusedText = fused.fused ? `${fused.perLayer} a layer + ${fused.outside}` : 'does not apply to these shapes';
+  console.log(
+    `${dtype} dispatches per decode step: fused step ${fusedText}; separate kernels ${separate.perLayer} a layer + ${separate.outside}; ` +
+      `the rows above ran the ${results.find((r) => r.dtype === dtype)?.fusedDecode ? 'fused step' : 'separate kernels'}`,
+  );
 }
 if (values.json) {
   writeFileSync(values.json, JSON.stringify({ device, results }, null, 2) + '\n');

@@ -1,23 +1,33 @@
-// The decode step (T = 1) in four dispatches per layer instead of seven.
+// The decode step (T = 1) in few dispatches per layer: Mamba-1 four instead of seven, Mamba-2
+// three instead of eight.
 // A token's arithmetic is tiny next to what a GPU dispatch costs: on an H100 in Deno/wgpu every
 // dispatch takes ≥ 5 µs of launch and barrier however little it does (bench/webgpu-profile.js), and
 // what a kernel adds to that is memory latency, not bandwidth: a layer's weights stream in ~1 µs,
 // but a lane that waits on its loads one after another pays a memory round trip for each. So the
-// step is fused along its data dependencies, and every lane issues its few loads together:
+// step is fused along its data dependencies, and every lane issues its few loads together.
+// Mamba-1:
 //   mix_in     RMSNorm → in_proj x and z rows → causal conv step → SiLU       h [D] → u, z [E]
 //   x_proj     `gemv4` in matmul.wgsl                                         u [E] → dbc [S]
 //   scan_step  dt_proj → softplus → selective scan → D skip → ·SiLU(z)   u, z [E], dbc [S] → y [E]
 //   out_proj   (+ residual) `gemv4` in matmul.wgsl                            y [E] → h [D]
+// Mamba-2 (C = E + 2GN conv channels x | B | C):
+//   mix_in     RMSNorm → in_proj xBC and z rows → conv step → SiLU          h [D] → u [C], z [E]
+//   ssd_step   RMSNorm → in_proj dt row → Δ → SSD state update → C readout → D skip, per head
+//                                                                            h [D], u [C] → y [E]
+//   gate_out   gated RMSNorm (per group) → out_proj → + bias → residual add   y, z [E] → h [D]
+// Both:
 //   norm_gemv  final RMSNorm → LM head                                        h [D] → logits [V]
 // (Computing x_proj inside the scan, redundantly in every workgroup, was tried: 42 µs a layer on the
-// H100, against ~28 for the two dispatches; one SM pulls its S·E weights from L2 too slowly.)
+// H100, against ~28 for the two dispatches; one SM pulls its S·E weights from L2 too slowly. Mamba-2's
+// dt is one row of D values a head, so each ssd_step workgroup computes its head's Δ itself.)
 // The conformance table's decode steps check these against the reference backend; the separate
 // kernels remain the prefill path, and the decode path where these do not apply (`fusedStep` in
 // src/webgpu/kernels.ts).
 //
-// Weights: matrices in the matmul layout (rows of D values, D % 4 = 0), read four at a time in the
-// model's format (q8 / q4: a quant word at a time, see quant.wgsl); vectors f32. Accumulation is
-// f32 throughout.
+// Weights: matrices in the matmul layout (rows of D (gate_out: E) values, a multiple of 4), read four
+// at a time in the model's format (mix_in / norm_gemv under q8 / q4: a quant word at a time, see
+// quant.wgsl; Mamba-2's ssd_step and gate_out run on f32 / f16 only); vectors f32. Accumulation is f32
+// throughout.
 
 #if QUANT
 alias W4 = u32; // one quant word (quant.wgsl)
@@ -52,17 +62,18 @@ const ROWS: u32 = WG / LANES; // weight rows per workgroup
 
 struct RowParams {
   D: u32,    // columns (h length)
-  rows: u32, // rows of this projection (E for mix_in, V for norm_gemv)
+  rows: u32, // rows of this projection (mix_in: x rows, E or Mamba-2's C; norm_gemv: V)
   ks: u32,   // row stride of the matrix: vec4s (f32, f16), u32 words (q8, q4)
   ss: u32,   // q8, q4: words of the scale section at the start of each row (quant.wgsl)
   eps: f32,
-  _pad1: u32,
+  zrows: u32, // mix_in: z rows (E)
   _pad2: u32,
   _pad3: u32,
 }
 
 @group(0) @binding(0) var<storage, read> h: array<vec4<f32>>;  // [D] residual stream
-// mix_in: [g [D] | conv taps [E, K] | conv bias [E] | in_proj bias x [E] | z [E]]; norm_gemv: [g [D]]
+// mix_in: [g [D] | conv taps [C, K] | conv bias [C] | in_proj bias x [C] | z [E] | Mamba-2: see ssd_step];
+// norm_gemv: [g [D]]
 @group(0) @binding(1) var<storage, read> vp: array<vec4<f32>>;
 var<workgroup> red2: array<vec2<f32>, WG>;
 
@@ -143,25 +154,27 @@ const K: u32 = {{K}}u;
 var<workgroup> xrow: array<f32, WG>;
 
 // A workgroup owns CH = ROWS / 2 channels: rows 0 .. CH-1 of it are their in_proj x rows, rows
-// CH .. 2CH-1 their z rows; then its first CH invocations run the conv step of those channels.
+// CH .. 2CH-1 their z rows (Mamba-2 has more x rows, C, than z rows, E: the last workgroups' z rows
+// idle); then its first CH invocations run the conv step of those channels.
 @compute @workgroup_size(256)
 fn mix_in(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let CH = ROWS / 2u;
-  let E = pm.rows;
+  let C = pm.rows;
   let r = li / LANES;
   let isZ = r >= CH;
   let e = wid.x * CH + r % CH;
-  let t = norm_dot(li, min(e, E - 1u), isZ, pm.D, pm.ks, pm.ss);
+  let n = select(C, pm.zrows, isZ);
+  let t = norm_dot(li, min(e, n - 1u), isZ, pm.D, pm.ks, pm.ss);
   let oT = pm.D;              // conv taps
-  let oC = oT + E * K;        // conv bias
-  let oB = oC + E;            // in_proj bias, x rows then z rows
-  if (li % LANES == 0u && e < E) {
-    let v = t.x * inverseSqrt(t.y / f32(pm.D) + pm.eps) + vs(oB + select(0u, E, isZ) + e);
+  let oC = oT + C * K;        // conv bias
+  let oB = oC + C;            // in_proj bias, x rows then z rows
+  if (li % LANES == 0u && e < n) {
+    let v = t.x * inverseSqrt(t.y / f32(pm.D) + pm.eps) + vs(oB + select(0u, C, isZ) + e);
     if (isZ) { z_out[e] = v; } else { xrow[r] = v; }
   }
   workgroupBarrier();
   let ec = wid.x * CH + li;
-  if (li < CH && ec < E) {
+  if (li < CH && ec < C) {
     let xv = xrow[li];
     let s0 = ec * (K - 1u);
     var acc = vs(oC + ec) + vs(oT + ec * K + K - 1u) * xv;
@@ -263,4 +276,155 @@ fn scan_step(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wi
   }
   y = channel_sum(li, y, 1u);
   if (l == 0u && e < E) { y_out[e] = (y + dskip * ut) * gate; }
+}
+
+// ---- ssd_step: Mamba-2's scan of one token, per head ----------------------------------------------
+// Workgroup (head h, tile) owns WG / NL channels p of head h, NL lanes a channel (N / NL states each)
+// as in scan_step. Δ needs in_proj's dt row h against the normalised h: D values, computed by the
+// whole workgroup (each workgroup of a head again: cheaper than a dispatch), while the lanes'
+// state, B and C loads are in flight. src/reference/ssd.ts `ssd` is the recurrence:
+//   Δ = clamp(softplus(dt + dt_bias), dtMin, dtMax);  S = exp(Δ·A)·S + Δ·x ⊗ B;  y = S·C + D·x
+
+struct SsdStepParams {
+  D: u32,
+  ks4: u32,  // in_proj dt row stride in vec4s
+  H: u32,
+  P: u32,
+  G: u32,
+  oX: u32,   // [dt_bias [H] | A [H] | D [H] | in_proj dt bias [H]] in vp (floats)
+  eps: f32,
+  dtMin: f32,
+  dtMax: f32,
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
+}
+
+@group(0) @binding(3) var<storage, read> xbc: array<f32>;              // [C] after conv + SiLU: x | B | C
+@group(0) @binding(4) var<storage, read_write> ssd_state: array<f32>;  // [H, P, N]
+@group(0) @binding(5) var<storage, read_write> ssd_y: array<f32>;      // [E]
+@group(0) @binding(6) var<uniform> pd: SsdStepParams;
+var<workgroup> red_dt: array<vec2<f32>, WG>;
+
+@compute @workgroup_size(256)
+fn ssd_step(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let hd = wid.x;
+  let H = pd.H;
+  let P = pd.P;
+  let E = H * P;
+  let p = wid.y * (WG / NL) + li / NL;
+  let c = hd * P + min(p, P - 1u); // the tail lanes load in bounds, store nothing
+  let l = li % NL;
+  let g = (hd * pd.G) / H;
+  let oB = E + g * N;
+  let oCc = E + pd.G * N + g * N;
+  // This lane's loads, issued before the Δ reduction waits on anything.
+  var hs: array<f32, NS>;
+  var bn: array<f32, NS>;
+  var cn: array<f32, NS>;
+  for (var j = 0u; j < NS; j++) {
+    let n = l * NS + j;
+    hs[j] = ssd_state[c * N + n];
+    bn[j] = xbc[oB + n];
+    cn[j] = xbc[oCc + n];
+  }
+  let x = xbc[c];
+  // (w_dt · (h ⊙ g), Σ h²) over the workgroup: as norm_dot, one row shared by all 256 lanes.
+  var acc = vec2<f32>(0.0);
+  for (var q = li; q < pd.D / 4u; q += WG) {
+    let hq = h[q];
+    acc += vec2<f32>(dot(f4(wa[hd * pd.ks4 + q]), hq * vp[q]), dot(hq, hq));
+  }
+  red_dt[li] = acc;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (li < s) { red_dt[li] += red_dt[li + s]; }
+    workgroupBarrier();
+  }
+  let t = red_dt[0];
+  let o = pd.oX;
+  let dt = t.x * inverseSqrt(t.y / f32(pd.D) + pd.eps) + vs(o + 3u * H + hd);
+  let delta = clamp(softplus(dt + vs(o + hd)), pd.dtMin, pd.dtMax);
+  let decay = exp(delta * vs(o + H + hd));
+  var y = 0.0;
+  for (var j = 0u; j < NS; j++) {
+    let v = decay * hs[j] + delta * x * bn[j];
+    if (p < P) { ssd_state[c * N + l * NS + j] = v; }
+    y += v * cn[j];
+  }
+  y = channel_sum(li, y, 0u);
+  if (l == 0u && p < P) { ssd_y[c] = y + vs(o + 2u * H + hd) * x; }
+}
+
+// ---- gate_out: gated RMSNorm → out_proj → residual ------------------------------------------------
+// out = rmsnorm_g(y ⊙ SiLU(z)) ⊙ w (or, norm before gate, rmsnorm_g(y) ⊙ w ⊙ SiLU(z)), per group of S
+// channels (norm.wgsl `gated_norm`), then h += out_proj(out) + bias. Every workgroup first sums the
+// groups' squares itself (E values: cheaper than a dispatch), GL lanes a group; then ROWS rows of
+// out_proj, each row's lanes scaling the quads they read by their group's 1/rms.
+
+struct GateOutParams {
+  rows: u32, // D
+  E4: u32,   // quads of y
+  ks4: u32,  // out_proj row stride in vec4s
+  S4: u32,   // quads a norm group
+  NG: u32,   // norm groups
+  GL: u32,   // lanes summing one group (a power of two, GL · NG ≤ 256)
+  oW: u32,   // gate-norm weight [E] in vp (vec4s)
+  oO: u32,   // out_proj bias [D] in vp (floats)
+  eps: f32,
+  normFirst: u32,
+  _pad0: u32,
+  _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> gy: array<vec4<f32>>;        // [E] ssd_step's y
+@group(0) @binding(3) var<storage, read> gz: array<vec4<f32>>;        // [E] mix_in's z
+@group(0) @binding(4) var<storage, read_write> gh: array<f32>;        // [D] residual stream
+@group(0) @binding(5) var<uniform> pg: GateOutParams;
+var<workgroup> red_g: array<f32, WG>;
+var<workgroup> red_o: array<f32, WG>;
+
+fn silu4(v: vec4<f32>) -> vec4<f32> { return v / (1.0 + exp(-v)); }
+
+/** Quad q of what is normalised: y ⊙ SiLU(z), or y alone when the norm comes before the gate. */
+fn gate_in(q: u32) -> vec4<f32> {
+  return select(gy[q] * silu4(gz[q]), gy[q], pg.normFirst != 0u);
+}
+
+@compute @workgroup_size(256)
+fn gate_out(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let gl = li % pg.GL;
+  let gi = li / pg.GL;
+  var ss = 0.0;
+  if (gi < pg.NG) {
+    for (var q = gl; q < pg.S4; q += pg.GL) {
+      let v = gate_in(gi * pg.S4 + q);
+      ss += dot(v, v);
+    }
+  }
+  red_g[li] = ss;
+  workgroupBarrier();
+  for (var s = pg.GL / 2u; s > 0u; s >>= 1u) {
+    if (gl < s) { red_g[li] += red_g[li + s]; }
+    workgroupBarrier();
+  }
+  // Group g's Σ now sits in red_g[g · GL]; red_g is not written again.
+  let lane = li % LANES;
+  let n = wid.x * ROWS + li / LANES;
+  let row = min(n, pg.rows - 1u) * pg.ks4;
+  let S = f32(4u * pg.S4);
+  var acc = 0.0;
+  for (var q = lane; q < pg.E4; q += LANES) {
+    let g = q / pg.S4;
+    let scale = inverseSqrt(red_g[g * pg.GL] / S + pg.eps);
+    let w = vp[pg.oW + q] * select(vec4<f32>(1.0), silu4(gz[q]), pg.normFirst != 0u);
+    acc += dot(f4(wa[row + q]), gate_in(q) * w) * scale;
+  }
+  red_o[li] = acc;
+  workgroupBarrier();
+  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) { red_o[li] += red_o[li + s]; }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < pg.rows) { gh[n] += red_o[li] + vs(pg.oO + n); }
 }

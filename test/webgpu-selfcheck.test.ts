@@ -45,6 +45,7 @@ try {
 }
 
 const TINY = `${FIXTURE_ROOT}tiny-hf-f32`;
+const MAMBA2 = `${FIXTURE_ROOT}../hf-mamba2/mamba2-tiny-f32`;
 type Shaders = Awaited<ReturnType<typeof loadShaderSources>>;
 
 afterEach(() => {
@@ -100,8 +101,8 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
   });
 
   // Wrong kernels in WGSL itself, through `selfCheck` with edited shader sources.
-  async function checkWith(edit: (s: Shaders) => Shaders, o: { gemvLanes: number; fused: boolean; dtype?: 'f32' | 'q8' | 'q4' }) {
-    const { config } = await readModel(TINY);
+  async function checkWith(edit: (s: Shaders) => Shaders, o: { gemvLanes: number; fused: boolean; dtype?: 'f32' | 'q8' | 'q4' }, model = TINY) {
+    const { config } = await readModel(model);
     const ctx = await acquireDevice(false);
     const shaders = edit(await loadShaderSources());
     const kernels = { dtype: o.dtype ?? 'f32', shaderF16: false, gemvLanes: o.gemvLanes, flatGemm: ctx.software };
@@ -139,6 +140,26 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
     expect((r as Error).message).toMatch(/self-check failed: (prefill|fused decode step) off by \S+ \(tolerance 1e-3\)/);
   });
 
+  test("Mamba-2's fused step passes on this adapter, every path checked; a wrong ssd_step is refused", async () => {
+    const { config, weights } = await readModel(MAMBA2);
+    const before = selfCheckVerdicts().length;
+    const be = await createWebGPUBackendWith(config, weights, { dtype: 'f32', fused: true, gemvLanes: 32 });
+    try {
+      expect(be.fused).toBe(true);
+      const [v] = selfCheckVerdicts().slice(before);
+      expect(v).toMatchObject({ ok: true, paths: ['prefill', 'fused decode step', 'chained greedy decode', 'sampled decode'] });
+      expect(v.key).toContain('mamba2');
+    } finally {
+      be.dispose();
+    }
+    // The state decay left out of the SSD step: valid WGSL, wrong numbers.
+    const edit = (s: Shaders) => ({ ...s, step: s.step.replace('let v = decay * hs[j] + delta * x * bn[j];', 'let v = hs[j] + delta * x * bn[j];') });
+    expect(edit(await loadShaderSources()).step).toContain('let v = hs[j] + delta');
+    const r = await checkWith(edit, { gemvLanes: 32, fused: true }, MAMBA2);
+    expect(r).toBeInstanceOf(BackendUnavailableError);
+    expect((r as Error).message).toMatch(/self-check failed: fused decode step off by \S+ \(tolerance 1e-4\)/);
+  });
+
   test('a sampler that draws from half the mass is refused on any adapter', async () => {
     const edit = (s: Shaders) => ({ ...s, sample: s.sample.replace('16777216.0 * cum[keep - 1u]', '16777216.0 * 0.5 * cum[keep - 1u]') });
     const r = await checkWith(edit, { gemvLanes: 32, fused: true });
@@ -156,7 +177,7 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
         .replace('  return red[i - li % NL];', '  let total = red[i - li % NL];\n  workgroupBarrier();\n  return total;'),
     });
     const edited = edit(await loadShaderSources()).step;
-    expect(edited).toContain('channel_sum(li, y, 0u)');
+    expect(edited).not.toContain('channel_sum(li, y, 1u)'); // scan_step's second sum moved (ssd_step's one sum uses region 0 anyway)
     expect(edited).toContain('let total = red[i - li % NL];');
     const r = await checkWith(edit, { gemvLanes: 32, fused: true });
     const ctx = await acquireDevice(false);

@@ -234,7 +234,7 @@ export async function createWasmBackend(config: MambaConfig, weights: ModelWeigh
     reserveBytes: weightBytes + activationBytes + 4 * stateBytes + 4096,
     growBytes: Math.max(256 * 2 ** 20, 32 * stateBytes),
     // f16/q8 GEMVs keep a converted x; Mamba-2's SSD its [T, T] mask (assembly/ssd.ts).
-    scratchBytesPerThread: Math.max(4 * 4 * Math.max(D, E), config.mamba2 ? 4 * (Q * Q + 2 * Q) : 0),
+    scratchBytesPerThread: Math.max(4 * 4 * Math.max(D, E), config.mamba2 ? 4 * (Q * Q + 3 * Q) : 0),
   });
   try {
     const kernels = new WasmKernels(runtime, config, dtype);

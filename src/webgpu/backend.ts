@@ -4,7 +4,7 @@ import type { MambaConfig } from '../config.js';
 import { InvalidOptionError, OutOfMemoryError } from '../errors.js';
 import type { DecodeBlock, DeviceSampling, StateHandle } from '../backend.js';
 import { KernelBackend, type LayerState } from '../forward.js';
-import type { LayerWeights, ModelWeights } from '../weights.js';
+import type { AnyLayerWeights, LayerWeights, Mamba2LayerWeights, ModelWeights } from '../weights.js';
 import { withSharedDevice, type GpuContext, type PipelineCache } from './device.js';
 import { WebGPUKernels, type Cached, type GpuBuf, type GpuWeight, type GpuWeightFormat } from './kernels.js';
 
@@ -18,6 +18,17 @@ const SUBMIT_EVERY = 4;
 const GPU_CHUNK = 512;
 import { hashShaders, loadShaderSources, type ShaderName } from './wgsl.js';
 import { selfCheck } from './selfcheck.js';
+
+/**
+ * The fused decode step of one layer, per architecture: its kernels in order (shaders/step.wgsl says
+ * what each does). Data, as the mixers of forward.ts are recipes over the shared kernels: one driver
+ * (`fusedStep`) runs either, and chained blocks capture and replay whatever it recorded.
+ */
+export const FUSED_LAYER = {
+  mamba1: ['mix_in', 'x_proj', 'scan_step', 'out_proj'],
+  mamba2: ['mix_in', 'ssd_step', 'gate_out'],
+} as const;
+type FusedOp = (typeof FUSED_LAYER)[keyof typeof FUSED_LAYER][number];
 
 /**
  * The shared layer loop (`KernelBackend`) over the WGSL kernels, plus what only a GPU needs:
@@ -46,14 +57,14 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
     super('webgpu', description, kernels, config, weights, chunk);
     this.gpu = ctx;
     this.kernels = kernels;
-    // Mamba-2 decodes through the separate kernels (its fused step is not written yet).
-    this.fused = fused && !config.mamba2 && kernels.fusedStep(config) !== undefined;
+    this.fused = fused && kernels.fusedStep(config) !== undefined;
     kernels.prepare(this.w, config);
   }
 
   /**
-   * A decode step (T = 1) in 4 dispatches per layer instead of 7 where the fused kernels apply
-   * (shaders/step.wgsl says why): dispatches, not bytes, bound a GPU's decode speed.
+   * A decode step (T = 1) in `FUSED_LAYER`'s dispatches per layer (Mamba-1 4 instead of 7, Mamba-2 3
+   * instead of 8) where the fused kernels apply (shaders/step.wgsl says why): dispatches, not bytes,
+   * bound a GPU's decode speed.
    */
   protected override chunkForward(st: LayerState<GpuBuf>[], tokens: Uint32Array, T: number): void {
     if (T !== 1 || !this.fused) return super.chunkForward(st, tokens, T);
@@ -84,15 +95,37 @@ export class WebGPUBackend extends KernelBackend<GpuBuf, GpuWeight> {
 
   private fusedStep(st: LayerState<GpuBuf>[], tokens: Uint32Array): void {
     const { kernels: k, w, scratch: s, config: c } = this;
+    const recipe = FUSED_LAYER[c.mamba2 ? 'mamba2' : 'mamba1'];
     k.embed(tokens, w.embedding, s.h, 1, c.dModel);
-    for (let l = 0; l < c.nLayer; l++) {
-      const L = w.layers[l] as LayerWeights<GpuWeight>; // Mamba-1 only (see `fused`)
-      k.mixIn(s.h, L, st[l].conv, s.u, s.z, c); // h [D] → u, z [E]
-      this.xProj(s.u, L, s.dbc, 1); // → dbc [R+2N]
-      k.scanStep(s.u, s.dbc, s.z, L, st[l].ssm, s.y, c); // → y [E]
-      k.matmul(s.y, L.outProj, L.outProjBias, s.h, 1, c.dInner, c.dModel, true); // h += out_proj(y)
-    }
+    for (let l = 0; l < c.nLayer; l++) for (const op of recipe) this.fusedOp(op, w.layers[l], st[l]);
     k.normHead(s.h, w.normF, w.lmHead, s.logits, c); //             h [D] → logits [V]
+  }
+
+  /** One kernel of a layer's fused step, on the scratch buffers (u [C], z [E], dbc, y [E], h [D]). */
+  private fusedOp(op: FusedOp, L: AnyLayerWeights<GpuWeight>, st: LayerState<GpuBuf>): void {
+    const { kernels: k, scratch: s, config: c } = this;
+    const m1 = L as LayerWeights<GpuWeight>;
+    const m2 = L as Mamba2LayerWeights<GpuWeight>;
+    switch (op) {
+      case 'mix_in': return k.mixIn(s.h, L, st.conv, s.u, s.z, c); //              h [D] → u [C], z [E]
+      case 'x_proj': return this.xProj(s.u, m1, s.dbc, 1); //                        → dbc [R+2N]
+      case 'scan_step': return k.scanStep(s.u, s.dbc, s.z, m1, st.ssm, s.y, c); //  → y [E]
+      case 'out_proj': return k.matmul(s.y, m1.outProj, m1.outProjBias, s.h, 1, c.dInner, c.dModel, true); // h += out_proj(y)
+      case 'ssd_step': return k.ssdStep(s.h, s.u, m2, st.ssm, s.y, c); //          h [D], u [C] → y [E]
+      case 'gate_out': return k.gateOut(s.y, s.z, m2, s.h, c); //                  h += out_proj(gatedNorm(y, z))
+    }
+  }
+
+  /** Dispatches one decode step (T = 1) records, counted by the recorder on a scratch state. */
+  async stepDispatches(): Promise<number> {
+    const st = this.createState();
+    try {
+      const before = this.kernels.dispatches;
+      await this.forward(st, Uint32Array.of(0), 'last');
+      return this.kernels.dispatches - before;
+    } finally {
+      this.releaseState(st);
+    }
   }
 
   /**
@@ -227,11 +260,33 @@ export async function createWebGPUBackend(config: MambaConfig, weights: ModelWei
   return createWebGPUBackendWith(config, weights, { dtype: dtype as GpuWeightFormat, fused: g?.fusedDecode, gemvLanes: g?.gemvLanes, selfCheck: g?.selfCheck, maxBindingBytes: g?.maxBindingBytes });
 }
 
+type WebGPUBackendKnobs = { dtype: GpuWeightFormat; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number; fused?: boolean; selfCheck?: boolean };
+
+/**
+ * Dispatches a decode step records per layer, and outside the layers (embedding, final norm, head):
+ * `stepDispatches` of one- and two-layer cuts of the model (`config.nLayer` ≥ 2), so the numbers
+ * are the recorder's, not a count written down here. Tests and bench/webgpu.js report them.
+ */
+export async function countStepDispatches(config: MambaConfig, weights: ModelWeights, o: WebGPUBackendKnobs): Promise<{ perLayer: number; outside: number; fused: boolean }> {
+  if (config.nLayer < 2) throw new RangeError('countStepDispatches: needs a model of at least two layers');
+  const count = async (n: number) => {
+    const be = await createWebGPUBackendWith({ ...config, nLayer: n }, { ...weights, layers: weights.layers.slice(0, n) }, o);
+    try {
+      return { n: await be.stepDispatches(), fused: be.fused };
+    } finally {
+      be.dispose();
+    }
+  };
+  const one = await count(1);
+  const two = await count(2);
+  return { perLayer: two.n - one.n, outside: 2 * one.n - two.n, fused: one.fused };
+}
+
 /** As `createWebGPUBackend`, with knobs for tests (forced weight splitting). */
 export async function createWebGPUBackendWith(
   config: MambaConfig,
   weights: ModelWeights,
-  o: { dtype: GpuWeightFormat; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number; fused?: boolean; selfCheck?: boolean },
+  o: WebGPUBackendKnobs,
 ): Promise<WebGPUBackend> {
   const shaders = await loadShaderSources();
   // q8 / q4 keep the embedding and LM head in f16 (kernels.ts `tableFormat`): shader-f16 helps them too.

@@ -1,7 +1,7 @@
 import type { Kernels } from '../backend.js';
 import { DeviceLostError, OutOfMemoryError } from '../errors.js';
 import { isMamba2Layer, type AnyLayerWeights, type LayerWeights, type Mamba2LayerWeights, type ModelWeights } from '../weights.js';
-import type { MambaConfig } from '../config.js';
+import { convChannels, type MambaConfig } from '../config.js';
 import { f32ToF16Bits, roundToF16 } from '../half.js';
 import { dequantizeQ4, dequantizeQ8, Q4_BLOCK_BYTES, QBLOCK, quantizeQ4, quantizeQ8 } from '../quant.js';
 import { preprocess, type ShaderName } from './wgsl.js';
@@ -215,6 +215,20 @@ function scanShape(N: number, R: number): { L: number; TB: number } {
 }
 
 /**
+ * Where the fused step's vectors sit in a layer's `mixPack` buffer (floats): Mamba-2's per-head
+ * [dt_bias | A | D | in_proj dt bias] at `oX`, its gate norm weight at `oW` (a multiple of 4), its
+ * out_proj bias at `oO`; `size` in all.
+ */
+function mixLayout(cfg: MambaConfig): { oX: number; oW: number; oO: number; size: number } {
+  const { dModel: D, dInner: E, dConv: K } = cfg;
+  const C = convChannels(cfg);
+  const oX = D + C * K + 2 * C + E;
+  if (!cfg.mamba2) return { oX, oW: oX, oO: oX, size: oX };
+  const oW = Math.ceil((oX + 4 * cfg.mamba2.nHeads) / 4) * 4;
+  return { oX, oW, oO: oW + E, size: oW + E + D };
+}
+
+/**
  * The Mamba kernels on WebGPU. Calls between `begin()` and `end()` are recorded into one compute
  * pass and submitted as one command buffer (a token step is never split across command buffers;
  * chained decoding puts a few steps in each); a call outside that window is submitted by itself
@@ -279,6 +293,9 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   };
 
   // ---- memory -----------------------------------------------------------------------------------
+
+  /** Compute dispatches recorded so far (replays included): tests and the bench count a step's. */
+  dispatches = 0;
 
   /** Buffers and bind groups created so far: tests check that a decode step creates none. */
   readonly stats = { buffers: 0, bindGroups: 0, pipelines: 0 };
@@ -402,6 +419,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       for (const v of [L.inProjXBias, L.inProjZBias, L.inProjDtBias, L.convB, L.outProjBias, L.gateNorm]) vec(v);
       this.raw(L.convW);
       this.ssdPack(L, cfg);
+      if (this.fusedStep(cfg)) this.mixPack(L, cfg);
     } else {
       for (const m of [L.inProjX, L.inProjZ, L.xProj, L.outProj]) this.mat(m);
       for (const v of [L.inProjXBias, L.inProjZBias, L.convB, L.outProjBias]) vec(v);
@@ -441,17 +459,34 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     return buf;
   }
 
-  /** [norm [D] | conv taps [E, K] | conv bias [E] | in_proj bias x [E] | z [E]] as one f32 buffer (see step.wgsl). */
-  private mixPack(L: LayerWeights<GpuWeight>, cfg: MambaConfig): GpuBuf {
+  /**
+   * The vectors of one layer's fused decode step as one f32 buffer (see step.wgsl), absent biases zero:
+   * [norm [D] | conv taps [C, K] | conv bias [C] | in_proj bias x [C] | z [E]], and for Mamba-2 then
+   * [dt_bias | A | D | in_proj dt bias] ([H] each) at `oX`, the gate norm's weight [E] at `oW` (a
+   * multiple of 4: gate_out reads it in quads) and out_proj's bias [D] at `oO`.
+   */
+  private mixPack(L: AnyLayerWeights<GpuWeight>, cfg: MambaConfig): GpuBuf {
     const hit = this.mixParams.get(L);
     if (hit) return hit;
     const { dModel: D, dInner: E, dConv: K } = cfg;
-    const packed = new Float32Array(D + E * K + 3 * E); // absent biases stay zero
-    packed.set(this.hostData(L.norm), 0);
-    packed.set(this.hostData(L.convW), D);
-    if (L.convB) packed.set(this.hostData(L.convB), D + E * K);
-    if (L.inProjXBias) packed.set(this.hostData(L.inProjXBias), D + E * K + E);
-    if (L.inProjZBias) packed.set(this.hostData(L.inProjZBias), D + E * K + 2 * E);
+    const C = convChannels(cfg);
+    const o = mixLayout(cfg);
+    const packed = new Float32Array(o.size);
+    const put = (w: GpuWeight | undefined, at: number) => w && packed.set(this.hostData(w), at);
+    put(L.norm, 0);
+    put(L.convW, D);
+    put(L.convB, D + C * K);
+    put(L.inProjXBias, D + C * K + C);
+    put(L.inProjZBias, D + C * K + 2 * C);
+    if (isMamba2Layer(L)) {
+      const H = cfg.mamba2!.nHeads;
+      put(L.dtBias, o.oX);
+      put(L.A, o.oX + H);
+      put(L.D, o.oX + 2 * H);
+      put(L.inProjDtBias, o.oX + 3 * H);
+      put(L.gateNorm, o.oW);
+      put(L.outProjBias, o.oO);
+    }
     const buf = this.constant(packed, 'mix params');
     this.mixParams.set(L, buf);
     return buf;
@@ -492,6 +527,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     pass.setPipeline(c.pipeline);
     pass.setBindGroup(0, c.bindGroup);
     pass.dispatchWorkgroups(c.workgroups[0], c.workgroups[1], c.workgroups[2]);
+    this.dispatches++;
     this.captured?.push(c);
     if (auto) this.end();
   }
@@ -526,6 +562,7 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
       pass.setBindGroup(0, c.bindGroup);
       pass.dispatchWorkgroups(c.workgroups[0], c.workgroups[1], c.workgroups[2]);
     }
+    this.dispatches += list.length;
   }
 
   /** Changes whenever the token buffer is reallocated (a captured `embed` names it). */
@@ -768,16 +805,21 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
   /**
    * Shape of the fused decode kernels (step.wgsl) for this model, or undefined where they do not
    * apply and the backend keeps the separate kernels: a width that is not a multiple of 4 (vec4
-   * rows), a matrix split across bindings, or an adapter with fewer than 7 storage buffers a stage.
+   * rows), a matrix split across bindings, or an adapter with fewer than 7 storage buffers a stage;
+   * for Mamba-2 also norm groups whose size is not a multiple of 4 or more than 256 of them.
    */
   fusedStep(cfg: MambaConfig): { LANES: number; NL: number } | undefined {
     const { dModel: D, dInner: E, dState: N } = cfg;
     const lim = this.device.limits as unknown as Record<string, number | undefined>;
     const buffers = Math.min(lim.maxStorageBuffersPerShaderStage ?? 8, lim.maxStorageBuffersInComputeStage ?? Infinity);
-    // The [E, D] in_proj halves and the [V, D] head must each fit one binding.
-    const fits = Math.max(E * rowBytes(this.opts.dtype, D), cfg.vocabSize * rowBytes(tableFormat(this.opts.dtype), D)) <= this.maxPartBytes;
+    // The in_proj parts ([E, D], Mamba-2's [C, D]), out_proj [D, E] and the [V, D] head must each fit one binding.
+    const dt = this.opts.dtype;
+    const fits = Math.max(convChannels(cfg) * rowBytes(dt, D), D * rowBytes(dt, E), cfg.vocabSize * rowBytes(tableFormat(dt), D)) <= this.maxPartBytes;
     if (D % 4 || !fits || buffers < 7) return undefined;
-    let NL = 1; // lanes per channel in scan_step: a power of two dividing N, at most 16
+    const m2 = cfg.mamba2;
+    // Mamba-2's ssd_step and gate_out read f32 / f16 rows only: q8 / q4 models take the separate kernels.
+    if (m2 && (E % 4 || m2.normGroupSize % 4 || E / m2.normGroupSize > 256 || dt === 'q8' || dt === 'q4')) return undefined;
+    let NL = 1; // lanes per channel in scan_step / ssd_step: a power of two dividing N, at most 16
     if (this.gemvLanes > 1) while (NL < 16 && N % (2 * NL) === 0) NL *= 2;
     // mix_in needs at least two rows (an x row and a z row) per workgroup of 256.
     return { LANES: this.rowLanes(D, 128), NL };
@@ -799,18 +841,71 @@ export class WebGPUKernels implements Kernels<GpuBuf, GpuWeight> {
     return params;
   }
 
-  /** RMSNorm → in_proj x and z rows → causal conv step → SiLU, for one token.    h [D] → u, z [E] */
-  mixIn(h: GpuBuf, L: LayerWeights<GpuWeight>, convState: GpuBuf, u: GpuBuf, z: GpuBuf, cfg: MambaConfig): void {
+  /**
+   * RMSNorm → in_proj x and z rows → causal conv step → SiLU, for one token.    h [D] → u [C], z [E]
+   * (C = E for Mamba-1; Mamba-2's x | B | C rows, C = E + 2GN.)
+   */
+  mixIn(h: GpuBuf, L: AnyLayerWeights<GpuWeight>, convState: GpuBuf, u: GpuBuf, z: GpuBuf, cfg: MambaConfig): void {
     const wx = this.mat(L.inProjX), wz = this.mat(L.inProjZ);
     const vec = this.mixPack(L, cfg);
+    const C = convChannels(cfg);
     this.call(`mix_in:${h.id}:${vec.id}:${convState.id}:${u.id}:${z.id}`, () => {
       const defines = this.stepDefines(cfg);
+      const params = this.rowParams(cfg.dModel, C, wx, cfg.eps);
+      new Uint32Array(params, 20, 1)[0] = cfg.dInner; // z rows
       return {
         pipeline: this.pipeline('step', 'mix_in', defines),
         buffers: [h.buffer, vec.buffer, wx.parts[0].buffer, wz.parts[0].buffer, convState.buffer, u.buffer, z.buffer],
-        params: this.rowParams(cfg.dModel, cfg.dInner, wx, cfg.eps),
+        params,
         // 256 / LANES rows a workgroup: half x rows, half z rows of as many channels
-        workgroups: [Math.ceil(cfg.dInner / (128 / (defines.LANES as number))), 1, 1],
+        workgroups: [Math.ceil(C / (128 / (defines.LANES as number))), 1, 1],
+      };
+    });
+  }
+
+  /**
+   * Mamba-2: RMSNorm → in_proj dt row → Δ → SSD state update → C readout → D skip, per head, for one
+   * token.    h [D], xbc [C] (after the conv) → state [H, P, N], y [E]
+   */
+  ssdStep(h: GpuBuf, xbc: GpuBuf, L: Mamba2LayerWeights<GpuWeight>, state: GpuBuf, y: GpuBuf, cfg: MambaConfig): void {
+    const { nHeads: H, headDim: P, nGroups: G, dtMin, dtMax } = cfg.mamba2!;
+    const wdt = this.mat(L.inProjDt);
+    const vec = this.mixPack(L, cfg);
+    this.call(`ssd_step:${h.id}:${vec.id}:${xbc.id}:${state.id}:${y.id}`, () => {
+      const defines = this.stepDefines(cfg);
+      const params = new ArrayBuffer(48);
+      new Uint32Array(params, 0, 6).set([cfg.dModel, wdt.ks / 4, H, P, G, mixLayout(cfg).oX]);
+      new Float32Array(params, 24, 3).set([cfg.eps, dtMin, Math.min(dtMax, 3.4e38)]);
+      return {
+        pipeline: this.pipeline('step', 'ssd_step', defines),
+        buffers: [h.buffer, vec.buffer, wdt.parts[0].buffer, xbc.buffer, state.buffer, y.buffer],
+        params,
+        workgroups: [H, Math.ceil(P / (256 / (defines.NL as number))), 1],
+      };
+    });
+  }
+
+  /** Mamba-2: gated RMSNorm (per group) → out_proj → + bias, added to the residual.    y, z [E] → h [D] */
+  gateOut(y: GpuBuf, z: GpuBuf, L: Mamba2LayerWeights<GpuWeight>, h: GpuBuf, cfg: MambaConfig): void {
+    const { normGroupSize: S, normEps, normBeforeGate } = cfg.mamba2!;
+    const m = this.mat(L.outProj);
+    const vec = this.mixPack(L, cfg);
+    this.call(`gate_out:${y.id}:${z.id}:${vec.id}:${h.id}`, () => {
+      const defines = this.stepDefines(cfg);
+      const E = cfg.dInner;
+      const NG = E / S;
+      let GL = 256; // lanes a group: the largest power of two with GL · NG ≤ 256
+      while (GL * NG > 256) GL /= 2;
+      const o = mixLayout(cfg);
+      const params = new ArrayBuffer(48);
+      new Uint32Array(params, 0, 8).set([cfg.dModel, E / 4, m.ks / 4, S / 4, NG, GL, o.oW / 4, o.oO]);
+      new Float32Array(params, 32, 1)[0] = normEps;
+      new Uint32Array(params, 36, 1)[0] = normBeforeGate ? 1 : 0;
+      return {
+        pipeline: this.pipeline('step', 'gate_out', defines),
+        buffers: [y.buffer, vec.buffer, m.parts[0].buffer, z.buffer, h.buffer],
+        params,
+        workgroups: [Math.ceil(cfg.dModel / (256 / (defines.LANES as number))), 1, 1],
       };
     });
   }

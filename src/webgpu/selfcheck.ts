@@ -79,7 +79,7 @@ export async function selfCheck(
     `lanes ${k.gemvLanes}`,
     k.flatGemm ? 'flat' : 'tiled',
     target.fused ? 'fused' : 'unfused',
-    `N${N} K${K} R${R} D${checkWidth(target)}`,
+    `N${N} K${K} R${R} D${target.model.mamba2 ? mamba2Width(target) : checkWidth(target)}`,
     // The architecture's own kernels: Mamba-2 (head size, groups, gate order) or Falcon-Mamba.
     target.model.mamba2 ? `mamba2 P${target.model.mamba2.headDim} G${target.model.mamba2.nGroups} ${target.model.mamba2.normBeforeGate}` : target.model.mixerRmsEps !== undefined ? 'falcon' : 'mamba1',
     hashShaders(shaders),
@@ -111,6 +111,19 @@ function checkWidth(t: SelfCheckTarget): number {
   return lanes * 8 + 8;
 }
 
+/**
+ * Width of a Mamba-2 check model: a multiple of P·G (heads of P, whole groups of them) and of 4 (the
+ * fused step's quads), as `checkWidth` where the real model gets several lanes a row, so that the
+ * fused step's kernels are compiled with the real model's LANES; else the smallest such width.
+ */
+function mamba2Width(t: SelfCheckTarget): number {
+  const { headDim: P, nGroups: G } = t.model.mamba2!;
+  const PG = P * G;
+  if (t.kernels.gemvLanes === 1 || t.model.dModel % 4) return PG;
+  const m = PG % 4 === 0 ? PG : PG % 2 === 0 ? 2 * PG : 4 * PG; // lcm(P·G, 4)
+  return m * Math.ceil(checkWidth(t) / m);
+}
+
 const PROMPT = 24; // tokens: chunks of 16 and 8
 const CHUNK = 16;
 const SEED = 0x5eed;
@@ -127,7 +140,7 @@ async function run(
   // The target's architecture, so that every kernel its model runs is checked: Mamba-2's SSD and
   // gated norm with its head size and groups (two heads a group), Falcon-Mamba's Δ/B/C norms.
   const arch: Partial<SyntheticSpec> = m2
-    ? { hidden_size: m2.headDim * m2.nGroups, mamba2: { head_dim: m2.headDim, n_groups: m2.nGroups, norm_before_gate: m2.normBeforeGate } }
+    ? { hidden_size: mamba2Width(target), mamba2: { head_dim: m2.headDim, n_groups: m2.nGroups, norm_before_gate: m2.normBeforeGate } }
     : { hidden_size: checkWidth(target), time_step_rank: R, falcon: target.model.mixerRmsEps !== undefined };
   const files = syntheticModel({
     hidden_size: 0,
