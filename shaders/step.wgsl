@@ -278,6 +278,10 @@ fn scan_step(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wi
   if (l == 0u && e < E) { y_out[e] = (y + dskip * ut) * gate; }
 }
 
+// Mamba-2's kernels read f32 / f16 rows (`f4`): under q8 / q4 the model keeps its separate kernels
+// (kernels.ts `fusedStep`), so they are left out of the quantized builds of this module.
+#if QUANT
+#else
 // ---- ssd_step: Mamba-2's scan of one token, per head ----------------------------------------------
 // Workgroup (head h, tile) owns WG / NL channels p of head h, NL lanes a channel (N / NL states each)
 // as in scan_step. Δ needs in_proj's dt row h against the normalised h: D values, computed by the
@@ -428,3 +432,4 @@ fn gate_out(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
   }
   if (lane == 0u && n < pg.rows) { gh[n] += red_o[li] + vs(pg.oO + n); }
 }
+#endif
