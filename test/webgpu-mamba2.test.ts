@@ -51,10 +51,11 @@ describe.skipIf(!gpu)('webgpu mamba2 fused decode step', () => {
     ...SYNTHETIC.map(([name, spec]) => ({ name, source: { files: syntheticModel(spec) } })),
   ];
   // GPU lane shapes everywhere; the CPU shape (one lane a row and channel) for the first fixture and configuration.
-  const runs = cases.flatMap((c, i) => [
-    { ...c, lanes: 32 },
-    ...(i === 0 || i === fixtures.length ? [{ ...c, lanes: 1 }] : []),
-  ]);
+  // A software adapter compiles every model's pipelines anew (seconds each): there one fixture and both
+  // configurations, the second with one lane (the conformance table's GPU-shaped rows meet every fixture).
+  const runs = software
+    ? [{ ...cases[0], lanes: 32 }, { ...cases[fixtures.length], lanes: 32 }, { ...cases[fixtures.length + 1], lanes: 1 }]
+    : cases.flatMap((c, i) => [{ ...c, lanes: 32 }, ...(i === 0 || i === fixtures.length ? [{ ...c, lanes: 1 }] : [])]);
   test.each(runs)('$name, $lanes lanes: prefill then fused steps match the reference (f32 ≤ 1e-4)', async ({ name, source, lanes }) => {
     const { config, weights } = await readModel(source);
     const be = await createWebGPUBackendWith(config, weights, { dtype: 'f32', fused: true, gemvLanes: lanes, selfCheck: false });
