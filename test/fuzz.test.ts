@@ -26,6 +26,7 @@ import {
   parseSafetensors,
   UnsupportedModelError,
 } from '../src/index.js';
+import { readModel } from '../src/loader.js';
 import { syntheticModel, type SyntheticSpec } from '../src/synthetic.js';
 
 type Files = Record<string, string | Uint8Array>;
@@ -659,12 +660,18 @@ describe('hostile inputs found or targeted by the fuzzer', () => {
   test('sizes inside the bounds but far beyond the file fail on shapes, before decoding anything', async () => {
     const before = process.memoryUsage().arrayBuffers;
     const t = performance.now();
-    const e = await load({
+    const files = {
       'config.json': cfg({ hidden_size: 65536, num_hidden_layers: 4096, vocab_size: 2 ** 21, intermediate_size: 2 ** 18, state_size: 4096 }),
       'model.safetensors': b.st,
-    }).catch((x) => x);
+    };
+    // The file reader alone (no backend planned) meets the header and fails on its shapes.
+    const e = await readModel({ files }).catch((x) => x);
     expect(e).toBeInstanceOf(ModelFormatError);
     expect(e.message).toMatch(/embeddings\.weight\]: shape \[256, 8\] does not match the config, expected \[2097152, 65536\]/);
+    // loadModel refuses earlier still, from config.json alone: no backend can hold such a model.
+    const o = await load(files).catch((x) => x);
+    expect(o).toBeInstanceOf(OutOfMemoryError);
+    expect(o.message).toMatch(/the js backend cannot hold/);
     expect(performance.now() - t).toBeLessThan(1000);
     expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(16 * 2 ** 20);
   });

@@ -14,7 +14,7 @@ describe.skipIf(skip)('webgpu under deno', () => {
     // Without a hardware GPU, one fixture of Mamba-1 and one of Mamba-2 (each load checks the adapter
     // and compiles its pipelines: seconds each on llvmpipe or lavapipe); a GPU gets every fixture.
     const fixtures = NEEDS.gpu.present ? [] : ['test/fixtures/hf-mamba/tiny-hf-f32', 'test/fixtures/hf-mamba2/mamba2-tiny-f32'];
-    const r = denoRun(['run', '-A', '--unstable-sloppy-imports', 'examples/deno/gpu-check.ts', '--steps', String(steps), ...fixtures], { timeoutMs: 100_000 });
+    const r = denoRun(['run', '-A', '--unstable-sloppy-imports', 'examples/deno/gpu-check.ts', '--steps', String(steps), '--dtypes', 'f32,f16', ...fixtures], { timeoutMs: 100_000 });
     const lines = r.stdout
       .split('\n')
       .filter((l) => l.startsWith('{'))

@@ -1,7 +1,7 @@
 // Runs the WebGPU backend under Deno (navigator.gpu: wgpu over Vulkan, e.g. Mesa lavapipe) on the
 // test fixtures and checks the logits against the float64 reference.
 //
-//   npx deno run -A --unstable-sloppy-imports examples/deno/gpu-check.ts [--steps N] [fixture-dir ...]
+//   npx deno run -A --unstable-sloppy-imports examples/deno/gpu-check.ts [--steps N] [--dtypes f32,f16,q8,q4] [fixture-dir ...]
 //
 // Prints one JSON line per fixture and dtype; exits 1 when a format misses its tolerance (f32: 1e-4·max|logit|), 2 when
 // there is no adapter. --steps: bytes decoded one at a time after the prefill check (default 16).
@@ -17,6 +17,10 @@ const subdirs = (u: URL) => [...Deno.readDirSync(u)].filter((e) => e.isDirectory
 const args = [...Deno.args];
 const at = args.indexOf('--steps');
 const steps = at >= 0 ? Number(args.splice(at, 2)[1]) : 16;
+const dt = args.indexOf('--dtypes');
+const DTYPES = ['f32', 'f16', 'q8', 'q4'] as const;
+const dtypes = dt >= 0 ? (args.splice(dt, 2)[1].split(',') as (typeof DTYPES)[number][]) : DTYPES;
+if (dtypes.some((d) => !DTYPES.includes(d))) throw new RangeError(`--dtypes takes ${DTYPES.join(',')}`);
 if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`--steps must be a positive integer`);
 const dirs = args.length
   ? args
@@ -41,7 +45,7 @@ for (const dir of dirs) {
   // Token ids: the bytes of a byte-level fixture, or the tokenizer's ids.
   const ids = Uint32Array.from((exp.input_ids ?? exp.input_bytes) as number[]);
   const V = exp.logits_shape[1] as number;
-  for (const dtype of ['f32', 'f16', 'q8', 'q4'] as const) {
+  for (const dtype of dtypes) {
     let model;
     try {
       model = await loadModel(dir, { backend: 'webgpu', dtype });
