@@ -1,12 +1,12 @@
 import { configDefaults, defineConfig } from 'vitest/config';
 
 /**
- * Files whose assertions measure wall time or memory (abort latency, RSS growth, idle workers' CPU,
- * stop-matching cost against a plain run): `npm test` runs them alone, one after another, once the
+ * Files whose assertions measure wall time or memory (RSS growth, idle workers' CPU, stop-matching
+ * cost against a plain run): `npm test` runs them alone, one after another, once the
  * other files (two at a time, vitest.parallel.config.ts) are done. (bounds.test.ts bounds CPU time,
  * which another process does not inflate; its wall-time guards are hang guards.)
  */
-export const TIMED = ['test/cancel.test.ts', 'test/memory.test.ts', 'test/wasm-runtime.test.ts', 'test/generate.test.ts'];
+export const TIMED = ['test/memory.test.ts', 'test/wasm-runtime.test.ts', 'test/generate.test.ts'];
 
 // This file alone (`npx vitest run [file]`): every test file, one after another.
 export default defineConfig({

@@ -75,7 +75,19 @@ const onThisAdapter = (e: Entry) =>
   e.backend !== 'webgpu' || !softwareGpu || (quantGpu(e) ? `${e.dtype} ${!!e.webgpuKernels?.fusedDecode}` in SOFTWARE_QUANT : (e.dtype === 'f32') === !e.webgpuKernels?.fusedDecode);
 /** Software adapter: q8 with the default kernels on a Mamba-2 fixture, q4 with the GPU-shaped ones (fused step) on a Mamba-1 one. */
 const SOFTWARE_QUANT: Record<string, string> = { 'q8 false': 'mamba2-tiny-f32', 'q4 true': 'falcon-mamba-tiny-f32' };
-const fixturesFor = (e: Entry) => (softwareGpu && quantGpu(e) ? fixtures.filter((f) => f.name === SOFTWARE_QUANT[`${e.dtype} ${!!e.webgpuKernels?.fusedDecode}`]) : fixtures);
+/**
+ * Software adapter, f16 with the GPU-shaped kernels: one fixture of each layout (Mamba-1; Mamba-2 in both
+ * namings). Falcon-Mamba meets the fused step through the q4 row, `small-hf-f16-untied` the f32 row.
+ */
+const SOFTWARE_FUSED_F16 = new Set(['tiny-hf-f32', 'mamba2-tiny-f32', 'mamba2-ssm-naming-f16']);
+const fixturesFor = (e: Entry) =>
+  !softwareGpu || e.backend !== 'webgpu'
+    ? fixtures
+    : quantGpu(e)
+      ? fixtures.filter((f) => f.name === SOFTWARE_QUANT[`${e.dtype} ${!!e.webgpuKernels?.fusedDecode}`])
+      : e.webgpuKernels?.fusedDecode
+        ? fixtures.filter((f) => SOFTWARE_FUSED_F16.has(f.name))
+        : fixtures;
 
 const fixtures = loadFixtures();
 const worst: string[] = [];
