@@ -17,6 +17,7 @@ import { MAMBA_HF_SHAPES, syntheticConfig, syntheticModel, syntheticWeights, typ
 import type { WebGPUBackend } from '../src/webgpu/backend.js';
 import type { ModelWeights } from '../src/weights.js';
 import { nodeWebGPU, skipLine } from './helpers/env.js';
+import { relDiff } from './helpers/fixtures.js';
 
 const gpu = await nodeWebGPU(import.meta.url);
 gpu?.device.destroy();
@@ -24,17 +25,6 @@ gpu?.device.destroy();
 const configOf = (spec: SyntheticSpec) => parseConfig(JSON.stringify(syntheticConfig(spec)));
 const HF = Object.fromEntries(Object.entries(MAMBA_HF_SHAPES).map(([k, s]) => [k, configOf(s)])) as Record<keyof typeof MAMBA_HF_SHAPES, MambaConfig>;
 
-/** max |a − b| / max |b|. */
-function rel(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return d / m;
-}
 
 function argmax(x: Float32Array): number {
   let b = 0;
@@ -88,7 +78,7 @@ describe('the mamba-*-hf shapes', () => {
     const prompt = Uint32Array.of(1, 299, 42, 7);
     const a = await direct.forward(direct.createState(), prompt, 'all');
     const b = await viaFile.backend.forward(viaFile.backend.createState(), prompt, 'all');
-    expect(rel(a, b)).toBe(0);
+    expect(relDiff(a, b)).toBe(0);
     viaFile.dispose();
     direct.dispose();
   });
@@ -119,7 +109,7 @@ describe('lazy synthetic weights (what bench/webgpu.js uses for 2.8b-hf)', () =>
     const b = await createBackend(config, weights, options);
     try {
       const ref = await trace(js, prompt, 2);
-      expect(rel((await trace(b, prompt, 2, ref.tokens)).logits, ref.logits)).toBeLessThan(1e-5);
+      expect(relDiff((await trace(b, prompt, 2, ref.tokens)).logits, ref.logits)).toBeLessThan(1e-5);
     } finally {
       b.dispose();
       js.dispose();
@@ -243,7 +233,7 @@ describe('130m-hf random weights on every backend match the js reference', () =>
       const soft = name.startsWith('webgpu') && !!gpu?.software;
       const steps = soft ? 0 : STEPS;
       const got = await trace(b, prompt, steps, ref.tokens, soft);
-      expect(rel(got.logits, ref.logits.subarray(0, got.logits.length))).toBeLessThan(1e-4);
+      expect(relDiff(got.logits, ref.logits.subarray(0, got.logits.length))).toBeLessThan(1e-4);
       expect(got.tokens).toEqual(ref.tokens.slice(0, steps));
     } finally {
       b.dispose();
@@ -263,7 +253,7 @@ describe.skipIf(!process.env.MAMBA_EDGE_TEST_370M && skipLine(import.meta.url, '
       const wasm = await createBackend(config, weights, { backend: 'wasm', dtype: 'f32' });
       const got = await trace(wasm, prompt, 2, ref.tokens);
       wasm.dispose();
-      expect(rel(got.logits, ref.logits)).toBeLessThan(1e-4);
+      expect(relDiff(got.logits, ref.logits)).toBeLessThan(1e-4);
     });
   },
 );
@@ -293,14 +283,14 @@ describe.skipIf(!gpu)('webgpu: a matrix larger than one binding is split across 
       const tol = 1e-4;
       const ref = await trace(js.backend, prompt, 4);
       const got = await trace(gpuBackend, prompt, 4, ref.tokens);
-      expect(rel(got.logits, ref.logits)).toBeLessThan(tol);
+      expect(relDiff(got.logits, ref.logits)).toBeLessThan(tol);
       // Greedy blocks on the GPU (argmax → embed without the host) and a top-1 draw by the GPU sampler.
       const V = spec.vocab_size!;
       const greedy = gpuBackend.createState();
       await gpuBackend.forward(greedy, prompt, 'last');
       const block = await gpuBackend.decodeGreedy(greedy, ref.tokens[0], 4);
       expect([...block.tokens]).toEqual(ref.tokens);
-      expect(rel(block.logits, ref.logits.subarray((prompt.length + 3) * V))).toBeLessThan(tol);
+      expect(relDiff(block.logits, ref.logits.subarray((prompt.length + 3) * V))).toBeLessThan(tol);
       const sampled = gpuBackend.createState();
       await gpuBackend.forward(sampled, prompt, 'last');
       const drawn = await gpuBackend.decodeSampled(sampled, ref.tokens[0], 4, { temperature: 0.8, topK: 1, topP: 1, seed: 9 });

@@ -16,6 +16,7 @@ import { quantLayout, storedMatrix, WebGPUKernels, type GpuWeight } from '../src
 import { f16BitsToF32, f32ToF16Bits, roundToF16 } from '../src/half.js';
 import { loadShaderSources, preprocess } from '../src/webgpu/wgsl.js';
 import { nodeWebGPU } from './helpers/env.js';
+import { relDiff } from './helpers/fixtures.js';
 
 const ctx: GpuContext | undefined = await nodeWebGPU(import.meta.url, { part: 'webgpu kernels', f16: true });
 const shaders = await loadShaderSources();
@@ -34,17 +35,6 @@ function rand(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   return out;
 }
 
-/** max |a − b| / max |b|: the one error measure used throughout (Infinity on NaN). */
-function rel(a: Float32Array, b: Float32Array): number {
-  let d = 0;
-  let m = 1e-6;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return d / m;
-}
 
 type Variant = { name: string; dtype: 'f32' | 'f16'; shaderF16: boolean };
 const variants: Variant[] = [
@@ -125,7 +115,7 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
       const ob = k.alloc(T * N);
       k.write(ob, init);
       k.matmul(xb, k.upload(w, N, K), bias ? k.upload(b, 1, N) : undefined, ob, T, K, N, acc);
-      expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
+      expect(relDiff(await k.read(ob, T * N), want)).toBeLessThan(tol);
       k.release();
     },
   );
@@ -145,7 +135,7 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     const wb = k.upload(w, N, K);
     k.matmul(xb, wb, undefined, ob, T, K, N, false);
     expect((wb as GpuWeight).mat!.parts.length).toBe(4);
-    expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
+    expect(relDiff(await k.read(ob, T * N), want)).toBeLessThan(tol);
     // the split embedding table: every part writes only its own tokens
     const tokens = Uint32Array.from({ length: T }, (_, i) => (i * 17 + 3) % N);
     const wantE = new Float32Array(T * K);
@@ -186,7 +176,7 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     k.write(xb, x);
     const out = k.alloc(T * dim);
     k.rmsnorm(xb, k.upload(w, 1, dim), out, T, dim, 1e-5);
-    expect(rel(await k.read(out, T * dim), want)).toBeLessThan(1e-5);
+    expect(relDiff(await k.read(out, T * dim), want)).toBeLessThan(1e-5);
     k.release();
   });
 
@@ -202,7 +192,7 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     const xb = k.alloc(x.length);
     k.write(xb, x);
     k.normSegments(xb, T, [R, N, N], 1e-6);
-    expect(rel(await k.read(xb, x.length), want)).toBeLessThan(1e-5);
+    expect(relDiff(await k.read(xb, x.length), want)).toBeLessThan(1e-5);
     k.release();
   });
 
@@ -228,8 +218,8 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
       k.write(xb, x);
       const out = k.alloc(T * E);
       k.conv1d(xb, sb, wb, bb, out, T, E, K);
-      expect(rel(await k.read(out, T * E), want)).toBeLessThan(1e-5);
-      expect(rel(await k.read(sb, E * (K - 1)), wantState)).toBe(0);
+      expect(relDiff(await k.read(out, T * E), want)).toBeLessThan(1e-5);
+      expect(relDiff(await k.read(sb, E * (K - 1)), wantState)).toBe(0);
     }
     k.release();
   });
@@ -269,8 +259,8 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
       k.write(db, dbc);
       k.write(zb, z);
       k.scan(ub, db, zb, LW, hb, ob, T, cfg);
-      expect(rel(await k.read(ob, T * E), want)).toBeLessThan(1e-5);
-      expect(rel(await k.read(hb, E * N), wantH)).toBeLessThan(1e-5);
+      expect(relDiff(await k.read(ob, T * E), want)).toBeLessThan(1e-5);
+      expect(relDiff(await k.read(hb, E * N), wantH)).toBeLessThan(1e-5);
     }
     k.release();
   });
@@ -309,17 +299,17 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     conv1d(xr, cs, L.convW, L.convB, ur, 1, E, K);
     const [hb, ub, zb] = [put(h), k.alloc(E), k.alloc(E)];
     k.mixIn(hb, LW, csb, ub, zb, cfg);
-    expect(rel(await k.read(ub, E), ur)).toBeLessThan(1e-5);
-    expect(rel(await k.read(zb, E), zr)).toBeLessThan(1e-5);
-    expect(rel(await k.read(csb, E * (K - 1)), cs)).toBeLessThan(1e-5);
+    expect(relDiff(await k.read(ub, E), ur)).toBeLessThan(1e-5);
+    expect(relDiff(await k.read(zb, E), zr)).toBeLessThan(1e-5);
+    expect(relDiff(await k.read(csb, E * (K - 1)), cs)).toBeLessThan(1e-5);
     // scan_step: dt_proj → softplus → scan → D skip → gate, and the state
     const [u, z, dbc, hs] = [rand(E, 30, -2, 2), rand(E, 31, -4, 4), rand(R + 2 * N, 32), rand(E * N, 33)];
     const [hsb, yb] = [put(hs), k.alloc(E)];
     const yr = new Float32Array(E);
     scan(u, dbc, z, L, hs, yr, 1, cfg);
     k.scanStep(put(u), put(dbc), put(z), LW, hsb, yb, cfg);
-    expect(rel(await k.read(yb, E), yr)).toBeLessThan(1e-5);
-    expect(rel(await k.read(hsb, E * N), hs)).toBeLessThan(1e-5);
+    expect(relDiff(await k.read(yb, E), yr)).toBeLessThan(1e-5);
+    expect(relDiff(await k.read(hsb, E * N), hs)).toBeLessThan(1e-5);
     // norm_gemv: final RMSNorm → LM head
     const [head, g] = [rand(V * D, 40), rand(D, 41, 0.5, 1.5)];
     const lr = new Float32Array(V);
@@ -327,7 +317,7 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     matmul(xn, wq(head), undefined, lr, 1, D, V, false);
     const lb = k.alloc(V);
     k.normHead(hb, k.upload(g, 1, D), k.upload(head, V, D), lb, cfg);
-    expect(rel(await k.read(lb, V), lr)).toBeLessThan(1e-5);
+    expect(relDiff(await k.read(lb, V), lr)).toBeLessThan(1e-5);
     k.release();
   });
 
@@ -394,7 +384,7 @@ describe.skipIf(!ctx).each(['q8', 'q4'] as const)('webgpu kernels (%s)', (fmt) =
     k.write(ob, init);
     const wb = k.upload(w, N, K);
     k.matmul(xb, wb, k.upload(b, 1, N), ob, T, K, N, true);
-    expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
+    expect(relDiff(await k.read(ob, T * N), want)).toBeLessThan(tol);
     // What is stored: per row, the scale words and 8 (q8) or 4 (q4) quant words a block of 32.
     const { ss, rs, blocks } = quantLayout(fmt, K);
     expect(rs).toBe(ss + blocks * (fmt === 'q8' ? 8 : 4));
@@ -410,7 +400,7 @@ describe.skipIf(!ctx).each(['q8', 'q4'] as const)('webgpu kernels (%s)', (fmt) =
     w[3] = 2;
     const back = storedMatrix(w, 64, fmt);
     expect(back[3]).toBe(2);
-    expect(rel(back, w)).toBeLessThan(fmt === 'q4' ? 0.15 : 0.01);
+    expect(relDiff(back, w)).toBeLessThan(fmt === 'q4' ? 0.15 : 0.01);
   });
 
   test.each([1, 5])('matmul over a weight split into parts (T=%i)', async (T) => {
@@ -427,7 +417,7 @@ describe.skipIf(!ctx).each(['q8', 'q4'] as const)('webgpu kernels (%s)', (fmt) =
     const wb = k.upload(w, N, K);
     k.matmul(xb, wb, undefined, ob, T, K, N, false);
     expect((wb as GpuWeight).mat!.parts.length).toBe(4);
-    expect(rel(await k.read(ob, T * N), want)).toBeLessThan(tol);
+    expect(relDiff(await k.read(ob, T * N), want)).toBeLessThan(tol);
     k.release();
   });
 
@@ -460,15 +450,15 @@ describe.skipIf(!ctx).each(['q8', 'q4'] as const)('webgpu kernels (%s)', (fmt) =
     conv1d(xr, cs, L.convW, L.convB, ur, 1, E, K);
     const [hb, ub, zb] = [put(h), k.alloc(E), k.alloc(E)];
     k.mixIn(hb, LW, csb, ub, zb, cfg);
-    expect(rel(await k.read(ub, E), ur)).toBeLessThan(1e-5);
-    expect(rel(await k.read(zb, E), zr)).toBeLessThan(1e-5);
+    expect(relDiff(await k.read(ub, E), ur)).toBeLessThan(1e-5);
+    expect(relDiff(await k.read(zb, E), zr)).toBeLessThan(1e-5);
     const [head, g] = [rand(V * D, 140), rand(D, 141, 0.5, 1.5)];
     const lr = new Float32Array(V);
     rmsnorm(h, g, xn, 1, D, cfg.eps);
     matmul(xn, storedMatrix(head, D, fmt), undefined, lr, 1, D, V, false);
     const lb = k.alloc(V);
     k.normHead(hb, k.upload(g, 1, D), k.upload(head, V, D), lb, cfg);
-    expect(rel(await k.read(lb, V), lr)).toBeLessThan(1e-5);
+    expect(relDiff(await k.read(lb, V), lr)).toBeLessThan(1e-5);
     k.release();
   });
 });

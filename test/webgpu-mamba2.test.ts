@@ -12,7 +12,7 @@ import { createReferenceBackend } from '../src/reference/backend.js';
 import { syntheticModel, type SyntheticSpec } from '../src/synthetic.js';
 import { countStepDispatches, createWebGPUBackendWith, FUSED_LAYER } from '../src/webgpu/backend.js';
 import { argmax } from '../src/sampler.js';
-import { loadFixtures } from './helpers/fixtures.js';
+import { loadFixtures, relDiff } from './helpers/fixtures.js';
 import { nodeWebGPU } from './helpers/env.js';
 
 const gpu = await nodeWebGPU(import.meta.url);
@@ -24,17 +24,6 @@ afterAll(() => {
   if (measured.length) console.log(`mamba2 fused step, max|Δ|/max|logit| against the reference:\n  ${measured.join('\n  ')}`);
 });
 
-/** max |a − b| / max |b|. */
-function rel(a: Float32Array, b: Float32Array): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < b.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return d / m;
-}
 
 const SYNTHETIC: [string, SyntheticSpec][] = [
   // 4 norm groups of 24 channels, heads of 12 (2 a group), N = 12 (4 lanes a channel), K = 3, biases, Δ limits
@@ -71,12 +60,12 @@ describe.skipIf(!gpu)('webgpu mamba2 fused decode step', () => {
       const steps = software ? 3 : 12;
       for (let t = 0; t < steps; t++) {
         const tok = Uint32Array.of((t * 29 + 3) % config.vocabSize);
-        worst = Math.max(worst, rel(await be.forward(gs, tok, 'last'), await ref.forward(rs, tok, 'last')));
+        worst = Math.max(worst, relDiff(await be.forward(gs, tok, 'last'), await ref.forward(rs, tok, 'last')));
       }
       // The state after the steps, too: the SSD state and the conv window.
       const [a, b] = [await be.readState(gs), await ref.readState(rs)];
-      expect(rel(a.ssm, b.ssm)).toBeLessThan(1e-4);
-      expect(rel(a.conv, b.conv)).toBeLessThan(1e-5);
+      expect(relDiff(a.ssm, b.ssm)).toBeLessThan(1e-4);
+      expect(relDiff(a.conv, b.conv)).toBeLessThan(1e-5);
       measured.push(`${name.padEnd(36)} lanes ${String(lanes).padEnd(3)} ${worst.toExponential(2)} (${steps} steps)`);
       expect(worst).toBeLessThanOrEqual(1e-4);
     } finally {
@@ -119,11 +108,11 @@ describe.skipIf(!gpu)('webgpu mamba2 fused decode step', () => {
       for (let i = 0; i < 2 * n; i++) {
         logits = await ref.forward(rs, Uint32Array.of(tokens[i]), 'last');
         expect(tokens[i + 1]).toBe(argmax(logits));
-        if (i === n - 1) expect(rel(b1.logits, logits)).toBeLessThanOrEqual(1e-4);
+        if (i === n - 1) expect(relDiff(b1.logits, logits)).toBeLessThanOrEqual(1e-4);
       }
-      expect(rel(b2.logits, logits)).toBeLessThanOrEqual(1e-4);
+      expect(relDiff(b2.logits, logits)).toBeLessThanOrEqual(1e-4);
       // The state the blocks left equals the reference's after the same tokens.
-      expect(rel((await be.readState(gs)).ssm, (await ref.readState(rs)).ssm)).toBeLessThan(1e-4);
+      expect(relDiff((await be.readState(gs)).ssm, (await ref.readState(rs)).ssm)).toBeLessThan(1e-4);
     } finally {
       be.dispose();
       ref.dispose();

@@ -13,6 +13,7 @@ import { readModel } from '../src/loader.js';
 import { createWebGPUBackendWith, type WebGPUBackend } from '../src/webgpu/backend.js';
 import { quantLayout } from '../src/webgpu/kernels.js';
 import { nodeWebGPU } from './helpers/env.js';
+import { relDiff } from './helpers/fixtures.js';
 
 const ROOT = new URL('./fixtures/hf-mamba/', import.meta.url);
 const fixtures = readdirSync(ROOT).filter((d) => !d.startsWith('.'));
@@ -38,17 +39,6 @@ function fixture(name: string): Fixture {
   return { dir: dir.pathname, bytes: Uint32Array.from(exp.input_bytes), ref, V: exp.logits_shape[1], greedy: exp.greedy_new_bytes };
 }
 
-/** max |Δ| / max |logit| over the rows given. */
-function rel(got: Float32Array, ref: Float32Array): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < ref.length; i++) {
-    if (!Number.isFinite(got[i])) return Infinity;
-    d = Math.max(d, Math.abs(got[i] - ref[i]));
-    m = Math.max(m, Math.abs(ref[i]));
-  }
-  return d / m;
-}
 
 const measured: string[] = [];
 afterAll(() => {
@@ -75,7 +65,7 @@ describe.skipIf(!available).each(fixtures.flatMap((f) => (['f32', 'f16'] as cons
       const m = shared;
       expect(m.backend.name).toBe('webgpu');
       const got = await m.logits(fx.bytes);
-      const r = rel(got, fx.ref);
+      const r = relDiff(got, fx.ref);
       measured.push(`${f} ${dtype} prefill: ${r.toExponential(2)}  [${m.backend.description}]`);
       expect(r).toBeLessThan(TOL[dtype]);
     });
@@ -101,7 +91,7 @@ describe.skipIf(!available).each(fixtures.flatMap((f) => (['f32', 'f16'] as cons
           got.set(await b.forward(s, fx.bytes.subarray(t, t + 1), 'last'), t * V);
         }
         expect(b.kernels.stats).toEqual(before); // steps 3.. created no buffer, bind group or pipeline
-        const r = rel(got, fx.ref.subarray(0, steps * V));
+        const r = relDiff(got, fx.ref.subarray(0, steps * V));
         measured.push(`${f} ${dtype} decode${fused ? ' fused' : ''}:  ${r.toExponential(2)} (${steps} steps)`);
         expect(r).toBeLessThan(TOL[dtype]);
         b.releaseState(s);
@@ -110,10 +100,10 @@ describe.skipIf(!available).each(fixtures.flatMap((f) => (['f32', 'f16'] as cons
         const s2 = b.createState();
         const P = Math.min(70, T - 1);
         const last = await b.forward(s2, fx.bytes.subarray(0, P), 'last');
-        expect(rel(last, fx.ref.subarray((P - 1) * V, P * V))).toBeLessThan(TOL[dtype]);
+        expect(relDiff(last, fx.ref.subarray((P - 1) * V, P * V))).toBeLessThan(TOL[dtype]);
         for (let t = P; t < Math.min(T, P + after); t++) {
           const row = await b.forward(s2, fx.bytes.subarray(t, t + 1), 'last');
-          expect(rel(row, fx.ref.subarray(t * V, (t + 1) * V))).toBeLessThan(TOL[dtype]);
+          expect(relDiff(row, fx.ref.subarray(t * V, (t + 1) * V))).toBeLessThan(TOL[dtype]);
         }
         b.releaseState(s2);
 
@@ -142,7 +132,7 @@ describe.skipIf(!available).each(fixtures.flatMap((f) => (['f32', 'f16'] as cons
       const la = await b.forward(a, rest, 'all');
       const lc = await b.forward(c, rest, 'all');
       expect(lc).toEqual(la);
-      expect(rel(lc, fx.ref.subarray(40 * V, 50 * V))).toBeLessThan(TOL[dtype]);
+      expect(relDiff(lc, fx.ref.subarray(40 * V, 50 * V))).toBeLessThan(TOL[dtype]);
       b.releaseState(a);
       b.releaseState(c);
     });
@@ -174,8 +164,8 @@ describe.skipIf(!available)('webgpu backend behaviour', () => {
       const bytes = fx.bytes.subarray(0, 20);
       const a = await whole.forward(whole.createState(), bytes, 'all');
       const b = await split.forward(split.createState(), bytes, 'all');
-      expect(rel(b, a)).toBeLessThan(1e-6);
-      expect(rel(b, fx.ref.subarray(0, 20 * fx.V))).toBeLessThan(TOL[dtype]);
+      expect(relDiff(b, a)).toBeLessThan(1e-6);
+      expect(relDiff(b, fx.ref.subarray(0, 20 * fx.V))).toBeLessThan(TOL[dtype]);
     } finally {
       if (whole !== base) whole.dispose();
       split.dispose();

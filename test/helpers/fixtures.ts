@@ -68,6 +68,21 @@ export function loadFixtures({ bytesOnly = false } = {}): Fixture[] {
 }
 
 /** max |a - b| over all elements */
+/**
+ * max |got − ref| / max |ref| over ref's length (max |ref| floored at 1e-6): the error measure of the
+ * kernel and model tests. Infinity when `got` holds a NaN or an infinity.
+ */
+export function relDiff(got: Float32Array, ref: Float32Array): number {
+  let d = 0;
+  let m = 1e-6;
+  for (let i = 0; i < ref.length; i++) {
+    if (!Number.isFinite(got[i])) return Infinity;
+    d = Math.max(d, Math.abs(got[i] - ref[i]));
+    m = Math.max(m, Math.abs(ref[i]));
+  }
+  return d / m;
+}
+
 export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
   let m = 0;
