@@ -9,6 +9,33 @@
 // Heads are independent, so threads split [hStart, hEnd) and never touch each other's state.
 import { hsum, softplus1 } from './math';
 
+const ONE = f32x4.splat(1);
+
+/**
+ * o[0..16) ← scale·o[0..16) + Σ_{s<count} w_s · row_s[0..16), with row_s = rows + s·stride and
+ * w_s = coef[s] (· xs[s·stride] when xs ≠ 0): 16 outputs held in registers across all the rows, the
+ * shape of both the M·x readout and the state update.
+ */
+// @ts-ignore: decorator
+@inline function rows16(o: usize, scale: v128, count: i32, coef: usize, xs: usize, rows: usize, stride: usize): void {
+  let a0 = f32x4.mul(scale, v128.load(o)), a1 = f32x4.mul(scale, v128.load(o + 16));
+  let a2 = f32x4.mul(scale, v128.load(o + 32)), a3 = f32x4.mul(scale, v128.load(o + 48));
+  for (let s = 0; s < count; s++) {
+    let w = load<f32>(coef + (<usize>s << 2));
+    if (xs) w *= load<f32>(xs + <usize>s * stride);
+    const c = f32x4.splat(w);
+    const r = rows + <usize>s * stride;
+    a0 = f32x4.add(a0, f32x4.mul(c, v128.load(r)));
+    a1 = f32x4.add(a1, f32x4.mul(c, v128.load(r + 16)));
+    a2 = f32x4.add(a2, f32x4.mul(c, v128.load(r + 32)));
+    a3 = f32x4.add(a3, f32x4.mul(c, v128.load(r + 48)));
+  }
+  v128.store(o, a0);
+  v128.store(o + 16, a1);
+  v128.store(o + 32, a2);
+  v128.store(o + 48, a3);
+}
+
 /** Scratch per thread: C·B [T, T] (per group), then Δ [T], cum [T] and one row of M [T] (floats). */
 export function ssdScratchFloats(T: i32): i32 {
   return T * T + 3 * T;
@@ -109,22 +136,7 @@ export function ssd(
       }
       // + Σ_{s≤t} M[t, s]·x_s, 16 channels at a time held in registers
       p = 0;
-      for (; p < P16; p += 16) {
-        const o = yt + (<usize>p << 2);
-        let a0 = v128.load(o), a1 = v128.load(o + 16), a2 = v128.load(o + 32), a3 = v128.load(o + 48);
-        for (let s = 0; s <= t; s++) {
-          const m = f32x4.splat(load<f32>(mrow + (<usize>s << 2)));
-          const xs = xbc + <usize>s * rs + xo + (<usize>p << 2);
-          a0 = f32x4.add(a0, f32x4.mul(m, v128.load(xs)));
-          a1 = f32x4.add(a1, f32x4.mul(m, v128.load(xs + 16)));
-          a2 = f32x4.add(a2, f32x4.mul(m, v128.load(xs + 32)));
-          a3 = f32x4.add(a3, f32x4.mul(m, v128.load(xs + 48)));
-        }
-        v128.store(o, a0);
-        v128.store(o + 16, a1);
-        v128.store(o + 32, a2);
-        v128.store(o + 48, a3);
-      }
+      for (; p < P16; p += 16) rows16(yt + (<usize>p << 2), ONE, t + 1, mrow, 0, xbc + xo + (<usize>p << 2), rs);
       for (; p < P; p++) {
         let acc = load<f32>(yt + (<usize>p << 2));
         for (let s = 0; s <= t; s++) acc += load<f32>(mrow + (<usize>s << 2)) * load<f32>(xbc + <usize>s * rs + xo + (<usize>p << 2));
@@ -142,23 +154,7 @@ export function ssd(
       const sp = st + ((<usize>(p * N)) << 2);
       const xp = xbc + xo + (<usize>p << 2);
       let n = 0;
-      for (; n < N16; n += 16) {
-        const o = sp + (<usize>n << 2);
-        let a0 = f32x4.mul(keep, v128.load(o)), a1 = f32x4.mul(keep, v128.load(o + 16));
-        let a2 = f32x4.mul(keep, v128.load(o + 32)), a3 = f32x4.mul(keep, v128.load(o + 48));
-        for (let s = 0; s < T; s++) {
-          const c = f32x4.splat(load<f32>(mrow + (<usize>s << 2)) * load<f32>(xp + <usize>s * rs));
-          const bs = xbc + <usize>s * rs + bo + (<usize>n << 2);
-          a0 = f32x4.add(a0, f32x4.mul(c, v128.load(bs)));
-          a1 = f32x4.add(a1, f32x4.mul(c, v128.load(bs + 16)));
-          a2 = f32x4.add(a2, f32x4.mul(c, v128.load(bs + 32)));
-          a3 = f32x4.add(a3, f32x4.mul(c, v128.load(bs + 48)));
-        }
-        v128.store(o, a0);
-        v128.store(o + 16, a1);
-        v128.store(o + 32, a2);
-        v128.store(o + 48, a3);
-      }
+      for (; n < N16; n += 16) rows16(sp + (<usize>n << 2), keep, T, mrow, xp, xbc + bo + (<usize>n << 2), rs);
       for (; n < N; n++) {
         const o = sp + (<usize>n << 2);
         let acc = keep1 * load<f32>(o);
