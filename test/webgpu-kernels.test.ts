@@ -12,7 +12,7 @@ import { normSegments, rmsnorm } from '../src/reference/norm.js';
 import { scan } from '../src/reference/scan.js';
 import type { LayerWeights } from '../src/weights.js';
 import type { GpuContext } from '../src/webgpu/device.js';
-import { quantLayout, storedMatrix, WebGPUKernels, type GpuWeight } from '../src/webgpu/kernels.js';
+import { quantLayout, storedMatrix, WebGPUKernels, type GpuBuf, type GpuWeight } from '../src/webgpu/kernels.js';
 import { f16BitsToF32, f32ToF16Bits, roundToF16 } from '../src/half.js';
 import { loadShaderSources, preprocess } from '../src/webgpu/wgsl.js';
 import { nodeWebGPU } from './helpers/env.js';
@@ -33,6 +33,56 @@ function rand(n: number, seed: number, lo = -1, hi = 1): Float32Array {
     out[i] = lo + ((s >>> 0) / 2 ** 32) * (hi - lo);
   }
   return out;
+}
+
+/** A buffer holding `x`. */
+function putBuf(k: WebGPUKernels, x: Float32Array): GpuBuf {
+  const b = k.alloc(x.length);
+  k.write(b, x);
+  return b;
+}
+
+/**
+ * mix_in (RMSNorm → in_proj x, z (+ bias) → conv step → SiLU) for `h` against the reference run on
+ * `weight(m)` (the values the GPU stores for matrix m): u, z and the conv state. Returns h's buffer.
+ */
+async function checkMixIn(
+  k: WebGPUKernels,
+  cfg: MambaConfig,
+  L: Pick<LayerWeights, 'norm' | 'inProjX' | 'inProjZ' | 'inProjXBias' | 'inProjZBias' | 'convW' | 'convB'>,
+  LW: LayerWeights<GpuWeight>,
+  h: Float32Array,
+  weight: (m: Float32Array) => Float32Array,
+  seed: number,
+): Promise<GpuBuf> {
+  const { dModel: D, dInner: E, dConv: K } = cfg;
+  const xn = new Float32Array(D);
+  rmsnorm(h, L.norm, xn, 1, D, cfg.eps);
+  const [xr, zr, ur] = [new Float32Array(E), new Float32Array(E), new Float32Array(E)];
+  matmul(xn, weight(L.inProjX), L.inProjXBias, xr, 1, D, E, false);
+  matmul(xn, weight(L.inProjZ), L.inProjZBias, zr, 1, D, E, false);
+  const cs = rand(E * (K - 1), seed);
+  const csb = putBuf(k, cs);
+  conv1d(xr, cs, L.convW, L.convB, ur, 1, E, K);
+  const [hb, ub, zb] = [putBuf(k, h), k.alloc(E), k.alloc(E)];
+  k.mixIn(hb, LW, csb, ub, zb, cfg);
+  expect(relDiff(await k.read(ub, E), ur)).toBeLessThan(1e-5);
+  expect(relDiff(await k.read(zb, E), zr)).toBeLessThan(1e-5);
+  expect(relDiff(await k.read(csb, E * (K - 1)), cs)).toBeLessThan(1e-5);
+  return hb;
+}
+
+/** norm_gemv (final RMSNorm → LM head [V, D], random with `seed`) for `h` against the reference on `weight(head)`. */
+async function checkNormHead(k: WebGPUKernels, cfg: MambaConfig, h: Float32Array, hb: GpuBuf, weight: (m: Float32Array) => Float32Array, seed: number): Promise<void> {
+  const { dModel: D, vocabSize: V } = cfg;
+  const [head, g] = [rand(V * D, seed), rand(D, seed + 1, 0.5, 1.5)];
+  const xn = new Float32Array(D);
+  const lr = new Float32Array(V);
+  rmsnorm(h, g, xn, 1, D, cfg.eps);
+  matmul(xn, weight(head), undefined, lr, 1, D, V, false);
+  const lb = k.alloc(V);
+  k.normHead(hb, k.upload(g, 1, D), k.upload(head, V, D), lb, cfg);
+  expect(relDiff(await k.read(lb, V), lr)).toBeLessThan(1e-5);
 }
 
 
@@ -282,42 +332,17 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     const LW = Object.fromEntries(
       Object.entries(L).map(([n, x]) => [n, k.upload(x, ...(shapes[n] ?? [1, x.length]))]),
     ) as unknown as LayerWeights<GpuWeight>;
-    const put = (x: Float32Array) => {
-      const b = k.alloc(x.length);
-      k.write(b, x);
-      return b;
-    };
-    // mix_in: RMSNorm → in_proj x, z (+ bias) → conv step → SiLU
     const h = rand(D, 20);
-    const xn = new Float32Array(D);
-    rmsnorm(h, L.norm, xn, 1, D, cfg.eps);
-    const [xr, zr, ur] = [new Float32Array(E), new Float32Array(E), new Float32Array(E)];
-    matmul(xn, wq(L.inProjX), L.inProjXBias, xr, 1, D, E, false);
-    matmul(xn, wq(L.inProjZ), L.inProjZBias, zr, 1, D, E, false);
-    const cs = rand(E * (K - 1), 21);
-    const csb = put(cs);
-    conv1d(xr, cs, L.convW, L.convB, ur, 1, E, K);
-    const [hb, ub, zb] = [put(h), k.alloc(E), k.alloc(E)];
-    k.mixIn(hb, LW, csb, ub, zb, cfg);
-    expect(relDiff(await k.read(ub, E), ur)).toBeLessThan(1e-5);
-    expect(relDiff(await k.read(zb, E), zr)).toBeLessThan(1e-5);
-    expect(relDiff(await k.read(csb, E * (K - 1)), cs)).toBeLessThan(1e-5);
+    const hb = await checkMixIn(k, cfg, L, LW, h, wq, 21);
     // scan_step: dt_proj → softplus → scan → D skip → gate, and the state
     const [u, z, dbc, hs] = [rand(E, 30, -2, 2), rand(E, 31, -4, 4), rand(R + 2 * N, 32), rand(E * N, 33)];
-    const [hsb, yb] = [put(hs), k.alloc(E)];
+    const [hsb, yb] = [putBuf(k, hs), k.alloc(E)];
     const yr = new Float32Array(E);
     scan(u, dbc, z, L, hs, yr, 1, cfg);
-    k.scanStep(put(u), put(dbc), put(z), LW, hsb, yb, cfg);
+    k.scanStep(putBuf(k, u), putBuf(k, dbc), putBuf(k, z), LW, hsb, yb, cfg);
     expect(relDiff(await k.read(yb, E), yr)).toBeLessThan(1e-5);
     expect(relDiff(await k.read(hsb, E * N), hs)).toBeLessThan(1e-5);
-    // norm_gemv: final RMSNorm → LM head
-    const [head, g] = [rand(V * D, 40), rand(D, 41, 0.5, 1.5)];
-    const lr = new Float32Array(V);
-    rmsnorm(h, g, xn, 1, D, cfg.eps);
-    matmul(xn, wq(head), undefined, lr, 1, D, V, false);
-    const lb = k.alloc(V);
-    k.normHead(hb, k.upload(g, 1, D), k.upload(head, V, D), lb, cfg);
-    expect(relDiff(await k.read(lb, V), lr)).toBeLessThan(1e-5);
+    await checkNormHead(k, cfg, h, hb, wq, 40);
     k.release();
   });
 
@@ -434,31 +459,9 @@ describe.skipIf(!ctx).each(['q8', 'q4'] as const)('webgpu kernels (%s)', (fmt) =
       norm: up(L.norm, 1, D), inProjX: up(L.inProjX, E, D), inProjZ: up(L.inProjZ, E, D), convW: up(L.convW, E, K),
       convB: up(L.convB, 1, E), inProjXBias: up(L.inProjXBias, 1, E), inProjZBias: up(L.inProjZBias, 1, E),
     } as unknown as LayerWeights<GpuWeight>;
-    const put = (x: Float32Array) => {
-      const b = k.alloc(x.length);
-      k.write(b, x);
-      return b;
-    };
     const h = rand(D, 120, -2, 2);
-    const xn = new Float32Array(D);
-    rmsnorm(h, L.norm, xn, 1, D, cfg.eps);
-    const [xr, zr, ur] = [new Float32Array(E), new Float32Array(E), new Float32Array(E)];
-    matmul(xn, storedMatrix(L.inProjX, D, fmt), L.inProjXBias, xr, 1, D, E, false);
-    matmul(xn, storedMatrix(L.inProjZ, D, fmt), L.inProjZBias, zr, 1, D, E, false);
-    const cs = rand(E * (K - 1), 121);
-    const csb = put(cs);
-    conv1d(xr, cs, L.convW, L.convB, ur, 1, E, K);
-    const [hb, ub, zb] = [put(h), k.alloc(E), k.alloc(E)];
-    k.mixIn(hb, LW, csb, ub, zb, cfg);
-    expect(relDiff(await k.read(ub, E), ur)).toBeLessThan(1e-5);
-    expect(relDiff(await k.read(zb, E), zr)).toBeLessThan(1e-5);
-    const [head, g] = [rand(V * D, 140), rand(D, 141, 0.5, 1.5)];
-    const lr = new Float32Array(V);
-    rmsnorm(h, g, xn, 1, D, cfg.eps);
-    matmul(xn, storedMatrix(head, D, fmt), undefined, lr, 1, D, V, false);
-    const lb = k.alloc(V);
-    k.normHead(hb, k.upload(g, 1, D), k.upload(head, V, D), lb, cfg);
-    expect(relDiff(await k.read(lb, V), lr)).toBeLessThan(1e-5);
+    const weight = (w: Float32Array) => storedMatrix(w, D, fmt);
+    await checkNormHead(k, cfg, h, await checkMixIn(k, cfg, L, LW, h, weight, 121), weight, 140);
     k.release();
   });
 });
