@@ -10,7 +10,7 @@ import { readModel } from '../src/loader.js';
 import { Model } from '../src/model.js';
 import { createReferenceBackend } from '../src/reference/backend.js';
 import { syntheticModel } from '../src/synthetic.js';
-import { SOFTWARE_VULKAN_FOR_DAWN, skipLine } from './helpers/env.js';
+import { SOFTWARE_WEBGPU_FOR_DAWN, skipLine } from './helpers/env.js';
 
 const files = syntheticModel({ hidden_size: 48, num_hidden_layers: 2, seed: 11 });
 const { config, weights } = await readModel({ files });
@@ -201,7 +201,7 @@ test('real WebGPU: device.destroy() mid-generation falls back to the CPU', async
     gpu = (await createWebGPUBackend(config, weights, {})) as typeof gpu;
   } catch (e) {
     if (e instanceof BackendUnavailableError || /not implemented|unavailable/i.test(String(e))) {
-      skipLine(import.meta.url, `${String(e)}: ${SOFTWARE_VULKAN_FOR_DAWN}`, { part: 'real WebGPU', ci: true });
+      skipLine(import.meta.url, `${String(e)}: ${SOFTWARE_WEBGPU_FOR_DAWN}`, { part: 'real WebGPU', ci: true });
       return ctx.skip(String(e));
     }
     throw e;

@@ -105,7 +105,7 @@ describe.skipIf(!available)('webgpu adapter self-check', () => {
     const { config } = await readModel(model);
     const ctx = await acquireDevice(false);
     const shaders = edit(await loadShaderSources());
-    const kernels = { dtype: o.dtype ?? 'f32', shaderF16: false, gemvLanes: o.gemvLanes, flatGemm: ctx.software };
+    const kernels = { dtype: o.dtype ?? 'f32', shaderF16: false, gemvLanes: o.gemvLanes, flatGemm: ctx.software, tokenScan: ctx.software };
     try {
       return await selfCheck(ctx, shaders, { kernels, fused: o.fused, model: config }, (c, w, chunk, f) =>
         new WebGPUBackend(ctx, new WebGPUKernels(ctx.device, shaders, kernels), 'self-check test', c, w, chunk, f),

@@ -260,7 +260,7 @@ export async function createWebGPUBackend(config: MambaConfig, weights: ModelWei
   return createWebGPUBackendWith(config, weights, { dtype: dtype as GpuWeightFormat, fused: g?.fusedDecode, gemvLanes: g?.gemvLanes, selfCheck: g?.selfCheck, maxBindingBytes: g?.maxBindingBytes });
 }
 
-type WebGPUBackendKnobs = { dtype: GpuWeightFormat; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; chunk?: number; fused?: boolean; selfCheck?: boolean };
+type WebGPUBackendKnobs = { dtype: GpuWeightFormat; maxBindingBytes?: number; gemvLanes?: number; flatGemm?: boolean; tokenScan?: boolean; chunk?: number; fused?: boolean; selfCheck?: boolean };
 
 /**
  * Dispatches a decode step records per layer, and outside the layers (embedding, final norm, head):
@@ -308,6 +308,7 @@ async function createOn(
     // CPU adapters: barrier-free kernel shapes (see matmul.wgsl).
     gemvLanes: o.gemvLanes ?? (ctx.software ? 1 : 32),
     flatGemm: o.flatGemm ?? ctx.software,
+    tokenScan: o.tokenScan ?? ctx.software,
     pipelineCache,
   };
   // On software adapters the fused step is slower (measured with bench/webgpu-profile.js on lavapipe).

@@ -39,7 +39,7 @@ export type SelfCheckVerdict = SelfCheckResult;
 
 /** What the real backend will run: the kernel options and the model shapes compiled into shaders. */
 export interface SelfCheckTarget {
-  kernels: WebGPUKernelOptions & { gemvLanes: number; flatGemm: boolean };
+  kernels: WebGPUKernelOptions & { gemvLanes: number; flatGemm: boolean; tokenScan?: boolean };
   /** Fused decode step requested (it applies only where `fusedStep` allows, as in the backend). */
   fused: boolean;
   /** The model: N, K and R are compile-time constants of the scan/step shaders, D sets LANES. */
@@ -78,6 +78,7 @@ export async function selfCheck(
     k.shaderF16 ? 'shader-f16' : '',
     `lanes ${k.gemvLanes}`,
     k.flatGemm ? 'flat' : 'tiled',
+    k.tokenScan ? 'token scan' : 'chunked scan',
     target.fused ? 'fused' : 'unfused',
     `N${N} K${K} R${R} D${target.model.mamba2 ? mamba2Width(target) : checkWidth(target)}`,
     // The architecture's own kernels: Mamba-2 (head size, groups, gate order) or Falcon-Mamba.

@@ -65,10 +65,10 @@ export const NEEDS = {
   vulkanLoader: debian('vulkanLoader', 'libvulkan1', hasLib('libvulkan.so.1'), true),
   /** Mesa's lavapipe: the Vulkan driver Deno's wgpu uses without a GPU (it also offers shader-f16). */
   lavapipe: debian('lavapipe', 'mesa-vulkan-drivers', vulkanIcds().some((f) => /lvp_icd/.test(f)), true),
-  /** SwiftShader (shipped in chromium): the Vulkan driver Dawn in Node accepts without a GPU. */
+  /** SwiftShader (shipped in chromium): the Vulkan driver Dawn in Node accepts without a GPU (after GLES). */
   swiftshader: debian('swiftshader', 'chromium', existsSync(SWIFTSHADER_ICD) || vulkanIcds().some((f) => /swiftshader/i.test(f)), true),
-  /** Mesa's OpenGL (llvmpipe): the last-resort WebGPU route of Dawn (GLES) and Deno's wgpu (GL). */
-  mesaGL: debian('mesaGL', 'libegl-mesa0', hasLib('libEGL_mesa.so.0'), false),
+  /** Mesa's OpenGL ES (llvmpipe): Dawn's route in Node when there is no Vulkan driver it accepts. */
+  mesaGL: debian('mesaGL', 'libegl-mesa0', hasLib('libEGL_mesa.so.0'), true),
   deno: need('deno', { what: 'the deno npm package', install: 'npm install', present: existsSync(DENO), ci: true }),
   build: need('build', {
     what: 'a build (dist/)',
@@ -118,12 +118,16 @@ export function requires(file: string, ...args: (Need | { part: string })[]): st
   return skipLine(file, reason, { part, ci: absent.some((n) => n.ci) });
 }
 
-/** What gives Dawn in Node a WebGPU adapter without a GPU: SwiftShader from chromium, through the system's Vulkan loader. */
-export const SOFTWARE_VULKAN_FOR_DAWN = 'needs Debian packages chromium and mesa-vulkan-drivers (apt-get install chromium mesa-vulkan-drivers: SwiftShader and the Vulkan loader) or a GPU driver';
+/**
+ * What gives Dawn in Node a WebGPU adapter without a GPU: Mesa's OpenGL ES over llvmpipe (its GLES
+ * backend), else SwiftShader from chromium through the system's Vulkan loader.
+ */
+export const SOFTWARE_WEBGPU_FOR_DAWN =
+  "needs Mesa's OpenGL ES (apt-get install libegl-mesa0 libgles2 libgl1-mesa-dri), or SwiftShader (apt-get install chromium mesa-vulkan-drivers), or a GPU driver";
 
 /**
- * A WebGPU device from Dawn in Node, as the backend finds one (Vulkan, SwiftShader, then GLES), or
- * undefined after the one skip line. Under CI=true no adapter is a failure: CI installs SwiftShader.
+ * A WebGPU device from Dawn in Node, as the backend finds one (Vulkan, GLES, then SwiftShader), or
+ * undefined after the one skip line. Under CI=true no adapter is a failure: CI installs Mesa.
  * `ctx.software` tells a test to use its small workloads.
  */
 export async function nodeWebGPU(file: string, opts: { part?: string; f16?: boolean } = {}): Promise<GpuContext | undefined> {
@@ -133,7 +137,7 @@ export async function nodeWebGPU(file: string, opts: { part?: string; f16?: bool
     return await acquireDevice(opts.f16 ?? false);
   } catch (e) {
     if (!(e instanceof BackendUnavailableError)) throw e;
-    skipLine(file, `no WebGPU adapter for Dawn (${e.message}): ${SOFTWARE_VULKAN_FOR_DAWN}`, { part: opts.part, ci: true });
+    skipLine(file, `no WebGPU adapter for Dawn (${e.message}): ${SOFTWARE_WEBGPU_FOR_DAWN}`, { part: opts.part, ci: true });
     return undefined;
   }
 }
