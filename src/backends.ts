@@ -1,6 +1,6 @@
 import type { Backend, BackendName } from './backend.js';
 import type { MambaConfig } from './config.js';
-import { parameterCount } from './config.js';
+import { convChannels, parameterCount } from './config.js';
 import { BackendUnavailableError, InvalidOptionError, OutOfMemoryError } from './errors.js';
 import type { ProbeReport } from './probe.js';
 import { QBLOCK } from './quant.js';
@@ -102,13 +102,24 @@ export function backendDtypes(name: BackendName): readonly WeightDtype[] {
   return name === 'js' ? ['f32'] : name === 'wasm' ? DTYPES : GPU_DTYPES;
 }
 
-/** Bytes the weights take in `dtype`, and the largest single tensor (what one GPU buffer must hold). */
-export function weightFootprint(c: MambaConfig, dtype: WeightDtype): { total: number; largestTensor: number; largestRow: number } {
+/**
+ * Bytes the weights take in `dtype` on `backend`, and the largest single tensor (what one GPU buffer
+ * must hold). Only the projection matrices and the vocabulary tables take `dtype`; vectors and the
+ * small per-channel tensors (conv, A, dt_proj) stay f32 on every backend, and the webgpu backend keeps a
+ * q8 / q4 model's embedding and head in f16 (its gather and sampler read halves).
+ */
+export function weightFootprint(c: MambaConfig, dtype: WeightDtype, backend?: BackendName): { total: number; largestTensor: number; largestRow: number } {
   const b = BYTES_PER_WEIGHT[dtype];
-  const { dModel: D, dInner: E, dState: N, dtRank: R, vocabSize: V } = c;
-  const largest = Math.max(V * D, 2 * E * D, D * E, (R + 2 * N) * E, E * R, E * N);
+  const { dModel: D, dInner: E, dState: N, dtRank: R, vocabSize: V, nLayer: L } = c;
+  const vocabTables = (c.tiedEmbeddings ? 1 : 2) * V * D; // embedding, and the head when untied
+  const tableBytes = backend === 'webgpu' && (dtype === 'q8' || dtype === 'q4') ? 2 : b;
+  // in_proj, out_proj (and Mamba-1's x_proj) per layer: the matrices whose rows are D or E long.
+  const projections = L * (c.mamba2 ? (E + convChannels(c) + c.mamba2.nHeads) * D + D * E : 2 * E * D + (R + 2 * N) * E + D * E);
+  const rest = parameterCount(c) - vocabTables - projections;
+  const total = projections * b + vocabTables * tableBytes + rest * 4;
+  const largest = Math.max(V * D * tableBytes, 2 * E * D * b, D * E * b, (R + 2 * N) * E * b, E * R * 4, E * N * 4);
   // The webgpu backend splits a matrix by rows across bindings: only a row must fit one (rows of D or E).
-  return { total: parameterCount(c) * b, largestTensor: largest * b, largestRow: Math.max(D, E) * b };
+  return { total, largestTensor: largest, largestRow: Math.max(D * tableBytes, Math.max(D, E) * b) };
 }
 
 const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
@@ -121,7 +132,7 @@ const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
  * buffers are created, with `OutOfMemoryError`.
  */
 export function cannotHold(name: BackendName, c: MambaConfig, dtype: WeightDtype, report?: ProbeReport): string {
-  const size = weightFootprint(c, dtype);
+  const size = weightFootprint(c, dtype, name);
   if (!backendDtypes(name).includes(dtype)) return `the ${name} backend stores ${backendDtypes(name).join('/')} weights, not ${dtype}`;
   if (name === 'js') return size.total > JS_MEMORY_BUDGET ? `float32 weights (${gib(size.total)}) are too large for host arrays` : '';
   if (name === 'wasm') return size.total > WASM_MEMORY_BUDGET ? `${dtype} weights (${gib(size.total)}) do not fit wasm32's 4 GiB memory` : '';

@@ -1,5 +1,5 @@
 import { localPathExists } from './assets.js';
-import { BYTES_PER_WEIGHT, defaultDtype, type BackendOptions, type WeightDtype } from './backends.js';
+import { defaultDtype, weightFootprint, type BackendOptions, type WeightDtype } from './backends.js';
 import { MAX_CONFIG_BYTES, parameterCount, parseConfig, preview, type MambaConfig } from './config.js';
 import { DEFAULT_MODEL_PATH } from './defaults.js';
 import { InvalidOptionError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from './errors.js';
@@ -301,9 +301,8 @@ export function estimateMemoryBytes(c: MambaConfig, o: Pick<BackendOptions, 'dty
   // Without a dtype, a named backend takes the first format it can hold (1.4b on wasm: f16); 'auto' is
   // settled by planBackend, which passes its pick here.
   const dtype = o.dtype ?? (o.backend && o.backend !== 'auto' ? defaultDtype(o.backend, c) : undefined) ?? 'f32';
-  const perWeight = BYTES_PER_WEIGHT[dtype] ?? 4;
   const { dModel: D, dInner: E, dState: N, dConv: K, dtRank: R, vocabSize: V, nLayer } = c;
-  const weights = Math.ceil(params * perWeight);
+  const weights = Math.ceil(weightFootprint(c, dtype, o.backend === 'auto' ? undefined : o.backend).total);
   // The js backend computes on the decoded float32 arrays themselves; the others copy them.
   const staging = o.backend === 'js' ? 0 : params * 4;
   const state = nLayer * E * (K - 1 + N) * 4;

@@ -113,8 +113,10 @@ describe('chooseBackend', () => {
   });
 
   test('a model whose weight rows exceed the GPU maxBufferSize goes to the CPU', () => {
-    // (Without a dtype the GPU would take the first format whose rows fit: q4's do.)
-    expect(chooseBackend(report(tinyGpu), small)).toMatchObject({ backend: 'webgpu', dtype: 'q4' });
+    // Without a dtype the GPU takes the first format whose rows fit; none does here: even at q8 / q4 it
+    // keeps the embedding in f16, rows of 768 × 2 bytes.
+    expect(chooseBackend(report(tinyGpu), small)).toMatchObject({ backend: 'wasm' });
+    expect(chooseBackend(report(tinyGpu), small, { dtype: 'q4' }).reason).toMatch(/a q4 weight row \(1536 bytes\) exceeds the GPU's largest binding \(1024 bytes\)/);
     const s = chooseBackend(report(tinyGpu), small, { dtype: 'f32' });
     expect(s.backend).toBe('wasm');
     expect(s.reason).toMatch(/exceeds the GPU's largest binding \(1024 bytes\)/);
