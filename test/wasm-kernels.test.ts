@@ -16,7 +16,7 @@ import { scan as refScan } from '../src/reference/scan.js';
 import type { LayerWeights } from '../src/weights.js';
 import { dequantizeQ4 } from '../src/quant.js';
 import { canTile, DTYPE_CODE, KERNEL, QBLOCK, quantizeQ4, quantizeQ8, SCALE_UNIT, tensorBytes, TILE_UNIT, TILED, tileRows, toHalf, toHalfArray, type DtypeCode } from '../src/wasm/layout.js';
-import { imports, WasmRuntime } from '../src/wasm/runtime.js';
+import { imports, relaxedDisagrees, WasmRuntime } from '../src/wasm/runtime.js';
 
 /** The kernels as exported by the module (pointer arguments are byte offsets). */
 interface Exports {
@@ -492,4 +492,28 @@ describe('sample', () => {
       expect([...rt.views().i32.slice(pi >> 2, (pi >> 2) + kk)]).toEqual(order.slice(0, kk));
     }
   });
+});
+
+/**
+ * A hand-assembled module with the kernels' interface whose `matmul` writes nothing: (heapBase: () → 1024,
+ * matmul: 14 × i32 → (), on a shared env.memory of 4 pages).
+ */
+const NO_OP_MATMUL = Uint8Array.from([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+  0x01, 0x16, 0x02, 0x60, 0x00, 0x01, 0x7f, 0x60, 0x0e, ...Array(14).fill(0x7f), 0x00, // types
+  0x02, 0x10, 0x01, 0x03, 0x65, 0x6e, 0x76, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x02, 0x03, 0x04, 0x04, // import env.memory, shared
+  0x03, 0x03, 0x02, 0x00, 0x01, // functions
+  0x07, 0x15, 0x02, 0x08, ...new TextEncoder().encode('heapBase'), 0x00, 0x00, 0x06, ...new TextEncoder().encode('matmul'), 0x00, 0x01, // exports
+  0x0a, 0x0a, 0x02, 0x05, 0x00, 0x41, 0x80, 0x08, 0x0b, 0x02, 0x00, 0x0b, // code
+]);
+
+test('the relaxed build is used only where it computes what the SIMD128 build does (known-answer check at load)', async () => {
+  setFlagsFromString('--experimental-wasm-relaxed-simd');
+  const compile = (file: string) => WebAssembly.compile(readFileSync(new URL(`../build/${file}`, import.meta.url)));
+  const simd128 = await compile('mamba.wasm');
+  expect(await relaxedDisagrees(await compile('mamba-relaxed.wasm'), simd128)).toBe('');
+  // A build whose GEMV writes nothing is refused, naming the first path it got wrong and by how much.
+  expect(await relaxedDisagrees(await WebAssembly.compile(NO_OP_MATMUL), simd128)).toBe("relaxed SIMD q8 decode off by 1.0e+0 of the SIMD128 build's");
+  // So is one that cannot run on shared memory (the single-thread build).
+  expect(await relaxedDisagrees(await compile('mamba-st.wasm'), simd128)).toMatch(/^relaxed SIMD q8 decode failed: /);
 });

@@ -239,7 +239,7 @@ export async function createWasmBackend(config: MambaConfig, weights: ModelWeigh
   try {
     const kernels = new WasmKernels(runtime, config, dtype);
     const threads = runtime.threads;
-    const simd = runtime.relaxed ? 'wasm simd (relaxed: fma, int8 dot)' : 'wasm simd';
+    const simd = runtime.relaxed ? 'wasm simd (relaxed: fma, int8 dot)' : runtime.relaxedRefused ? `wasm simd (${runtime.relaxedRefused}: not used)` : 'wasm simd';
     const description = `${simd}, ${threads} thread${threads === 1 ? '' : 's'}, ${dtypeName}${runtime.threadNote ? ` (${runtime.threadNote})` : ''}`;
     return new WasmBackend(runtime, kernels, description, config, weights);
   } catch (e) {

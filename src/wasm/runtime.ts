@@ -14,7 +14,7 @@
  */
 import { assetUrl, readAsset } from '../assets.js';
 import { BackendUnavailableError, MambaError, OutOfMemoryError } from '../errors.js';
-import { CTL, KERNEL, MAX_CHUNKS, SCRATCH_HEADER } from './layout.js';
+import { CTL, DTYPE_CODE, KERNEL, MAX_CHUNKS, quantizeQ4, quantizeQ8, SCRATCH_HEADER, tensorBytes } from './layout.js';
 
 const PAGE = 65536;
 const MAX_PAGES = 65536; // wasm32: 4 GiB
@@ -90,9 +90,11 @@ function canBlock(): boolean {
 }
 
 interface Modules {
-  /** Shared-memory build: build/mamba-relaxed.wasm where the engine validates relaxed SIMD, else build/mamba.wasm. */
+  /** Shared-memory build: build/mamba-relaxed.wasm where the engine validates relaxed SIMD and computes with it what build/mamba.wasm computes, else build/mamba.wasm. */
   shared: WebAssembly.Module | null;
   relaxed: boolean;
+  /** Why the engine's relaxed build was not taken although it validates ('' = taken, or not offered). */
+  relaxedRefused: string;
   /** Non-shared build (no SharedArrayBuffer), build/mamba-st.wasm. */
   single: WebAssembly.Module | null;
 }
@@ -112,12 +114,61 @@ async function compile(file: string, optional = false): Promise<WebAssembly.Modu
 
 function loadModules(): Promise<Modules> {
   moduleCache ??= (async () => {
-    // Relaxed SIMD (fused multiply-add) is on by default in Chromium and Deno, behind a flag in Node 20.
-    const relaxed = await compile('build/mamba-relaxed.wasm', true);
-    const shared = relaxed ?? (await compile('build/mamba.wasm'));
-    return { shared, relaxed: relaxed !== null, single: await compile('build/mamba-st.wasm') };
+    // Relaxed SIMD (fused multiply-add, int8 dot products) is on by default in Chromium and Deno, behind a flag in Node 20.
+    let relaxed = await compile('build/mamba-relaxed.wasm', true);
+    const simd128 = await compile('build/mamba.wasm');
+    let relaxedRefused = '';
+    if (relaxed && simd128 && sharedMemorySupported()) {
+      relaxedRefused = await relaxedDisagrees(relaxed, simd128);
+      if (relaxedRefused) relaxed = null;
+    }
+    return { shared: relaxed ?? simd128, relaxed: relaxed !== null, relaxedRefused, single: await compile('build/mamba-st.wasm') };
   })();
   return moduleCache;
+}
+
+/**
+ * Why this engine's relaxed-SIMD build cannot be trusted ('' = it can): the q8 and q4 decode GEMVs
+ * (int8 dot products) and the f32 and q4 prefill GEMMs (fused multiply-adds) on fixed data, against the
+ * SIMD128 build, within 1e-5 of the largest output. The relaxed instructions are young: V8 11.3 (Node 20)
+ * returns twice the sum for i32x4.relaxed_dot_i8x16_i7x16_add_s on x64, which the kernels therefore
+ * avoid; a wrong lowering of the ones they use would give wrong logits and no error, so the build is
+ * checked before it is used, as WebGPU adapters are (src/webgpu/selfcheck.ts).
+ */
+export async function relaxedDisagrees(relaxed: WebAssembly.Module, simd128: WebAssembly.Module): Promise<string> {
+  const N = 8, K = 96, T = 3;
+  let seed = 0x5eed;
+  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+  const w = Float32Array.from({ length: N * K }, rand);
+  const x = Float32Array.from({ length: T * K }, rand);
+  const run = async (mod: WebAssembly.Module, dtype: number, t: number): Promise<Float32Array> => {
+    const memory = new WebAssembly.Memory({ initial: 4, maximum: 4, shared: true });
+    const k = (await WebAssembly.instantiate(mod, imports(memory))).exports as unknown as KernelExports & {
+      matmul(dtype: number, x: number, ldx: number, w: number, scales: number, bias: number, out: number, ldo: number, T: number, K: number, r0: number, r1: number, acc: number, scratch: number): void;
+    };
+    const size = tensorBytes(dtype as 0 | 2 | 3, N, K);
+    const at = align(k.heapBase());
+    const [px, pw, ps, po, scratch] = [at, at + 4096, at + 8192 + align(size.data), at + 16384 + align(size.data), at + 20480 + align(size.data)];
+    const u8 = new Uint8Array(memory.buffer);
+    new Float32Array(memory.buffer, px, T * K).set(x);
+    if (dtype === DTYPE_CODE.f32) new Float32Array(memory.buffer, pw, N * K).set(w);
+    else if (dtype === DTYPE_CODE.q8) quantizeQ8(w, N, K, new Int8Array(memory.buffer, pw, size.data), new Float32Array(memory.buffer, ps, size.scales / 4));
+    else quantizeQ4(w, N, K, u8.subarray(pw, pw + size.data), new Uint16Array(memory.buffer, ps, size.scales / 2));
+    k.matmul(dtype, px, K, pw, ps, 0, po, N, t, K, 0, N, 0, scratch);
+    return new Float32Array(memory.buffer, po, t * N).slice();
+  };
+  const cases: [string, number, number][] = [['q8 decode', DTYPE_CODE.q8, 1], ['q4 decode', DTYPE_CODE.q4, 1], ['f32 prefill', DTYPE_CODE.f32, T], ['q4 prefill', DTYPE_CODE.q4, T]];
+  for (const [name, dtype, t] of cases) {
+    try {
+      const [got, want] = [await run(relaxed, dtype, t), await run(simd128, dtype, t)];
+      let max = 0, diff = 0;
+      for (let i = 0; i < want.length; i++) (max = Math.max(max, Math.abs(want[i]))), (diff = Math.max(diff, Math.abs(got[i] - want[i])));
+      if (!(diff <= 1e-5 * max)) return `relaxed SIMD ${name} off by ${(diff / max).toExponential(1)} of the SIMD128 build's`;
+    } catch (e) {
+      return `relaxed SIMD ${name} failed: ${(e as Error).message}`;
+    }
+  }
+  return '';
 }
 
 interface ThreadHandle {
@@ -160,6 +211,8 @@ export class WasmRuntime {
   threadNote: string;
   /** The kernels use relaxed-SIMD fused multiply-adds. */
   readonly relaxed: boolean;
+  /** Why the engine's relaxed-SIMD build was refused ('' = not refused): it computed differently from SIMD128. */
+  relaxedRefused = '';
   f32!: Float32Array;
   i32!: Int32Array;
   u8!: Uint8Array;
@@ -227,6 +280,7 @@ export class WasmRuntime {
     const mod = (shared ? mods.shared : mods.single)!;
     const instance = await WebAssembly.instantiate(mod, imports(memory));
     const rt = new WasmRuntime(memory, instance, threads, note, shared && mods.relaxed, o);
+    rt.relaxedRefused = shared ? mods.relaxedRefused : '';
     try {
       await rt.startWorkers(mod);
     } catch (e) {
