@@ -43,6 +43,21 @@ function putBuf(k: WebGPUKernels, x: Float32Array): GpuBuf {
 }
 
 /**
+ * x [T, K] times w [N, K] (uploaded by `k`, whose binding limit splits it into 4 parts) against the
+ * reference on `stored` (w as the GPU stores it), within `tol`; returns the uploaded weight.
+ */
+async function checkSplitMatmul(k: WebGPUKernels, T: number, K: number, N: number, x: Float32Array, w: Float32Array, stored: Float32Array, tol: number): Promise<GpuWeight> {
+  const want = new Float32Array(T * N);
+  matmul(x, stored, undefined, want, T, K, N, false);
+  const ob = k.alloc(T * N);
+  const wb = k.upload(w, N, K) as GpuWeight;
+  k.matmul(putBuf(k, x), wb, undefined, ob, T, K, N, false);
+  expect(wb.mat!.parts.length).toBe(4);
+  expect(relDiff(await k.read(ob, T * N), want)).toBeLessThan(tol);
+  return wb;
+}
+
+/**
  * mix_in (RMSNorm → in_proj x, z (+ bias) → conv step → SiLU) for `h` against the reference run on
  * `weight(m)` (the values the GPU stores for matrix m): u, z and the conv state. Returns h's buffer.
  */
@@ -175,17 +190,8 @@ describe.skipIf(!ctx).each(variants)('webgpu kernels ($name)', (v) => {
     const N = 50;
     const ks = K + 1;
     const k = mk(ks * (v.dtype === 'f16' ? 2 : 4) * 16); // 16 rows per part: 4 parts
-    const x = rand(T * K, 7);
     const w = rand(N * K, 8);
-    const want = new Float32Array(T * N);
-    matmul(x, wq(w), undefined, want, T, K, N, false);
-    const xb = k.alloc(T * K);
-    k.write(xb, x);
-    const ob = k.alloc(T * N);
-    const wb = k.upload(w, N, K);
-    k.matmul(xb, wb, undefined, ob, T, K, N, false);
-    expect((wb as GpuWeight).mat!.parts.length).toBe(4);
-    expect(relDiff(await k.read(ob, T * N), want)).toBeLessThan(tol);
+    const wb = await checkSplitMatmul(k, T, K, N, rand(T * K, 7), w, wq(w), tol);
     // the split embedding table: every part writes only its own tokens
     const tokens = Uint32Array.from({ length: T }, (_, i) => (i * 17 + 3) % N);
     const wantE = new Float32Array(T * K);
@@ -432,17 +438,8 @@ describe.skipIf(!ctx).each(['q8', 'q4'] as const)('webgpu kernels (%s)', (fmt) =
     const K = 72;
     const N = 50;
     const k = mk(quantLayout(fmt, K).rs * 4 * 16); // 16 rows per part: 4 parts
-    const x = rand(T * K, 107);
     const w = rand(N * K, 108);
-    const want = new Float32Array(T * N);
-    matmul(x, storedMatrix(w, K, fmt), undefined, want, T, K, N, false);
-    const xb = k.alloc(T * K);
-    k.write(xb, x);
-    const ob = k.alloc(T * N);
-    const wb = k.upload(w, N, K);
-    k.matmul(xb, wb, undefined, ob, T, K, N, false);
-    expect((wb as GpuWeight).mat!.parts.length).toBe(4);
-    expect(relDiff(await k.read(ob, T * N), want)).toBeLessThan(tol);
+    await checkSplitMatmul(k, T, K, N, rand(T * K, 107), w, storedMatrix(w, K, fmt), tol);
     k.release();
   });
 
