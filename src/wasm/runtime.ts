@@ -514,52 +514,72 @@ export class WasmRuntime {
   }
 }
 
-/**
- * Per job shape: its wall time (ms) on one thread and split over the threads: the mean over the last probe
- * of that way, or a moving average while it is the way taken.
- */
+/** Per job shape (kernel and size): wall-time sums (ms) and counts, of a trial's two ways and of the current window. */
 interface Pace {
-  solo: number;
-  split: number;
-  /** The probe whose samples `probeSum` / `probeCount` hold. */
-  probe: number;
-  probeSum: number;
-  probeCount: number;
-  /** Job count at the last split run: what a check looks at. */
-  splitAt: number;
+  trialSolo: number;
+  trialSoloN: number;
+  trialSplit: number;
+  trialSplitN: number;
+  /** Mean time on one thread in the last trial that ran this shape both ways (NaN before). */
+  soloMean: number;
+  windowSum: number;
+  windowN: number;
 }
 
-const EMA = 0.03; // ~ the last 30-60 runs of a shape (1-3 tokens of a 24-layer model): one preempted run moves it little
-const PROBE_JOBS = 256; // jobs of a probe of the other way (~2-10 decoded tokens)
-const CHECK_JOBS = 64; // split jobs between two looks at whether splitting still pays
-const FIRST_PROBE = 512; // split jobs before the first single-thread probe (after V8's tier-up)
-const REFRESH_JOBS = 16_384; // split jobs between single-thread probes while splitting wins (~1 % of the time)
-const SOLO_MIN = 2048; // single-thread jobs before the next split probe, doubling while splitting loses...
-const SOLO_MAX = 65_536; // ...up to this (a probe then costs < 0.5 % even where splitting is 2x slower)
+// A trial alternates the two ways in blocks (64 jobs, or 25 ms if sooner), so that both meet the same
+// machine, and ends after an even number of blocks once it has run 1024 jobs (~7 decoded tokens of a
+// 24-layer model) or 500 ms.
+const BLOCK_JOBS = 64;
+const BLOCK_MS = 25;
+const TRIAL_JOBS = 1024;
+const TRIAL_MS = 500;
+// While splitting, a window (1024 split jobs, or 250 ms if sooner) is checked against the last trial's
+// single-thread means; the first trial comes after two windows (past V8's tier-up).
+const WINDOW_JOBS = 1024;
+const WINDOW_MS = 250;
+const FIRST_TRIAL_WINDOWS = 2;
+const REFRESH_JOBS = 32_768; // split jobs between trials while splitting wins (a trial then costs < 1 %)
+const SOLO_MIN = 2048; // single-thread jobs before the next trial, doubling while splitting loses...
+const SOLO_MAX = 65_536; // ...up to this (a trial then costs < 0.5 % even where splitting is 2x slower)
 // Split / single-thread speed below which jobs run on one thread, and above which they are split again: the
-// gap keeps probes on a noisy machine from flipping the choice back and forth (each flip costs ~1 K jobs).
+// gap keeps trials on a noisy machine from flipping the choice back and forth.
 const LOSE = 0.97;
 const WIN = 1.1;
 
 /**
  * Decides, by measuring, whether jobs are split over the threads or run on the coordinating thread alone.
  * Splitting loses when other processes hold the cores: a worker preempted in the middle of its chunk
- * makes the job wait for the OS to run it again, and threads polling for work take the core from others.
- * Neither shows in the thread count, so the runner compares the wall time of the same job shapes (kernel and
- * size, which repeat every decoded token) both ways: it keeps the faster way and probes the other now and
- * then: 256 jobs on one thread every 16 K split jobs (or as soon as split jobs get slower than the last
- * single-thread times), and 256 split jobs after 2 K single-thread ones, doubling to 64 K while splitting
- * keeps losing (back to 2 K once a single-thread probe confirms that splitting wins again). The comparison is between runs a few milliseconds apart, so it holds on a machine whose
- * load changes, and it costs two clock reads per job (jobs worth splitting last ≥ ~10 µs).
+ * makes the job wait for the OS to run it again (a time slice, ~4 ms), and threads polling for work take
+ * the core from others. Neither shows in the thread count, so the runner compares the wall time of the same
+ * job shapes (kernel and size, which repeat every decoded token) both ways.
+ *
+ * The cost of splitting on a busy machine is a rare, long stall (measured on 2 vCPUs with one busy process:
+ * 0.5 % of split jobs wait ~4 ms, while the median split job is still faster than one thread), and an idle
+ * virtual machine has the same stalls, only 5-10x rarer (0.05-0.07 %). So only means over many jobs tell the
+ * two apart: one stall in 50 samples of a shape made a split job look 2x slower than it was, and a pacer
+ * that decided on so few ran the idle machine on one thread two thirds of the time. Hence:
+ * - a trial runs ~1024 jobs, alternating the two ways, and compares the means of each shape (weighted by
+ *   how often it ran);
+ * - while splitting wins, a trial comes every 32 K jobs, or sooner when the split jobs of a window took
+ *   longer in total than the last trial's single-thread means predict;
+ * - while one thread wins, a trial comes after 2 K single-thread jobs, doubling to 64 K while splitting
+ *   keeps losing (back to 2 K once a trial finds that splitting wins again).
+ * It costs two clock reads per job (jobs worth splitting last ≥ ~10 µs).
  */
 export class Pacer {
   private readonly paces = new Map<number, Pace>();
   private splitting = true;
-  private probeLeft = 0; // jobs left in a probe of the way not taken
-  private probe = 0; // probes so far
-  private jobs = 0;
-  private sinceCheck = 0;
-  private sinceSoloProbe = REFRESH_JOBS - FIRST_PROBE;
+  private inTrial = false;
+  private blockSolo = false; // the way of the trial's current block
+  private blockJobs = 0;
+  private blockMs = 0;
+  private blocks = 0; // blocks of the current trial so far
+  private trialJobs = 0;
+  private trialMs = 0;
+  private windowJobs = 0;
+  private windowMs = 0;
+  private windows = 0; // windows since the runtime started (the first trial waits for FIRST_TRIAL_WINDOWS)
+  private sinceTrial = 0;
   private soloLen = SOLO_MIN;
   private soloLeft = 0;
 
@@ -567,81 +587,76 @@ export class Pacer {
 
   /** Whether the next job runs on the coordinating thread alone. */
   solo(): boolean {
-    return this.probeLeft > 0 ? this.splitting : !this.splitting;
+    return this.inTrial ? this.blockSolo : !this.splitting;
   }
 
   /** Records a job of shape `key` that took `ms` (`split`: over the threads), then decides what comes next. */
   record(key: number, split: boolean, ms: number): void {
-    this.jobs++;
     let p = this.paces.get(key);
     if (!p) {
-      p = { solo: NaN, split: NaN, probe: -1, probeSum: 0, probeCount: 0, splitAt: 0 };
+      p = { trialSolo: 0, trialSoloN: 0, trialSplit: 0, trialSplitN: 0, soloMean: NaN, windowSum: 0, windowN: 0 };
       this.paces.set(key, p);
     }
-    const probing = this.probeLeft > 0;
-    let t = ms;
-    if (probing) {
-      // A probe is short, so it takes all its samples alike: a preempted run is part of the cost.
-      if (p.probe !== this.probe) {
-        p.probe = this.probe;
-        p.probeSum = p.probeCount = 0;
-      }
-      t = (p.probeSum += ms) / ++p.probeCount;
-    }
-    const prev = split ? p.split : p.solo;
-    if (!probing && !Number.isNaN(prev)) t = prev + EMA * (ms - prev);
-    if (split) {
-      p.split = t;
-      p.splitAt = this.jobs;
-    } else p.solo = t;
-    if (probing) {
-      if (--this.probeLeft === 0) this.decide();
+    if (this.inTrial) {
+      if (split) (p.trialSplit += ms), p.trialSplitN++;
+      else (p.trialSolo += ms), p.trialSoloN++;
+      this.trialJobs++;
+      this.trialMs += ms;
+      if (++this.blockJobs < BLOCK_JOBS && (this.blockMs += ms) < BLOCK_MS) return;
+      this.blockJobs = this.blockMs = 0;
+      this.blockSolo = !this.blockSolo;
+      if (++this.blocks % 2 === 0 && (this.trialJobs >= TRIAL_JOBS || this.trialMs >= TRIAL_MS)) this.decide();
     } else if (this.splitting) {
-      this.sinceSoloProbe++;
-      if (++this.sinceCheck < CHECK_JOBS) return;
-      this.sinceCheck = 0;
-      // Split jobs slower than the last single-thread times: see whether one thread is faster now.
-      if (this.sinceSoloProbe >= REFRESH_JOBS || (this.sinceSoloProbe >= 4 * PROBE_JOBS && this.gain(false) < LOSE)) this.startProbe();
-    } else if (--this.soloLeft <= 0) this.startProbe();
+      p.windowSum += ms;
+      p.windowN++;
+      this.sinceTrial++;
+      if (++this.windowJobs < WINDOW_JOBS && (this.windowMs += ms) < WINDOW_MS) return;
+      // The window's split jobs against what the last trial's single-thread means say they would have taken.
+      let predicted = 0;
+      let took = 0;
+      for (const q of this.paces.values()) {
+        if (q.windowN > 0 && !Number.isNaN(q.soloMean)) (predicted += q.windowN * q.soloMean), (took += q.windowSum);
+        q.windowSum = q.windowN = 0;
+      }
+      this.windowJobs = this.windowMs = 0;
+      const first = ++this.windows === FIRST_TRIAL_WINDOWS;
+      if (first || this.sinceTrial >= REFRESH_JOBS || predicted < LOSE * took) this.startTrial();
+    } else if (--this.soloLeft <= 0) this.startTrial();
   }
 
-  private startProbe(): void {
-    this.probe++;
-    this.probeLeft = PROBE_JOBS;
+  private startTrial(): void {
+    this.inTrial = true;
+    this.blockSolo = false;
+    this.blockJobs = this.blockMs = this.blocks = this.trialJobs = this.trialMs = 0;
   }
 
-  /**
-   * Time on one thread / time split, summed over the job shapes measured both ways: those of the probe that
-   * just ended (`probed`), or those split in the last CHECK_JOBS jobs.
-   */
-  private gain(probed: boolean): number {
+  /** Ends a trial: single-thread time / split time over the shapes it ran both ways, weighted by their counts. */
+  private decide(): void {
+    this.inTrial = false;
     let solo = 0;
     let split = 0;
     for (const p of this.paces.values()) {
-      if (Number.isNaN(p.solo) || Number.isNaN(p.split)) continue;
-      const fresh = probed ? p.probe === this.probe : p.splitAt > this.jobs - CHECK_JOBS;
-      if (!fresh) continue;
-      solo += p.solo;
-      split += p.split;
+      if (p.trialSoloN > 0 && p.trialSplitN > 0) {
+        const n = p.trialSoloN + p.trialSplitN;
+        p.soloMean = p.trialSolo / p.trialSoloN;
+        solo += n * p.soloMean;
+        split += (n * p.trialSplit) / p.trialSplitN;
+      }
+      p.trialSolo = p.trialSoloN = p.trialSplit = p.trialSplitN = p.windowSum = p.windowN = 0;
     }
-    return split > 0 ? solo / split : NaN;
-  }
-
-  private decide(): void {
-    const g = this.gain(true);
+    const gain = split > 0 ? solo / split : NaN;
+    this.sinceTrial = this.windowJobs = this.windowMs = 0;
     if (this.splitting) {
-      this.sinceSoloProbe = 0;
-      if (!(g < LOSE)) {
-        this.soloLen = SOLO_MIN; // splitting won twice in a row: the machine has room again
+      if (!(gain < LOSE)) {
+        this.soloLen = SOLO_MIN; // splitting still wins: the machine has room again
         return;
       }
       this.splitting = false;
       this.soloLeft = this.soloLen;
       this.stats.switches++;
-    } else if (g > WIN) {
-      // soloLen stays: if this probe was lucky, the next single-thread period is no shorter.
+    } else if (gain > WIN) {
+      // soloLen stays: if this trial was lucky, the next single-thread period is no shorter.
       this.splitting = true;
-      this.sinceCheck = 0;
       this.stats.switches++;
     } else {
       this.soloLen = Math.min(2 * this.soloLen, SOLO_MAX);
