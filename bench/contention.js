@@ -37,7 +37,7 @@ async function decodeRate(backend, tokens) {
  * One busy process pinned to core 0 (`taskset -c 0`); mamba-edge itself stays unpinned. Without taskset
  * (macOS, Windows) the hog runs unpinned, which the report says.
  */
-function startHog() {
+export function startHog() {
   const pinned = spawnSync('taskset', ['-V'], { stdio: 'ignore' }).status === 0;
   const loop = ['-e', 'for(;;){}'];
   const child = pinned ? spawn('taskset', ['-c', '0', process.execPath, ...loop], { stdio: 'ignore' }) : spawn(process.execPath, loop, { stdio: 'ignore' });
