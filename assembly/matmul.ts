@@ -95,7 +95,7 @@ import { C_POW100, C_POW112, C_POW12, F16, F32, HI_BYTES, NIBBLE16, NIBBLE8, Q4,
  * `dot1`'s eight accumulators and per-row reduction would cost more than its few loop iterations.
  */
 // @ts-ignore: decorator
-@inline export function dot4short(x: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize): v128 {
+@inline function dot4short(x: usize, K: i32, r0: usize, r1: usize, r2: usize, r3: usize): v128 {
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   const Kv = K & ~3;
   for (let k = 0; k < Kv; k += 4) {

@@ -6,7 +6,7 @@
 // u, z, out [T, E]; dbc [T, R+2N]; dtW [E, R]; dtB, D [E]; A [E, N] (A = −exp(A_log)); state [E, N]
 // Channels are independent, so threads split [eStart, eEnd) and never touch each other's rows.
 import { F32, expNeg4, hsum, silu1, silu4, softplus1, softplus4 } from './math';
-import { dot4short, matmul } from './matmul';
+import { matmul } from './matmul';
 
 /** One channel's state row h [16] against B_t, C_t for T tokens; Δ_t is read from (and y_t written to) out. */
 // @ts-ignore: decorator
@@ -66,57 +66,12 @@ import { dot4short, matmul } from './matmul';
   v128.store(h, g0, 64); v128.store(h, g1, 80); v128.store(h, g2, 96); v128.store(h, g3, 112);
 }
 
-/** Δ = softplus(dt_proj · δ + b) for four channels whose dt_proj rows start at w. */
-function delta4(dbc: usize, R: i32, w: usize, rb: usize, bias: usize, out: usize): void {
-  v128.store(out, softplus4(f32x4.add(dot4short(dbc, R, w, w + rb, w + 2 * rb, w + 3 * rb), v128.load(bias))));
-}
-
-/**
- * One token (decode) with N = 16: Δ and the recurrence four channels at a time, then the gate. In decode,
- * dt_proj [E, R], A and the state come cold from DRAM (the whole model's weights stream through between
- * two tokens), and `scan`'s separate pass over dt_proj waited on those reads with nothing to compute: on
- * 130m's shapes that pass took 31 of the scan's 57 µs cold (10 µs warm). Interleaved, the dt_proj rows
- * of the next channels stream in while the exps of these compute: 44-47 µs (`bench/README.md`).
- */
-function decodeStep(
-  u: usize, dbc: usize, z: usize, dtW: usize, dtB: usize, A: usize, D: usize, state: usize, out: usize,
-  E: i32, R: i32, eStart: i32, eEnd: i32,
-): void {
-  const S = R + 32;
-  const rb = <usize>R << 2; // bytes per dt_proj row
-  // Δ one group ahead: the recurrence then reads Δ from L1, not from a store still in flight (a 16-byte
-  // store forwards badly to the 4-byte loads of step16x2).
-  let e = eStart;
-  if (e + 4 <= eEnd) delta4(dbc, R, dtW + <usize>e * rb, rb, dtB + (<usize>e << 2), out + (<usize>e << 2));
-  for (; e + 4 <= eEnd; e += 4) {
-    if (e + 8 <= eEnd) delta4(dbc, R, dtW + <usize>(e + 4) * rb, rb, dtB + (<usize>(e + 4) << 2), out + (<usize>(e + 4) << 2));
-    step16x2(e, u, dbc, out, state, A, D, 1, 0, S, R);
-    step16x2(e + 2, u, dbc, out, state, A, D, 1, 0, S, R);
-  }
-  for (let g = eStart; g + 4 <= e; g += 4) {
-    const o = <usize>g << 2;
-    v128.store(out + o, f32x4.mul(v128.load(out + o), silu4(v128.load(z + o))));
-  }
-  for (; e < eEnd; e++) {
-    // The last E % 4 channels (tiny models): Δ as in `scan`, one channel at a time.
-    matmul(F32, dbc, S, dtW, 0, dtB, out, E, 1, R, e, e + 1, false, 0);
-    const o = <usize>e << 2;
-    store<f32>(out + o, softplus1(load<f32>(out + o)));
-    step16(e, u, dbc, out, state, A, D, 1, 0, S, R);
-    store<f32>(out + o, load<f32>(out + o) * silu1(load<f32>(z + o)));
-  }
-}
-
 export function scan(
   u: usize, dbc: usize, z: usize, dtW: usize, dtB: usize, A: usize, D: usize, state: usize, out: usize,
   T: i32, E: i32, R: i32, N: i32, eStart: i32, eEnd: i32,
 ): void {
   const S = R + 2 * N;
   const rs = <usize>E << 2;
-  if (T == 1 && N == 16) {
-    decodeStep(u, dbc, z, dtW, dtB, A, D, state, out, E, R, eStart, eEnd);
-    return;
-  }
   // 1. Δ into `out`: each Δ[t, e] is read once in step 2, just before y overwrites it.
   //    dt_proj is a tiny projection [E, R] of δ (row stride S), so it goes through the f32 GEMM.
   matmul(F32, dbc, S, dtW, 0, dtB, out, E, T, R, eStart, eEnd, false, 0);

@@ -415,7 +415,7 @@ describe('conv1d + SiLU', () => {
 
 describe('fused selective scan', () => {
   const cases: [E: number, N: number, R: number, T: number][] = [
-    [13, 16, 3, 1], // decode (T = 1, N = 16): the fused Δ path, with a tail of E % 4 channels
+    [13, 16, 3, 1],
     [40, 16, 48, 1], // decode with 130m's Δ-rank
     [13, 16, 3, 7],
     [37, 5, 4, 3],
