@@ -3,8 +3,10 @@
 // 130m-shaped random model as bench/run.js. Every `Kernels` call of the shared layer loop is wrapped with
 // a clock, so the sum over kernels plus "other" (JS between kernels, logits copy, argmax) is the step.
 //
-//   npm run build && node bench/profile-wasm.js [--dtype f32,q8] [--threads 1] [--steps 256] [--prompt 64]
+//   npm run build && node bench/profile-wasm.js [--dtype f32,q8] [--threads 1] [--steps 256] [--prompt 64] [--layers 24]
 //
+// --layers 2 keeps the weights (~9 MB at q8) in the caches: each kernel's compute-bound floor, which a
+// decode step streaming its weights from DRAM cannot beat (the README's bandwidth arithmetic).
 // For each GEMV it also reports GB/s of its weights, next to the WASM SIMD read loop's GB/s: the gap
 // between the two is what the GEMV kernel itself loses; time outside the GEMVs is what the step loses.
 import os from 'node:os';
@@ -22,11 +24,12 @@ const { values } = parseArgs({
     threads: { type: 'string', default: '1' },
     steps: { type: 'string', default: '256' },
     prompt: { type: 'string', default: '64' },
+    layers: { type: 'string', default: String(MAMBA_130M_BYTES.num_hidden_layers) },
     'bandwidth-mib': { type: 'string', default: '1024' },
   },
 });
 const steps = Number(values.steps);
-const { config, weights } = await readModel({ files: syntheticModel(MAMBA_130M_BYTES) });
+const { config, weights } = await readModel({ files: syntheticModel({ ...MAMBA_130M_BYTES, num_hidden_layers: Number(values.layers) }) });
 
 /** Names each matmul by the weight it streams (the layer loop passes the same tensor objects every step). */
 function weightNames(w) {
