@@ -222,6 +222,22 @@ describe('Pacer: split or one thread, by measurement', () => {
     expect(busy.vsOneThread).toBeLessThan(1.05); // the promise: within 10 % of one thread
   });
 
+  test('a trial that confirms the way taken by a wide margin ends after two blocks of 64 jobs', () => {
+    // µs-scale jobs, so that the trials end by job count, not by time.
+    const s = stats();
+    const p = new Pacer(s);
+    feed(p, 10_000, 0.01, 0.02); // splitting 2x faster: the first trial confirms it
+    expect(s.switches).toBe(0);
+    // 100 K more jobs: trials every 32 K jobs, each running 64 jobs on one thread (a whole trial: 512).
+    const split = feed(p, 100_000, 0.01, 0.02);
+    expect(100_000 - split).toBeLessThanOrEqual(4 * 64);
+    // A busy machine: split jobs 2x slower. The switch takes a whole trial; then the trials that confirm one
+    // thread (2 K, 4 K, 8 K, ... jobs apart) run 64 split jobs each.
+    feed(p, 4_000, 0.04, 0.02);
+    expect(s.switches).toBe(1);
+    expect(feed(p, 100_000, 0.04, 0.02)).toBeLessThanOrEqual(6 * 64);
+  });
+
   test('a margin keeps it from flapping when both ways are as fast', () => {
     const s = stats();
     const p = new Pacer(s);
