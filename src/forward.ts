@@ -6,6 +6,16 @@ import { isMamba2Layer, type AnyLayerWeights, type LayerWeights, type Mamba2Laye
 /** Prompt tokens processed per chunk: bounds activation memory for any prompt length. */
 export const DEFAULT_CHUNK = 64;
 
+/**
+ * The chunk a backend runs a prompt in. The wasm GEMMs expand each f16 / q8 / q4 weight tile to f32 once
+ * per chunk, so Mamba-1 there takes 128 tokens at a time (q8 prefill +5-9 % over 64 on the 2-vCPU VM, the
+ * other formats ±2 %); Mamba-2's SSD keeps 64, since its intra-chunk term grows with the chunk's square.
+ * `undefined` (not settled yet): the largest any backend takes, for memory estimates.
+ */
+export function prefillChunk(c: MambaConfig, backend?: BackendName): number {
+  return !c.mamba2 && (backend === 'wasm' || backend === undefined) ? 2 * DEFAULT_CHUNK : DEFAULT_CHUNK;
+}
+
 export interface LayerState<A> {
   conv: A; // [C, K-1]   C = conv channels: E (Mamba-1), E + 2GN (Mamba-2)
   ssm: A; // [E, N]      Mamba-2: [H, P, N], the same size

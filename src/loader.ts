@@ -4,7 +4,7 @@ import { MAX_CONFIG_BYTES, parameterCount, parseConfig, preview, type MambaConfi
 import { DEFAULT_MODEL_PATH } from './defaults.js';
 import { InvalidOptionError, ModelFormatError, ModelNotFoundError, OutOfMemoryError } from './errors.js';
 import { checkFetchOptions, fetchModelFile, modelFileUrl, redactUrl, sha256Hex, type FetchOptions } from './fetch.js';
-import { DEFAULT_CHUNK } from './forward.js';
+import { prefillChunk } from './forward.js';
 import { checkHubOptions, hubIdOf, hubReader, type HubOptions } from './hub.js';
 import { parseJsonBytesAsync } from './json.js';
 import { readLocalFile } from './localfile.js';
@@ -306,7 +306,7 @@ export function estimateMemoryBytes(c: MambaConfig, o: Pick<BackendOptions, 'dty
   // The js backend computes on the decoded float32 arrays themselves; the others copy them.
   const staging = o.backend === 'js' ? 0 : params * 4;
   const state = nLayer * E * (K - 1 + N) * 4;
-  const activations = DEFAULT_CHUNK * (2 * D + 4 * E + R + 2 * N + V) * 4;
+  const activations = prefillChunk(c, o.backend === 'auto' ? undefined : o.backend) * (2 * D + 4 * E + R + 2 * N + V) * 4;
   return { total: weights + staging + state + activations, weights, dtype, staging, state, activations };
 }
 

@@ -6,7 +6,7 @@
 import type { Kernels } from '../backend.js';
 import type { BackendOptions, WeightDtype } from '../backends.js';
 import { convChannels, type MambaConfig } from '../config.js';
-import { DEFAULT_CHUNK, KernelBackend, uploadWeights } from '../forward.js';
+import { DEFAULT_CHUNK, KernelBackend, prefillChunk, uploadWeights } from '../forward.js';
 import type { LayerWeights, Mamba2LayerWeights, ModelWeights } from '../weights.js';
 import { canTile, DTYPE_CODE, KERNEL, quantizeQ4, quantizeQ8, SCALE_UNIT, tensorBytes, TILE_UNIT, TILED, tileRows, toHalfArray, type DtypeCode } from './layout.js';
 import { defaultThreads, WasmRuntime } from './runtime.js';
@@ -185,7 +185,7 @@ export class WasmBackend extends KernelBackend<Ptr, WasmTensor> {
     config: MambaConfig,
     weights: ModelWeights,
   ) {
-    super('wasm', description, kernels, config, weights);
+    super('wasm', description, kernels, config, weights, prefillChunk(config, 'wasm'));
   }
 
   /** Bytes of all uploaded weights (in their storage dtype). */
@@ -224,7 +224,7 @@ export async function createWasmBackend(config: MambaConfig, weights: ModelWeigh
     },
   } as unknown as Kernels<number, number>;
   uploadWeights(sizer, config, weights);
-  const Q = DEFAULT_CHUNK;
+  const Q = prefillChunk(config, 'wasm');
   const C = convChannels(config);
   // The scratch of forward.ts: h, xn [Q, D]; x, u [Q, C]; z, y [Q, E]; dbc; logits [Q, V].
   const activationBytes = 4 * Q * (2 * D + 2 * C + 2 * E + Math.max(R + 2 * N, config.mamba2?.nHeads ?? 0) + V) + 16 * 64;
