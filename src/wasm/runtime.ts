@@ -559,11 +559,12 @@ const CONFIRM_LOSE = 0.7;
  * the core from others. Neither shows in the thread count, so the runner compares the wall time of the same
  * job shapes (kernel and size, which repeat every decoded token) both ways.
  *
- * The cost of splitting on a busy machine is a rare, long stall (measured on 2 vCPUs with one busy process:
- * 0.5 % of split jobs wait ~4 ms, while the median split job is still faster than one thread), and an idle
- * virtual machine has the same stalls, only 5-10x rarer (0.05-0.07 %). So only means over many jobs tell the
- * two apart: one stall in 50 samples of a shape made a split job look 2x slower than it was, and a pacer
- * that decided on so few ran the idle machine on one thread two thirds of the time. Hence:
+ * The cost of splitting on a busy machine is a rare, long stall (measured on 2 vCPUs with one busy process,
+ * `bench/job-times.js --busy`: 0.3-0.5 % of split jobs wait ~4 ms, while the median split job is still
+ * faster than one thread), and an idle virtual machine has the same stalls, only 5-10x rarer (0.05-0.09 %).
+ * So only means over many jobs tell the two apart: one stall in 50 samples of a shape made a split job look
+ * 2x slower than it was, and a pacer that decided on so few ran the idle machine on one thread 30-98 % of
+ * the time. Hence:
  * - a trial runs ~1024 jobs, alternating the two ways, and compares the means of each shape (weighted by
  *   how often it ran); it ends after 128 jobs already when it confirms the way taken by a wide margin;
  * - while splitting wins, a trial comes every 32 K jobs, or sooner when the split jobs of a window took
