@@ -14,6 +14,7 @@ const { createWasmBackend } = await import(new URL('wasm/backend.js', dist).href
 const { readModel } = await import(new URL('loader.js', dist).href);
 const { syntheticModel, MAMBA_130M_BYTES } = await import(new URL('synthetic.js', dist).href);
 const { KERNEL } = await import(new URL('wasm/layout.js', dist).href);
+const { paceKey } = await import(new URL('wasm/runtime.js', dist).href);
 
 const { values } = parseArgs({
   options: { dtype: { type: 'string', default: 'q8' }, tokens: { type: 'string', default: '1000' }, busy: { type: 'boolean', default: false } },
@@ -24,7 +25,7 @@ const rt = backend.runtime;
 if (rt.threads !== 2) throw new Error(`needs 2 threads (${rt.threadNote})`);
 // The Pacer's two hooks, replaced: `solo()` by the forced alternation, `record()` by a sample store.
 const { dModel: D, dInner: E } = config;
-const key = KERNEL.MATMUL * 2 ** 40 + D * E; // the runtime's key of an in_proj job (kernel, multiply-adds)
+const key = paceKey(KERNEL.MATMUL, D * E); // an in_proj job: T = 1, D × E multiply-adds
 const samples = { split: [], solo: [] };
 let solo = false;
 rt.pacer.solo = () => solo;

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The README's llama.cpp table from one or more `bash bench/llama-cpp.sh --json` results: each cell is the
-// range over the runs. "of read": decode tok/s × the weight bytes a token reads / the read loop's GB/s of
+// The llama.cpp table from one or more `bash bench/llama-cpp.sh --json` results (the script prints its own run
+// through this too): each cell is the range over the runs. "of read": decode tok/s × the weight bytes a token reads / the read loop's GB/s of
 // the same run (llama.cpp's column uses our byte count: its GGUF tensors are the same matrices, q8_0 / q4_0
 // blocks of the same size).
 //

@@ -62,7 +62,8 @@ for d in f32 f16 q8 q4; do
   "$BIN/llama-bench" -m "$MODELS/$d.gguf" -t "$THREADS" -p 512 -n 128 -r "$REPEAT" -o json > "$MODELS/llama-$d.json" 2> /dev/null
 done
 
-node --input-type=module - "$MODELS" "$JSON" "$(git -C "$DIR" log -1 --format=%h)" <<'EOF'
+RESULT=${JSON:-$MODELS/result.json}
+node --input-type=module - "$MODELS" "$RESULT" "$(git -C "$DIR" log -1 --format=%h)" <<'EOF'
 import { readFileSync, writeFileSync } from 'node:fs';
 const [dir, out, commit] = process.argv.slice(2);
 const ours = JSON.parse(readFileSync(`${dir}/ours.json`, 'utf8'));
@@ -81,18 +82,7 @@ for (const dtype of ['f32', 'f16', 'q8', 'q4']) {
     });
   }
 }
-const f = (x) => (x === undefined ? '–' : x.toFixed(1));
-const ratio = (a, b) => (a === undefined || b === undefined ? '–' : (a / b).toFixed(2));
-console.log('\n| dtype | threads | read GB/s | decode tg128: mamba-edge (relaxed) | llama.cpp | ratio | prefill pp512: mamba-edge (relaxed) | llama.cpp | ratio |');
-console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
-for (const r of rows) {
-  const best = (a, b) => Math.max(a ?? 0, b ?? 0) || undefined;
-  const both = (a, b) => (b === undefined ? f(a) : `${f(a)} (${f(b)})`);
-  console.log(`| ${r.dtype} | ${r.threads} | ${f(r.readGBps)} | ${both(r.decode, r.decodeRelaxed)} | ${f(r.llamaDecode)} | ${ratio(best(r.decode, r.decodeRelaxed), r.llamaDecode)} | ${both(r.prefill, r.prefillRelaxed)} | ${f(r.llamaPrefill)} | ${ratio(best(r.prefill, r.prefillRelaxed), r.llamaPrefill)} |`);
-}
-console.log('ratio: the better of SIMD128 and relaxed SIMD (Chromium has relaxed SIMD; Node 20 needs --experimental-wasm-relaxed-simd).');
-if (out) {
-  writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), llamaCpp: commit, model: 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)', ours: ours.results, relaxed: relaxed.results, rows }, null, 2) + '\n');
-  console.log(`\nwrote ${out}`);
-}
+writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), llamaCpp: commit, model: 'random 130m-shaped byte model (D768 L24 N16 E1536 R48 V256, tied)', ours: ours.results, relaxed: relaxed.results, rows }, null, 2) + '\n');
 EOF
+node bench/llama-cpp-table.js "$RESULT"
+if [ -n "$JSON" ]; then echo "wrote $JSON"; fi

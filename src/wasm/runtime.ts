@@ -429,7 +429,7 @@ export class WasmRuntime {
       ctl[CTL.NPARTS] = 1;
       this.exports.runJob(this.ctlPtr, 0, 0);
       this.stats.soloJobs++;
-      pacer.record(kernel * 2 ** 40 + (work || n), false, performance.now() - t0);
+      pacer.record(paceKey(kernel, work || n), false, performance.now() - t0);
       return;
     }
     const seq = (Atomics.load(ctl, CTL.SEQ) + 1) | 0;
@@ -448,7 +448,7 @@ export class WasmRuntime {
     s.threadedJobs++;
     s.chunks += n;
     s.ownChunks += own;
-    pacer?.record(kernel * 2 ** 40 + (work || n), true, performance.now() - t0);
+    pacer?.record(paceKey(kernel, work || n), true, performance.now() - t0);
     if (ctl[CTL.ERROR] !== 0) {
       ctl[CTL.ERROR] = 0;
       throw new MambaError('WASM_WORKER', `a wasm worker thread failed in kernel ${kernel}`);
@@ -512,6 +512,11 @@ export class WasmRuntime {
     this.disposed = true;
     this.stopWorkers();
   }
+}
+
+/** The Pacer's key of a job shape: its kernel and its size (`work`, e.g. multiply-adds). */
+export function paceKey(kernel: number, work: number): number {
+  return kernel * 2 ** 40 + work;
 }
 
 /** Per job shape (kernel and size): wall-time sums (ms) and counts, of a trial's two ways and of the current window. */
